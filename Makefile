@@ -1,0 +1,49 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+# Both are safe to run twice: the venv and node tools are only rebuilt when their inputs change.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+NODE_DIR := .gnt/node
+NODE_STAMP := $(NODE_DIR)/.installed
+export DAGSTER_HOME ?= $(CURDIR)/.gnt/dagster_home
+
+.PHONY: demo test dev bench install node-tools clean
+
+$(STAMP): pyproject.toml setup.py requirements/base.txt requirements/dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip wheel setuptools
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+# Loopback servers the tests start: azurite speaks the Azure blob protocol (CONUS404's az:// store).
+$(NODE_STAMP): package.json
+	mkdir -p $(NODE_DIR)
+	cp package.json $(NODE_DIR)/package.json
+	cd $(NODE_DIR) && npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(STAMP)
+
+node-tools: $(NODE_STAMP)
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/python -m gnt_assets.demo
+
+test: $(STAMP) $(NODE_STAMP)
+	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+bench: $(STAMP)
+	$(BIN)/pip install --quiet -r requirements/bench.txt
+	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf .gnt data

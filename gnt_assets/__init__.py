@@ -1,0 +1,1 @@
+"""GNT Assets: five geospatial pipelines as one Dagster code location."""

@@ -1,0 +1,1 @@
+"""Pure domain code shared by the pipelines. Nothing here imports Dagster."""

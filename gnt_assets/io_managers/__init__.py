@@ -1,0 +1,1 @@
+"""IO managers: zarr regions, mmap tensors, tarballs, GeoParquet (DESIGN section 3)."""

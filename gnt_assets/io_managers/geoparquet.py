@@ -1,0 +1,62 @@
+"""GeoParquet (and plain Parquet) tables below ``{storage root}/tables/``.
+
+Vector outputs (clusters, grids, tile indexes, coverage, per-cell values) and
+tabular reports are (Geo)DataFrames; the schema is enforced by the asset's
+dagster-pandera type before this manager writes anything.
+"""
+
+from __future__ import annotations
+
+import io
+
+import dagster as dg
+import geopandas as gpd
+import pandas as pd
+import pyarrow.parquet as pq
+from upath import UPath
+
+from gnt_assets.core.atomic import atomic_write_bytes
+from gnt_assets.resources.storage import StorageResource
+
+
+def write_table(frame: pd.DataFrame, path: UPath) -> None:
+    """Serialise in memory, then publish in one atomic write; GeoDataFrames keep their CRS."""
+    buffer = io.BytesIO()
+    if isinstance(frame, gpd.GeoDataFrame):
+        frame.to_parquet(buffer, index=False, schema_version="1.1.0", write_covering_bbox=True)
+    else:
+        frame.to_parquet(buffer, index=False)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_table(path: UPath) -> pd.DataFrame:
+    with path.open("rb") as handle:
+        data = handle.read()
+    metadata = pq.read_schema(io.BytesIO(data)).metadata or {}
+    if b"geo" in metadata:
+        return gpd.read_parquet(io.BytesIO(data))
+    return pd.read_parquet(io.BytesIO(data))
+
+
+class _GeoParquetIOManager(dg.UPathIOManager):
+    extension = ".parquet"
+
+    def dump_to_path(self, context: dg.OutputContext, obj: pd.DataFrame, path: UPath) -> None:
+        if not isinstance(obj, pd.DataFrame):
+            raise TypeError(f"{context.asset_key.to_user_string()}: geoparquet_io_manager stores DataFrames, got {type(obj).__name__}")
+        write_table(obj, path)
+        context.add_output_metadata(
+            {"rows": len(obj), "files": 1, "bytes": int(path.stat().st_size), "path": dg.MetadataValue.path(str(path))}
+        )
+
+    def load_from_path(self, context: dg.InputContext, path: UPath) -> pd.DataFrame:
+        return read_table(path)
+
+
+class GeoParquetIOManager(dg.ConfigurableIOManagerFactory):
+    """Stores DataFrames and GeoDataFrames as one Parquet file per asset partition."""
+
+    storage: StorageResource
+
+    def create_io_manager(self, context: dg.InitResourceContext) -> _GeoParquetIOManager:
+        return _GeoParquetIOManager(base_path=self.storage.root_path / "tables")

@@ -1,0 +1,1 @@
+"""Local backends and the deterministic sample-data generators behind the local profile."""

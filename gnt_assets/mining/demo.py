@@ -1,0 +1,7 @@
+"""The mining pipeline's part of `make demo`."""
+
+import dagster as dg
+
+
+def run(instance: dg.DagsterInstance) -> None:
+    """Materializes the mining demo partitions on the local backends."""

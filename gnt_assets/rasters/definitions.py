@@ -1,0 +1,5 @@
+"""The rasters pipeline's assets, checks, sensors and schedules."""
+
+import dagster as dg
+
+defs = dg.Definitions()

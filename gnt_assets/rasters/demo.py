@@ -1,0 +1,7 @@
+"""The rasters pipeline's part of `make demo`."""
+
+import dagster as dg
+
+
+def run(instance: dg.DagsterInstance) -> None:
+    """Materializes the rasters demo partitions on the local backends."""

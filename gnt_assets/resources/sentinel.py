@@ -1,0 +1,9 @@
+"""External services of the sentinel pipeline, one interface with a local and a cloud implementation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def resource_set(profile: str) -> dict[str, Any]:
+    return {}

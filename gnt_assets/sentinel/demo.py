@@ -1,0 +1,7 @@
+"""The sentinel pipeline's part of `make demo`."""
+
+import dagster as dg
+
+
+def run(instance: dg.DagsterInstance) -> None:
+    """Materializes the sentinel demo partitions on the local backends."""
