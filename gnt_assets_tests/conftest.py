@@ -24,3 +24,20 @@ def storage_root(tmp_path, monkeypatch) -> UPath:
 def instance():
     with dg.instance_for_test() as test_instance:
         yield test_instance
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A loopback S3-protocol server (moto) with one bucket, shared by a test session."""
+    from gnt_assets.local.s3 import s3_server
+
+    with s3_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def s3_root(s3_endpoint, request):
+    """A fresh ``UPath`` prefix in the loopback bucket, unique per test."""
+    import uuid
+
+    return UPath(f"{s3_endpoint.root}/{request.node.name[:40]}-{uuid.uuid4().hex[:8]}", **s3_endpoint.storage_options())
