@@ -292,3 +292,16 @@ def _index_json(index: PackedIndex) -> dict:
         "attrs": index.attrs,
         "rows": index.rows,
     }
+
+
+@dataclass(frozen=True)
+class TensorPack:
+    """What an asset hands the mmap IO manager: field layout, one array per field, index rows, attrs."""
+
+    fields: tuple[TensorField, ...]
+    arrays: Mapping[str, np.ndarray]
+    rows: Mapping[str, Sequence]
+    attrs: Mapping[str, Any]
+
+    def write(self, folder: UPath) -> PackedIndex:
+        return write_packed(folder, self.fields, self.arrays, self.rows, self.attrs)

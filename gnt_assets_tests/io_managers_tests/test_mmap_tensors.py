@@ -1,0 +1,147 @@
+"""The mmap tensor IO manager through Dagster, on local disk and S3, and a writer killed mid-publish."""
+
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import dagster as dg
+import numpy as np
+import pytest
+from upath import UPath
+
+from gnt_assets.core.packed_tensors import TensorField, TensorPack, open_packed, verify_packed
+from gnt_assets.io_managers.mmap_tensors import MmapTensorIOManager, tensor_folder
+from gnt_assets.resources.storage import StorageResource
+
+FIELDS = (TensorField("features", "<f4", (2, 4, 4)), TensorField("labels", "|u1", (1, 4, 4)))
+parts = dg.StaticPartitionsDefinition(["a", "b"])
+
+
+def pack_for(key: str) -> TensorPack:
+    value = {"a": 1.0, "b": 2.0}[key]
+    count = 3 if key == "a" else 5
+    return TensorPack(
+        fields=FIELDS,
+        arrays={
+            "features": np.full((count, 2, 4, 4), value, "<f4"),
+            "labels": np.ones((count, 1, 4, 4), np.uint8),
+        },
+        rows={"tile_ix": list(range(count))},
+        attrs={"partition": key},
+    )
+
+
+@dg.asset(partitions_def=parts, io_manager_key="mmap_tensor_io_manager")
+def packed(context: dg.AssetExecutionContext) -> TensorPack:
+    return pack_for(context.partition_key)
+
+
+@dg.asset(partitions_def=parts)
+def packed_sum(packed) -> float:
+    return float(np.asarray(packed.memmap()["features"]).sum()) if packed.data_path.protocol in ("", "file") else float(
+        packed.read_records(range(packed.count))["features"].sum()
+    )
+
+
+@dg.asset(ins={"packed": dg.AssetIn(partition_mapping=dg.AllPartitionMapping())})
+def packed_counts(packed) -> dict:
+    return {key: index.count for key, index in packed.items()}
+
+
+def run_everything(storage: StorageResource, instance) -> None:
+    resources = {"mmap_tensor_io_manager": MmapTensorIOManager(storage=storage), "io_manager": dg.mem_io_manager}
+    for key in ("a", "b"):
+        result = dg.materialize([packed, packed_sum], partition_key=key, resources=resources, instance=instance)
+        assert result.output_for_node("packed_sum") == (96.0 if key == "a" else 320.0)
+        metadata = result.asset_materializations_for_node("packed")[0].metadata
+        assert metadata["files"].value == 2 and metadata["records"].value == (3 if key == "a" else 5)
+        assert metadata["bytes"].value > 0
+    result = dg.materialize(
+        [packed, packed_counts], selection=[packed_counts.key], resources=resources, instance=instance
+    )
+    assert result.output_for_node("packed_counts") == {"a": 3, "b": 5}
+
+
+def test_io_manager_on_local_disk(storage_root, instance):
+    storage = StorageResource(root=str(storage_root))
+    run_everything(storage, instance)
+    folder = tensor_folder(storage.root_path, packed.key, "b")
+    assert folder == UPath(storage_root) / "tensors" / "packed" / "b"
+    assert open_packed(folder).attrs == {"partition": "b"}
+
+
+def test_io_manager_through_s3fs(s3_root, s3_endpoint, instance):
+    storage = StorageResource(root=str(s3_root), endpoint_url=s3_endpoint.endpoint_url, key="testing", secret="testing")
+    run_everything(storage, instance)
+    index = open_packed(tensor_folder(storage.root_path, packed.key, "a"))
+    assert index.data_path.protocol == "s3" and verify_packed(index) == []
+
+
+def test_multi_partition_keys_become_folders(tmp_path):
+    key = dg.MultiPartitionKey({"year": "2020", "country": "ZAF"})
+    assert tensor_folder(UPath(tmp_path), dg.AssetKey("t"), key) == UPath(tmp_path) / "tensors" / "t" / "ZAF" / "2020"
+    with pytest.raises(ValueError, match="contains '..'"):
+        tensor_folder(UPath(tmp_path), dg.AssetKey("t"), "..")
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    from upath import UPath
+    from gnt_assets.core.packed_tensors import TensorField, TensorPack
+
+    folder = UPath(sys.argv[1])
+    fields = (TensorField("features", "<f4", (7, 64, 64)), TensorField("labels", "|u1", (1, 64, 64)))
+    version = int(sys.argv[2])
+    print("ready", flush=True)
+    while True:
+        version += 1
+        count = 40 + version % 7
+        TensorPack(
+            fields,
+            {"features": np.full((count, 7, 64, 64), version, "<f4"), "labels": np.full((count, 1, 64, 64), version % 251, np.uint8)},
+            {"version": [version] * count},
+            {"version": version},
+        ).write(folder)
+    """
+)
+
+
+def assert_whole(folder: UPath) -> int:
+    """The published state is one complete version: index, data, checksums and content agree."""
+    index = open_packed(folder)
+    assert verify_packed(index) == []
+    version = index.attrs["version"]
+    records = index.memmap()
+    assert index.count == 40 + version % 7 and set(index.rows["version"]) == {version}
+    assert np.all(records["features"] == version) and np.all(records["labels"] == version % 251)
+    return version
+
+
+def test_writer_killed_at_random_points_leaves_old_or_new_never_torn(tmp_path):
+    folder = UPath(tmp_path) / "part"
+    rng = random.Random(7)
+    seen = set()
+    previous = None
+    for point in range(22):
+        writer = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(folder), str(point * 1000)], stdout=subprocess.PIPE, text=True
+        )
+        assert writer.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.0, 0.25))
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.wait()
+        if not (folder / "index.json").exists():
+            assert previous is None  # killed before its first publish: nothing was ever presented
+            continue
+        version = assert_whole(folder)
+        assert previous is None or version > previous or version == previous
+        seen.add(version)
+        previous = version
+    assert len(seen) >= 10  # the kills landed in many different publishes
