@@ -1,0 +1,173 @@
+"""Training tiles: 64x64 world-grid tiles cut from a country-year zarr region, with mine labels.
+
+Per tile (the seed's reprojection worker, without reprojecting: the region is
+already on the world grid, so a tile is an exact 64x64 window, never 65x65):
+
+* ``features`` float32 (7, 64, 64), bands blue..thermal, NaN replaced by 0;
+* ``valid`` uint8 (1, 64, 64): 1 where all seven bands had a value, so a 0 in
+  ``features`` from a NaN stays distinguishable from a real 0 (the index also
+  counts ``valid_pixels``);
+* ``labels`` uint8 (1, 64, 64): the mine polygons rasterized onto the tile with
+  the *pixel-centre* rule (``all_touched=False``): a pixel is mine iff its centre
+  lies inside a polygon. Small slivers that cover no centre are not labelled;
+  the ``label_pixels`` column says how much of a tile is mine.
+
+Tiles whose window has no data at all (NaN-only) are left out and reported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import shapely
+import xarray as xr
+from odc.geo.geobox import GeoBox
+from rasterio.features import rasterize
+
+from gnt_assets.core.packed_tensors import TensorField, TensorPack
+
+BANDS = ("blue", "green", "red", "nir", "swir1", "swir2", "thermal")
+TILE = 64
+FIELDS = (
+    TensorField("features", "<f4", (len(BANDS), TILE, TILE)),
+    TensorField("labels", "|u1", (1, TILE, TILE)),
+    TensorField("valid", "|u1", (1, TILE, TILE)),
+)
+LABEL_RULE = "pixel centre inside a mine polygon (rasterio all_touched=False)"
+
+
+class TrainingTileError(ValueError):
+    """A region or tile that cannot give a complete, aligned training tile."""
+
+
+@dataclass(frozen=True)
+class ClusterTile:
+    """One world-grid tile a cluster covers."""
+
+    ix: int
+    iy: int
+    cluster_id: str
+    geometry_hash: str
+    geobox: GeoBox
+
+
+@dataclass
+class TileReport:
+    nan_only: list[tuple[int, int]] = field(default_factory=list)
+    polygons_without_tile: list[int] = field(default_factory=list)
+
+
+def geometry_hash(geometry: shapely.Geometry) -> str:
+    """Stable hash of a geometry (normalized WKB), the seed's deduplication key."""
+    return hashlib.sha256(shapely.to_wkb(shapely.normalize(geometry), hex=False)).hexdigest()[:16]
+
+
+def tile_window(region: xr.Dataset, geobox: GeoBox, label: str) -> tuple[slice, slice]:
+    """The region's (latitude, longitude) index window equal to ``geobox``, checked to the pixel."""
+    latitude, longitude = region["latitude"].values, region["longitude"].values
+    resolution = abs(geobox.affine.a)
+    if len(latitude) < 2 or len(longitude) < 2 or not np.isclose(abs(longitude[1] - longitude[0]), resolution, rtol=1e-6):
+        raise TrainingTileError(f"{label}: region grid spacing does not match the world grid ({resolution} deg)")
+    centre_x = geobox.affine.c + geobox.affine.a / 2
+    centre_y = geobox.affine.f + geobox.affine.e / 2
+    col = (centre_x - longitude[0]) / (longitude[1] - longitude[0])
+    row = (centre_y - latitude[0]) / (latitude[1] - latitude[0])
+    if abs(col - round(col)) > 1e-3 or abs(row - round(row)) > 1e-3:
+        raise TrainingTileError(f"{label}: region pixels are offset from the world grid by ({col % 1:.3f}, {row % 1:.3f}) px")
+    col, row = int(round(col)), int(round(row))
+    height, width = geobox.shape.y, geobox.shape.x
+    if row < 0 or col < 0 or row + height > len(latitude) or col + width > len(longitude):
+        raise TrainingTileError(f"{label}: tile lies outside the region (window rows {row}..{row + height}, cols {col}..{col + width})")
+    return slice(row, row + height), slice(col, col + width)
+
+
+def tile_labels(polygons: Sequence[shapely.Geometry], geobox: GeoBox) -> np.ndarray:
+    """(1, H, W) uint8 mine mask with the pixel-centre rule."""
+    shape = (geobox.shape.y, geobox.shape.x)
+    if not len(polygons):
+        return np.zeros((1, *shape), np.uint8)
+    mask = rasterize(((p, 1) for p in polygons), out_shape=shape, transform=geobox.affine, all_touched=False, dtype="uint8")
+    return mask[np.newaxis]
+
+
+def tile_features(window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """NaN->0 float32 features and the (1, H, W) all-bands-valid mask."""
+    valid = np.isfinite(window).all(axis=0)
+    return np.where(np.isfinite(window), window, 0).astype("<f4"), valid[np.newaxis].astype(np.uint8)
+
+
+def training_tiles(
+    region: xr.Dataset,
+    tiles: Iterable[ClusterTile],
+    polygons: Sequence[shapely.Geometry],
+    *,
+    partition: str,
+    year: int,
+    chunks_present: Callable[[slice, slice], bool],
+    must_touch: Sequence[int] = (),
+) -> tuple[TensorPack, TileReport]:
+    """Every cluster tile of one country-year as a ``TensorPack`` (rows sorted by tile, then cluster).
+
+    ``polygons`` label the tiles (all mines, so a neighbour's mine across a border
+    is labelled too); ``must_touch`` are the positions of this country's mines,
+    reported when they touch no tile. ``chunks_present(rows, cols)`` says whether
+    the region has written every chunk of a window: a tile over unwritten chunks
+    means an incomplete region, and fails the partition.
+    """
+    tiles = sorted(tiles, key=lambda t: (t.iy, t.ix, t.cluster_id))
+    if "reflectance" not in region:
+        raise TrainingTileError(f"{partition}: region has no 'reflectance' variable (has {sorted(region.data_vars)})")
+    bands = [str(b) for b in region["band"].values]
+    if bands != list(BANDS):
+        raise TrainingTileError(f"{partition}: region bands {bands} are not {list(BANDS)}")
+    reflectance = region["reflectance"].transpose("band", "latitude", "longitude")
+    polygons = list(polygons)
+    tree = shapely.STRtree(polygons)
+    touched: set[int] = set()
+    report = TileReport()
+    features, labels, valid, rows = [], [], [], {k: [] for k in ("tile_ix", "tile_iy", "year", "cluster_id", "geometry_hash", "valid_pixels", "label_pixels")}
+    for tile in tiles:
+        label = f"{partition} tile ({tile.ix}, {tile.iy}) of cluster {tile.cluster_id[:8]}"
+        rows_window, cols_window = tile_window(region, tile.geobox, label)
+        if not chunks_present(rows_window, cols_window):
+            raise TrainingTileError(f"{label}: the zarr region is missing chunks under this tile; re-materialize the region")
+        tile_features_, tile_valid = tile_features(reflectance.isel(latitude=rows_window, longitude=cols_window).values)
+        hits = tree.query(shapely.box(*tile.geobox.extent.boundingbox), predicate="intersects")
+        touched.update(int(h) for h in hits)
+        if not tile_valid.any():
+            report.nan_only.append((tile.ix, tile.iy))
+            continue
+        tile_label = tile_labels([polygons[h] for h in hits], tile.geobox)
+        features.append(tile_features_)
+        valid.append(tile_valid)
+        labels.append(tile_label)
+        for key, value in (
+            ("tile_ix", tile.ix), ("tile_iy", tile.iy), ("year", year), ("cluster_id", tile.cluster_id),
+            ("geometry_hash", tile.geometry_hash), ("valid_pixels", int(tile_valid.sum())), ("label_pixels", int(tile_label.sum())),
+        ):
+            rows[key].append(value)
+    report.polygons_without_tile = sorted(set(must_touch) - touched)
+    empty = {f.name: np.zeros((0, *f.shape), f.dtype) for f in FIELDS}
+    arrays = {
+        "features": np.stack(features) if features else empty["features"],
+        "labels": np.stack(labels) if labels else empty["labels"],
+        "valid": np.stack(valid) if valid else empty["valid"],
+    }
+    attrs = {"bands": list(BANDS), "partition": partition, "year": year, "label_rule": LABEL_RULE, "tile_size": TILE}
+    return TensorPack(FIELDS, arrays, rows, attrs), report
+
+
+def tile_rgb_with_outline(features: np.ndarray, labels: np.ndarray, scale: int = 4) -> np.ndarray:
+    """(3, H*scale, W*scale) RGB of one tile with the mine outline burnt in bright red, for quick looks."""
+    rgb = features[[BANDS.index("red"), BANDS.index("green"), BANDS.index("blue")]].astype("float64")
+    mask = labels[0].astype(bool)
+    inner = mask.copy()
+    inner[1:-1, 1:-1] = mask[1:-1, 1:-1] & mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:]
+    outline = mask & ~inner
+    low = float(rgb.min())
+    high = float(rgb.max()) + max(float(rgb.max()) - low, 1e-3)  # above anything the stretch keeps
+    rgb[0][outline], rgb[1][outline], rgb[2][outline] = high, low, low
+    return np.kron(rgb, np.ones((1, scale, scale)))

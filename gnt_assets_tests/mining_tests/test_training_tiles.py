@@ -1,0 +1,125 @@
+"""Cutting training tiles from a zarr region: alignment, NaN handling, labels against the polygons."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import shapely
+import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from upath import UPath
+
+from gnt_assets.mining.training_tiles import (
+    BANDS,
+    ClusterTile,
+    TrainingTileError,
+    geometry_hash,
+    tile_labels,
+    tile_rgb_with_outline,
+    tile_window,
+    training_tiles,
+)
+from gnt_assets_tests.mining_tests import training_fixtures as fx
+
+
+def cluster_tile_list():
+    clusters = fx.mining_clusters()
+    return [
+        ClusterTile(ix, iy, row.cluster_id, geometry_hash(row.geometry), fx.world_tile(ix, iy))
+        for row in clusters.itertuples()
+        for ix, iy in row.tiles
+    ]
+
+
+def chunk_files(path: UPath):
+    def present(rows: slice, cols: slice) -> bool:
+        return (path / "reflectance" / "c" / "0" / str(rows.start // 64) / str(cols.start // 64)).exists()
+
+    return present
+
+
+@pytest.fixture
+def region(tmp_path):
+    path = fx.write_region(UPath(tmp_path) / "2020.zarr", 2020)
+    return path, xr.open_zarr(path.path, consolidated=False)
+
+
+def test_tiles_are_exact_windows_with_nan_mask_and_centre_rule_labels(region):
+    path, dataset = region
+    polygons = fx.mine_polygons()
+    pack, report = training_tiles(
+        dataset, cluster_tile_list(), list(polygons.geometry), partition="ZAF|2020", year=2020,
+        chunks_present=chunk_files(path), must_touch=[0, 1, 2, 3],
+    )
+    # 8 cluster tiles, the NaN-only one left out and reported; the shared tile appears once per cluster.
+    assert report.nan_only == [(fx.IX0 + 3, fx.IY0 + 2)]
+    assert report.polygons_without_tile == [3]
+    assert len(pack.rows["tile_ix"]) == 7 and pack.arrays["features"].shape == (7, 7, 64, 64)
+    assert pack.arrays["features"].dtype == np.float32 and pack.arrays["labels"].dtype == np.uint8
+    truth = fx.reflectance(2020)
+    for i, (ix, iy) in enumerate(zip(pack.rows["tile_ix"], pack.rows["tile_iy"])):
+        r, c = (iy - fx.IY0) * 64, (ix - fx.IX0) * 64
+        window = truth[:, r : r + 64, c : c + 64]
+        np.testing.assert_array_equal(pack.arrays["features"][i], np.nan_to_num(window, nan=0.0))
+        np.testing.assert_array_equal(pack.arrays["valid"][i, 0], np.isfinite(window).all(axis=0))
+        # Labels: exactly the pixels whose centres fall inside a mine.
+        lon, lat = np.meshgrid(dataset.longitude.values[c : c + 64], dataset.latitude.values[r : r + 64])
+        inside = shapely.contains_xy(shapely.union_all(polygons.geometry.values), lon, lat)
+        np.testing.assert_array_equal(pack.arrays["labels"][i, 0], inside)
+        assert pack.rows["label_pixels"][i] == inside.sum()
+    # The mine crossing a tile edge is labelled on both sides; the neighbour-country mine is labelled too.
+    assert sum(p > 0 for p in pack.rows["label_pixels"]) >= 3
+    assert pack.attrs["bands"] == list(BANDS)
+
+
+def test_missing_chunk_fails_naming_partition_and_tile(tmp_path):
+    path = fx.write_region(UPath(tmp_path) / "2020.zarr", 2020, missing=[(fx.IX0 + 1, fx.IY0 + 1)])
+    with pytest.raises(TrainingTileError, match=rf"ZAF\|2020 tile \({fx.IX0 + 1}, {fx.IY0 + 1}\) of cluster .*missing chunks"):
+        training_tiles(
+            xr.open_zarr(path.path, consolidated=False), cluster_tile_list(), [], partition="ZAF|2020", year=2020,
+            chunks_present=chunk_files(path),
+        )
+
+
+def test_misaligned_or_outside_windows_are_refused(region):
+    _, dataset = region
+    shifted = fx.WORLD[fx.IY0 * 64 : fx.IY0 * 64 + 64, fx.IX0 * 64 : fx.IX0 * 64 + 64]
+    half = dataset.assign_coords(longitude=dataset.longitude + fx.RESOLUTION / 2)
+    with pytest.raises(TrainingTileError, match="offset from the world grid"):
+        tile_window(half, shifted, "t")
+    with pytest.raises(TrainingTileError, match="outside the region"):
+        tile_window(dataset, fx.world_tile(fx.IX0 + 4, fx.IY0), "t")
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    x0=st.floats(-2, 66), y0=st.floats(-2, 66), width=st.floats(0.3, 40), height=st.floats(0.3, 40),
+)
+def test_labels_follow_the_pixel_centre_rule(x0, y0, width, height):
+    geobox = fx.world_tile(fx.IX0, fx.IY0)
+    left, top = geobox.affine.c, geobox.affine.f
+    polygon = shapely.box(
+        left + x0 * fx.RESOLUTION, top - (y0 + height) * fx.RESOLUTION,
+        left + (x0 + width) * fx.RESOLUTION, top - y0 * fx.RESOLUTION,
+    )
+    labels = tile_labels([polygon], geobox)
+    assert labels.shape == (1, 64, 64)
+    columns = (np.arange(64) + 0.5)
+    inside_x = (columns > x0 + 1e-6) & (columns < x0 + width - 1e-6)
+    inside_y = (columns > y0 + 1e-6) & (columns < y0 + height - 1e-6)
+    expected = inside_y[:, None] & inside_x[None, :]
+    near_edge_x = np.isclose(columns, x0, atol=1e-5) | np.isclose(columns, x0 + width, atol=1e-5)
+    near_edge_y = np.isclose(columns, y0, atol=1e-5) | np.isclose(columns, y0 + height, atol=1e-5)
+    undecided = near_edge_y[:, None] | near_edge_x[None, :]
+    np.testing.assert_array_equal(labels[0][~undecided], expected[~undecided])
+
+
+def test_quick_look_burns_the_outline_in(region):
+    features = np.full((7, 64, 64), 0.2, np.float32)
+    labels = np.zeros((1, 64, 64), np.uint8)
+    labels[0, 10:20, 10:20] = 1
+    rgb = tile_rgb_with_outline(features, labels, scale=2)
+    assert rgb.shape == (3, 128, 128)
+    assert rgb[0, 20, 20] > 0.2 and rgb[1, 20, 20] == rgb[1].min()  # outline pixel: red
+    assert np.allclose(rgb[:, 30, 30], 0.2)  # interior pixel: the image

@@ -1,0 +1,96 @@
+"""A small country-year zarr region, clusters and mine polygons in Mining I's contract layout.
+
+Region: ``reflectance`` float32 (band, latitude, longitude) on world-grid pixel
+centres, chunks (7, 64, 64) aligned to world tiles, NaN where no data. Tiles
+listed in ``nan_tiles`` are written as all-NaN chunks; ``missing`` are never written.
+"""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import numpy as np
+import shapely
+import xarray as xr
+from odc.geo.geobox import GeoBox, GeoboxTiles
+from upath import UPath
+
+from gnt_assets.mining.training_tiles import BANDS, TILE
+
+RESOLUTION = 0.000269495
+WORLD = GeoBox.from_bbox((-180, -90, 180, 90), crs=4326, resolution=RESOLUTION)
+WORLD_TILES = GeoboxTiles(WORLD, (TILE, TILE))
+# A 4 x 3 tile block in southern Africa.
+IX0, IY0, NX, NY = 12030, 6020, 4, 3
+
+
+def world_tile(ix: int, iy: int) -> GeoBox:
+    return WORLD_TILES[iy, ix]
+
+
+def region_geobox() -> GeoBox:
+    return WORLD[IY0 * TILE : (IY0 + NY) * TILE, IX0 * TILE : (IX0 + NX) * TILE]
+
+
+def cluster_tiles() -> dict[str, list[tuple[int, int]]]:
+    """Cluster 'a' covers the left 2x2 block, 'b' the right column pair of the top row plus one shared tile."""
+    return {
+        "a" * 64: [(IX0 + i, IY0 + j) for i in range(2) for j in range(2)],
+        "b" * 64: [(IX0 + 2, IY0), (IX0 + 3, IY0), (IX0 + 1, IY0 + 1), (IX0 + 3, IY0 + 2)],
+    }
+
+
+def mine_polygons() -> gpd.GeoDataFrame:
+    """Three mines inside the block (one across a tile edge), one far away, one in a neighbour country."""
+    def rect(ix, iy, px0, py0, px1, py1):
+        left, top = world_tile(ix, iy).affine.c, world_tile(ix, iy).affine.f
+        return shapely.box(left + px0 * RESOLUTION, top - py1 * RESOLUTION, left + px1 * RESOLUTION, top - py0 * RESOLUTION)
+
+    geometries = [
+        rect(IX0, IY0, 10.2, 12.1, 30.7, 20.3),
+        rect(IX0 + 1, IY0, 50.2, 40.3, 74.6, 60.7),  # crosses into tile (IX0+2, IY0)
+        rect(IX0 + 3, IY0 + 2, 0, 0, 64, 64),  # the whole NaN tile
+        shapely.box(10, 10, 10.01, 10.01),  # touches no tile
+        rect(IX0 + 1, IY0 + 1, 5.2, 5.3, 9.7, 9.6),
+    ]
+    return gpd.GeoDataFrame(
+        {"ISO3_CODE": ["ZAF", "ZAF", "ZAF", "ZAF", "BWA"], "COUNTRY_NAME": ["South Africa"] * 4 + ["Botswana"], "AREA": [1.0] * 5},
+        geometry=geometries,
+        crs="EPSG:4326",
+    )
+
+
+def mining_clusters(country: str = "ZAF") -> gpd.GeoDataFrame:
+    records = []
+    for cluster_id, tiles in cluster_tiles().items():
+        boxes = [shapely.box(*world_tile(ix, iy).extent.boundingbox) for ix, iy in tiles]
+        region = shapely.box(*shapely.union_all(boxes).bounds)
+        records.append({"cluster_id": cluster_id, "country": country, "geometry": region, "tiles": [[ix, iy] for ix, iy in tiles], "mine_ids": [0]})
+    return gpd.GeoDataFrame(records, geometry="geometry", crs="EPSG:4326")
+
+
+def reflectance(year: int) -> np.ndarray:
+    rng = np.random.default_rng(year)
+    data = rng.uniform(0.02, 0.4, size=(len(BANDS), NY * TILE, NX * TILE)).astype("float32")
+    data[-1] = rng.uniform(280, 320, size=data[-1].shape)
+    data[:, 3:9, 20:23] = np.nan  # a few NaN pixels inside a valid tile
+    return data
+
+
+def write_region(path: UPath, year: int, *, nan_tiles=((IX0 + 3, IY0 + 2),), missing=()) -> UPath:
+    geobox = region_geobox()
+    data = reflectance(year)
+    for ix, iy in nan_tiles:
+        r, c = (iy - IY0) * TILE, (ix - IX0) * TILE
+        data[:, r : r + TILE, c : c + TILE] = np.nan
+    coords = geobox.coordinates
+    dataset = xr.Dataset(
+        {"reflectance": (("band", "latitude", "longitude"), data, {"grid_mapping": "spatial_ref", "units": "1"})},
+        coords={"band": list(BANDS), "latitude": coords["latitude"].values, "longitude": coords["longitude"].values, "spatial_ref": 0},
+    )
+    dataset.chunk({"band": 7, "latitude": TILE, "longitude": TILE}).to_zarr(
+        path.path, mode="w", zarr_format=3, consolidated=False, write_empty_chunks=True, encoding={"reflectance": {"fill_value": np.nan}}
+    )
+    for ix, iy in missing:
+        chunk = path / "reflectance" / "c" / "0" / str(iy - IY0) / str(ix - IX0)
+        chunk.unlink()
+    return path
