@@ -27,15 +27,15 @@ def world_tile(ix: int, iy: int) -> GeoBox:
     return WORLD_TILES[iy, ix]
 
 
-def region_geobox() -> GeoBox:
-    return WORLD[IY0 * TILE : (IY0 + NY) * TILE, IX0 * TILE : (IX0 + NX) * TILE]
+def region_geobox(ix0: int = IX0) -> GeoBox:
+    return WORLD[IY0 * TILE : (IY0 + NY) * TILE, ix0 * TILE : (ix0 + NX) * TILE]
 
 
-def cluster_tiles() -> dict[str, list[tuple[int, int]]]:
+def cluster_tiles(ix0: int = IX0) -> dict[str, list[tuple[int, int]]]:
     """Cluster 'a' covers the left 2x2 block, 'b' the right column pair of the top row plus one shared tile."""
     return {
-        "a" * 64: [(IX0 + i, IY0 + j) for i in range(2) for j in range(2)],
-        "b" * 64: [(IX0 + 2, IY0), (IX0 + 3, IY0), (IX0 + 1, IY0 + 1), (IX0 + 3, IY0 + 2)],
+        "a" * 64: [(ix0 + i, IY0 + j) for i in range(2) for j in range(2)],
+        "b" * 64: [(ix0 + 2, IY0), (ix0 + 3, IY0), (ix0 + 1, IY0 + 1), (ix0 + 3, IY0 + 2)],
     }
 
 
@@ -59,9 +59,9 @@ def mine_polygons() -> gpd.GeoDataFrame:
     )
 
 
-def mining_clusters(country: str = "ZAF") -> gpd.GeoDataFrame:
+def mining_clusters(country: str = "ZAF", ix0: int = IX0) -> gpd.GeoDataFrame:
     records = []
-    for cluster_id, tiles in cluster_tiles().items():
+    for cluster_id, tiles in cluster_tiles(ix0).items():
         boxes = [shapely.box(*world_tile(ix, iy).extent.boundingbox) for ix, iy in tiles]
         region = shapely.box(*shapely.union_all(boxes).bounds)
         records.append({"cluster_id": cluster_id, "country": country, "geometry": region, "tiles": [[ix, iy] for ix, iy in tiles], "mine_ids": [0]})
@@ -76,11 +76,12 @@ def reflectance(year: int) -> np.ndarray:
     return data
 
 
-def write_region(path: UPath, year: int, *, nan_tiles=((IX0 + 3, IY0 + 2),), missing=()) -> UPath:
-    geobox = region_geobox()
+def write_region(path: UPath, year: int, *, nan_tiles=((3, 2),), missing=(), ix0: int = IX0) -> UPath:
+    """``nan_tiles`` and ``missing`` are (column, row) tile positions inside the region."""
+    geobox = region_geobox(ix0)
     data = reflectance(year)
-    for ix, iy in nan_tiles:
-        r, c = (iy - IY0) * TILE, (ix - IX0) * TILE
+    for i, j in nan_tiles:
+        r, c = j * TILE, i * TILE
         data[:, r : r + TILE, c : c + TILE] = np.nan
     coords = geobox.coordinates
     dataset = xr.Dataset(
@@ -90,7 +91,7 @@ def write_region(path: UPath, year: int, *, nan_tiles=((IX0 + 3, IY0 + 2),), mis
     dataset.chunk({"band": 7, "latitude": TILE, "longitude": TILE}).to_zarr(
         path.path, mode="w", zarr_format=3, consolidated=False, write_empty_chunks=True, encoding={"reflectance": {"fill_value": np.nan}}
     )
-    for ix, iy in missing:
-        chunk = path / "reflectance" / "c" / "0" / str(iy - IY0) / str(ix - IX0)
+    for i, j in missing:
+        chunk = path / "reflectance" / "c" / "0" / str(j) / str(i)
         chunk.unlink()
     return path

@@ -1,0 +1,108 @@
+"""MiningTiles through a DataLoader with worker processes, samplers and the cluster split."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import shapely
+import torch
+import xarray as xr
+from torch.utils.data import DataLoader
+from upath import UPath
+
+from gnt_assets.io_managers.mmap_tensors import tensor_folder
+from gnt_assets.mining.dataset import ASSET_KEY, MiningTiles, partition_folders
+from gnt_assets.mining.samplers import PreChippedTileSampler, cluster_groups, random_cluster_assignment
+from gnt_assets.mining.training_tiles import ClusterTile, geometry_hash, training_tiles
+from gnt_assets_tests.mining_tests import training_fixtures as fx
+
+
+IX0 = {"ZAF": fx.IX0, "NAM": fx.IX0 + 100}  # NAM's clusters lie far from ZAF's
+
+
+def publish(root: UPath, country: str, year: int) -> None:
+    region = fx.write_region(root / "regions" / country / f"{year}.zarr", year, ix0=IX0[country])
+    clusters = fx.mining_clusters(country, IX0[country])
+    tiles = [
+        ClusterTile(ix, iy, f"{country}-{row.cluster_id[:6]}", geometry_hash(row.geometry), fx.world_tile(ix, iy))
+        for row in clusters.itertuples()
+        for ix, iy in row.tiles
+    ]
+    pack, _ = training_tiles(
+        xr.open_zarr(region.path, consolidated=False), tiles, list(fx.mine_polygons().geometry),
+        partition=f"{country}|{year}", year=year, chunks_present=lambda rows, cols: True,
+    )
+    pack.write(tensor_folder(root, ASSET_KEY, f"{country}|{year}"))
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> UPath:
+    root = UPath(tmp_path_factory.mktemp("tiles"))
+    for country, year in (("ZAF", 2020), ("ZAF", 2021), ("NAM", 2020)):
+        publish(root, country, year)
+    return root
+
+
+def expected_labels(tile_ix: int, tile_iy: int) -> np.ndarray:
+    geobox = fx.world_tile(tile_ix, tile_iy)
+    coords = geobox.coordinates
+    lon, lat = np.meshgrid(coords["longitude"].values, coords["latitude"].values)
+    return shapely.contains_xy(shapely.union_all(fx.mine_polygons().geometry.values), lon, lat)
+
+
+def test_dataloader_with_two_workers_gives_aligned_tiles_and_labels(root):
+    dataset = MiningTiles(root, return_dict=True)
+    assert len(dataset) == 3 * 7 and sorted(dataset.tiles["country"].unique()) == ["NAM", "ZAF"]
+    loader = DataLoader(dataset, batch_size=4, num_workers=2, shuffle=True, generator=torch.Generator().manual_seed(0))
+    seen = 0
+    for batch in loader:
+        assert batch["image"].shape[1:] == (7, 64, 64) and batch["image"].dtype == torch.float32
+        assert batch["mask"].shape[1:] == (1, 64, 64) and batch["mask"].dtype == torch.uint8
+        for image, mask, valid, ix, iy, year, country in zip(
+            batch["image"], batch["mask"], batch["valid"], batch["tile_ix"], batch["tile_iy"], batch["year"], batch["country"]
+        ):
+            np.testing.assert_array_equal(mask[0].numpy(), expected_labels(int(ix), int(iy)))
+            r, c = (int(iy) - fx.IY0) * 64, (int(ix) - IX0[country]) * 64
+            window = fx.reflectance(int(year))[:, r : r + 64, c : c + 64]
+            np.testing.assert_array_equal(image.numpy(), np.nan_to_num(window))
+            np.testing.assert_array_equal(valid[0].numpy(), np.isfinite(window).all(axis=0))
+            seen += 1
+    assert seen == len(dataset)
+    assert dataset._maps == {}  # the parent never mapped anything: workers did
+
+
+def test_tuple_samples_and_partition_selection(root):
+    dataset = MiningTiles(root, ["ZAF|2021"])
+    image, mask = dataset[3]
+    assert image.shape == (7, 64, 64) and mask.shape == (1, 64, 64)
+    assert len(dataset) == 7 and set(dataset.tiles["year"]) == {2021}
+    assert partition_folders(root, ["NAM|2020"])[0].parts[-2:] == ("NAM", "2020")
+    with pytest.raises(IndexError):
+        dataset[7]
+
+
+def test_sampler_restricts_to_country_year_and_cluster(root):
+    dataset = MiningTiles(root)
+    cluster = dataset.tiles.loc[dataset.tiles["country"] == "ZAF", "cluster_id"].iloc[0]
+    sampler = PreChippedTileSampler(dataset, countries=["ZAF"], years=[2020], clusters=[cluster], generator=torch.Generator().manual_seed(1))
+    chosen = dataset.tiles.iloc[list(sampler)]
+    assert len(chosen) == len(sampler) > 0
+    assert set(chosen["country"]) == {"ZAF"} and set(chosen["year"]) == {2020} and set(chosen["cluster_id"]) == {cluster}
+    batches = list(DataLoader(dataset, batch_size=8, sampler=sampler))
+    assert sum(len(b[0]) for b in batches) == len(sampler)
+    with pytest.raises(ValueError, match="no tiles match"):
+        PreChippedTileSampler(dataset, countries=["CHL"])
+
+
+def test_split_by_cluster_never_puts_neighbouring_tiles_on_both_sides(root):
+    dataset = MiningTiles(root)
+    groups = cluster_groups(dataset)
+    # The two clusters of a country share a tile, so they are one group; the countries lie apart.
+    assert len(set(groups.values())) == 2
+    train, validation = random_cluster_assignment(dataset, [0.5, 0.5], generator=torch.Generator().manual_seed(3))
+    assert len(train) + len(validation) == len(dataset) and len(train) and len(validation)
+    train_tiles = dataset.tiles.iloc[train.indices]
+    validation_tiles = dataset.tiles.iloc[validation.indices]
+    assert not set(train_tiles["cluster_id"]) & set(validation_tiles["cluster_id"])
+    with pytest.raises(ValueError, match="cannot fill 3 splits"):
+        random_cluster_assignment(dataset, [0.4, 0.3, 0.3])
