@@ -1,0 +1,86 @@
+"""HPC transfer to a local folder, a real SFTP server on loopback and the loopback S3 server."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from upath import UPath
+
+from gnt_assets.core.packed_tensors import INDEX_NAME, TensorField, open_packed, write_packed
+from gnt_assets.local.hpc import sftp_server
+from gnt_assets.mining.transfer import TransferError, file_digest, transfer_partition, transfer_problems
+from gnt_assets.resources.hpc import HPCTargetResource
+
+FIELDS = (TensorField("features", "<f4", (7, 64, 64)), TensorField("labels", "|u1", (1, 64, 64)))
+
+
+def publish(folder: UPath, count: int, value: float):
+    arrays = {"features": np.full((count, 7, 64, 64), value, "<f4"), "labels": np.ones((count, 1, 64, 64), np.uint8)}
+    write_packed(folder, FIELDS, arrays, {"tile_ix": list(range(count))})
+    return open_packed(folder)
+
+
+def exercise(source_root: UPath, target_dir: UPath) -> None:
+    index = publish(source_root / "ZAF" / "2020", 12, 1.0)
+    first = transfer_partition(index, target_dir, "ZAF|2020")
+    assert [f.copied for f in first] == [True, True] and first[-1].name == INDEX_NAME
+    assert transfer_problems(index, target_dir) == []
+    assert file_digest(target_dir / index.data_file) == (index.data_bytes, index.sha256)
+    # Re-run: nothing to copy.
+    assert [f.copied for f in transfer_partition(index, target_dir, "ZAF|2020")] == [False, False]
+    # A corrupted target copy is found and only that file is copied again.
+    with (target_dir / index.data_file).open("wb") as handle:
+        handle.write(b"x" * index.data_bytes)
+    assert "differs from the source" in transfer_problems(index, target_dir)[0]
+    assert [f.copied for f in transfer_partition(index, target_dir, "ZAF|2020")] == [True, False]
+    # A new version replaces the old data file on the target once its index is there.
+    newer = publish(source_root / "ZAF" / "2020", 5, 2.0)
+    transfer_partition(newer, target_dir, "ZAF|2020")
+    assert sorted(p.name for p in target_dir.iterdir()) == sorted([INDEX_NAME, newer.data_file])
+    assert transfer_problems(newer, target_dir) == []
+
+
+def test_local_folder_target(tmp_path):
+    target = HPCTargetResource(url=str(tmp_path / "hpc")).root_path()
+    exercise(UPath(tmp_path) / "src", target / "ZAF" / "2020")
+
+
+def test_sftp_target_through_sshfs(tmp_path):
+    (tmp_path / "remote").mkdir()
+    with sftp_server(str(tmp_path / "remote")) as endpoint:
+        resource = HPCTargetResource(url=endpoint.url("/scratch/gnt"), password=endpoint.password, verify_host_key=False)
+        assert resource.describe() == f"sftp://gnt@127.0.0.1:{endpoint.port}/scratch/gnt"
+        exercise(UPath(tmp_path) / "src", resource.root_path() / "ZAF" / "2020")
+    landed = sorted(p.name for p in (tmp_path / "remote" / "scratch" / "gnt" / "ZAF" / "2020").iterdir())
+    assert INDEX_NAME in landed and len(landed) == 2
+
+
+def test_s3_target(tmp_path, s3_endpoint, s3_root):
+    resource = HPCTargetResource(url=str(s3_root), endpoint_url=s3_endpoint.endpoint_url, key="testing", secret="testing")
+    exercise(UPath(tmp_path) / "src", resource.root_path() / "ZAF" / "2020")
+
+
+def test_target_refusing_writes_fails_naming_partition_and_keeps_source(tmp_path):
+    (tmp_path / "remote").mkdir()
+    index = publish(UPath(tmp_path) / "src", 3, 1.0)
+    with sftp_server(str(tmp_path / "remote"), read_only=True) as endpoint:
+        target = HPCTargetResource(url=endpoint.url("/x"), password=endpoint.password, verify_host_key=False).root_path()
+        with pytest.raises(TransferError, match=r"ZAF\|2021"):
+            transfer_partition(index, target / "ZAF" / "2021", "ZAF|2021")
+    assert open_packed(index.folder).sha256 == index.sha256 and file_digest(index.data_path)[1] == index.sha256
+
+
+def test_target_vanishing_mid_copy_then_resume(tmp_path):
+    (tmp_path / "remote").mkdir()
+    index = publish(UPath(tmp_path) / "src", 40, 3.0)
+    with sftp_server(str(tmp_path / "remote"), drop_after_bytes=index.data_bytes // 3) as endpoint:
+        target = HPCTargetResource(url=endpoint.url("/x"), password=endpoint.password, verify_host_key=False).root_path()
+        with pytest.raises(TransferError, match=r"ZAF\|2020: copying tensors-"):
+            transfer_partition(index, target / "ZAF" / "2020", "ZAF|2020")
+    landed = tmp_path / "remote" / "x" / "ZAF" / "2020"
+    assert not (landed / INDEX_NAME).exists() and not (landed / index.data_file).exists()  # nothing presented as complete
+    with sftp_server(str(tmp_path / "remote")) as endpoint:
+        target = HPCTargetResource(url=endpoint.url("/x"), password=endpoint.password, verify_host_key=False).root_path()
+        transfer_partition(index, target / "ZAF" / "2020", "ZAF|2020")
+        assert transfer_problems(index, target / "ZAF" / "2020") == []
+    assert sorted(p.name for p in landed.iterdir()) == sorted([INDEX_NAME, index.data_file])
