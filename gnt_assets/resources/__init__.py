@@ -12,7 +12,6 @@ from typing import Any
 
 import dagster as dg
 
-from gnt_assets.io_managers.geoparquet import GeoParquetIOManager
 from gnt_assets.resources.alerts import AlertSinksResource
 from gnt_assets.resources.compute import DaskComputeResource
 from gnt_assets.resources.storage import StorageResource
@@ -31,6 +30,10 @@ def _optional_env(name: str) -> Any:
 
 
 def shared_resources(profile: str) -> dict[str, Any]:
+    # Imported here: io_managers.geoparquet imports resources.storage, so a module-level
+    # import made `import gnt_assets.io_managers.geoparquet` (imported first) circular.
+    from gnt_assets.io_managers.geoparquet import GeoParquetIOManager
+
     alerts = AlertSinksResource(webhook_url=_optional_env("GNT_ALERT_WEBHOOK_URL"))
     if profile == "local":
         storage = StorageResource(
