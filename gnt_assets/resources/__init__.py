@@ -33,6 +33,7 @@ def shared_resources(profile: str) -> dict[str, Any]:
     # Imported here: io_managers.geoparquet imports resources.storage, so a module-level
     # import made `import gnt_assets.io_managers.geoparquet` (imported first) circular.
     from gnt_assets.io_managers.geoparquet import GeoParquetIOManager
+    from gnt_assets.io_managers.mmap_tensors import MmapTensorIOManager
 
     alerts = AlertSinksResource(webhook_url=_optional_env("GNT_ALERT_WEBHOOK_URL"))
     if profile == "local":
@@ -56,6 +57,7 @@ def shared_resources(profile: str) -> dict[str, Any]:
         "compute": compute,
         "alerts": alerts,
         "geoparquet_io_manager": GeoParquetIOManager(storage=storage),
+        "mmap_tensor_io_manager": MmapTensorIOManager(storage=storage),
     }
 
 
