@@ -46,7 +46,7 @@ class _GeoParquetIOManager(dg.UPathIOManager):
             raise TypeError(f"{context.asset_key.to_user_string()}: geoparquet_io_manager stores DataFrames, got {type(obj).__name__}")
         write_table(obj, path)
         context.add_output_metadata(
-            {"rows": len(obj), "files": 1, "bytes": int(path.stat().st_size), "path": dg.MetadataValue.path(str(path))}
+            {"rows": len(obj), "files": 1, "bytes": int(path.stat().st_size)}
         )
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> pd.DataFrame:
