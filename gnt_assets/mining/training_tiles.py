@@ -21,11 +21,13 @@ import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+import geopandas as gpd
 import numpy as np
 import shapely
 import xarray as xr
-from odc.geo.geobox import GeoBox
+from odc.geo.geobox import GeoBox, GeoboxTiles
 from rasterio.features import rasterize
+from upath import UPath
 
 from gnt_assets.core.packed_tensors import TensorField, TensorPack
 
@@ -37,6 +39,7 @@ FIELDS = (
     TensorField("valid", "|u1", (1, TILE, TILE)),
 )
 LABEL_RULE = "pixel centre inside a mine polygon (rasterio all_touched=False)"
+WORLD_TILES = GeoboxTiles(GeoBox.from_bbox((-180, -90, 180, 90), crs=4326, resolution=0.000269495), (TILE, TILE))
 
 
 class TrainingTileError(ValueError):
@@ -58,6 +61,53 @@ class ClusterTile:
 class TileReport:
     nan_only: list[tuple[int, int]] = field(default_factory=list)
     polygons_without_tile: list[int] = field(default_factory=list)
+
+
+def world_tile(ix: int, iy: int) -> GeoBox:
+    """World tile ``ix`` (column, west->east) ``iy`` (row, north->south) as a 64x64 GeoBox."""
+    return WORLD_TILES[iy, ix]
+
+
+def region_path(root: UPath, country: str, year: str | int) -> UPath:
+    """Mining I's zarr region of a country-year (its contract: ``mining/regions/{ISO3}/{year}.zarr``)."""
+    return root / "mining" / "regions" / country / f"{year}.zarr"
+
+
+def open_region(path: UPath, partition: str) -> xr.Dataset:
+    """The region store, lazily; a missing store names the partition and what to run."""
+    if not (path / "zarr.json").exists():
+        raise TrainingTileError(f"{partition}: no zarr region at {path}; materialize landsat_regions for this partition first")
+    return xr.open_zarr(path.path if path.protocol in ("", "file") else str(path), consolidated=False, storage_options=path.storage_options or None)
+
+
+def region_chunks_present(path: UPath, variable: str = "reflectance") -> Callable[[slice, slice], bool]:
+    """Whether every (band, 64, 64) chunk under a window was written, from one listing of the store."""
+    chunk_root = path / variable / "c"
+    written: set[tuple[int, int]] = set()
+    if chunk_root.exists():
+        base = len(chunk_root.path.rstrip("/").split("/"))
+        for key in chunk_root.fs.find(chunk_root.path):
+            parts = key.rstrip("/").split("/")[base:]
+            if len(parts) == 3:
+                written.add((int(parts[1]), int(parts[2])))
+
+    def present(rows: slice, cols: slice) -> bool:
+        return all(
+            (r, c) in written
+            for r in range(rows.start // TILE, -(-rows.stop // TILE))
+            for c in range(cols.start // TILE, -(-cols.stop // TILE))
+        )
+
+    return present
+
+
+def cluster_tiles(clusters: gpd.GeoDataFrame) -> list[ClusterTile]:
+    """Every (tile, cluster) pair of Mining I's clusters table (``tiles`` = list of [ix, iy])."""
+    return [
+        ClusterTile(int(ix), int(iy), str(row.cluster_id), geometry_hash(row.geometry), world_tile(int(ix), int(iy)))
+        for row in clusters.itertuples()
+        for ix, iy in row.tiles
+    ]
 
 
 def geometry_hash(geometry: shapely.Geometry) -> str:

@@ -11,20 +11,15 @@ import geopandas as gpd
 import numpy as np
 import shapely
 import xarray as xr
-from odc.geo.geobox import GeoBox, GeoboxTiles
+from odc.geo.geobox import GeoBox
 from upath import UPath
 
-from gnt_assets.mining.training_tiles import BANDS, TILE
+from gnt_assets.mining.training_tiles import BANDS, TILE, WORLD_TILES, world_tile
 
 RESOLUTION = 0.000269495
-WORLD = GeoBox.from_bbox((-180, -90, 180, 90), crs=4326, resolution=RESOLUTION)
-WORLD_TILES = GeoboxTiles(WORLD, (TILE, TILE))
+WORLD = WORLD_TILES.base
 # A 4 x 3 tile block in southern Africa.
 IX0, IY0, NX, NY = 12030, 6020, 4, 3
-
-
-def world_tile(ix: int, iy: int) -> GeoBox:
-    return WORLD_TILES[iy, ix]
 
 
 def region_geobox(ix0: int = IX0) -> GeoBox:
@@ -95,3 +90,79 @@ def write_region(path: UPath, year: int, *, nan_tiles=((3, 2),), missing=(), ix0
         chunk = path / "reflectance" / "c" / "0" / str(j) / str(i)
         chunk.unlink()
     return path
+
+
+# Stand-ins for Mining I's upstream assets (same keys, partitions and storage layout), so the
+# training tiles, transfer and janitor run through Dagster on this fixture data.
+import dagster as dg  # noqa: E402
+
+from gnt_assets.partitions import mining_country, mining_country_year  # noqa: E402
+from gnt_assets.mining.training_tiles import region_path  # noqa: E402
+from gnt_assets.resources.storage import StorageResource  # noqa: E402
+
+FIXTURE_IX0 = {"ZAF": IX0, "NAM": IX0 + 100}
+
+
+@dg.asset(name="mine_polygons", io_manager_key="geoparquet_io_manager", group_name="mining")
+def mine_polygons_standin() -> gpd.GeoDataFrame:
+    return mine_polygons()
+
+
+@dg.asset(name="mining_clusters", io_manager_key="geoparquet_io_manager", partitions_def=mining_country, group_name="mining")
+def mining_clusters_standin(context) -> gpd.GeoDataFrame:
+    return mining_clusters(context.partition_key, FIXTURE_IX0[context.partition_key])
+
+
+@dg.asset(name="landsat_regions", partitions_def=mining_country_year, group_name="mining")
+def landsat_regions_standin(context, storage: StorageResource) -> dg.MaterializeResult:
+    keys = context.partition_key.keys_by_dimension
+    country, year = keys["country"], keys["year"]
+    write_region(region_path(storage.root_path, country, year), int(year), ix0=FIXTURE_IX0[country])
+    return dg.MaterializeResult(metadata={"files": 1, "bytes": 1})
+
+
+STANDINS = [mine_polygons_standin, mining_clusters_standin, landsat_regions_standin]
+
+
+def mining_ii_resources(storage_root: UPath, hpc_root: UPath) -> dict:
+    from gnt_assets.io_managers.geoparquet import GeoParquetIOManager
+    from gnt_assets.io_managers.mmap_tensors import MmapTensorIOManager
+    from gnt_assets.resources.hpc import HPCTargetResource
+
+    storage = StorageResource(root=str(storage_root))
+    return {
+        "storage": storage,
+        "geoparquet_io_manager": GeoParquetIOManager(storage=storage),
+        "mmap_tensor_io_manager": MmapTensorIOManager(storage=storage),
+        "hpc": HPCTargetResource(url=str(hpc_root)),
+    }
+
+
+def materialize_pipeline(instance, resources: dict, partitions, selection=None) -> list:
+    """Upstream stand-ins, training tiles and transfer (with their checks) for ``ISO3|year`` partitions."""
+    from gnt_assets.mining.janitor_checks import (
+        hpc_copy_matches_source,
+        training_tiles_have_data_and_labels,
+        training_tiles_match_clusters,
+    )
+    from gnt_assets.mining.training_assets import mining_hpc_transfer, mining_training_tiles
+
+    countries = sorted({p.split("|")[0] for p in partitions})
+    instance.add_dynamic_partitions("mining_country", countries)
+    assets = [*STANDINS, mining_training_tiles, mining_hpc_transfer, training_tiles_match_clusters, training_tiles_have_data_and_labels, hpc_copy_matches_source]
+    dg.materialize([mine_polygons_standin], instance=instance, resources=resources)
+    for country in countries:
+        dg.materialize([mining_clusters_standin], partition_key=country, instance=instance, resources=resources)
+    results = []
+    for partition in partitions:
+        country, year = partition.split("|")
+        results.append(
+            dg.materialize(
+                assets,
+                selection=selection or ["landsat_regions", "mining_training_tiles", "mining_hpc_transfer"],
+                partition_key=dg.MultiPartitionKey({"country": country, "year": year}),
+                instance=instance,
+                resources=resources,
+            )
+        )
+    return results

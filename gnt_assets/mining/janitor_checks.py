@@ -1,0 +1,107 @@
+"""Janitor checks on the training tiles and transfers, and the ``janitor`` job (check | clean).
+
+The checks run per partition after each materialization; the job sweeps every
+recorded partition of every mining stage and storage itself (orphans), which a
+per-partition check cannot see. In ``check`` mode the job fails when it finds
+anything, so the run-failure alert carries its table; ``clean`` removes orphans
+and broken outputs and marks the demoted partitions missing, so a "materialize
+missing" backfill repairs them.
+"""
+
+from typing import Literal
+
+import dagster as dg
+
+from gnt_assets.core.packed_tensors import open_packed
+from gnt_assets.io_managers.mmap_tensors import tensor_folder
+from gnt_assets.mining.janitor import (
+    STAGE_ASSETS,
+    STAGES,
+    Finding,
+    clean,
+    clusters_table,
+    demotions,
+    split_partition,
+    sweep,
+    tile_findings,
+    transfer_findings,
+)
+from gnt_assets.mining.training_assets import mining_hpc_transfer, mining_training_tiles
+from gnt_assets.partitions import mining_country_year
+from gnt_assets.resources.hpc import HPCTargetResource
+from gnt_assets.resources.storage import StorageResource
+
+MAX_LISTED = 50
+
+
+def _result(findings: list[Finding], severity: dg.AssetCheckSeverity) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        passed=not findings,
+        severity=severity,
+        metadata={"problems": len(findings), "details": dg.MetadataValue.json([f.problem for f in findings[:MAX_LISTED]])},
+    )
+
+
+@dg.asset_check(asset=mining_training_tiles, partitions_def=mining_country_year, blocking=True)
+def training_tiles_match_clusters(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
+    """The index holds exactly the tiles the clusters cover (none missing, none extra) and every record
+    passes its CRC-32, so no partial tile is presented as complete."""
+    partition = context.partition_key
+    country, _ = split_partition(partition)
+    return _result(tile_findings(storage.root_path, partition, clusters_table(storage.root_path, country)), dg.AssetCheckSeverity.ERROR)
+
+
+@dg.asset_check(asset=mining_training_tiles, partitions_def=mining_country_year)
+def training_tiles_have_data_and_labels(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
+    """Soft findings: cluster tiles with no data at all (left out) and this country's mines that touch no tile."""
+    attrs = open_packed(tensor_folder(storage.root_path, mining_training_tiles.key, context.partition_key)).attrs
+    nan_only, without = attrs.get("nan_only", []), int(attrs.get("mines_without_tile", 0))
+    return dg.AssetCheckResult(
+        passed=not nan_only and not without,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"nan_only_tiles": dg.MetadataValue.json(nan_only), "mines_without_tile": without},
+    )
+
+
+@dg.asset_check(asset=mining_hpc_transfer, partitions_def=mining_country_year, blocking=True)
+def hpc_copy_matches_source(context: dg.AssetCheckExecutionContext, storage: StorageResource, hpc: HPCTargetResource) -> dg.AssetCheckResult:
+    """Both files are on the target with the source's size and SHA-256, read back from the target."""
+    return _result(transfer_findings(storage.root_path, hpc.root_path(), context.partition_key), dg.AssetCheckSeverity.ERROR)
+
+
+class JanitorConfig(dg.Config):
+    mode: Literal["check", "clean"] = "check"
+
+
+def _table(findings: list[Finding]) -> dg.MetadataValue:
+    return dg.MetadataValue.table(
+        records=[dg.TableRecord({"stage": f.stage, "partition": f.partition or "", "path": f.path, "problem": f.problem}) for f in findings[:500]],
+        schema=dg.TableSchema(columns=[dg.TableColumn(n, "string") for n in ("stage", "partition", "path", "problem")]),
+    )
+
+
+@dg.op
+def janitor_sweep(context: dg.OpExecutionContext, config: JanitorConfig, storage: StorageResource, hpc: HPCTargetResource) -> dict:
+    """Compare Dagster's record of every mining stage with storage; in clean mode repair what can be repaired."""
+    owned = {stage: set(context.instance.get_materialized_partitions(dg.AssetKey(STAGE_ASSETS[stage]))) for stage in STAGES}
+    findings = sweep(storage.root_path, hpc.root_path(), owned)
+    restart = demotions(findings)
+    rerun = {STAGE_ASSETS[stage]: sorted(p for p, s in restart.items() if s == stage) for stage in STAGES}
+    metadata = {"findings": len(findings), "table": _table(findings), "rematerialize": dg.MetadataValue.json(rerun)}
+    if config.mode == "check":
+        if findings:
+            raise dg.Failure(description=f"janitor found {len(findings)} problems in mining storage; run the janitor with mode: clean", metadata=metadata)
+        context.add_output_metadata(metadata)
+        return {"findings": 0}
+    removed = clean(storage.root_path, hpc.root_path(), findings)
+    for partition, stage in restart.items():
+        for later in STAGES[STAGES.index(stage):]:
+            if partition in owned[later]:
+                context.instance.wipe_asset_partitions(dg.AssetKey(STAGE_ASSETS[later]), [partition])
+    context.add_output_metadata({**metadata, "removed": dg.MetadataValue.json(removed)})
+    return {"findings": len(findings), "removed": removed, "rematerialize": rerun}
+
+
+@dg.job(description="The mining janitor: mode check reports storage that disagrees with Dagster's record; clean repairs it.")
+def janitor():
+    janitor_sweep()
