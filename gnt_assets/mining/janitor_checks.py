@@ -4,8 +4,10 @@ The checks run per partition after each materialization; the job sweeps every
 recorded partition of every mining stage and storage itself (orphans), which a
 per-partition check cannot see. In ``check`` mode the job fails when it finds
 anything, so the run-failure alert carries its table; ``clean`` removes orphans
-and broken outputs and marks the demoted partitions missing, so a "materialize
-missing" backfill repairs them.
+and broken outputs and lists, per asset, the partitions to re-materialize (the
+seed's sequential demotion) with the commands that do it; a backfill of those
+partitions from that asset downstream repairs them. (Dagster OSS storage cannot
+wipe single partitions, so Dagster keeps its record until the backfill.)
 """
 
 from typing import Literal
@@ -94,11 +96,11 @@ def janitor_sweep(context: dg.OpExecutionContext, config: JanitorConfig, storage
         context.add_output_metadata(metadata)
         return {"findings": 0}
     removed = clean(storage.root_path, hpc.root_path(), findings)
-    for partition, stage in restart.items():
-        for later in STAGES[STAGES.index(stage):]:
-            if partition in owned[later]:
-                context.instance.wipe_asset_partitions(dg.AssetKey(STAGE_ASSETS[later]), [partition])
-    context.add_output_metadata({**metadata, "removed": dg.MetadataValue.json(removed)})
+    commands = [
+        f'dagster asset materialize -m gnt_assets.definitions --select "{STAGE_ASSETS[stage]}*" --partition "{partition}"'
+        for partition, stage in sorted(restart.items())
+    ]
+    context.add_output_metadata({**metadata, "removed": dg.MetadataValue.json(removed), "repair_commands": dg.MetadataValue.md("\n".join(f"    {c}" for c in commands))})
     return {"findings": len(findings), "removed": removed, "rematerialize": rerun}
 
 

@@ -1,0 +1,93 @@
+"""The janitor: corrupt storage in several ways, check finds each, clean + backfill repairs each."""
+
+import numpy as np
+from upath import UPath
+
+from gnt_assets.core.packed_tensors import open_packed, write_packed
+from gnt_assets.io_managers.mmap_tensors import tensor_folder
+from gnt_assets.mining.dataset import ASSET_KEY
+from gnt_assets.mining.janitor import STAGE_ASSETS, STAGES
+from gnt_assets.mining.janitor_checks import janitor
+from gnt_assets.mining.training_tiles import region_path
+from gnt_assets_tests.mining_tests import training_fixtures as fx
+
+PARTITIONS = ["ZAF|2020", "NAM|2020", "ZAF|2021", "NAM|2021"]
+
+
+def run_janitor(instance, resources, mode):
+    result = janitor.execute_in_process(
+        run_config={"ops": {"janitor_sweep": {"config": {"mode": mode}}}},
+        instance=instance,
+        resources={"storage": resources["storage"], "hpc": resources["hpc"]},
+        raise_on_error=False,
+    )
+    if result.success:
+        return result, result.output_for_node("janitor_sweep")
+    failure = [e for e in result.all_events if e.is_step_failure][0].step_failure_data.user_failure_data
+    return result, failure.metadata
+
+
+def corrupt(storage_root: UPath, hpc_root: UPath) -> None:
+    # 1. delete a tile: ZAF|2020 republished without its first tile.
+    index = open_packed(tensor_folder(storage_root, ASSET_KEY, "ZAF|2020"))
+    records = np.array(index.memmap()[1:])
+    rows = {k: v[1:] for k, v in index.rows.items() if k not in ("offset", "crc32")}
+    write_packed(index.folder, index.fields, {f.name: records[f.name] for f in index.fields}, rows, index.attrs)
+    # 2. truncate the packed file of NAM|2020.
+    index = open_packed(tensor_folder(storage_root, ASSET_KEY, "NAM|2020"))
+    with open(index.data_path.path, "r+b") as handle:
+        handle.truncate(index.data_bytes // 2)
+    # 3. an orphan: tiles for a partition Dagster never materialized, and a stray file in a good folder.
+    orphan = tensor_folder(storage_root, ASSET_KEY, "ZAF|1999")
+    orphan.mkdir(parents=True)
+    (orphan / "index.json").write_text("{}")
+    (tensor_folder(storage_root, ASSET_KEY, "NAM|2021") / "tensors-stray.bin").write_bytes(b"x" * 10)
+    # 4. remove a zarr chunk under a cluster tile of ZAF|2021.
+    (region_path(storage_root, "ZAF", "2021") / "reflectance" / "c" / "0" / "0" / "1").unlink()
+    # 5. alter the target copy of NAM|2021 (same size, different bytes).
+    index = open_packed(tensor_folder(storage_root, ASSET_KEY, "NAM|2021"))
+    target = hpc_root / "NAM" / "2021" / index.data_file
+    target.write_bytes(b"\0" * index.data_bytes)
+
+
+def test_check_finds_each_corruption_and_clean_plus_backfill_repairs_it(storage_root, tmp_path, instance):
+    hpc_root = UPath(tmp_path) / "hpc"
+    resources = fx.mining_ii_resources(storage_root, hpc_root)
+    fx.materialize_pipeline(instance, resources, PARTITIONS)
+    result, output = run_janitor(instance, resources, "check")
+    assert result.success and output == {"findings": 0}
+
+    corrupt(storage_root, hpc_root)
+    result, metadata = run_janitor(instance, resources, "check")
+    assert not result.success
+    found = {(r.data["stage"], r.data["partition"], r.data["problem"]) for r in metadata["table"].value.records}
+    problems = "\n".join(f"{s} {p} {m}" for s, p, m in sorted(found))
+    assert f"tiles ZAF|2020 tile ({fx.IX0}, {fx.IY0}) of cluster aaaaaaaa is missing from the index" in problems
+    assert "tiles NAM|2020" in problems and "truncated" in problems
+    assert "orphan ZAF|1999 training tiles no materialized partition owns" in problems
+    assert "orphan NAM|2021 file in a tiles folder that its index does not name" in problems
+    assert f"region ZAF|2021 tile ({fx.IX0 + 1}, {fx.IY0}): zarr chunks missing" in problems
+    assert "transfer NAM|2021" in problems and "differs from the source" in problems
+    # Check mode changes nothing.
+    assert tensor_folder(storage_root, ASSET_KEY, "ZAF|1999").exists()
+
+    result, output = run_janitor(instance, resources, "clean")
+    assert result.success
+    assert output["rematerialize"] == {
+        "landsat_exports": [], "landsat_regions": ["ZAF|2021"],
+        "mining_training_tiles": ["NAM|2020", "ZAF|2020"], "mining_hpc_transfer": ["NAM|2021"],
+    }
+    assert not tensor_folder(storage_root, ASSET_KEY, "ZAF|1999").exists()
+    assert not (tensor_folder(storage_root, ASSET_KEY, "NAM|2021") / "tensors-stray.bin").exists()
+    # Broken outputs are gone, so the per-partition checks now fail too until the backfill.
+    assert not tensor_folder(storage_root, ASSET_KEY, "ZAF|2020").exists()
+    assert not (hpc_root / "NAM" / "2021").exists()
+    assert region_path(storage_root, "ZAF", "2021").exists()  # a region is repaired in place, never deleted
+    # The backfill of the reported partitions, from the demoted asset downstream, repairs everything.
+    for stage in STAGES[1:]:
+        asset = STAGE_ASSETS[stage]
+        for partition in output["rematerialize"][asset]:
+            selection = [STAGE_ASSETS[s] for s in STAGES[STAGES.index(stage):]]
+            fx.materialize_pipeline(instance, resources, [partition], selection=selection)
+    result, output = run_janitor(instance, resources, "check")
+    assert result.success and output == {"findings": 0}
