@@ -150,10 +150,9 @@ def write_packed(
             batch = np.zeros(stop - start, dtype)
             for field in fields:
                 batch[field.name] = arrays[field.name][start:stop]
-            raw = batch.tobytes()
+            raw = memoryview(batch.view(np.uint8).reshape(-1))
             digest.update(raw)
-            view = memoryview(raw)
-            crcs.extend(zlib.crc32(view[i * dtype.itemsize : (i + 1) * dtype.itemsize]) for i in range(stop - start))
+            crcs.extend(zlib.crc32(raw[i * dtype.itemsize : (i + 1) * dtype.itemsize]) for i in range(stop - start))
             handle.write(raw)
     index = PackedIndex(
         folder=folder,

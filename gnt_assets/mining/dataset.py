@@ -10,9 +10,12 @@ mask. Layout on disk, one folder per country x year partition (written by the
     {storage root}/tensors/mining_training_tiles/{ISO3}/{year}/tensors-<version>.bin
 
 Construction reads only the small JSON indexes; each worker process maps the
-data files on first access, so the dataset pickles cheaply into
-``DataLoader(num_workers>0)`` workers and reading a sample touches only its
-record. Samples are ``(image, mask)`` tensors, or with ``return_dict=True`` a
+data files on first access (``torch.from_file``, a private read-only-in-effect
+mapping), so the dataset pickles cheaply into ``DataLoader(num_workers>0)``
+workers, reading a sample touches only its record, and a sample's tensors are
+views of the mapping: the DataLoader's collate is the only copy. Write to a
+sample in place only after ``.clone()`` if you want the change to persist
+(writes stay private to the process; the file never changes). Samples are ``(image, mask)`` tensors, or with ``return_dict=True`` a
 dict in TorchGeo's style: ``image`` float32 (7, 64, 64), ``mask`` uint8
 (1, 64, 64), ``valid`` uint8 (1, 64, 64), plus ``country``, ``year``,
 ``cluster_id``, ``tile_ix``, ``tile_iy``.
@@ -65,6 +68,7 @@ class MiningTiles(Dataset):
                 raise ValueError("MiningTiles needs a storage root (with optional partitions) or explicit folders")
             folders = partition_folders(root, partitions)
         self.indexes: list[PackedIndex] = [open_packed(UPath(f)) for f in folders]
+        self._layouts = [self._layout(index) for index in self.indexes]
         self.return_dict = return_dict
         self.transforms = transforms
         frames = []
@@ -77,7 +81,7 @@ class MiningTiles(Dataset):
         self.tiles = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["part", "record", "country", "year", "cluster_id", "tile_ix", "tile_iy"])
         self._parts = self.tiles["part"].to_numpy(np.int64)
         self._records_at = self.tiles["record"].to_numpy(np.int64)
-        self._maps: dict[int, np.ndarray] = {}
+        self._maps: dict[int, dict[str, torch.Tensor] | None] = {}
         self._pid = os.getpid()
 
     def __len__(self) -> int:
@@ -88,48 +92,52 @@ class MiningTiles(Dataset):
         state["_maps"] = {}  # workers map the files themselves
         return state
 
-    def _records(self, part: int) -> np.ndarray | None:
+    def _layout(self, index: PackedIndex) -> list[tuple[str, int, int, torch.dtype, tuple[int, ...]]]:
+        """(field, byte offset in the record, bytes, torch dtype, shape) for slicing a record."""
+        return [
+            (f.name, index.record_dtype.fields[f.name][1], f.nbytes, torch.from_numpy(np.empty(0, f.dtype)).dtype, f.shape)
+            for f in index.fields
+        ]
+
+    def _fields(self, part: int) -> dict[str, torch.Tensor] | None:
+        """Per field, a (count, *shape) view of the partition's data file mapped with ``torch.from_file``
+        (read on access), made once per process; None for remote files."""
         if self._pid != os.getpid():
             self._maps, self._pid = {}, os.getpid()
         if part not in self._maps:
             index = self.indexes[part]
-            self._maps[part] = index.memmap() if is_local(index.data_path) else None
+            fields = None
+            if is_local(index.data_path) and index.count:
+                records = index.torch_records()
+                fields = {
+                    name: records[:, offset : offset + nbytes].view(dtype).view(index.count, *shape)
+                    for name, offset, nbytes, dtype, shape in self._layouts[part]
+                }
+            self._maps[part] = fields
         return self._maps[part]
 
-    def _read(self, part: int, records: np.ndarray) -> np.ndarray:
-        mapped = self._records(part)
-        if mapped is None:
-            return self.indexes[part].read_records(records.tolist())
-        return mapped[records]
+    def _record(self, part: int, record: int) -> dict[str, torch.Tensor]:
+        """One record's fields: zero-copy views of the mapping locally (the DataLoader's collate does the
+        only copy), one ranged read on object stores."""
+        fields = self._fields(part)
+        if fields is not None:
+            return {name: tensor[record] for name, tensor in fields.items()}
+        raw = torch.from_numpy(self.indexes[part].read_records([record]).view(np.uint8).reshape(-1).copy())
+        return {name: raw[offset : offset + nbytes].view(dtype).view(shape) for name, offset, nbytes, dtype, shape in self._layouts[part]}
 
     def __getitem__(self, i: int):
-        return self.__getitems__([i])[0]
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"MiningTiles index {i} out of range for {len(self)} tiles")
+        i %= len(self)
+        return self._sample(i, self._record(int(self._parts[i]), int(self._records_at[i])))
 
-    def __getitems__(self, indices: Sequence[int]) -> list:
-        """Batched fetch (the DataLoader calls this): one fancy-index read per partition."""
-        indices = np.asarray(indices, dtype=np.int64)
-        if len(indices) and (indices.min() < -len(self) or indices.max() >= len(self)):
-            raise IndexError(f"MiningTiles index out of range for {len(self)} tiles")
-        indices = indices % max(len(self), 1)
-        parts = self._parts[indices]
-        samples: list = [None] * len(indices)
-        for part in np.unique(parts):
-            where = np.nonzero(parts == part)[0]
-            records = self._read(int(part), self._records_at[indices[where]])
-            images = torch.from_numpy(np.ascontiguousarray(records["features"]))
-            masks = torch.from_numpy(np.ascontiguousarray(records["labels"]))
-            valids = torch.from_numpy(np.ascontiguousarray(records["valid"])) if self.return_dict or self.transforms else None
-            for j, position in enumerate(where):
-                samples[position] = self._sample(int(indices[position]), images[j], masks[j], None if valids is None else valids[j])
-        return samples
-
-    def _sample(self, i: int, image: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor | None):
+    def _sample(self, i: int, fields: dict[str, torch.Tensor]):
         if not self.return_dict and self.transforms is None:
-            return image, mask
+            return fields["features"], fields["labels"]
         row = self.tiles.iloc[i]
         sample = {
-            "image": image, "mask": mask, "valid": valid, "country": row["country"], "year": int(row["year"]),
-            "cluster_id": row["cluster_id"], "tile_ix": int(row["tile_ix"]), "tile_iy": int(row["tile_iy"]),
+            "image": fields["features"], "mask": fields["labels"], "valid": fields["valid"], "country": row["country"],
+            "year": int(row["year"]), "cluster_id": row["cluster_id"], "tile_ix": int(row["tile_ix"]), "tile_iy": int(row["tile_iy"]),
         }
         if self.transforms is not None:
             sample = self.transforms(sample)
