@@ -10,12 +10,12 @@ mask. Layout on disk, one folder per country x year partition (written by the
     {storage root}/tensors/mining_training_tiles/{ISO3}/{year}/tensors-<version>.bin
 
 Construction reads only the small JSON indexes; each worker process maps the
-data files on first access (``torch.from_file``, a private read-only-in-effect
-mapping), so the dataset pickles cheaply into ``DataLoader(num_workers>0)``
-workers, reading a sample touches only its record, and a sample's tensors are
-views of the mapping: the DataLoader's collate is the only copy. Write to a
-sample in place only after ``.clone()`` if you want the change to persist
-(writes stay private to the process; the file never changes). Samples are ``(image, mask)`` tensors, or with ``return_dict=True`` a
+data files on first access (``torch.from_file``, a private copy-on-write
+mapping: the file never changes), so the dataset pickles cheaply into
+``DataLoader(num_workers>0)`` workers, reading a sample touches only its
+record, and a sample's tensors are views of the mapping: the DataLoader's
+collate is the only copy. ``export_tile_folders`` writes the seed's per-tile
+``.pt`` layout for code that expects it. Samples are ``(image, mask)`` tensors, or with ``return_dict=True`` a
 dict in TorchGeo's style: ``image`` float32 (7, 64, 64), ``mask`` uint8
 (1, 64, 64), ``valid`` uint8 (1, 64, 64), plus ``country``, ``year``,
 ``cluster_id``, ``tile_ix``, ``tile_iy``.
@@ -142,3 +142,34 @@ class MiningTiles(Dataset):
         if self.transforms is not None:
             sample = self.transforms(sample)
         return sample if self.return_dict else (sample["image"], sample["mask"])
+
+
+def export_tile_folders(index: PackedIndex, target: UPath) -> list[UPath]:
+    """Write the seed's per-tile layout for code that expects it:
+    ``{cluster}/{year}/{ix}_{iy}/features.pt, labels.pt, metadata.json`` (features float32 (7, 64, 64)
+    NaN->0, labels uint8 (1, 64, 64)). Each tile folder appears atomically; re-running rewrites it."""
+    import json
+
+    from gnt_assets.core.atomic import atomic_directory
+
+    records = index.memmap() if is_local(index.data_path) else index.read_records(range(index.count))
+    bands = index.attrs.get("bands")
+    folders = []
+    for i in range(index.count):
+        row = {k: v[i] for k, v in index.rows.items() if k not in ("offset", "crc32")}
+        folder = target / str(row["cluster_id"]) / str(row["year"]) / f"{row['tile_ix']}_{row['tile_iy']}"
+        features, labels = torch.from_numpy(np.array(records[i]["features"])), torch.from_numpy(np.array(records[i]["labels"]))
+        metadata = {
+            **{k: row[k] for k in ("tile_ix", "tile_iy", "year", "cluster_id", "geometry_hash")},
+            "shapes": {"features": list(features.shape), "labels": list(labels.shape)},
+            "bands": bands,
+            "dtype": {"features": str(features.dtype).removeprefix("torch."), "labels": str(labels.dtype).removeprefix("torch.")},
+        }
+        with atomic_directory(folder) as work:
+            with (work / "features.pt").open("wb") as handle:
+                torch.save(features, handle)
+            with (work / "labels.pt").open("wb") as handle:
+                torch.save(labels, handle)
+            (work / "metadata.json").write_text(json.dumps(metadata, indent=1))
+        folders.append(folder)
+    return folders

@@ -106,3 +106,24 @@ def test_split_by_cluster_never_puts_neighbouring_tiles_on_both_sides(root):
     assert not set(train_tiles["cluster_id"]) & set(validation_tiles["cluster_id"])
     with pytest.raises(ValueError, match="cannot fill 3 splits"):
         random_cluster_assignment(dataset, [0.4, 0.3, 0.3])
+
+
+def test_export_to_the_seed_per_tile_layout(root, tmp_path):
+    import json
+
+    from gnt_assets.core.packed_tensors import open_packed
+    from gnt_assets.mining.dataset import export_tile_folders
+
+    index = open_packed(tensor_folder(root, ASSET_KEY, "ZAF|2020"))
+    folders = export_tile_folders(index, UPath(tmp_path) / "landsat_mmap")
+    assert len(folders) == index.count
+    first = folders[0]
+    assert first.parts[-3:] == (index.rows["cluster_id"][0], "2020", f"{index.rows['tile_ix'][0]}_{index.rows['tile_iy'][0]}")
+    features = torch.load(first / "features.pt", mmap=True)
+    labels = torch.load(first / "labels.pt")
+    assert features.shape == (7, 64, 64) and features.dtype == torch.float32 and labels.shape == (1, 64, 64)
+    np.testing.assert_array_equal(features.numpy(), index.memmap()["features"][0])
+    metadata = json.loads((first / "metadata.json").read_text())
+    assert metadata["tile_ix"] == index.rows["tile_ix"][0] and metadata["bands"][0] == "blue"
+    assert metadata["shapes"] == {"features": [7, 64, 64], "labels": [1, 64, 64]}
+    assert len(export_tile_folders(index, UPath(tmp_path) / "landsat_mmap")) == index.count  # re-run is safe
