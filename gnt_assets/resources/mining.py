@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from gnt_assets.resources.hpc import hpc_resources
+
 
 def resource_set(profile: str) -> dict[str, Any]:
-    return {}
+    return {
+        **hpc_resources(profile),  # Mining II: the HPC transfer target
+    }
