@@ -127,3 +127,23 @@ def test_export_to_the_seed_per_tile_layout(root, tmp_path):
     assert metadata["tile_ix"] == index.rows["tile_ix"][0] and metadata["bands"][0] == "blue"
     assert metadata["shapes"] == {"features": [7, 64, 64], "labels": [1, 64, 64]}
     assert len(export_tile_folders(index, UPath(tmp_path) / "landsat_mmap")) == index.count  # re-run is safe
+
+
+def test_tiles_on_an_object_store_read_with_ranged_requests(root, s3_root):
+    from gnt_assets.core.packed_tensors import open_packed
+
+    local = open_packed(tensor_folder(root, ASSET_KEY, "NAM|2020"))
+    records = local.memmap()
+    remote = tensor_folder(s3_root, ASSET_KEY, "NAM|2020")
+    write_packed_like(local, remote, records)
+    dataset = MiningTiles(s3_root, ["NAM|2020"])
+    image, mask = dataset[2]
+    np.testing.assert_array_equal(image.numpy(), records["features"][2])
+    np.testing.assert_array_equal(mask.numpy(), records["labels"][2])
+
+
+def write_packed_like(index, folder, records):
+    from gnt_assets.core.packed_tensors import write_packed
+
+    rows = {k: v for k, v in index.rows.items() if k not in ("offset", "crc32")}
+    write_packed(folder, index.fields, {f.name: np.array(records[f.name]) for f in index.fields}, rows, index.attrs)
