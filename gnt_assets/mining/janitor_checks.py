@@ -6,8 +6,9 @@ per-partition check cannot see. In ``check`` mode the job fails when it finds
 anything, so the run-failure alert carries its table; ``clean`` removes orphans
 and broken outputs and lists, per asset, the partitions to re-materialize (the
 seed's sequential demotion) with the commands that do it; a backfill of those
-partitions from that asset downstream repairs them. (Dagster OSS storage cannot
-wipe single partitions, so Dagster keeps its record until the backfill.)
+partitions from that asset downstream repairs them, and ``janitor_repair_sensor``
+(off by default) requests exactly those runs after each clean. Dagster OSS
+storage cannot wipe single partitions, so Dagster keeps its record until then.
 """
 
 from typing import Literal
@@ -107,3 +108,35 @@ def janitor_sweep(context: dg.OpExecutionContext, config: JanitorConfig, storage
 @dg.job(description="The mining janitor: mode check reports storage that disagrees with Dagster's record; clean repairs it.")
 def janitor():
     janitor_sweep()
+
+
+@dg.sensor(asset_selection=dg.AssetSelection.groups("mining"), minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED)
+def janitor_repair_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    """After each successful ``janitor`` run in clean mode, request the runs that re-materialize its demoted
+    partitions from the demoted asset downstream (the backfill that repairs them). Turn on to repair unattended."""
+    after = float(context.cursor or 0)
+    runs = context.instance.get_run_records(
+        dg.RunsFilter(job_name="janitor", statuses=[dg.DagsterRunStatus.SUCCESS]), order_by="update_timestamp", ascending=True
+    )
+    known = {key.to_user_string() for key in context.repository_def.asset_graph.get_all_asset_keys()}
+    requests, newest = [], after
+    for record in runs:
+        stamp = record.update_timestamp.timestamp()
+        if stamp <= after:
+            continue
+        newest = max(newest, stamp)
+        for event in context.instance.all_logs(record.dagster_run.run_id, of_type=dg.DagsterEventType.STEP_OUTPUT):
+            rerun = event.dagster_event.step_output_data.metadata.get("rematerialize")
+            for stage in STAGES:
+                for partition in (rerun.value if rerun else {}).get(STAGE_ASSETS[stage], []):
+                    selection = [dg.AssetKey(STAGE_ASSETS[s]) for s in STAGES[STAGES.index(stage):] if STAGE_ASSETS[s] in known]
+                    country, year = split_partition(partition)
+                    requests.append(
+                        dg.RunRequest(
+                            run_key=f"{record.dagster_run.run_id}:{partition}",
+                            partition_key=dg.MultiPartitionKey({"country": country, "year": year}),
+                            asset_selection=selection,
+                            tags={"gnt/janitor_run": record.dagster_run.run_id},
+                        )
+                    )
+    return dg.SensorResult(run_requests=requests, cursor=str(newest))

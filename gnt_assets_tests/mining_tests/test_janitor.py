@@ -1,13 +1,14 @@
 """The janitor: corrupt storage in several ways, check finds each, clean + backfill repairs each."""
 
+import dagster as dg
 import numpy as np
 from upath import UPath
 
 from gnt_assets.core.packed_tensors import open_packed, write_packed
 from gnt_assets.io_managers.mmap_tensors import tensor_folder
 from gnt_assets.mining.dataset import ASSET_KEY
-from gnt_assets.mining.janitor import STAGE_ASSETS, STAGES
-from gnt_assets.mining.janitor_checks import janitor
+from gnt_assets.mining.janitor_checks import janitor, janitor_repair_sensor
+from gnt_assets.mining.training_assets import mining_hpc_transfer, mining_training_tiles
 from gnt_assets.mining.training_tiles import region_path
 from gnt_assets_tests.mining_tests import training_fixtures as fx
 
@@ -83,11 +84,23 @@ def test_check_finds_each_corruption_and_clean_plus_backfill_repairs_it(storage_
     assert not tensor_folder(storage_root, ASSET_KEY, "ZAF|2020").exists()
     assert not (hpc_root / "NAM" / "2021").exists()
     assert region_path(storage_root, "ZAF", "2021").exists()  # a region is repaired in place, never deleted
-    # The backfill of the reported partitions, from the demoted asset downstream, repairs everything.
-    for stage in STAGES[1:]:
-        asset = STAGE_ASSETS[stage]
-        for partition in output["rematerialize"][asset]:
-            selection = [STAGE_ASSETS[s] for s in STAGES[STAGES.index(stage):]]
-            fx.materialize_pipeline(instance, resources, [partition], selection=selection)
+    # The repair sensor turns the clean run's report into the backfill runs, each from the demoted asset down.
+    definitions = dg.Definitions(
+        assets=[*fx.STANDINS, mining_training_tiles, mining_hpc_transfer], sensors=[janitor_repair_sensor], resources=resources
+    )
+    tick = janitor_repair_sensor(dg.build_sensor_context(instance=instance, definitions=definitions))
+    requested = {
+        (r.partition_key, tuple(sorted(k.to_user_string() for k in r.asset_selection))) for r in tick.run_requests
+    }
+    assert requested == {
+        ("ZAF|2021", ("landsat_regions", "mining_hpc_transfer", "mining_training_tiles")),
+        ("ZAF|2020", ("mining_hpc_transfer", "mining_training_tiles")),
+        ("NAM|2020", ("mining_hpc_transfer", "mining_training_tiles")),
+        ("NAM|2021", ("mining_hpc_transfer",)),
+    }
+    again = janitor_repair_sensor(dg.build_sensor_context(instance=instance, definitions=definitions, cursor=tick.cursor))
+    assert again.run_requests == []  # each clean run is repaired once
+    for partition, selection in sorted(requested):
+        fx.materialize_pipeline(instance, resources, [partition], selection=list(selection))
     result, output = run_janitor(instance, resources, "check")
     assert result.success and output == {"findings": 0}
