@@ -23,6 +23,7 @@ import json
 import uuid
 import zlib
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +36,7 @@ FORMAT = "gnt-packed-tensors/1"
 INDEX_NAME = "index.json"
 DATA_PREFIX = "tensors-"
 RECORD_ALIGNMENT = 64  # every record (and so every field) starts on a 64-byte boundary
-WRITE_BATCH = 64
+WRITE_BATCH = 128
 
 
 class PackedTensorError(RuntimeError):
@@ -144,16 +145,26 @@ def write_packed(
     data_file = f"{DATA_PREFIX}{uuid.uuid4().hex[:16]}.bin"
     digest = hashlib.sha256()
     crcs: list[int] = []
-    with atomic_open(folder / data_file, "wb") as handle:
+
+    def checksum(raw: memoryview, records: int) -> None:
+        digest.update(raw)
+        crcs.extend(zlib.crc32(raw[i * dtype.itemsize : (i + 1) * dtype.itemsize]) for i in range(records))
+
+    # Checksums run in a thread beside the write (both release the GIL), one batch at a time, in order.
+    with atomic_open(folder / data_file, "wb") as handle, ThreadPoolExecutor(max_workers=1) as hasher:
+        pending = None
         for start in range(0, count, WRITE_BATCH):
             stop = min(start + WRITE_BATCH, count)
             batch = np.zeros(stop - start, dtype)
             for field in fields:
                 batch[field.name] = arrays[field.name][start:stop]
             raw = memoryview(batch.view(np.uint8).reshape(-1))
-            digest.update(raw)
-            crcs.extend(zlib.crc32(raw[i * dtype.itemsize : (i + 1) * dtype.itemsize]) for i in range(stop - start))
+            if pending is not None:
+                pending.result()
+            pending = hasher.submit(checksum, raw, stop - start)
             handle.write(raw)
+        if pending is not None:
+            pending.result()
     index = PackedIndex(
         folder=folder,
         fields=fields,
