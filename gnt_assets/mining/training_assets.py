@@ -16,7 +16,7 @@ from gnt_assets.mining.training_tiles import (
     open_region,
     region_chunks_present,
     region_path,
-    tile_rgb_with_outline,
+    preview_tile,
     training_tiles,
 )
 from gnt_assets.mining.transfer import partition_target, transfer_partition
@@ -48,7 +48,7 @@ def mining_training_tiles(
     country, year = _country_year(context)
     path = region_path(storage.root_path, country, year)
     polygons = mine_polygons.to_crs(4326)
-    pack, report = training_tiles(
+    pack, _ = training_tiles(
         open_region(path, context.partition_key),
         cluster_tiles(mining_clusters),
         list(polygons.geometry),
@@ -57,21 +57,17 @@ def mining_training_tiles(
         chunks_present=region_chunks_present(path),
         must_touch=np.nonzero((polygons["ISO3_CODE"] == country).to_numpy())[0].tolist(),
     )
-    findings = {"nan_only": [list(t) for t in report.nan_only], "mines_without_tile": len(report.polygons_without_tile)}
-    pack = TensorPack(pack.fields, pack.arrays, pack.rows, {**pack.attrs, **findings})
     metadata = {
         "tiles": len(pack.rows["tile_ix"]),
         "clusters": len(set(pack.rows["cluster_id"])),
-        "nan_only_tiles": dg.MetadataValue.json([list(t) for t in report.nan_only]),
-        "mines_without_tile": len(report.polygons_without_tile),
+        "nan_only_tiles": dg.MetadataValue.json(pack.attrs["nan_only"]),
+        "mines_without_tile": pack.attrs["mines_without_tile"],
         "mine_pixels": int(sum(pack.rows["label_pixels"])),
         "label_rule": LABEL_RULE,
     }
-    if pack.rows["tile_ix"]:
-        best = int(np.argmax(pack.rows["label_pixels"]))
-        rgb = tile_rgb_with_outline(pack.arrays["features"][best], pack.arrays["labels"][best])
-        metadata |= quicklook_metadata(quicklook(rgb, crs="EPSG:4326"), title="tile_preview")
-        metadata["preview_tile"] = f"({pack.rows['tile_ix'][best]}, {pack.rows['tile_iy'][best]}) of cluster {pack.rows['cluster_id'][best][:8]}"
+    if (preview := preview_tile(pack)) is not None:
+        metadata |= quicklook_metadata(quicklook(preview[0], crs="EPSG:4326"), title="tile_preview")
+        metadata["preview_tile"] = preview[1]
     return dg.Output(pack, metadata=metadata)
 
 

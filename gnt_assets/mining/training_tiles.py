@@ -206,8 +206,20 @@ def training_tiles(
         "labels": np.stack(labels) if labels else empty["labels"],
         "valid": np.stack(valid) if valid else empty["valid"],
     }
-    attrs = {"bands": list(BANDS), "partition": partition, "year": year, "label_rule": LABEL_RULE, "tile_size": TILE}
+    attrs = {
+        "bands": list(BANDS), "partition": partition, "year": year, "label_rule": LABEL_RULE, "tile_size": TILE,
+        "nan_only": [list(t) for t in report.nan_only], "mines_without_tile": len(report.polygons_without_tile),
+    }
     return TensorPack(FIELDS, arrays, rows, attrs), report
+
+
+def preview_tile(pack: TensorPack) -> tuple[np.ndarray, str] | None:
+    """The RGB-with-outline picture of the tile with most mine pixels, and which tile it is."""
+    if not len(pack.rows["tile_ix"]):
+        return None
+    best = int(np.argmax(pack.rows["label_pixels"]))
+    rgb = tile_rgb_with_outline(pack.arrays["features"][best], pack.arrays["labels"][best])
+    return rgb, f"({pack.rows['tile_ix'][best]}, {pack.rows['tile_iy'][best]}) of cluster {pack.rows['cluster_id'][best][:8]}"
 
 
 def tile_rgb_with_outline(features: np.ndarray, labels: np.ndarray, scale: int = 4) -> np.ndarray:
