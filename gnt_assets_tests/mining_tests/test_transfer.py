@@ -84,3 +84,20 @@ def test_target_vanishing_mid_copy_then_resume(tmp_path):
         transfer_partition(index, target / "ZAF" / "2020", "ZAF|2020")
         assert transfer_problems(index, target / "ZAF" / "2020") == []
     assert sorted(p.name for p in landed.iterdir()) == sorted([INDEX_NAME, index.data_file])
+
+
+def test_target_settings_keep_secrets_out_of_metadata(monkeypatch, tmp_path):
+    from gnt_assets.resources.hpc import hpc_resources
+
+    resource = HPCTargetResource(url="sftp://alice:hunter2@login.hpc.example:2222/scratch/gnt", password="pw", verify_host_key=False)
+    assert resource.describe() == "sftp://alice@login.hpc.example:2222/scratch/gnt"
+    assert resource.storage_options() == {"password": "pw", "known_hosts": None}
+    s3 = HPCTargetResource(url="s3://bucket/gnt", endpoint_url="http://127.0.0.1:9", key="k", secret="s")
+    assert s3.storage_options() == {"client_kwargs": {"endpoint_url": "http://127.0.0.1:9"}, "key": "k", "secret": "s"}
+    monkeypatch.setenv("GNT_STORAGE_ROOT", str(tmp_path))
+    monkeypatch.delenv("GNT_HPC_TARGET_URL", raising=False)
+    assert hpc_resources("local")["hpc"].url == f"{tmp_path}/hpc_target"
+    monkeypatch.setenv("GNT_HPC_TARGET_URL", "sftp://bob@hpc/x")
+    monkeypatch.setenv("GNT_HPC_PASSWORD", "secret")
+    cloud = hpc_resources("cloud")["hpc"].process_config_and_initialize()  # EnvVars resolve at run time
+    assert cloud.describe() == "sftp://bob@hpc/x" and cloud.password == "secret"
