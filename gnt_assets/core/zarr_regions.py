@@ -1,0 +1,249 @@
+"""Shared zarr v3 stores that partitions fill region by region (DESIGN section 3).
+
+A store is created once from a *template* (coordinates plus lazily defined,
+never computed data variables), so its metadata exists before any partition
+runs. Each partition then writes the region its coordinate labels select.
+Two rules make concurrent partitions safe:
+
+* a region must cover whole write units (shards where the store is sharded,
+  chunks otherwise), so no two partitions ever write the same object;
+* a region counts as complete only once its marker is written, after the data;
+  a writer killed half-way leaves no marker, and re-running rewrites the same
+  objects (the write is idempotent).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import xarray as xr
+import zarr
+from upath import UPath
+
+from gnt_assets.core.atomic import atomic_write_text
+
+
+
+class ZarrLayoutError(ValueError):
+    """A store or region that does not fit the expected layout."""
+
+
+@dataclass(frozen=True)
+class RegionStatus:
+    expected: int
+    present: int
+    marked: bool
+
+    @property
+    def complete(self) -> bool:
+        return self.marked and self.present == self.expected
+
+
+def _store_args(path: UPath) -> dict:
+    if path.protocol in ("", "file", "local"):
+        return {"store": path.path}
+    return {"store": str(path), "storage_options": dict(path.storage_options)}
+
+
+def open_store(path: UPath) -> xr.Dataset:
+    """The store as a lazy dataset (nothing is read until computed)."""
+    return xr.open_zarr(**_store_args(path), consolidated=False, zarr_format=3)
+
+
+def _open_group(path: UPath, mode: str = "r") -> zarr.Group:
+    args = _store_args(path)
+    return zarr.open_group(args["store"], mode=mode, storage_options=args.get("storage_options"), zarr_format=3)
+
+
+def store_exists(path: UPath) -> bool:
+    return (path / "zarr.json").exists()
+
+
+def _check_compatible(path: UPath, template: xr.Dataset, *, growable: str | None = None) -> None:
+    existing = open_store(path)
+    for name, variable in template.data_vars.items():
+        if name not in existing:
+            raise ZarrLayoutError(f"zarr store {path}: variable {name!r} of the template is missing")
+        stored = existing[name]
+        if stored.dims != variable.dims:
+            raise ZarrLayoutError(f"zarr store {path}: {name!r} has dims {stored.dims}, template has {variable.dims}")
+        if stored.dtype != variable.dtype:
+            raise ZarrLayoutError(f"zarr store {path}: {name!r} is {stored.dtype}, template is {variable.dtype}")
+    for dim, size in template.sizes.items():
+        if dim != growable and existing.sizes.get(dim) != size:
+            raise ZarrLayoutError(
+                f"zarr store {path}: dimension {dim!r} has {existing.sizes.get(dim)} entries, template has {size}"
+            )
+
+
+def with_exact_transform(template: xr.Dataset) -> xr.Dataset:
+    """Record the GeoBox's affine as a GDAL ``GeoTransform`` on the CRS coordinate.
+
+    Without it, readers re-derive the transform from float coordinates and get a
+    pixel size off in the 15th digit, which breaks exact grid alignment.
+    """
+    geobox = template.odc.geobox
+    crs_names = [name for name, coord in template.coords.items() if "crs_wkt" in coord.attrs]
+    if geobox is None or not crs_names or not hasattr(geobox, "affine"):
+        return template
+    a = geobox.affine
+    transform = " ".join(repr(float(v)) for v in (a.c, a.a, a.b, a.f, a.d, a.e))
+    name = crs_names[0]
+    template = template.assign_coords({name: template[name].assign_attrs(GeoTransform=transform)})
+    for var in template.data_vars.values():
+        if set(geobox.dimensions) <= set(var.dims):
+            var.attrs.setdefault("grid_mapping", name)
+    # xarray omits grid-mapping targets from per-variable "coordinates"; a global entry
+    # keeps the CRS a coordinate for plain ``xr.open_zarr`` (no decode_coords="all" needed).
+    template.attrs["coordinates"] = name
+    return template
+
+
+def create_store(path: UPath, template: xr.Dataset, *, encoding: dict | None = None) -> None:
+    """Write the store's metadata and coordinates once; a compatible existing store is left alone.
+
+    ``encoding`` takes xarray's zarr encoding per variable (``chunks``, ``shards``,
+    ``compressors``, ``_FillValue``). Safe when several partitions race to create it.
+    """
+    if store_exists(path):
+        _check_compatible(path, template)
+        return
+    template = with_exact_transform(template)
+    try:
+        template.to_zarr(
+            **_store_args(path), mode="w-", compute=False, encoding=encoding or {}, consolidated=False, zarr_format=3
+        )
+    except (FileExistsError, zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError):
+        _check_compatible(path, template)
+
+
+def append_along(path: UPath, dim: str, template: xr.Dataset) -> None:
+    """Grow the store along ``dim`` by the template's new labels (e.g. a new month); data stays unwritten."""
+    existing = open_store(path)
+    new_labels = np.setdiff1d(template[dim].values, existing[dim].values)
+    if new_labels.size == 0:
+        return
+    _check_compatible(path, template, growable=dim)
+    template.sel({dim: new_labels}).to_zarr(
+        **_store_args(path), append_dim=dim, compute=False, consolidated=False, zarr_format=3
+    )
+
+
+def _locate(store_index: np.ndarray, labels: np.ndarray, dim: str, path: UPath) -> slice:
+    if labels.size == 0:
+        raise ZarrLayoutError(f"zarr store {path}: empty selection along {dim!r}")
+    if np.issubdtype(store_index.dtype, np.floating):
+        step = abs(float(store_index[1] - store_index[0])) if store_index.size > 1 else 1.0
+        start = int(np.argmin(np.abs(store_index - labels[0])))
+        matches = abs(store_index[start] - labels[0]) <= step * 1e-6
+    else:
+        found = np.nonzero(store_index == labels[0])[0]
+        start = int(found[0]) if found.size else 0
+        matches = found.size > 0
+    stop = start + labels.size
+    if not matches or stop > store_index.size:
+        raise ZarrLayoutError(f"zarr store {path}: labels along {dim!r} starting at {labels[0]!r} are not in the store")
+    expected = store_index[start:stop]
+    same = (
+        np.allclose(expected, labels, rtol=0, atol=abs(float(expected[1] - expected[0])) * 1e-6 if expected.size > 1 else 1e-9)
+        if np.issubdtype(store_index.dtype, np.floating)
+        else np.array_equal(expected, labels)
+    )
+    if not same:
+        raise ZarrLayoutError(f"zarr store {path}: labels along {dim!r} are not a contiguous run of the store's")
+    return slice(start, stop)
+
+
+def write_units(path: UPath) -> dict[str, dict[str, int]]:
+    """Per variable and dimension, the size of the unit one write replaces (shard, else chunk)."""
+    group = _open_group(path)
+    units = {}
+    for name, array in group.arrays():
+        dims = array.metadata.dimension_names or ()
+        shape = array.shards or array.chunks
+        units[name] = dict(zip(dims, shape, strict=False))
+    return units
+
+
+def region_of(path: UPath, dataset: xr.Dataset) -> dict[str, slice]:
+    """The integer region the dataset's coordinate labels select, checked against whole write units."""
+    existing = open_store(path)
+    region = {}
+    for dim in dataset.dims:
+        if dim in dataset.coords:
+            region[dim] = _locate(existing[dim].values, dataset[dim].values, dim, path)
+        elif dataset.sizes[dim] == existing.sizes[dim]:
+            region[dim] = slice(0, existing.sizes[dim])
+        else:
+            raise ZarrLayoutError(f"zarr store {path}: {dim!r} has no coordinate to place a partial region")
+    units = write_units(path)
+    for name in dataset.data_vars:
+        for dim, unit in units.get(name, {}).items():
+            span = region.get(dim)
+            if span is None:
+                continue
+            size = existing.sizes[dim]
+            if span.start % unit or (span.stop % unit and span.stop != size):
+                raise ZarrLayoutError(
+                    f"zarr store {path}: region {dim}[{span.start}:{span.stop}] of {name!r} does not cover whole "
+                    f"write units of {unit}; another partition could share them"
+                )
+    return region
+
+
+def _marker(path: UPath, region: dict[str, slice], sizes: dict[str, int]) -> UPath:
+    """Completion markers live beside the store (zarr warns about foreign objects inside it)."""
+    full = {dim: region.get(dim, slice(0, size)) for dim, size in sizes.items()}
+    name = "_".join(f"{dim}{span.start}-{span.stop}" for dim, span in sorted(full.items()))
+    return path.parent / f".{path.name}.regions" / f"{name}.json"
+
+
+def _region_sizes(existing: xr.Dataset) -> dict[str, int]:
+    return {dim: existing.sizes[dim] for name in existing.data_vars for dim in existing[name].dims}
+
+
+def write_region(path: UPath, dataset: xr.Dataset) -> dict[str, slice]:
+    """Write ``dataset`` where its coordinates place it; idempotent, and marked complete only at the end."""
+    region = region_of(path, dataset)
+    marker = _marker(path, region, _region_sizes(open_store(path)))
+    if marker.exists():
+        marker.unlink()
+    region_dims = set(region)
+    unrelated = [name for name, var in dataset.variables.items() if not set(var.dims) & region_dims]
+    dataset.drop_vars(unrelated).to_zarr(
+        **_store_args(path), region=region, mode="r+", consolidated=False, zarr_format=3, write_empty_chunks=True
+    )
+    atomic_write_text(marker, json.dumps({dim: [s.start, s.stop] for dim, s in region.items()}))
+    return region
+
+
+def _unit_keys(name: str, dims: tuple[str, ...], units: dict[str, int], region: dict[str, slice], sizes: dict[str, int]) -> set[str]:
+    ranges = []
+    for dim in dims:
+        span = region.get(dim, slice(0, sizes[dim]))
+        unit = units[dim]
+        ranges.append(range(span.start // unit, math.ceil(span.stop / unit)))
+    keys = {""}
+    for axis in ranges:
+        keys = {f"{key}/{index}" for key in keys for index in axis}
+    return {f"{name}/c{key}" for key in keys}
+
+
+def region_status(path: UPath, region: dict[str, slice], variables: list[str] | None = None) -> RegionStatus:
+    """How many of the region's stored objects exist, and whether its completion marker is there."""
+    existing = open_store(path)
+    units = write_units(path)
+    expected = present = 0
+    fs = path.fs
+    root = path.path.rstrip("/")
+    names = variables or [n for n in existing.data_vars if set(existing[n].dims) & set(region)]
+    for name in names:
+        dims = existing[name].dims
+        keys = _unit_keys(name, dims, units[name], region, dict(existing.sizes))
+        stored = {p[len(root) + 1 :] for p in fs.find(f"{root}/{name}/c")} if fs.exists(f"{root}/{name}/c") else set()
+        expected += len(keys)
+        present += len(keys & stored)
+    return RegionStatus(expected=expected, present=present, marked=_marker(path, region, _region_sizes(existing)).exists())

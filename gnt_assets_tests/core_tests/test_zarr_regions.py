@@ -1,0 +1,107 @@
+"""Shared region stores: created once, written region by region, never a shared chunk."""
+
+from __future__ import annotations
+
+import multiprocessing
+
+import numpy as np
+import pytest
+import xarray as xr
+from odc.geo.geobox import GeoBox
+from odc.geo.xr import xr_zeros
+from upath import UPath
+
+from gnt_assets.core.zarr_regions import (
+    ZarrLayoutError,
+    append_along,
+    create_store,
+    open_store,
+    region_status,
+    write_region,
+)
+
+GEOBOX = GeoBox.from_bbox((10.0, 40.0, 10.0 + 128 * 0.001, 40.0 + 64 * 0.001), crs="EPSG:4326", resolution=0.001)
+ENCODING = {"value": {"chunks": (1, 32, 32), "shards": (1, 32, 64)}}
+
+
+def template(times=(0, 1)) -> xr.Dataset:
+    layer = xr_zeros(GEOBOX, dtype="float32", chunks=(64, 128))
+    value = xr.concat([layer] * len(times), dim="time").assign_coords(time=list(times))
+    value.attrs.update(units="1", long_name="test value")
+    return value.to_dataset(name="value")
+
+
+def region(time: int, x_start: int, width: int, fill: float) -> xr.Dataset:
+    full = template().isel(time=[time]).compute()
+    part = full.isel(longitude=slice(x_start, x_start + width))
+    return part.assign(value=part.value + fill)
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path) -> UPath:
+    if request.param == "local":
+        return UPath(tmp_path) / "cube.zarr"
+    return request.getfixturevalue("s3_root") / "cube.zarr"
+
+
+def test_regions_round_trip_and_never_touch_each_other(store):
+    create_store(store, template(), encoding=ENCODING)
+    create_store(store, template(), encoding=ENCODING)  # a second partition racing: no-op
+    written = write_region(store, region(0, 0, 64, 1.0))
+    assert written["longitude"] == slice(0, 64)
+    before = store.fs.cat_file(f"{store.path}/value/c/0/0/0")
+    write_region(store, region(0, 64, 64, 2.0))
+    assert store.fs.cat_file(f"{store.path}/value/c/0/0/0") == before
+    write_region(store, region(0, 64, 64, 2.0))  # idempotent
+    data = open_store(store).value.isel(time=0).values
+    assert np.all(data[:, :64] == 1.0) and np.all(data[:, 64:] == 2.0)
+    assert np.isnan(open_store(store).value.isel(time=1).values).all()
+    status = region_status(store, {"time": slice(0, 1), "longitude": slice(0, 64)})
+    assert status.complete and status.expected == 2
+    assert not region_status(store, {"time": slice(1, 2), "longitude": slice(0, 64)}).complete
+
+
+def test_geobox_round_trips(store):
+    create_store(store, template(), encoding=ENCODING)
+    assert open_store(store).odc.geobox == GEOBOX
+
+
+def test_misaligned_region_is_refused(store):
+    create_store(store, template(), encoding=ENCODING)
+    with pytest.raises(ZarrLayoutError, match="whole write units"):
+        write_region(store, region(0, 32, 64, 1.0))
+
+
+def test_incompatible_template_is_refused(tmp_path):
+    store = UPath(tmp_path) / "cube.zarr"
+    create_store(store, template(), encoding=ENCODING)
+    other = template().assign(value=lambda d: d.value.astype("float64"))
+    with pytest.raises(ZarrLayoutError, match="float64"):
+        create_store(store, other)
+
+
+def test_append_grows_the_axis_without_touching_written_regions(tmp_path):
+    store = UPath(tmp_path) / "cube.zarr"
+    create_store(store, template(), encoding=ENCODING)
+    write_region(store, region(1, 0, 64, 5.0))
+    append_along(store, "time", template(times=(0, 1, 2)))
+    append_along(store, "time", template(times=(0, 1, 2)))  # idempotent
+    cube = open_store(store)
+    assert list(cube.time.values) == [0, 1, 2]
+    assert np.all(cube.value.isel(time=1).values[:, :64] == 5.0)
+
+
+def _create(path: str) -> None:
+    create_store(UPath(path), template(), encoding=ENCODING)
+
+
+def test_concurrent_creation_from_two_processes(tmp_path):
+    path = str(tmp_path / "cube.zarr")
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_create, args=(path,)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert [w.exitcode for w in workers] == [0, 0]
+    assert open_store(UPath(path)).sizes["longitude"] == 128
