@@ -21,8 +21,14 @@ def storage_root(tmp_path, monkeypatch) -> UPath:
 
 
 @pytest.fixture
-def instance():
-    with dg.instance_for_test() as test_instance:
+def instance(tmp_path):
+    """A test instance with one consolidated event log, like the project's (dagster.yaml)."""
+    event_log = {
+        "module": "dagster.core.storage.event_log",
+        "class": "ConsolidatedSqliteEventLogStorage",
+        "config": {"base_dir": str(tmp_path / "event_log")},
+    }
+    with dg.instance_for_test(overrides={"event_log_storage": event_log}) as test_instance:
         yield test_instance
 
 

@@ -1,0 +1,1 @@
+"""Sensors shared by every pipeline."""
