@@ -1,0 +1,139 @@
+"""CONUS404 pipeline: hourly source -> daily store (+ summary, quick look) -> analysis-ready copy; failure report."""
+
+
+from datetime import date
+
+import dagster as dg
+import pandas as pd
+
+from gnt_assets.conus404 import analysis_ready as ready
+from gnt_assets.conus404 import run_history
+from gnt_assets.conus404.aggregation import aggregate_day
+from gnt_assets.conus404.daily_store import daily_template, day_dataset, day_summary, read_day, store_encoding
+from gnt_assets.conus404.failures import is_transient, report_document
+from gnt_assets.core.atomic import atomic_write_bytes
+from gnt_assets.core.quicklook import quicklook
+from gnt_assets.core.zarr_regions import create_store, write_region
+from gnt_assets.materialization import output_metadata, quicklook_metadata
+from gnt_assets.partitions import conus404_day
+from gnt_assets.resources.compute import DaskComputeResource
+from gnt_assets.resources.conus404 import Conus404Source
+from gnt_assets.resources.storage import StorageResource
+
+GROUP = "conus404"
+DAILY_STORE = ("conus404", "daily.zarr")
+
+# Transient source errors (network, throttling, 5xx, timeouts) back off 5, 10, 20, 40 s, each +-50 % jitter.
+SOURCE_RETRY = dg.RetryPolicy(max_retries=4, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+
+
+def _store_bounds() -> tuple[str, str]:
+    return conus404_day.start.strftime("%Y-%m-%d"), conus404_day.end.strftime("%Y-%m-%d")
+
+
+@dg.asset(
+    partitions_def=conus404_day,
+    group_name=GROUP,
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=7),
+    retry_policy=SOURCE_RETRY,
+    kinds={"zarr", "xarray"},
+)
+def conus404_daily(context: dg.AssetExecutionContext, storage: StorageResource, conus404_source: Conus404Source) -> dg.MaterializeResult:
+    """CONUS404 daily fields (means, T2 min/max, HyTEST precipitation sums, bucket totals, wind speed),
+    one region per day of one zarr store in the source's Lambert conformal grid."""
+    path = storage.path(*DAILY_STORE)
+    days = [date.fromisoformat(k) for k in context.partition_keys]
+    try:
+        hourly = conus404_source.open_hourly()
+        variables = conus404_source.source_variables(hourly)
+        template = daily_template(hourly, variables, *_store_bounds())
+        create_store(path, template, encoding=store_encoding(template))
+    except Exception as error:
+        raise _failure(f"conus404 days {days[0]}..{days[-1]}: source could not be opened: {type(error).__name__}: {error}", error) from error
+    written, failed = [], {}
+    for index, day in enumerate(days, start=1):
+        try:
+            conus404_source.read_attempt(day)
+            fields = aggregate_day(hourly, day, variables, conus404_source.accumulation_offset)
+            write_region(path, day_dataset(hourly, fields))
+        except Exception as error:
+            failed[str(day)] = error
+            context.log.error(f"conus404 day {day} ({index}/{len(days)}) failed: {type(error).__name__}: {error}")
+            continue
+        written.append(day)
+        missing = f", missing {fields.missing_hours}" if fields.missing_hours else ""
+        context.log.info(f"conus404 day {day} ({index}/{len(days)}): {fields.hours_found} hourly steps{missing}")
+    if failed:
+        for day in written:  # a ranged run keeps its good days even though the step fails
+            context.log_event(dg.AssetMaterialization(context.asset_key, partition=str(day), metadata=_daily_metadata(path, day)))
+        summary = "; ".join(f"{d}: {type(e).__name__}: {e}" for d, e in failed.items())
+        raise _failure(f"conus404 daily failed for {len(failed)} of {len(days)} days: {summary}", next(iter(failed.values())))
+    return dg.MaterializeResult(metadata={**_daily_metadata(path, days[-1]), "days": dg.MetadataValue.text(", ".join(map(str, days)))})
+
+
+def _daily_metadata(path, day: date) -> dict:
+    """files/bytes of the store, the day's hour count and quick looks of daily mean T2 and precipitation."""
+    stored = read_day(path, day)
+    metadata = {**output_metadata([path]), "hours": dg.MetadataValue.int(int(stored["source_hours"].values[0])),
+                "path": dg.MetadataValue.path(str(path))}
+    if "T2" in stored:  # rows flipped: y runs south -> north
+        metadata.update(quicklook_metadata(quicklook(stored["T2"].values[0][::-1]), title="T2 daily mean (K)"))
+    precip = next((n for n in ("PREC_ACC_NC", "ACRAINLSM") if n in stored), None)
+    if precip:
+        look = quicklook(stored[precip].values[0][::-1])
+        metadata[f"{precip} daily sum (mm)"] = quicklook_metadata(look, title="p")["p"]
+    return metadata
+
+
+def _failure(message: str, error: BaseException) -> BaseException:
+    """Transient errors propagate (the retry policy retries them); others fail without retry."""
+    if is_transient(error):
+        return error
+    return dg.Failure(description=message, allow_retries=False)
+
+
+@dg.asset(
+    partitions_def=conus404_day,
+    group_name=GROUP,
+    deps=[conus404_daily],
+    io_manager_key="geoparquet_io_manager",
+    kinds={"pandas", "parquet"},
+)
+def conus404_daily_summary(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.Output[pd.DataFrame]:
+    """Per day and daily variable: minimum, mean, maximum and NaN count of the stored day (pandera-validated)."""
+    day = date.fromisoformat(context.partition_key)
+    table = day_summary(read_day(storage.path(*DAILY_STORE), day))
+    return dg.Output(table, metadata={"summary": dg.MetadataValue.md(table.round(3).to_markdown(index=False))})
+
+
+@dg.asset(group_name=GROUP, deps=[conus404_daily], kinds={"json"})
+def conus404_failure_report(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+    """The seed's ultimate_failures.json: days whose latest run failed after all retries, with error text and time."""
+    failures = run_history.failed_days(context.instance, conus404_daily.key)
+    path = storage.path("conus404", "ultimate_failures.json")
+    atomic_write_bytes(path, report_document(failures))
+    rows = "\n".join(f"| {f.day} | {f.failed_at} | {f.error[:200]} |" for f in failures)
+    return dg.MaterializeResult(metadata={
+        **output_metadata([path]),
+        "failed_days": dg.MetadataValue.int(len(failures)),
+        "failures": dg.MetadataValue.md("| day | failed at | error |\n|---|---|---|\n" + rows),
+    })
+
+
+@dg.asset(group_name=GROUP, deps=[conus404_daily], kinds={"zarr", "dask"})
+def conus404_analysis_ready(context: dg.AssetExecutionContext, storage: StorageResource, compute: DaskComputeResource) -> dg.MaterializeResult:
+    """The validated daily days rechunked for time-series reads (36 days x 350 x 350, HyTEST layout), listing its days."""
+    days = run_history.good_days(context.instance, conus404_daily.key)
+    if not days:
+        raise dg.Failure("conus404_analysis_ready: no conus404_daily day has passed its checks yet", allow_retries=False)
+    target = storage.path("conus404", "analysis_ready.zarr")
+    with compute.get_client() as client:
+        chunks = ready.rechunk_days(storage.path(*DAILY_STORE), days, target, client)
+    context.log.info(f"analysis-ready copy of {len(days)} days, chunks {chunks}")
+    return dg.MaterializeResult(metadata={
+        **output_metadata([target]),
+        "days": dg.MetadataValue.int(len(days)),
+        "first_day": dg.MetadataValue.text(str(days[0])),
+        "last_day": dg.MetadataValue.text(str(days[-1])),
+        "chunks": dg.MetadataValue.json(chunks),
+    })

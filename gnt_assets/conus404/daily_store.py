@@ -1,0 +1,133 @@
+"""The one daily CONUS404 zarr store: its layout, one day's region, and per-day summaries.
+
+The store spans every partition day (1979-10-01 .. 2022-09-30) with time
+chunk 1, so each day is its own region and concurrent days never share a chunk.
+The source's Lambert conformal projection travels as the ``spatial_ref``
+coordinate (odc-geo), so ``xr.open_zarr(path).odc.geobox`` is the source grid.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import dask.array as da
+import numpy as np
+import odc.geo.xr  # noqa: F401  (registers the .odc accessor)
+import pandas as pd
+import pandera.pandas as pa
+import xarray as xr
+from upath import UPath
+
+from gnt_assets.conus404.aggregation import DailyFields, output_attrs, source_crs
+from gnt_assets.conus404.variables import WIND_SPEED, SourceVariable
+from gnt_assets.core.zarr_regions import open_store
+
+SOURCE_HOURS = "source_hours"
+
+
+def output_names(variables: list[SourceVariable]) -> dict[str, dict[str, str]]:
+    """Daily variable name -> CF attributes, in store order."""
+    names: dict[str, dict[str, str]] = {}
+    for variable in variables:
+        for name in (variable.name, "T2_min", "T2_max") if variable.name == "T2" else (variable.name,):
+            names[name] = output_attrs(variable, name)
+    if {"U10", "V10"} <= {v.name for v in variables}:
+        names[WIND_SPEED] = {"units": "m s-1", "long_name": "daily mean wind speed at 10 m",
+                             "cell_methods": "time: mean", "grid_mapping": "spatial_ref"}
+    return names
+
+
+def _grid_coords(hourly: xr.Dataset) -> dict:
+    coords = {"x": hourly["x"].values, "y": hourly["y"].values}
+    return {name: (name, values, hourly[name].attrs) for name, values in coords.items()}
+
+
+def daily_template(hourly: xr.Dataset, variables: list[SourceVariable], start: str, end: str) -> xr.Dataset:
+    """Lazy, empty dataset over every day in [start, end) with the source grid and projection.
+
+    One dask chunk per variable (never computed: only metadata is written), so
+    creating the 15,706-day store does not build a task per zarr chunk.
+    """
+    days = pd.date_range(start, end, freq="D", inclusive="left")
+    ny, nx = hourly.sizes["y"], hourly.sizes["x"]
+    data_vars = {
+        name: (("time", "y", "x"), da.full((len(days), ny, nx), np.nan, dtype="float32", chunks=-1), attrs)
+        for name, attrs in output_names(variables).items()
+    }
+    data_vars[SOURCE_HOURS] = (("time",), da.zeros(len(days), dtype="int16", chunks=-1),
+                               {"long_name": "hourly source steps found for the day", "units": "1"})
+    template = xr.Dataset(data_vars, coords={"time": ("time", days.values), **_grid_coords(hourly)},
+                          attrs={"title": "CONUS404 daily", "source": "CONUS404 hourly (USGS/NCAR WRF), aggregated by gnt_assets",
+                                 "Conventions": "CF-1.8"})
+    return template.odc.assign_crs(source_crs(hourly))
+
+
+def store_encoding(template: xr.Dataset) -> dict:
+    ny, nx = template.sizes["y"], template.sizes["x"]
+    return {name: {"chunks": (1, ny, nx) if template[name].ndim == 3 else (1,)} for name in template.data_vars}
+
+
+def day_dataset(hourly: xr.Dataset, fields: DailyFields) -> xr.Dataset:
+    """One day as a region of the store: time length 1, same names and attributes."""
+    data_vars = {name: (("time", "y", "x"), array[np.newaxis].astype("float32"), fields.attrs[name])
+                 for name, array in fields.fields.items()}
+    data_vars[SOURCE_HOURS] = (("time",), np.array([fields.hours_found], dtype="int16"), {})
+    time = pd.DatetimeIndex([pd.Timestamp(fields.day)]).values
+    day = xr.Dataset(data_vars, coords={"time": ("time", time), **_grid_coords(hourly)})
+    return day.odc.assign_crs(source_crs(hourly))
+
+
+def zarr_target(path: UPath):
+    """What xarray opens for ``path``: a plain path locally, an fsspec mapper (with its options) remotely."""
+    return path.path if path.protocol in ("", "file", "local") else path.fs.get_mapper(path.path)
+
+
+def open_daily(path: UPath) -> xr.Dataset:
+    return open_store(path)
+
+
+def read_day(path: UPath, day: date) -> xr.Dataset:
+    """One stored day, loaded (small: one field per variable)."""
+    stamp = np.datetime64(day, "ns")
+    stored = open_daily(path).sel(time=slice(stamp, stamp))  # a slice: a label list makes dask shuffle every chunk
+    if stored.sizes["time"] != 1:
+        raise KeyError(f"conus404 daily store {path} has no day {day}")
+    return stored.load()
+
+
+SUMMARY_SCHEMA = pa.DataFrameSchema(
+    {
+        "day": pa.Column("datetime64[ns]"),
+        "variable": pa.Column(str),
+        "units": pa.Column(str),
+        "minimum": pa.Column(float, nullable=True),
+        "mean": pa.Column(float, nullable=True),
+        "maximum": pa.Column(float, nullable=True),
+        "nan_count": pa.Column(int, pa.Check.ge(0)),
+        "cells": pa.Column(int, pa.Check.gt(0)),
+    },
+    checks=[pa.Check(lambda df: (df["minimum"] <= df["maximum"]) | df["minimum"].isna(), name="min_le_max")],
+    unique=["day", "variable"],
+    strict=True,
+)
+
+
+def day_summary(day: xr.Dataset) -> pd.DataFrame:
+    """Per variable of one stored day: min, mean, max and NaN count (NaN-aware), validated."""
+    rows = []
+    for name, variable in day.data_vars.items():
+        if {"y", "x"} - set(variable.dims):
+            continue
+        values = variable.values.astype("float64")
+        finite = np.isfinite(values)
+        rows.append({
+            "day": pd.Timestamp(day["time"].values[0]),
+            "variable": name,
+            "units": variable.attrs.get("units", ""),
+            "minimum": float(values[finite].min()) if finite.any() else np.nan,
+            "mean": float(values[finite].mean()) if finite.any() else np.nan,
+            "maximum": float(values[finite].max()) if finite.any() else np.nan,
+            "nan_count": int((~finite).sum()),
+            "cells": int(values.size),
+        })
+    return SUMMARY_SCHEMA.validate(pd.DataFrame(rows))

@@ -1,0 +1,25 @@
+"""Catch-up: every day, request the source-window days that conus404_daily does not have yet."""
+
+
+from datetime import timedelta
+
+import dagster as dg
+
+from gnt_assets.conus404.assets import conus404_daily
+from gnt_assets.partitions import conus404_day
+from gnt_assets.resources.conus404 import Conus404Source
+
+MAX_DAYS_PER_TICK = 62
+
+
+@dg.schedule(cron_schedule="15 6 * * *", target=[conus404_daily], default_status=dg.DefaultScheduleStatus.RUNNING)
+def conus404_catchup_schedule(context: dg.ScheduleEvaluationContext, conus404_source: Conus404Source):
+    """When the source window grows, its new complete days become runs (oldest first, bounded per tick)."""
+    first, last = conus404_source.complete_days(conus404_source.open_hourly())
+    done = context.instance.get_materialized_partitions(conus404_daily.key)
+    valid = set(conus404_day.get_partition_keys())
+    wanted = [str(first + timedelta(days=i)) for i in range((last - first).days + 1)]
+    missing = [day for day in wanted if day in valid and day not in done][:MAX_DAYS_PER_TICK]
+    if not missing:
+        return dg.SkipReason(f"conus404_daily has every day of the source window {first}..{last}")
+    return [dg.RunRequest(run_key=f"conus404-catchup-{day}", partition_key=day) for day in missing]

@@ -1,0 +1,26 @@
+"""Refreshes the failure report whenever a conus404_daily run has finished since the last refresh."""
+
+
+import dagster as dg
+
+from gnt_assets.conus404.assets import conus404_daily, conus404_failure_report
+from gnt_assets.conus404.run_history import FINISHED, planning_run_ids
+
+
+@dg.sensor(asset_selection=[conus404_failure_report], minimum_interval_seconds=60,
+           default_status=dg.DefaultSensorStatus.RUNNING)
+def conus404_failure_report_sensor(context: dg.SensorEvaluationContext):
+    """Requests the report after new finished daily runs (failed or succeeded: a success can clear a day)."""
+    cursor = float(context.cursor or 0)
+    newest = cursor
+    daily_runs = planning_run_ids(context.instance, conus404_daily.key, limit=5000)
+    for record in context.instance.get_run_records(dg.RunsFilter(statuses=FINISHED), order_by="update_timestamp", ascending=False, limit=200):
+        stamp = record.update_timestamp.timestamp()
+        if stamp <= cursor:
+            break
+        if record.dagster_run.run_id in daily_runs:
+            newest = max(newest, stamp)
+    if newest == cursor:
+        return dg.SkipReason("no conus404_daily run finished since the last report")
+    context.update_cursor(str(newest))
+    return dg.RunRequest(run_key=f"conus404-failure-report-{newest}")

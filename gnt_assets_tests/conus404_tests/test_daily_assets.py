@@ -1,0 +1,125 @@
+"""conus404_daily and what hangs off it, materialized through Dagster on a small generated source."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import numpy as np
+import pydantic
+import pytest
+import xarray as xr
+
+from gnt_assets.conus404.daily_store import open_daily
+from gnt_assets.conus404.definitions import defs
+from gnt_assets.conus404.schedules import conus404_catchup_schedule
+from gnt_assets.conus404.sensors import conus404_failure_report_sensor
+from gnt_assets.resources.conus404 import LocalConus404Source
+from gnt_assets_tests.conus404_tests.conus404_fixtures import local_resources, materialize_days
+
+DAYS = ["2020-07-01", "2020-07-02", "2020-07-03"]
+
+
+def _checks(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
+    return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+
+
+def _failure_text(result: dg.ExecuteInProcessResult) -> str:
+    return " ".join(e.step_failure_data.error.message for e in result.all_events if e.is_step_failure)
+
+
+def test_backfill_with_a_corrupted_day_fails_only_that_day(storage_root, instance):
+    resources = local_resources(storage_root, faults={"2020-07-02": "impossible_temperature"})
+    results = materialize_days(instance, resources, DAYS, selection=["conus404_daily", "conus404_daily_summary"])
+
+    assert [results[d].success for d in DAYS] == [True, False, True]
+    assert _checks(results["2020-07-02"])["t2_plausible"] is False
+    assert all(_checks(results["2020-07-01"]).values()) and all(_checks(results["2020-07-03"]).values())
+    assert "t2_plausible" in _failure_text(results["2020-07-02"])
+    # the blocking check kept the summary of the bad day from running
+    summarized = instance.get_materialized_partitions(dg.AssetKey("conus404_daily_summary"))
+    assert summarized == {"2020-07-01", "2020-07-03"}
+
+    store = open_daily(storage_root / "conus404" / "daily.zarr")
+    day1 = store["T2"].sel(time="2020-07-01").values
+    assert np.isfinite(day1).all() and 250 < float(day1.mean()) < 320
+    assert store["T2"].attrs["cell_methods"] == "time: mean" and store["T2"].attrs["units"] == "K"
+    assert store["PREC_ACC_NC"].attrs["cell_methods"] == "time: sum"
+    assert store.odc.geobox is not None and "Lambert" in store.odc.geobox.crs.to_wkt()
+    assert store.sizes["time"] == 15706  # every partition day, one chunk each
+    assert store["T2"].encoding["chunks"][0] == 1
+
+    # the report lists the failure, with the check's finding
+    report = dg.materialize(assets=[*defs.assets, *defs.asset_checks], selection=["conus404_failure_report"],
+                            instance=instance, resources=resources)
+    document = json.loads((storage_root / "conus404" / "ultimate_failures.json").read_text())
+    assert [f["day"] for f in document["failures"]] == ["2020-07-02"]
+    assert "T2 outside" in document["failures"][0]["error"]
+    assert _checks(report)["no_ultimate_failures"] is False
+
+    # once the source is fixed, re-running the day succeeds without cleanup and clears the report
+    fixed = local_resources(storage_root)
+    assert materialize_days(instance, fixed, ["2020-07-02"])["2020-07-02"].success
+    dg.materialize(assets=[*defs.assets, *defs.asset_checks], selection=["conus404_failure_report"],
+                   instance=instance, resources=fixed)
+    assert json.loads((storage_root / "conus404" / "ultimate_failures.json").read_text())["failures"] == []
+    np.testing.assert_array_equal(open_daily(storage_root / "conus404" / "daily.zarr")["T2"].sel(time="2020-07-01").values, day1)
+
+
+@pytest.mark.parametrize(
+    ("fault", "check"),
+    [("missing_hour", "hours_complete"), ("nan_field", "no_all_nan_variable")],
+)
+def test_source_faults_fail_their_blocking_check(storage_root, instance, fault, check):
+    resources = local_resources(storage_root, faults={"2020-07-02": fault})
+    result = materialize_days(instance, resources, ["2020-07-02"])["2020-07-02"]
+    assert not result.success
+    assert _checks(result)[check] is False
+
+
+def test_day_outside_the_window_fails_without_retry_and_names_the_window(storage_root, instance):
+    resources = local_resources(storage_root)
+    result = materialize_days(instance, resources, ["2020-07-04", "2020-07-05", "2020-08-01"])
+    assert result["2020-07-04"].success  # the window's last full day: its accumulations end at 2020-07-05T00:00
+    assert "outside the source window" in _failure_text(result["2020-07-05"])
+    text = _failure_text(result["2020-08-01"])
+    assert "2020-08-01" in text and "outside the source window" in text
+    assert not any(e.event_type_value == "STEP_RESTARTED" for e in result["2020-08-01"].all_events)
+
+
+def test_transient_timeout_is_retried(storage_root, instance):
+    resources = local_resources(storage_root, transient_failures={"2020-07-01": 1})
+    result = materialize_days(instance, resources, ["2020-07-01"])["2020-07-01"]
+    assert result.success
+    assert sum(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events) == 1
+
+
+def test_unknown_variable_is_a_config_error_naming_it(tmp_path):
+    with pytest.raises(pydantic.ValidationError, match="T2M"):
+        LocalConus404Source(root=str(tmp_path), variables=["T2", "T2M"])
+
+
+def test_failure_report_sensor_and_catchup_schedule(storage_root, instance):
+    resources = local_resources(storage_root, days=3)
+    materialize_days(instance, resources, ["2020-07-01"])
+    with dg.build_sensor_context(instance=instance) as context:
+        first = conus404_failure_report_sensor(context)
+        assert isinstance(first, dg.RunRequest)
+        context.update_cursor(context.cursor)
+        assert isinstance(conus404_failure_report_sensor(context), dg.SkipReason)
+    context = dg.build_schedule_context(instance=instance, resources={"conus404_source": resources["conus404_source"]})
+    requests = conus404_catchup_schedule(context)
+    assert [r.partition_key for r in requests] == ["2020-07-02", "2020-07-03"]
+
+
+def test_analysis_ready_copy_holds_only_good_days(storage_root, instance):
+    resources = local_resources(storage_root, faults={"2020-07-02": "nan_field"})
+    materialize_days(instance, resources, DAYS)
+    result = dg.materialize(assets=[*defs.assets, *defs.asset_checks], selection=["conus404_analysis_ready"],
+                            instance=instance, resources=resources)
+    assert result.success and all(_checks(result).values())
+    copy = xr.open_zarr(str(storage_root / "conus404" / "analysis_ready.zarr"), consolidated=False)
+    assert copy.attrs["days"] == ["2020-07-01", "2020-07-03"]
+    assert copy["T2"].encoding["chunks"] == (2, 12, 16)
+    np.testing.assert_array_equal(copy["T2"].isel(time=1).values,
+                                  open_daily(storage_root / "conus404" / "daily.zarr")["T2"].sel(time="2020-07-03").values)
