@@ -39,7 +39,7 @@ class DaskComputeResource(dg.ConfigurableResource):
 
     @property
     def mode(self) -> str:
-        if self.scheduler_address and self.coiled_cluster:
+        if self.scheduler_address and self.coiled_cluster is not None:
             raise ComputeConfigError("compute: set scheduler_address or coiled_cluster, not both")
         if self.scheduler_address:
             return "scheduler"
