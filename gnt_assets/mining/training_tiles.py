@@ -25,21 +25,22 @@ import geopandas as gpd
 import numpy as np
 import shapely
 import xarray as xr
-from odc.geo.geobox import GeoBox, GeoboxTiles
+from odc.geo.geobox import GeoBox
 from rasterio.features import rasterize
 from upath import UPath
 
 from gnt_assets.core.packed_tensors import TensorField, TensorPack
+from gnt_assets.core.worldgrid import TILE_SIZE as TILE
+from gnt_assets.core.worldgrid import world_tile
+from gnt_assets.core.zarr_regions import open_store, region_status, store_exists
 
 BANDS = ("blue", "green", "red", "nir", "swir1", "swir2", "thermal")
-TILE = 64
 FIELDS = (
     TensorField("features", "<f4", (len(BANDS), TILE, TILE)),
     TensorField("labels", "|u1", (1, TILE, TILE)),
     TensorField("valid", "|u1", (1, TILE, TILE)),
 )
 LABEL_RULE = "pixel centre inside a mine polygon (rasterio all_touched=False)"
-WORLD_TILES = GeoboxTiles(GeoBox.from_bbox((-180, -90, 180, 90), crs=4326, resolution=0.000269495), (TILE, TILE))
 
 
 class TrainingTileError(ValueError):
@@ -63,11 +64,6 @@ class TileReport:
     polygons_without_tile: list[int] = field(default_factory=list)
 
 
-def world_tile(ix: int, iy: int) -> GeoBox:
-    """World tile ``ix`` (column, west->east) ``iy`` (row, north->south) as a 64x64 GeoBox."""
-    return WORLD_TILES[iy, ix]
-
-
 def region_path(root: UPath, country: str, year: str | int) -> UPath:
     """Mining I's zarr region of a country-year (its contract: ``mining/regions/{ISO3}/{year}.zarr``)."""
     return root / "mining" / "regions" / country / f"{year}.zarr"
@@ -75,28 +71,17 @@ def region_path(root: UPath, country: str, year: str | int) -> UPath:
 
 def open_region(path: UPath, partition: str) -> xr.Dataset:
     """The region store, lazily; a missing store names the partition and what to run."""
-    if not (path / "zarr.json").exists():
+    if not store_exists(path):
         raise TrainingTileError(f"{partition}: no zarr region at {path}; materialize landsat_regions for this partition first")
-    return xr.open_zarr(path.path if path.protocol in ("", "file") else str(path), consolidated=False, storage_options=path.storage_options or None)
+    return open_store(path)
 
 
 def region_chunks_present(path: UPath, variable: str = "reflectance") -> Callable[[slice, slice], bool]:
-    """Whether every (band, 64, 64) chunk under a window was written, from one listing of the store."""
-    chunk_root = path / variable / "c"
-    written: set[tuple[int, int]] = set()
-    if chunk_root.exists():
-        base = len(chunk_root.path.rstrip("/").split("/"))
-        for key in chunk_root.fs.find(chunk_root.path):
-            parts = key.rstrip("/").split("/")[base:]
-            if len(parts) == 3:
-                written.add((int(parts[1]), int(parts[2])))
+    """Whether every stored object (chunk or shard) under a window of the region exists."""
 
     def present(rows: slice, cols: slice) -> bool:
-        return all(
-            (r, c) in written
-            for r in range(rows.start // TILE, -(-rows.stop // TILE))
-            for c in range(cols.start // TILE, -(-cols.stop // TILE))
-        )
+        status = region_status(path, {"latitude": rows, "longitude": cols}, [variable])
+        return status.present == status.expected
 
     return present
 

@@ -14,10 +14,8 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 from upath import UPath
 
-from gnt_assets.mining.training_tiles import BANDS, TILE, WORLD_TILES, world_tile
-
-RESOLUTION = 0.000269495
-WORLD = WORLD_TILES.base
+from gnt_assets.core.worldgrid import RESOLUTION, WORLD, world_tile
+from gnt_assets.mining.training_tiles import BANDS, TILE
 # A 4 x 3 tile block in southern Africa.
 IX0, IY0, NX, NY = 12030, 6020, 4, 3
 
@@ -72,7 +70,14 @@ def reflectance(year: int) -> np.ndarray:
 
 
 def write_region(path: UPath, year: int, *, nan_tiles=((3, 2),), missing=(), ix0: int = IX0) -> UPath:
-    """``nan_tiles`` and ``missing`` are (column, row) tile positions inside the region."""
+    """Through the shared zarr region API, as Mining I writes regions.
+
+    ``nan_tiles`` and ``missing`` are (column, row) tile positions inside the region."""
+    import odc.geo.xr  # noqa: F401  (the .odc accessor)
+
+    from gnt_assets.core.zarr_regions import create_store
+    from gnt_assets.core.zarr_regions import write_region as write_zarr_region
+
     geobox = region_geobox(ix0)
     data = reflectance(year)
     for i, j in nan_tiles:
@@ -80,15 +85,13 @@ def write_region(path: UPath, year: int, *, nan_tiles=((3, 2),), missing=(), ix0
         data[:, r : r + TILE, c : c + TILE] = np.nan
     coords = geobox.coordinates
     dataset = xr.Dataset(
-        {"reflectance": (("band", "latitude", "longitude"), data, {"grid_mapping": "spatial_ref", "units": "1"})},
-        coords={"band": list(BANDS), "latitude": coords["latitude"].values, "longitude": coords["longitude"].values, "spatial_ref": 0},
-    )
-    dataset.chunk({"band": 7, "latitude": TILE, "longitude": TILE}).to_zarr(
-        path.path, mode="w", zarr_format=3, consolidated=False, write_empty_chunks=True, encoding={"reflectance": {"fill_value": np.nan}}
-    )
+        {"reflectance": (("band", "latitude", "longitude"), data, {"units": "1", "long_name": "surface reflectance"})},
+        coords={"band": list(BANDS), "latitude": coords["latitude"].values, "longitude": coords["longitude"].values},
+    ).odc.assign_crs("EPSG:4326")
+    create_store(path, dataset.chunk({"band": 7, "latitude": TILE, "longitude": TILE}), encoding={"reflectance": {"chunks": (7, TILE, TILE)}})
+    write_zarr_region(path, dataset)
     for i, j in missing:
-        chunk = path / "reflectance" / "c" / "0" / str(j) / str(i)
-        chunk.unlink()
+        (path / "reflectance" / "c" / "0" / str(j) / str(i)).unlink()
     return path
 
 
