@@ -2,14 +2,20 @@
 
 import dagster as dg
 
-from gnt_assets.conus404.definitions import defs as conus404
-from gnt_assets.mapterhorn.definitions import defs as mapterhorn
-from gnt_assets.mining.definitions import defs as mining
-from gnt_assets.rasters.definitions import defs as rasters
+from gnt_assets.conus404 import definitions as conus404
+from gnt_assets.mapterhorn import definitions as mapterhorn
+from gnt_assets.mining import definitions as mining
+from gnt_assets.rasters import definitions as rasters
 from gnt_assets.resources import resources_for_profile
 from gnt_assets.sensors.check_failure_alerts import check_failure_alert_sensor
-from gnt_assets.sentinel.definitions import defs as sentinel
+from gnt_assets.sentinel import definitions as sentinel
 
-shared = dg.Definitions(sensors=[check_failure_alert_sensor], resources=resources_for_profile())
-
-defs = dg.Definitions.merge(shared, mining, conus404, rasters, sentinel, mapterhorn)
+# Dagster loads exactly one Definitions object from this module: the merge below.
+defs = dg.Definitions.merge(
+    dg.Definitions(sensors=[check_failure_alert_sensor], resources=resources_for_profile()),
+    mining.defs,
+    conus404.defs,
+    rasters.defs,
+    sentinel.defs,
+    mapterhorn.defs,
+)
