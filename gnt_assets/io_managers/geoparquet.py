@@ -2,7 +2,9 @@
 
 Vector outputs (clusters, grids, tile indexes, coverage, per-cell values) and
 tabular reports are (Geo)DataFrames; the schema is enforced by the asset's
-dagster-pandera type before this manager writes anything.
+dagster-pandera type before this manager writes anything. A downstream asset
+that reads every partition gets a ``{partition: frame}`` dict; give its input
+``metadata={"allow_missing_partitions": True}`` to skip partitions not yet made.
 """
 
 from __future__ import annotations

@@ -1,0 +1,86 @@
+"""Zarr stores below ``{storage root}/zarr/``: one store per asset, one region per partition.
+
+A partitioned asset returns a :class:`ZarrRegionWrite`: its own data plus the
+template of the whole store (coordinates and dtypes of the full extent, data
+never computed). The manager creates the store from the template the first
+time, writes the partition's region (refused if it would share a chunk with
+another partition) and records which region the partition owns, so a
+downstream asset gets exactly that region, lazily. An unpartitioned asset may
+return a plain ``xr.Dataset``; it is written as a whole store.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import dagster as dg
+import xarray as xr
+from upath import UPath
+
+from gnt_assets.core.atomic import atomic_write_text
+from gnt_assets.core.keys import check_key
+from gnt_assets.core.zarr_regions import create_store, open_store, region_status, write_region
+from gnt_assets.resources.storage import StorageResource
+
+
+@dataclass(frozen=True)
+class ZarrRegionWrite:
+    data: xr.Dataset
+    template: xr.Dataset
+    encoding: dict | None = None
+
+
+def _partition_record(store: UPath, partition_key: str) -> UPath:
+    check_key(partition_key.replace("|", "_"), what="partition key")
+    return store.parent / f".{store.name}.partitions" / f"{partition_key.replace('|', '__')}.json"
+
+
+class ZarrRegionIOManager(dg.ConfigurableIOManager):
+    """Writes xarray Datasets as zarr v3 regions of one store per asset."""
+
+    storage: StorageResource
+
+    def store_path(self, asset_key: dg.AssetKey) -> UPath:
+        *folders, name = asset_key.path
+        return self.storage.path("zarr", *folders, f"{name}.zarr")
+
+    def handle_output(self, context: dg.OutputContext, obj: ZarrRegionWrite | xr.Dataset) -> None:
+        store = self.store_path(context.asset_key)
+        if isinstance(obj, xr.Dataset):
+            if context.has_partition_key:
+                raise TypeError(f"{context.asset_key.to_user_string()}: partitioned zarr outputs must be ZarrRegionWrite")
+            obj = ZarrRegionWrite(data=obj, template=obj.chunk() if not obj.chunks else obj)
+        create_store(store, obj.template, encoding=obj.encoding)
+        region = write_region(store, obj.data)
+        status = region_status(store, region)
+        if not status.complete:
+            raise RuntimeError(f"zarr store {store}: region {region} incomplete after writing ({status})")
+        if context.has_partition_key:
+            atomic_write_text(
+                _partition_record(store, context.partition_key),
+                json.dumps({dim: [span.start, span.stop] for dim, span in region.items()}),
+            )
+        context.add_output_metadata(
+            {
+                "path": dg.MetadataValue.path(str(store)),
+                "region": dg.MetadataValue.json({dim: [s.start, s.stop] for dim, s in region.items()}),
+                "chunks_written": status.present,
+                "files": status.present,
+                "bytes": int(obj.data.nbytes),
+            }
+        )
+
+    def load_input(self, context: dg.InputContext) -> xr.Dataset:
+        store = self.store_path(context.asset_key)
+        dataset = open_store(store)
+        if not context.has_asset_partitions:
+            return dataset
+        keys = context.asset_partition_keys
+        if len(keys) != 1:
+            return dataset
+        record = _partition_record(store, keys[0])
+        if not record.exists():
+            raise FileNotFoundError(f"{context.asset_key.to_user_string()} partition {keys[0]} has no region in {store}")
+        region = {dim: slice(*span) for dim, span in json.loads(record.read_text()).items()}
+        return dataset.isel(region)
