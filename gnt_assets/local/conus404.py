@@ -10,9 +10,18 @@ impossible temperatures), for the tests and the demo.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import http.server
 import json
-from datetime import date, datetime, timedelta
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -148,3 +157,164 @@ def ensure_hourly_store(
     else:
         temp.fs.mv(temp.path, path.path, recursive=True)
     return path
+
+
+# --- The Planetary Computer path on loopback: azurite (Azure blob protocol) + a STAC API and SAS token endpoint.
+
+AZURITE_ACCOUNT = "devstoreaccount1"
+# The well-known azurite development key (public, documented by Microsoft; not a secret).
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+def azurite_connection_string(blob_endpoint: str, *, with_key: bool = True) -> str:
+    parts = [f"DefaultEndpointsProtocol=http", f"AccountName={AZURITE_ACCOUNT}", f"BlobEndpoint={blob_endpoint}"]
+    if with_key:
+        parts.insert(2, f"AccountKey={AZURITE_KEY}")
+    return ";".join(parts) + ";"
+
+
+def azurite_binary() -> Path | None:
+    """azurite-blob from ``make node-tools`` (``.gnt/node``), if installed."""
+    path = Path(__file__).resolve().parents[2] / ".gnt" / "node" / "node_modules" / ".bin" / "azurite-blob"
+    return path if path.exists() else None
+
+
+@contextlib.contextmanager
+def azurite_blob(location: Path) -> Iterator[str]:
+    """Run azurite's blob service on a free loopback port; yields its blob endpoint URL."""
+    binary = azurite_binary()
+    if binary is None:
+        raise FileNotFoundError("azurite-blob is not installed; run `make node-tools`")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [str(binary), "--skipApiVersionCheck", "--disableTelemetry", "--loose", "--blobHost", "127.0.0.1",
+         "--blobPort", str(port), "--location", str(location)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(300):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+            if process.poll() is not None:
+                raise RuntimeError(f"azurite-blob exited with {process.returncode}")
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def upload_hourly(blob_endpoint: str, container: str, name: str, dataset: xr.Dataset, staging: Path) -> str:
+    """Put ``dataset`` into azurite laid out as the real store is (zarr v2, consolidated, one chunk per hour).
+
+    Written locally, then uploaded with adlfs: consolidating straight on adlfs
+    lists the store through adlfs' directory cache and misses the new arrays.
+    """
+    import adlfs
+    from azure.storage.blob import BlobServiceClient
+
+    connection = azurite_connection_string(blob_endpoint)
+    with contextlib.suppress(Exception):
+        BlobServiceClient.from_connection_string(connection).create_container(container)
+    shape = (dataset.sizes["y"], dataset.sizes["x"])
+    encoding = {n: {"chunks": (1, *shape)} for n in CATALOG if n in dataset}
+    local = staging / name
+    dataset.to_zarr(str(local), mode="w", zarr_format=2, consolidated=True, encoding=encoding)
+    adlfs.AzureBlobFileSystem(connection_string=connection).put(str(local), f"{container}/{name}", recursive=True)
+    return f"abfs://{container}/{name}"
+
+
+def container_sas(container: str, hours: float = 1.0) -> tuple[str, str]:
+    """A read/list SAS token for ``container`` signed with the azurite key, and its expiry."""
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+    expiry = datetime.now(timezone.utc) + timedelta(hours=hours)
+    token = generate_container_sas(AZURITE_ACCOUNT, container, account_key=AZURITE_KEY,
+                                   permission=ContainerSasPermissions(read=True, list=True), expiry=expiry)
+    return token, expiry.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class StacBehaviour:
+    """How the loopback STAC/SAS server answers; tests flip these to simulate the service failing."""
+
+    token_status: int = 200  # 403: the SAS token request is refused
+    token: str | None = None  # override the issued token (e.g. a forged one azurite rejects)
+    slow_collection_requests: int = 0  # this many collection requests stall past the client timeout
+    stall_seconds: float = 3.0
+    requests: list[str] = field(default_factory=list)
+
+
+def collection_document(base: str, href: str, blob_endpoint: str) -> dict:
+    """The ``conus404`` collection as the Planetary Computer publishes it, pointing at azurite."""
+    return {
+        "type": "Collection", "stac_version": "1.0.0", "id": "conus404",
+        "description": "CONUS404 hourly (loopback copy)", "license": "CC0-1.0",
+        "extent": {"spatial": {"bbox": [[-139, 17, -57, 58]]},
+                   "temporal": {"interval": [["1979-10-01T00:00:00Z", "2022-09-30T23:00:00Z"]]}},
+        "links": [{"rel": "self", "href": f"{base}/collections/conus404"}, {"rel": "root", "href": f"{base}/"}],
+        "stac_extensions": ["https://stac-extensions.github.io/xarray-assets/v1.0.0/schema.json"],
+        "assets": {"zarr-abfs": {
+            "href": href, "type": "application/vnd+zarr", "roles": ["data", "zarr", "abfs"],
+            "xarray:storage_options": {"account_name": AZURITE_ACCOUNT,
+                                       "connection_string": azurite_connection_string(blob_endpoint, with_key=False)},
+            "xarray:open_kwargs": {"consolidated": True},
+        }},
+    }
+
+
+@contextlib.contextmanager
+def planetary_computer_api(href: str, blob_endpoint: str, behaviour: StacBehaviour) -> Iterator[str]:
+    """A STAC API (landing page + ``/collections/conus404``) and a SAS token endpoint on loopback.
+
+    Yields the base URL; the STAC API is at ``{base}/api/stac/v1`` and the token
+    endpoint at ``{base}/api/sas/v1/token`` (``PC_SDK_SAS_URL``), as on the real service.
+    """
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            base = f"http://127.0.0.1:{self.server.server_address[1]}"
+            behaviour.requests.append(self.path)
+            stac = f"{base}/api/stac/v1"
+            if self.path.rstrip("/") == "/api/stac/v1":
+                body = {"type": "Catalog", "id": "loopback-pc", "stac_version": "1.0.0", "description": "loopback",
+                        "conformsTo": ["https://api.stacspec.org/v1.0.0/core", "https://api.stacspec.org/v1.0.0/collections"],
+                        "links": [{"rel": "self", "href": f"{stac}/"}, {"rel": "root", "href": f"{stac}/"},
+                                  {"rel": "data", "href": f"{stac}/collections"}]}
+                return self._json(200, body)
+            if self.path.startswith("/api/stac/v1/collections/conus404"):
+                if behaviour.slow_collection_requests > 0:
+                    behaviour.slow_collection_requests -= 1
+                    time.sleep(behaviour.stall_seconds)
+                return self._json(200, collection_document(stac, href, blob_endpoint))
+            if self.path.startswith("/api/sas/v1/token/"):
+                if behaviour.token_status != 200:
+                    return self._json(behaviour.token_status, {"message": "token request refused"})
+                container = self.path.rstrip("/").split("/")[-1]
+                token, expiry = container_sas(container)
+                return self._json(200, {"msft:expiry": expiry, "token": behaviour.token or token})
+            self._json(404, {"message": f"no route {self.path}"})
+
+        def _json(self, status: int, body: dict) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                self.wfile.write(data)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

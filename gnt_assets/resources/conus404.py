@@ -101,27 +101,31 @@ class PlanetaryComputerConus404Source(Conus404Source):
     sas_url: str | None = Field(default=None, description="SAS token endpoint (PC_SDK_SAS_URL); default the PC one.")
     subscription_key: str | None = Field(default=None, description="PC subscription key; use EnvVar.")
     timeout_seconds: float = Field(default=60.0, description="STAC request timeout; a timeout is retried.")
+    request_retries: int = Field(default=5, description="Immediate HTTP retries inside pystac-client, before the asset's retry policy.")
 
     def open_hourly(self) -> xr.Dataset:
         import planetary_computer
         import pystac_client
         from planetary_computer.settings import Settings
+        from pystac_client.stac_api_io import StacApiIO
 
         settings = Settings.get()
         if self.sas_url:
             settings.sas_url = self.sas_url
         if self.subscription_key:
             settings.subscription_key = self.subscription_key
-        catalog = pystac_client.Client.open(self.stac_url, timeout=self.timeout_seconds)
+        stac_io = StacApiIO(timeout=self.timeout_seconds, max_retries=self.request_retries or None)
+        catalog = pystac_client.Client.open(self.stac_url, stac_io=stac_io, timeout=self.timeout_seconds)
         collection = catalog.get_collection(self.collection)
         if self.asset not in collection.assets:
             raise KeyError(f"STAC collection {self.collection!r} at {self.stac_url} has no asset {self.asset!r}")
         asset = planetary_computer.sign(collection.assets[self.asset])
-        return xr.open_zarr(
-            asset.href,
-            storage_options=asset.extra_fields.get("xarray:storage_options", {}),
-            **asset.extra_fields.get("xarray:open_kwargs", {}),
-        )
+        options = dict(asset.extra_fields.get("xarray:storage_options", {}))
+        if options.get("connection_string") and options.get("credential"):
+            # adlfs ignores `credential` once a connection string is given (the public PC asset has none;
+            # emulators and private endpoints do), so the SAS token travels inside the connection string.
+            options["connection_string"] = f"{options['connection_string'].rstrip(';')};SharedAccessSignature={options.pop('credential')}"
+        return xr.open_zarr(asset.href, storage_options=options, **asset.extra_fields.get("xarray:open_kwargs", {}))
 
 
 

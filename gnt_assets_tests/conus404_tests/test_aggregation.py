@@ -1,0 +1,98 @@
+"""The daily windows and reductions, against a direct loop over the hours."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gnt_assets.conus404.aggregation import SourceWindowError, aggregate_day
+from gnt_assets.conus404.variables import CATALOG, VariableConfigError, resolve_variables
+from gnt_assets.local.conus404 import CRS_ATTRS
+
+VARIABLES = ["T2", "U10", "V10", "PREC_ACC_NC", "ACSWDNB"]
+
+
+def hourly_dataset(seed: int, start: datetime, hours: int, drop: set[int]) -> xr.Dataset:
+    rng = np.random.default_rng(seed)
+    shape = (hours, 2, 3)
+    times = [start + timedelta(hours=h) for h in range(hours)]
+    keep = [i for i in range(hours) if i not in drop]
+    data = {
+        "T2": 250 + 60 * rng.random(shape),
+        "U10": rng.normal(0, 5, shape),
+        "V10": rng.normal(0, 5, shape),
+        "PREC_ACC_NC": rng.gamma(0.3, 2.0, shape),
+        "ACSWDNB": np.cumsum(rng.random(shape) * 3.6e6, axis=0),
+    }
+    ds = xr.Dataset(
+        {k: (("time", "y", "x"), v.astype("float32")[keep]) for k, v in data.items()},
+        coords={"time": pd.DatetimeIndex([times[i] for i in keep]).values, "y": [0.0, 1.0], "x": [0.0, 1.0, 2.0]},
+    )
+    ds["crs"] = ((), 0, CRS_ATTRS)
+    return ds
+
+
+def by_loop(ds: xr.Dataset, day: date, offset: int) -> dict[str, np.ndarray]:
+    """The definition, one hour at a time."""
+    midnight = datetime(day.year, day.month, day.day)
+
+    def at(name, hour):
+        return ds[name].sel(time=np.datetime64(midnight + timedelta(hours=hour), "ns")).values.astype("float64")
+
+    t2 = [at("T2", h) for h in range(24)]
+    speeds = [np.hypot(at("U10", h), at("V10", h)) for h in range(24)]
+    rain = np.zeros((2, 3))
+    for h in range(offset, offset + 24):
+        rain += at("PREC_ACC_NC", h)
+    return {
+        "T2": sum(t2) / 24, "T2_min": np.min(t2, axis=0), "T2_max": np.max(t2, axis=0),
+        "WIND10": sum(speeds) / 24, "PREC_ACC_NC": rain,
+        "U10": sum(at("U10", h) for h in range(24)) / 24, "V10": sum(at("V10", h) for h in range(24)) / 24,
+        "ACSWDNB": at("ACSWDNB", offset + 23) - at("ACSWDNB", offset - 1),
+    }
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31), offset=st.sampled_from([0, 1]), day_index=st.integers(1, 2))
+def test_daily_values_match_a_loop_over_hours(seed, offset, day_index):
+    ds = hourly_dataset(seed, datetime(2001, 2, 27), hours=4 * 24 + 1, drop=set())
+    day = date(2001, 2, 27) + timedelta(days=day_index)
+    result = aggregate_day(ds, day, resolve_variables(VARIABLES), accumulation_offset=offset)
+    expected = by_loop(ds, day, offset)
+    assert set(result.fields) == set(expected)
+    for name, values in expected.items():
+        np.testing.assert_allclose(result.fields[name], values, rtol=2e-5, atol=1e-3, err_msg=name)
+    assert result.hours_found == 24 and result.missing_hours == []
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31), dropped=st.sets(st.integers(24, 47), min_size=1, max_size=5))
+def test_missing_hours_are_counted_not_invented(seed, dropped):
+    ds = hourly_dataset(seed, datetime(2001, 3, 1), hours=3 * 24 + 1, drop=dropped)
+    result = aggregate_day(ds, date(2001, 3, 2), resolve_variables(["T2"]), accumulation_offset=1)
+    assert result.hours_found == 24 - len(dropped)
+    assert len(result.missing_hours) == len(dropped)
+    kept = [h for h in range(24, 48) if h not in dropped]
+    t2 = ds["T2"].sel(time=[np.datetime64(datetime(2001, 3, 1) + timedelta(hours=h), "ns") for h in kept]).values
+    np.testing.assert_allclose(result.fields["T2"], t2.astype("float64").mean(axis=0), rtol=2e-6)
+
+
+def test_the_hytest_window_ends_at_midnight_of_the_next_day():
+    ds = hourly_dataset(1, datetime(2001, 3, 1), hours=2 * 24, drop=set())  # ends 2001-03-02T23:00
+    with pytest.raises(SourceWindowError, match="outside the source window"):
+        aggregate_day(ds, date(2001, 3, 2), resolve_variables(["PREC_ACC_NC"]), accumulation_offset=1)
+    aggregate_day(ds, date(2001, 3, 2), resolve_variables(["PREC_ACC_NC"]), accumulation_offset=0)
+
+
+def test_unknown_and_absent_variables_are_named():
+    with pytest.raises(VariableConfigError, match="RAINNC"):
+        resolve_variables(["T2", "RAINNC"])
+    with pytest.raises(VariableConfigError, match="Q2"):
+        resolve_variables(["T2", "Q2"], available={"T2"})
+    assert {v.kind for v in CATALOG.values()} == {"instant", "hourly_accumulation", "bucket_accumulation"}
