@@ -1,0 +1,163 @@
+"""Region writes into a shared zarr store vs a plain file write, and Dagster's cost per partition.
+
+All in one run:
+
+* ``write_region`` of whole-shard regions into one sharded zarr v3 store (uncompressed,
+  so the bytes match) against writing the same bytes sequentially to one plain file
+  (goal: zarr >= 0.5x the plain write); also with the default zstd compressor;
+* ``dg.materialize`` of one trivial partition on a fresh SQLite instance, and through
+  the zarr and GeoParquet IO managers: milliseconds per partition beyond the work.
+
+Run: ``.venv/bin/python benchmarks/io_managers.py [--size 2048] [--regions 4] [--partitions 10]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import odc.geo.xr  # noqa: F401  (the .odc accessor create_store consults)
+import pandas as pd
+import xarray as xr
+import zarr
+from upath import UPath
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gnt_assets.core.zarr_regions import create_store, write_region  # noqa: E402
+from gnt_assets.io_managers.geoparquet import GeoParquetIOManager  # noqa: E402
+from gnt_assets.io_managers.zarr import ZarrRegionIOManager, ZarrRegionWrite  # noqa: E402
+from gnt_assets.resources.storage import StorageResource  # noqa: E402
+
+
+def cube(size: int, regions: int) -> xr.Dataset:
+    """A (region, y, x) float32 cube with a smooth signal plus noise, like a reflectance band."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:size, 0:size].astype("float32")
+    values = np.stack([np.sin(x / 97 + r) * np.cos(y / 53) + rng.normal(0, 0.05, (size, size)) for r in range(regions)])
+    return xr.Dataset(
+        {"value": (("region", "y", "x"), values.astype("float32"), {"units": "1"})},
+        coords={"region": np.arange(regions), "y": np.arange(size), "x": np.arange(size)},
+    )
+
+
+def sharded_store(folder: Path, data: xr.Dataset, compressors) -> UPath:
+    """A fresh store for ``data``: one shard per region, 512 x 512 chunks inside it."""
+    store = UPath(folder) / f"cube-{time.monotonic_ns()}.zarr"
+    size = data.sizes["y"]
+    encoding = {"value": {"chunks": (1, 512, 512), "shards": (1, size, size), "compressors": compressors}}
+    create_store(store, data.chunk({"region": 1}), encoding=encoding)
+    return store
+
+
+def region_seconds(folder: Path, data: xr.Dataset, compressors) -> float:
+    """Seconds for ``write_region`` of every region (one per ``region`` label) into a fresh store."""
+    store = sharded_store(folder, data, compressors)
+    started = time.perf_counter()
+    for index in range(data.sizes["region"]):
+        write_region(store, data.isel(region=[index]))
+    return time.perf_counter() - started
+
+
+def zarr_array_seconds(folder: Path, data: xr.Dataset) -> float:
+    """Seconds for zarr-python itself to write the same shards (the floor under ``write_region``)."""
+    array = zarr.open_array(str(sharded_store(folder, data, None) / "value"), mode="r+")
+    started = time.perf_counter()
+    for index in range(data.sizes["region"]):
+        array[index] = data.value.values[index]
+    return time.perf_counter() - started
+
+
+def plain_seconds(folder: Path, data: xr.Dataset) -> float:
+    """Seconds to write the same bytes, region after region, into one plain file."""
+    target = folder / f"plain-{time.monotonic_ns()}.bin"
+    started = time.perf_counter()
+    with open(target, "wb") as handle:
+        for index in range(data.sizes["region"]):
+            handle.write(np.ascontiguousarray(data.value.values[index]).tobytes())
+    return time.perf_counter() - started
+
+
+def best_of(repeats: int, measure) -> float:
+    return min(measure() for _ in range(repeats))
+
+
+TILE = xr.Dataset(
+    {"value": (("y", "x"), np.zeros((64, 64), "float32"))}, coords={"y": np.arange(64), "x": np.arange(64)}
+)
+PARTITIONS = dg.StaticPartitionsDefinition([f"p{i:03d}" for i in range(1000)])
+
+
+@dg.asset(partitions_def=PARTITIONS)
+def trivial_value(context) -> int:
+    return len(context.partition_key)
+
+
+@dg.asset(partitions_def=PARTITIONS, io_manager_key="geoparquet_io_manager")
+def trivial_table(context) -> pd.DataFrame:
+    return pd.DataFrame({"partition": [context.partition_key]})
+
+
+@dg.asset(partitions_def=PARTITIONS, io_manager_key="zarr_io_manager")
+def trivial_region(context) -> ZarrRegionWrite:
+    index = int(context.partition_key[1:])
+    template = TILE.expand_dims(partition=np.arange(1000)).chunk({"partition": 1})
+    return ZarrRegionWrite(data=TILE.expand_dims(partition=[index]), template=template)
+
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+
+
+def materialize_ms(asset, partitions: int, resources: dict) -> float:
+    """Median milliseconds of ``dg.materialize`` for one partition (after one warm-up run)."""
+    times = []
+    with dg.instance_for_test() as instance:
+        for index in range(partitions + 1):
+            started = time.perf_counter()
+            dg.materialize([asset], partition_key=f"p{index:03d}", instance=instance, resources=resources, run_config=QUIET)
+            times.append(time.perf_counter() - started)
+    return statistics.median(times[1:]) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=2048, help="region edge in pixels (float32)")
+    parser.add_argument("--regions", type=int, default=4)
+    parser.add_argument("--partitions", type=int, default=10, help="partitions timed per Dagster figure")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    data = cube(args.size, args.regions)
+    megabytes = data.value.nbytes / 1e6
+    with tempfile.TemporaryDirectory(dir=os.environ.get("GNT_BENCH_DIR")) as folder:
+        folder = Path(folder)
+        plain = best_of(args.repeats, lambda: plain_seconds(folder, data))
+        array = best_of(args.repeats, lambda: zarr_array_seconds(folder, data))
+        raw = best_of(args.repeats, lambda: region_seconds(folder, data, None))
+        zstd = best_of(args.repeats, lambda: region_seconds(folder, data, "auto"))
+        storage = StorageResource(root=str(folder / "root"))
+        resources = {"zarr_io_manager": ZarrRegionIOManager(storage=storage), "geoparquet_io_manager": GeoParquetIOManager(storage=storage)}
+        trivial = materialize_ms(trivial_value, args.partitions, {})
+        table = materialize_ms(trivial_table, args.partitions, resources)
+        region = materialize_ms(trivial_region, args.partitions, resources)
+
+    print(f"data: {args.regions} regions x {args.size}x{args.size} float32 = {megabytes:.0f} MB; best of {args.repeats}")
+    print(f"plain sequential file write          {megabytes / plain:8.0f} MB/s")
+    print(f"zarr-python array writes (floor)      {megabytes / array:8.0f} MB/s   {plain / array:5.2f}x plain")
+    print(f"write_region, uncompressed            {megabytes / raw:8.0f} MB/s   {plain / raw:5.2f}x plain (goal >= 0.5x)")
+    print(f"write_region, zstd (zarr default)     {megabytes / zstd:8.0f} MB/s   {plain / zstd:5.2f}x plain")
+    print(f"write_region cost beyond zarr-python: {(raw - array) / args.regions * 1000:.0f} ms per region")
+    print(f"dg.materialize, one trivial partition (in-memory output)   {trivial:7.0f} ms/partition")
+    print(f"  ... through geoparquet_io_manager (1-row table)          {table:7.0f} ms/partition  (+{table - trivial:.0f} ms)")
+    print(f"  ... through zarr_io_manager (64x64 region of a 1000-partition store) {region:7.0f} ms/partition  (+{region - trivial:.0f} ms)")
+
+
+if __name__ == "__main__":
+    main()
