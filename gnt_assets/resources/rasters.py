@@ -1,9 +1,41 @@
-"""External services of the rasters pipeline, one interface with a local and a cloud implementation."""
+"""Where rasters come from: the watched folder and registry file, and the tile size.
+
+Local and cloud differ only in where the folder lives (under the storage root by default,
+any fsspec URL via GNT_RASTER_FOLDER), so one resource class serves both profiles.
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+import dagster as dg
+from pydantic import Field
+from upath import UPath
+
+
+class RasterFolderResource(dg.ConfigurableResource):
+    """The watched folder (rasters + YAML/JSON sidecars) and the registry file of a deployment."""
+
+    folder: str = Field(default="rasters/incoming", description="Watched folder; relative paths are under the storage root.")
+    registry: str = Field(default="rasters/registry.yaml", description="Registry file listing extra rasters.")
+    tile_size: int = Field(default=1000, description="Tile side in pixels.")
+
+    def _resolve(self, root: UPath, value: str) -> UPath:
+        return UPath(value) if "://" in value or value.startswith("/") else root / value
+
+    def folder_path(self, root: UPath) -> UPath:
+        return self._resolve(root, self.folder)
+
+    def registry_path(self, root: UPath) -> UPath:
+        return self._resolve(root, self.registry)
 
 
 def resource_set(profile: str) -> dict[str, Any]:
-    return {}
+    return {
+        "raster_folder": RasterFolderResource(
+            folder=os.environ.get("GNT_RASTER_FOLDER", "rasters/incoming"),
+            registry=os.environ.get("GNT_RASTER_REGISTRY", "rasters/registry.yaml"),
+            tile_size=int(os.environ.get("GNT_RASTER_TILE_SIZE", "1000")),
+        )
+    }

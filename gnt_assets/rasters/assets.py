@@ -1,0 +1,146 @@
+"""Rasters pipeline: source -> catalog; source -> tiles; grid -> resampled (per grid).
+
+Partitioning: every per-raster asset uses the dynamic ``raster_sources`` partitions; each
+grid is its own unpartitioned asset and has its own ``resampled_<grid>`` asset partitioned
+by raster. So the UI shows a raster x grid matrix as one row per grid, a new grid in
+grids.yaml is a new asset (no re-keying of existing partitions), and a grid change marks
+exactly that grid's resampled partitions stale.
+"""
+
+
+import base64
+
+import dagster as dg
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import rasterio
+import shapely
+from upath import UPath
+
+from gnt_assets.core.quicklook import quicklook
+from gnt_assets.io_managers.geoparquet import read_table, write_table
+from gnt_assets.materialization import output_metadata, quicklook_metadata
+from gnt_assets.partitions import raster_sources
+from gnt_assets.rasters import catalog, grids, resample, sources, tiling
+from gnt_assets.resources.compute import DaskComputeResource
+from gnt_assets.resources.rasters import RasterFolderResource
+from gnt_assets.resources.storage import StorageResource
+
+CODE_VERSION = "1"
+
+
+def state_folder(storage: StorageResource) -> UPath:
+    return storage.path("rasters")
+
+
+@dg.asset(group_name="rasters", partitions_def=raster_sources, code_version=CODE_VERSION)
+def raster_source(context: dg.AssetExecutionContext, storage: StorageResource, raster_folder: RasterFolderResource) -> dg.MaterializeResult:
+    """A registered raster, validated (opens, CRS, finite geotransform, nodata fits the dtype) and hashed.
+    Its data version is the file's content hash, so downstream partitions go stale only when the bytes change."""
+    key = context.partition_key
+    found = sources.discover(raster_folder.folder_path(storage.root_path), raster_folder.registry_path(storage.root_path))
+    if key not in found:
+        raise sources.RasterSourceError(f"raster {key!r} is neither in {raster_folder.folder_path(storage.root_path)} nor in the registry")
+    try:
+        info = sources.inspect(found[key])
+    except sources.RasterSourceError as error:
+        catalog.record_error(state_folder(storage), key, found[key].path, str(error))
+        raise
+    catalog.record_source(state_folder(storage), info)
+    with UPath(info.path).open("rb") as handle, rasterio.open(handle) as src:
+        scale = max(1, max(src.width, src.height) // 512)
+        preview = src.read(1, out_shape=(src.height // scale or 1, src.width // scale or 1))
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(info.content_hash),
+        metadata={
+            **output_metadata([state_folder(storage) / "sources" / f"{key}.json"]),
+            **quicklook_metadata(quicklook(preview, nodata=info.nodata, crs=info.crs)),
+            "path": info.path, "kind": info.kind, "dtype": info.dtype, "bands": info.band_count,
+            "pixel_size": info.pixel_size_x, "content_hash": info.content_hash,
+        },
+    )
+
+
+@dg.asset(group_name="rasters", deps=[raster_source], code_version=CODE_VERSION)
+def raster_catalog(storage: StorageResource) -> dg.MaterializeResult:
+    """Every source with path, CRS, pixel size, dtype, nodata, extent, bands, hash and status
+    (GeoParquet, pandera-checked); failed registrations never replace a good entry."""
+    table = catalog.build_catalog(state_folder(storage))
+    path = state_folder(storage) / "catalog.parquet"
+    write_table(table, path)
+    return dg.MaterializeResult(metadata={
+        **output_metadata([path]), "sources": len(table),
+        "ready": int((table.status == "ready").sum()), "errors": int((table.status == "error").sum()),
+        "table": dg.MetadataValue.md(table.drop(columns="geometry")[["key", "status", "kind", "crs", "error"]].to_markdown(index=False)),
+    })
+
+
+@dg.asset(group_name="rasters", partitions_def=raster_sources, deps=[raster_source], code_version=CODE_VERSION)
+def raster_tiles(context: dg.AssetExecutionContext, storage: StorageResource, compute: DaskComputeResource,
+                 raster_folder: RasterFolderResource) -> dg.MaterializeResult:
+    """The raster as a zarr array with one chunk per tile (one GET per tile), and a GeoParquet tile index
+    with window, bounds and min/max/mean/std/nodata/valid counts; tiles run in parallel on Dask."""
+    info = catalog.load_source(state_folder(storage), context.partition_key)
+    folder = state_folder(storage) / "tiles" / info.key
+    tasks = tiling.tile_tasks(info, folder / "tiles.zarr", storage.storage_options(), raster_folder.tile_size)
+    with compute.get_client() as client:
+        rows = client.gather(client.map(tiling.write_tile, tasks, pure=False))
+    frame = pd.DataFrame(rows)
+    index = gpd.GeoDataFrame(frame, geometry=shapely.box(frame.left, frame.bottom, frame.right, frame.top), crs=info.crs)
+    write_table(index.sort_values("tile_id").reset_index(drop=True), folder / "index.parquet")
+    return dg.MaterializeResult(metadata={
+        **output_metadata([folder]), "tiles": len(rows), "tile_size": raster_folder.tile_size,
+        "valid_pixels": int(index.valid_count.sum()), "nodata_pixels": int(index.nodata_count.sum()),
+    })
+
+
+class ResampleConfig(dg.Config):
+    methods: list[str] = []  # empty: the defaults for the raster's kind
+
+
+def grid_asset(spec: grids.GridSpec, study_area) -> dg.AssetsDefinition:
+    @dg.asset(name=f"grid_{spec.name}", group_name="rasters", code_version=f"{CODE_VERSION}-{spec.kind}-{spec.resolution_m}-{study_area}",
+              description=f"{spec.kind} grid {spec.name!r} at {spec.resolution_m:g} m over the study area {study_area} (GeoParquet of cells).")
+    def _grid(storage: StorageResource) -> dg.MaterializeResult:
+        cells = grids.grid_cells(spec, study_area)
+        path = state_folder(storage) / "grids" / f"{spec.name}.parquet"
+        write_table(cells, path)
+        return dg.MaterializeResult(metadata={**output_metadata([path]), "cells": len(cells), "crs": str(cells.crs)})
+
+    return _grid
+
+
+def resampled_asset(spec: grids.GridSpec) -> dg.AssetsDefinition:
+    @dg.asset(name=f"resampled_{spec.name}", group_name="rasters", partitions_def=raster_sources,
+              deps=[raster_source, raster_tiles, f"grid_{spec.name}"], code_version=CODE_VERSION,
+              description=f"Raster values per cell of grid {spec.name!r} (cell_id, band, method, value, valid_fraction) "
+                          "with exact coverage-weighted area methods; cached by source hash x grid x method x band.")
+    def _resampled(context: dg.AssetExecutionContext, config: ResampleConfig, storage: StorageResource) -> dg.MaterializeResult:
+        folder = state_folder(storage)
+        info = catalog.load_source(folder, context.partition_key)
+        cells = read_table(folder / "grids" / f"{spec.name}.parquet")
+        methods = config.methods or list(sources.DEFAULT_METHODS[info.kind])
+        store = resample.ResultStore(folder / "cache" / "results")
+        table, counts = resample.resample(info, cells, spec.name, methods, folder / "cache" / "weights", store)
+        out = gpd.GeoDataFrame(table.merge(cells[["cell_id", "geometry"]], on="cell_id"), geometry="geometry", crs=cells.crs)
+        path = folder / "resampled" / spec.name / f"{info.key}.parquet"
+        write_table(out, path)
+        written = [path]
+        if spec.kind == "square":
+            written.append(resample.write_square_zarr(out, folder / "resampled" / spec.name / f"{info.key}.zarr"))
+        first = out[(out.band == 1) & (out.method == methods[0])]
+        png = resample.choropleth_png(first, first["value"])
+        return dg.MaterializeResult(metadata={
+            **output_metadata(written), "cells": int(first.cell_id.nunique()), "methods": ", ".join(methods),
+            **counts, **{f"cache_{k}": v for k, v in store.stats().items()},
+            "choropleth": dg.MetadataValue.md(f"![choropleth](data:image/png;base64,{base64.b64encode(png).decode()})"),
+            "mean_valid_fraction": float(np.nanmean(first.valid_fraction)) if len(first) else 0.0,
+        })
+
+    return _resampled
+
+
+STUDY_AREA, GRIDS = grids.load_registry()
+grid_assets = [grid_asset(spec, STUDY_AREA) for spec in GRIDS]
+resampled_assets = [resampled_asset(spec) for spec in GRIDS]

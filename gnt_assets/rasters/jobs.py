@@ -1,0 +1,24 @@
+"""raster_cache_cleanup: the seed's cache-cleanup as a job (days_old, min_access)."""
+
+
+import dagster as dg
+from gnt_assets.rasters import resample
+from gnt_assets.rasters.assets import state_folder
+from gnt_assets.resources.storage import StorageResource
+
+
+class CleanupConfig(dg.Config):
+    days_old: float = 30.0
+    min_access: int = 2
+
+
+@dg.op(description="Removes result-store entries not accessed for days_old days and hit fewer than min_access times.")
+def clean_result_cache(context: dg.OpExecutionContext, config: CleanupConfig, storage: StorageResource) -> None:
+    store = resample.ResultStore(state_folder(storage) / "cache" / "results")
+    removed = store.cleanup(config.days_old, config.min_access)
+    context.log.info(f"removed {len(removed)} cached results; now {store.stats()}")
+
+
+@dg.job(description="Clean the rasters result cache (config: days_old, min_access).")
+def raster_cache_cleanup() -> None:
+    clean_result_cache()
