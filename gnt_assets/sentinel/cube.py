@@ -1,0 +1,112 @@
+"""The cube layout derived from the grid: one mosaic GeoBox, each cell a whole number of zarr chunks.
+
+Cell bounds in the cube CRS are snapped to the nearest chunk boundary of a GeoBox
+anchored at multiples of the chunk size. Cells sharing an edge snap to the same
+boundary, so their regions never share a chunk; any grid where two regions would
+overlap (e.g. Major TOM with overlap=True) is refused naming both cells.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import xarray as xr
+from affine import Affine
+from odc.geo.geobox import GeoBox
+from odc.geo.xr import xr_zeros
+
+from gnt_assets.core.zarr_regions import ZarrLayoutError
+
+VARIABLE = "reflectance_median"
+
+
+@dataclass(frozen=True)
+class CubeLayout:
+    geobox: GeoBox
+    chunk_px: int
+    regions: dict[str, tuple[slice, slice]]  # chunk key -> (rows, cols) of the mosaic
+
+    def cell_geobox(self, chunk: str) -> GeoBox:
+        rows, cols = self.regions[chunk]
+        return self.geobox[rows, cols]
+
+    def chunks_of(self, chunk: str) -> set[tuple[int, int]]:
+        rows, cols = self.regions[chunk]
+        c = self.chunk_px
+        return {(r, k) for r in range(rows.start // c, rows.stop // c) for k in range(cols.start // c, cols.stop // c)}
+
+
+def cube_layout(cells: gpd.GeoDataFrame, crs: str, resolution: float, chunk_px: int) -> CubeLayout:
+    """Layout for one grid's cells (columns ``chunk``, ``geometry``)."""
+    unit = chunk_px * resolution
+    bounds = cells.to_crs(crs).bounds
+    snapped = pd.DataFrame({
+        "x0": np.round(bounds.minx / unit), "x1": np.round(bounds.maxx / unit),
+        "y0": np.round(bounds.miny / unit), "y1": np.round(bounds.maxy / unit),
+    }).astype(int)
+    snapped.index = cells["chunk"].values
+    small = snapped.index[(snapped.x1 <= snapped.x0) | (snapped.y1 <= snapped.y0)].tolist()
+    if small:
+        raise ZarrLayoutError(f"grid cells {small[:5]} are smaller than one {chunk_px}-pixel chunk at {resolution} {crs} units; "
+                              "use a smaller chunk or larger cells")
+    x_min, y_max = int(snapped.x0.min()), int(snapped.y1.max())
+    width, height = int(snapped.x1.max()) - x_min, y_max - int(snapped.y0.min())
+    geobox = GeoBox((height * chunk_px, width * chunk_px), Affine(resolution, 0, x_min * unit, 0, -resolution, y_max * unit), crs)
+    regions, owner = {}, {}
+    for chunk, row in snapped.iterrows():
+        rows = slice((y_max - row.y1) * chunk_px, (y_max - row.y0) * chunk_px)
+        cols = slice((row.x0 - x_min) * chunk_px, (row.x1 - x_min) * chunk_px)
+        regions[chunk] = (rows, cols)
+        for r in range(rows.start // chunk_px, rows.stop // chunk_px):
+            for k in range(cols.start // chunk_px, cols.stop // chunk_px):
+                if (r, k) in owner:
+                    raise ZarrLayoutError(f"grid cells {owner[(r, k)]} and {chunk} would share zarr chunk ({r}, {k}); "
+                                          "use a grid without overlapping cells")
+                owner[(r, k)] = chunk
+    return CubeLayout(geobox=geobox, chunk_px=chunk_px, regions=regions)
+
+
+def month_label(month: str) -> np.datetime64:
+    return np.datetime64(month[:7] + "-01", "ns")
+
+
+def cube_template(layout: CubeLayout, months: list[str], bands: list[str]) -> xr.Dataset:
+    """Metadata-only template: (time, y, x, band) uint16, fill 0, CF attributes and spatial_ref."""
+    spatial = xr_zeros(layout.geobox, dtype="uint16", chunks=(layout.chunk_px, layout.chunk_px))
+    ydim, xdim = spatial.dims
+    data = (spatial.expand_dims(time=[month_label(m) for m in months], band=list(bands))
+            .transpose("time", ydim, xdim, "band")
+            .chunk({"time": 1, ydim: layout.chunk_px, xdim: layout.chunk_px, "band": len(bands)}))
+    data.attrs = {"long_name": "cloud-masked monthly median surface reflectance", "units": "1",
+                  "scale_factor_note": "DN; reflectance = DN * 1e-4 - 0.1 (Sentinel-2 C1 L2A offset)",
+                  "cell_methods": "time: median (SCL classes 4, 5 only)", "grid_mapping": "spatial_ref"}
+    dataset = data.to_dataset(name=VARIABLE)
+    dataset["time"].attrs["long_name"] = "first day of the month"
+    return dataset
+
+
+def cube_encoding(layout: CubeLayout, bands: list[str]) -> dict:
+    return {VARIABLE: {"chunks": (1, layout.chunk_px, layout.chunk_px, len(bands)), "_FillValue": 0, "dtype": "uint16"}}
+
+
+def region_dataset(layout: CubeLayout, chunk: str, month: str, bands: list[str], median: np.ndarray) -> xr.Dataset:
+    """One partition's data (1, h, w, band) with the labels that place it in the cube."""
+    cell = xr_zeros(layout.cell_geobox(chunk), dtype="uint16")
+    ydim, xdim = cell.dims
+    data = xr.DataArray(median[np.newaxis], dims=("time", ydim, xdim, "band"),
+                        coords={"time": [month_label(month)], ydim: cell[ydim], xdim: cell[xdim], "band": list(bands)})
+    return data.to_dataset(name=VARIABLE)
+
+
+def region_slices(layout: CubeLayout, chunk: str, time_index: int, ydim: str, xdim: str) -> dict[str, slice]:
+    rows, cols = layout.regions[chunk]
+    return {"time": slice(time_index, time_index + 1), ydim: rows, xdim: cols}
+
+
+def chunk_size_px(d: float, res_m: float, per_side: int = 1) -> int:
+    """Chunk pixels so a cell of d metres spans about ``per_side`` chunks per side."""
+    return max(1, math.floor(d / res_m / per_side))

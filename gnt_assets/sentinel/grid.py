@@ -1,0 +1,118 @@
+"""Grid generators over an AOI, with the seed's API (GridSpec, majortom/square/custom generators).
+
+A generator maps an AOI geometry (EPSG:4326) to a GeoDataFrame of cells with
+``geometry`` and an id column; cells drive the cube layout (see cube.py).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import geopandas as gpd
+import numpy as np
+from pyproj import CRS
+from shapely.geometry import box
+from shapely.geometry.base import BaseGeometry
+
+from gnt_assets.core.keys import sanitize_key
+
+GridGenerator = Callable[[BaseGeometry], gpd.GeoDataFrame]
+METRES_PER_DEGREE = 111_320.0
+
+
+class GridError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    d: int = 512
+    overlap: bool = False
+    target_crs: str = "EPSG:32610"
+    res_m: float = 16
+    id_column: str = "grid_id"
+
+    @property
+    def resolution(self) -> float:
+        """Pixel size in units of target_crs (degrees for a geographic CRS)."""
+        if CRS.from_user_input(self.target_crs).is_geographic:
+            return self.res_m / METRES_PER_DEGREE
+        return float(self.res_m)
+
+
+def majortom_generator(d: int = 512, overlap: bool = False, id_column: str = "grid_id") -> GridGenerator:
+    """ESA Major TOM cells (majortom-eg) of about d metres touching the AOI; ids are geohashes."""
+    from majortom_eg import MajorTomGrid
+
+    grid = MajorTomGrid(d=d, overlap=overlap)
+
+    def generate(aoi: BaseGeometry) -> gpd.GeoDataFrame:
+        parts = getattr(aoi, "geoms", [aoi])
+        cells = {}
+        for part in parts:
+            for cell in grid.generate_grid_cells(part.convex_hull if part.geom_type != "Polygon" else part):
+                if cell.geom.intersects(aoi):
+                    cells[cell.id()] = (cell.geom, cell.is_primary)
+        ids = sorted(cells)
+        return gpd.GeoDataFrame(
+            {id_column: ids, "is_primary": [cells[i][1] for i in ids]},
+            geometry=[cells[i][0] for i in ids],
+            crs="EPSG:4326",
+        )
+
+    return generate
+
+
+def square_tiling_generator(cell_size_m: float = 512, work_crs: str = "EPSG:32610", id_column: str = "grid_id") -> GridGenerator:
+    """Squares of cell_size_m in work_crs, edges on multiples of the size, kept where they touch the AOI."""
+
+    def generate(aoi: BaseGeometry) -> gpd.GeoDataFrame:
+        projected = gpd.GeoSeries([aoi], crs="EPSG:4326").to_crs(work_crs).iloc[0]
+        min_x, min_y, max_x, max_y = projected.bounds
+        i0, i1 = math.floor(min_x / cell_size_m), math.ceil(max_x / cell_size_m)
+        j0, j1 = math.floor(min_y / cell_size_m), math.ceil(max_y / cell_size_m)
+        ids, geoms = [], []
+        for i in range(i0, i1):
+            for j in range(j0, j1):
+                cell = box(i * cell_size_m, j * cell_size_m, (i + 1) * cell_size_m, (j + 1) * cell_size_m)
+                if cell.intersects(projected):
+                    ids.append(f"square_{i}_{j}")
+                    geoms.append(cell)
+        cells = gpd.GeoDataFrame({id_column: ids, "is_primary": True}, geometry=geoms, crs=work_crs)
+        return cells.to_crs("EPSG:4326")
+
+    return generate
+
+
+def custom_generator(func: Callable[[BaseGeometry], gpd.GeoDataFrame], id_column: str = "grid_id") -> GridGenerator:
+    """Any function returning a GeoDataFrame with geometry and the id column (DGGS, ...)."""
+
+    def generate(aoi: BaseGeometry) -> gpd.GeoDataFrame:
+        cells = func(aoi)
+        if not isinstance(cells, gpd.GeoDataFrame) or id_column not in cells or cells.crs is None:
+            raise GridError(f"custom grid generator {func.__name__}: must return a GeoDataFrame with a CRS and {id_column!r}")
+        cells = cells.to_crs("EPSG:4326")
+        if "is_primary" not in cells:
+            cells["is_primary"] = True
+        return cells
+
+    return generate
+
+
+def grid_cells(aoi: BaseGeometry, generator: GridGenerator, *, grid_name: str, id_column: str = "grid_id") -> gpd.GeoDataFrame:
+    """The generator's cells with a ``chunk`` partition key per cell (``<grid>-<sanitised id>``)."""
+    cells = generator(aoi)
+    if cells.empty:
+        raise GridError(f"grid {grid_name!r}: the generator produced zero cells for the AOI {aoi.bounds}")
+    if cells[id_column].duplicated().any():
+        raise GridError(f"grid {grid_name!r}: duplicate cell ids {cells[id_column][cells[id_column].duplicated()].tolist()[:5]}")
+    cells = cells.sort_values(id_column).reset_index(drop=True)
+    cells.insert(0, "grid", grid_name)
+    cells.insert(1, "chunk", [sanitize_key(f"{grid_name}-{cell_id}") for cell_id in cells[id_column].astype(str)])
+    if cells["chunk"].duplicated().any():
+        raise GridError(f"grid {grid_name!r}: cell ids collapse to the same partition key after sanitising")
+    cells["cell_id"] = cells[id_column].astype(str)
+    cells["area_km2"] = np.round(cells.to_crs(cells.estimate_utm_crs()).area / 1e6, 6)
+    return cells[["grid", "chunk", "cell_id", "is_primary", "area_km2", "geometry"]]

@@ -1,0 +1,144 @@
+"""One mosaic chunk: search a month of scenes for a grid cell, load them onto the cell's GeoBox,
+mask everything but SCL 4/5 (vegetation, bare soil) with closing/opening, take the per-pixel
+median over time and write the cell's region of the cube. Runs on a Dask worker (plain arguments)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import bottleneck as bn
+import numpy as np
+from scipy import ndimage
+from upath import UPath
+
+from gnt_assets.core.quicklook import QuickLook, quicklook
+from gnt_assets.core.zarr_regions import write_region
+from gnt_assets.sentinel.cube import CubeLayout, region_dataset
+from gnt_assets.sentinel.stac import SceneQuery, search_scenes
+
+CLEAR_SCL = (4, 5)
+MORPHOLOGY_RADIUS = 5
+
+
+class SceneLoadError(RuntimeError):
+    pass
+
+
+def _disk(radius: int) -> np.ndarray:
+    yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    return (xx * xx + yy * yy) <= radius * radius
+
+
+def cloud_mask(scl: np.ndarray, radius: int = MORPHOLOGY_RADIUS) -> np.ndarray:
+    """True where a (time, y, x) pixel is unusable: not SCL 4/5, closed then opened with a disk (the seed's cleanup)."""
+    bad = ~np.isin(scl, CLEAR_SCL)
+    if radius <= 0:
+        return bad
+    structure = _disk(radius)[np.newaxis]
+    closed = ndimage.binary_erosion(ndimage.binary_dilation(bad, structure), structure, border_value=1)
+    return ndimage.binary_dilation(ndimage.binary_erosion(closed, structure, border_value=1), structure)
+
+
+def masked_median(bands: np.ndarray, bad: np.ndarray) -> np.ndarray:
+    """Median over time of (time, y, x, band) values ignoring masked and zero (nodata) ones; uint16, fill 0."""
+    values = bands.astype(np.float32)
+    values[bad] = np.nan
+    values[values == 0] = np.nan
+    median = bn.nanmedian(values, axis=0)
+    out = np.nan_to_num(np.rint(median), nan=0.0)
+    return np.clip(out, 0, 65535).astype(np.uint16)
+
+
+@dataclass(frozen=True)
+class ChunkJob:
+    chunk: str
+    month: str
+    query: SceneQuery
+    band_assets: dict[str, str]  # cube band -> STAC asset name
+    scl_asset: str
+    layout: CubeLayout
+    store: UPath
+    modifier: Callable | None = None
+    aws_unsigned: bool = False
+
+
+@dataclass
+class ChunkResult:
+    chunk: str
+    month: str
+    success: bool
+    scenes: int = 0
+    valid_share: float = 0.0
+    clear_pixels_unfilled: int = 0
+    minimum: int | None = None
+    maximum: int | None = None
+    durations: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    look: QuickLook | None = None
+
+
+def load_scenes(job: ChunkJob, items: list) -> tuple[np.ndarray, np.ndarray]:
+    """(time, y, x, band) reflectance (bilinear) and (time, y, x) SCL (nearest) on the cell's GeoBox."""
+    import odc.stac
+
+    if job.aws_unsigned:
+        odc.stac.configure_rio(cloud_defaults=True, aws={"aws_unsigned": True})
+    assets = list(job.band_assets.values())
+    try:
+        data = odc.stac.load(items, bands=[job.scl_asset, *assets], geobox=job.layout.cell_geobox(job.chunk),
+                             resampling={job.scl_asset: "nearest", "*": "bilinear"}, groupby="solar_day",
+                             fail_on_error=True)
+    except Exception as error:
+        raise SceneLoadError(f"month {job.month} chunk {job.chunk}: reading scenes failed "
+                             f"({type(error).__name__}: {error})") from error
+    bands = np.stack([data[name].values for name in assets], axis=-1)
+    return bands, data[job.scl_asset].values
+
+
+def mosaic_chunk(job: ChunkJob) -> ChunkResult:
+    """Search, load, mask, median, write; the region is written only when everything before succeeded."""
+    durations: dict[str, float] = {}
+    started = time.perf_counter()
+    items = search_scenes(job.query, job.modifier)
+    durations["search_s"] = time.perf_counter() - started
+    height, width = job.layout.cell_geobox(job.chunk).shape
+    nbands = len(job.band_assets)
+    if items:
+        mark = time.perf_counter()
+        bands, scl = load_scenes(job, items)
+        durations["load_s"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        bad = cloud_mask(scl) | (bands == 0).any(axis=-1)
+        durations["mask_s"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        median = masked_median(bands, bad)
+        durations["median_s"] = time.perf_counter() - mark
+        clear_any = (~bad).any(axis=0)
+    else:
+        median = np.zeros((height, width, nbands), np.uint16)
+        clear_any = np.zeros((height, width), bool)
+    filled = (median == 0).all(axis=-1)
+    mark = time.perf_counter()
+    write_region(job.store, region_dataset(job.layout, job.chunk, job.month, list(job.band_assets), median))
+    durations["write_s"] = time.perf_counter() - mark
+    durations["total_s"] = time.perf_counter() - started
+    valid = median[~filled]
+    rgb = np.moveaxis(median[..., [list(job.band_assets).index(b) for b in ("red", "green", "blue")]], -1, 0) \
+        if {"red", "green", "blue"} <= set(job.band_assets) else median[..., 0]
+    return ChunkResult(
+        chunk=job.chunk, month=job.month, success=True, scenes=len(items),
+        valid_share=float((~filled).mean()), clear_pixels_unfilled=int((clear_any & filled).sum()),
+        minimum=int(valid.min()) if valid.size else None, maximum=int(valid.max()) if valid.size else None,
+        durations={k: round(v, 4) for k, v in durations.items()},
+        look=quicklook(rgb, nodata=0, crs=str(job.layout.geobox.crs)),
+    )
+
+
+def mosaic_chunk_logged(job: ChunkJob) -> ChunkResult:
+    """mosaic_chunk that reports a failure as a result, so one bad chunk never hides the others' results."""
+    try:
+        return mosaic_chunk(job)
+    except Exception as error:
+        return ChunkResult(chunk=job.chunk, month=job.month, success=False, error=f"{type(error).__name__}: {error}")
