@@ -70,8 +70,10 @@ def _check_compatible(path: UPath, template: xr.Dataset, *, growable: str | None
         stored = existing[name]
         if stored.dims != variable.dims:
             raise ZarrLayoutError(f"zarr store {path}: {name!r} has dims {stored.dims}, template has {variable.dims}")
-        if stored.dtype != variable.dtype:
-            raise ZarrLayoutError(f"zarr store {path}: {name!r} is {stored.dtype}, template is {variable.dtype}")
+        # Compare stored dtypes: decoding turns an integer array with a _FillValue into floats.
+        stored_dtype = stored.encoding.get("dtype", stored.dtype)
+        if stored_dtype != variable.dtype:
+            raise ZarrLayoutError(f"zarr store {path}: {name!r} is {stored_dtype}, template is {variable.dtype}")
     for dim, size in template.sizes.items():
         if dim != growable and existing.sizes.get(dim) != size:
             raise ZarrLayoutError(
@@ -114,7 +116,13 @@ def create_store(path: UPath, template: xr.Dataset, *, encoding: dict | None = N
     template = with_exact_transform(template)
     try:
         template.to_zarr(
-            **_store_args(path), mode="w-", compute=False, encoding=encoding or {}, consolidated=False, zarr_format=3
+            **_store_args(path),
+            mode="w-",
+            compute=False,
+            encoding=encoding or {},
+            consolidated=False,
+            zarr_format=3,
+            safe_chunks=False,  # metadata only: the template's dask chunks are never written
         )
     except (FileExistsError, zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError):
         _check_compatible(path, template)
@@ -128,7 +136,7 @@ def append_along(path: UPath, dim: str, template: xr.Dataset) -> None:
         return
     _check_compatible(path, template, growable=dim)
     template.sel({dim: new_labels}).to_zarr(
-        **_store_args(path), append_dim=dim, compute=False, consolidated=False, zarr_format=3
+        **_store_args(path), append_dim=dim, compute=False, consolidated=False, zarr_format=3, safe_chunks=False
     )
 
 
