@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from upath import UPath
 
 from gnt_assets.core.atomic import atomic_write_bytes
+from gnt_assets.core.keys import PartitionKeyError, check_key
 from gnt_assets.resources.storage import StorageResource
 
 
@@ -53,6 +54,18 @@ class _GeoParquetIOManager(dg.UPathIOManager):
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> pd.DataFrame:
         return read_table(path)
+
+    def get_path_for_partition(self, context, path: UPath, partition: str) -> UPath:
+        """One checked path segment per key (per dimension for multi-partitions): no key climbs out with ``..`` or ``/``."""
+        definition = context.asset_partitions_def
+        segments = partition.split("/")
+        expected = len(definition.partitions_defs) if isinstance(definition, dg.MultiPartitionsDefinition) else 1
+        name = context.asset_key.to_user_string()
+        if len(segments) != expected:
+            raise PartitionKeyError(f"{name}: partition key {partition!r} contains '/'; it would nest folders below tables/{name}")
+        for segment in segments:
+            check_key(segment, what=f"{name} partition key")
+        return path.joinpath(*segments)
 
 
 class GeoParquetIOManager(dg.ConfigurableIOManagerFactory):
