@@ -23,12 +23,12 @@ from gnt_assets.core.packed_tensors import INDEX_NAME, PackedTensorError, open_p
 from gnt_assets.io_managers.geoparquet import read_table
 from gnt_assets.io_managers.mmap_tensors import tensor_folder
 from gnt_assets.mining.dataset import ASSET_KEY as TILES_KEY
+from gnt_assets.mining.regions import region_path
 from gnt_assets.mining.training_tiles import (
     TrainingTileError,
     cluster_tiles,
     open_region,
     region_chunks_present,
-    region_path,
     tile_window,
 )
 from gnt_assets.mining.transfer import partition_target, transfer_problems

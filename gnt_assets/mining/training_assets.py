@@ -10,12 +10,12 @@ import numpy as np
 from gnt_assets.core.packed_tensors import PackedIndex, TensorPack
 from gnt_assets.core.quicklook import quicklook
 from gnt_assets.materialization import quicklook_metadata
+from gnt_assets.mining.regions import region_path
 from gnt_assets.mining.training_tiles import (
     LABEL_RULE,
     cluster_tiles,
     open_region,
     region_chunks_present,
-    region_path,
     preview_tile,
     training_tiles,
 )

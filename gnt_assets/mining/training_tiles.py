@@ -33,8 +33,8 @@ from gnt_assets.core.packed_tensors import TensorField, TensorPack
 from gnt_assets.core.worldgrid import TILE_SIZE as TILE
 from gnt_assets.core.worldgrid import world_tile
 from gnt_assets.core.zarr_regions import open_store, region_status, store_exists
+from gnt_assets.mining.regions import BANDS
 
-BANDS = ("blue", "green", "red", "nir", "swir1", "swir2", "thermal")
 FIELDS = (
     TensorField("features", "<f4", (len(BANDS), TILE, TILE)),
     TensorField("labels", "|u1", (1, TILE, TILE)),
@@ -62,11 +62,6 @@ class ClusterTile:
 class TileReport:
     nan_only: list[tuple[int, int]] = field(default_factory=list)
     polygons_without_tile: list[int] = field(default_factory=list)
-
-
-def region_path(root: UPath, country: str, year: str | int) -> UPath:
-    """Mining I's zarr region of a country-year (its contract: ``mining/regions/{ISO3}/{year}.zarr``)."""
-    return root / "mining" / "regions" / country / f"{year}.zarr"
 
 
 def open_region(path: UPath, partition: str) -> xr.Dataset:

@@ -9,7 +9,7 @@ from gnt_assets.io_managers.mmap_tensors import tensor_folder
 from gnt_assets.mining.dataset import ASSET_KEY
 from gnt_assets.mining.janitor_checks import janitor, janitor_repair_sensor
 from gnt_assets.mining.training_assets import mining_hpc_transfer, mining_training_tiles
-from gnt_assets.mining.training_tiles import region_path
+from gnt_assets.mining.regions import region_path
 from gnt_assets_tests.mining_tests import training_fixtures as fx
 
 PARTITIONS = ["ZAF|2020", "NAM|2020", "ZAF|2021", "NAM|2021"]

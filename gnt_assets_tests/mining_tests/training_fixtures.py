@@ -70,26 +70,18 @@ def reflectance(year: int) -> np.ndarray:
 
 
 def write_region(path: UPath, year: int, *, nan_tiles=((3, 2),), missing=(), ix0: int = IX0) -> UPath:
-    """Through the shared zarr region API, as Mining I writes regions.
+    """With Mining I's region writer (regions.create_region / write_cluster), as landsat_regions does.
 
     ``nan_tiles`` and ``missing`` are (column, row) tile positions inside the region."""
-    import odc.geo.xr  # noqa: F401  (the .odc accessor)
-
-    from gnt_assets.core.zarr_regions import create_store
-    from gnt_assets.core.zarr_regions import write_region as write_zarr_region
+    from gnt_assets.mining.regions import create_region, write_cluster
 
     geobox = region_geobox(ix0)
     data = reflectance(year)
     for i, j in nan_tiles:
         r, c = j * TILE, i * TILE
         data[:, r : r + TILE, c : c + TILE] = np.nan
-    coords = geobox.coordinates
-    dataset = xr.Dataset(
-        {"reflectance": (("band", "latitude", "longitude"), data, {"units": "1", "long_name": "surface reflectance"})},
-        coords={"band": list(BANDS), "latitude": coords["latitude"].values, "longitude": coords["longitude"].values},
-    ).odc.assign_crs("EPSG:4326")
-    create_store(path, dataset.chunk({"band": 7, "latitude": TILE, "longitude": TILE}), encoding={"reflectance": {"chunks": (7, TILE, TILE)}})
-    write_zarr_region(path, dataset)
+    create_region(path, geobox)
+    write_cluster(path, geobox, data)
     for i, j in missing:
         (path / "reflectance" / "c" / "0" / str(j) / str(i)).unlink()
     return path
@@ -100,7 +92,7 @@ def write_region(path: UPath, year: int, *, nan_tiles=((3, 2),), missing=(), ix0
 import dagster as dg  # noqa: E402
 
 from gnt_assets.partitions import mining_country, mining_country_year  # noqa: E402
-from gnt_assets.mining.training_tiles import region_path  # noqa: E402
+from gnt_assets.mining.regions import region_path  # noqa: E402
 from gnt_assets.resources.storage import StorageResource  # noqa: E402
 
 FIXTURE_IX0 = {"ZAF": IX0, "NAM": IX0 + 100}
