@@ -16,11 +16,19 @@ from gnt_assets_tests.mining_tests import training_fixtures as fx
 PARTITIONS = ["ZAF|2020", "NAM|2021"]
 
 
-@pytest.fixture
-def pipeline(storage_root, tmp_path, instance):
-    resources = fx.mining_ii_resources(storage_root, UPath(tmp_path) / "hpc")
-    results = fx.materialize_pipeline(instance, resources, PARTITIONS)
-    return storage_root, UPath(tmp_path) / "hpc", results
+@pytest.fixture(scope="module")
+def module_instance():
+    with dg.instance_for_test() as shared:
+        yield shared
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory, module_instance):
+    """Materialized once for the module (the tests below only read it, or re-run it safely)."""
+    base = UPath(tmp_path_factory.mktemp("pipeline"))
+    resources = fx.mining_ii_resources(base / "storage", base / "hpc")
+    results = fx.materialize_pipeline(module_instance, resources, PARTITIONS)
+    return base / "storage", base / "hpc", results
 
 
 def test_tiles_and_transfer_materialize_with_metadata_and_checks(pipeline):
@@ -43,7 +51,8 @@ def test_tiles_and_transfer_materialize_with_metadata_and_checks(pipeline):
         assert file_digest(hpc_root / country / year / index.data_file) == (index.data_bytes, index.sha256)
 
 
-def test_rerun_is_safe_and_transfer_resumes(pipeline, instance):
+def test_rerun_is_safe_and_transfer_resumes(pipeline, module_instance):
+    instance = module_instance
     storage_root, hpc_root, _ = pipeline
     resources = fx.mining_ii_resources(storage_root, hpc_root)
     again = fx.materialize_pipeline(instance, resources, ["ZAF|2020"], selection=["mining_training_tiles", "mining_hpc_transfer"])[0]
@@ -55,9 +64,10 @@ def test_rerun_is_safe_and_transfer_resumes(pipeline, instance):
     assert again.asset_materializations_for_node("mining_hpc_transfer")[0].metadata["copied_files"].value == 0
 
 
-def test_missing_region_fails_only_its_partition(storage_root, tmp_path, instance):
-    resources = fx.mining_ii_resources(storage_root, UPath(tmp_path) / "hpc")
-    fx.materialize_pipeline(instance, resources, ["ZAF|2020"])
+def test_missing_region_fails_only_its_partition(pipeline, module_instance):
+    instance = module_instance
+    storage_root, hpc_root, _ = pipeline
+    resources = fx.mining_ii_resources(storage_root, hpc_root)
     from gnt_assets.mining.training_assets import mining_training_tiles
 
     result = dg.materialize(
