@@ -9,7 +9,7 @@ import pandas as pd
 from gnt_assets.conus404 import analysis_ready as ready
 from gnt_assets.conus404 import run_history
 from gnt_assets.conus404.aggregation import aggregate_day
-from gnt_assets.conus404.daily_store import daily_template, day_dataset, day_summary, read_day, store_encoding
+from gnt_assets.conus404.daily_store import daily_template, day_dataset, day_objects, day_summary, read_day, store_encoding
 from gnt_assets.conus404.failures import is_transient, report_document
 from gnt_assets.core.atomic import atomic_write_bytes
 from gnt_assets.core.quicklook import quicklook
@@ -67,14 +67,15 @@ def conus404_daily(context: dg.AssetExecutionContext, storage: StorageResource, 
         for day in written:  # a ranged run keeps its good days even though the step fails
             context.log_event(dg.AssetMaterialization(context.asset_key, partition=str(day), metadata=_daily_metadata(path, day)))
         summary = "; ".join(f"{d}: {type(e).__name__}: {e}" for d, e in failed.items())
-        raise _failure(f"conus404 daily failed for {len(failed)} of {len(days)} days: {summary}", next(iter(failed.values())))
+        retryable = next((e for e in failed.values() if is_transient(e)), next(iter(failed.values())))
+        raise _failure(f"conus404 daily failed for {len(failed)} of {len(days)} days: {summary}", retryable)
     return dg.MaterializeResult(metadata={**_daily_metadata(path, days[-1]), "days": dg.MetadataValue.text(", ".join(map(str, days)))})
 
 
 def _daily_metadata(path, day: date) -> dict:
-    """files/bytes of the store, the day's hour count and quick looks of daily mean T2 and precipitation."""
+    """files/bytes of the day's chunks, its hour count and quick looks of daily mean T2 and precipitation."""
     stored = read_day(path, day)
-    metadata = {**output_metadata([path]), "hours": dg.MetadataValue.int(int(stored["source_hours"].values[0])),
+    metadata = {**output_metadata(day_objects(path, day, list(stored.data_vars))), "hours": dg.MetadataValue.int(int(stored["source_hours"].values[0])),
                 "path": dg.MetadataValue.path(str(path))}
     if "T2" in stored:  # rows flipped: y runs south -> north
         metadata.update(quicklook_metadata(quicklook(stored["T2"].values[0][::-1]), title="T2 daily mean (K)"))

@@ -23,6 +23,7 @@ from gnt_assets.conus404.variables import WIND_SPEED, SourceVariable
 from gnt_assets.core.zarr_regions import open_store
 
 SOURCE_HOURS = "source_hours"
+STORE_START = date(1979, 10, 1)  # partitions.conus404_day starts here; the store's time index 0
 
 
 def output_names(variables: list[SourceVariable]) -> dict[str, dict[str, str]]:
@@ -94,6 +95,12 @@ def read_day(path: UPath, day: date) -> xr.Dataset:
     if stored.sizes["time"] != 1:
         raise KeyError(f"conus404 daily store {path} has no day {day}")
     return stored.load()
+
+
+def day_objects(path: UPath, day: date, names: list[str]) -> list[UPath]:
+    """The chunk objects holding ``day`` (zarr v3 keys ``<name>/c/<day index>/...``), for files/bytes metadata."""
+    index = (day - STORE_START).days
+    return [path / name / "c" / str(index) for name in names]
 
 
 SUMMARY_SCHEMA = pa.DataFrameSchema(

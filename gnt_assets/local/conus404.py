@@ -6,6 +6,11 @@ a coarse grid that spans the real domain. Each hour's values depend only on
 its timestamp, so any window reproduces the same numbers. ``faults`` corrupt
 chosen days the ways real sources go wrong (a missing hour, an all-NaN field,
 impossible temperatures), for the tests and the demo.
+
+The second half runs the real Planetary Computer path on loopback: azurite
+holding such a store in an Azure container, and one HTTP server answering as
+the STAC API (collection ``conus404`` with its ``zarr-abfs`` asset) and as the
+SAS token endpoint, issuing container SAS tokens azurite verifies.
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ def by_loop(ds: xr.Dataset, day: date, offset: int) -> dict[str, np.ndarray]:
     }
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 2**31), offset=st.sampled_from([0, 1]), day_index=st.integers(1, 2))
 def test_daily_values_match_a_loop_over_hours(seed, offset, day_index):
     ds = hourly_dataset(seed, datetime(2001, 2, 27), hours=4 * 24 + 1, drop=set())
@@ -71,7 +71,7 @@ def test_daily_values_match_a_loop_over_hours(seed, offset, day_index):
     assert result.hours_found == 24 and result.missing_hours == []
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 2**31), dropped=st.sets(st.integers(24, 47), min_size=1, max_size=5))
 def test_missing_hours_are_counted_not_invented(seed, dropped):
     ds = hourly_dataset(seed, datetime(2001, 3, 1), hours=3 * 24 + 1, drop=dropped)

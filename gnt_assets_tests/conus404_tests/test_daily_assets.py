@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
+import threading
 
 import dagster as dg
 import numpy as np
@@ -14,10 +17,35 @@ from gnt_assets.conus404.daily_store import open_daily
 from gnt_assets.conus404.definitions import defs
 from gnt_assets.conus404.schedules import conus404_catchup_schedule
 from gnt_assets.conus404.sensors import conus404_failure_report_sensor
+from gnt_assets.resources.alerts import AlertSinksResource
 from gnt_assets.resources.conus404 import LocalConus404Source
+from gnt_assets.sensors.check_failure_alerts import check_failure_alert_sensor
 from gnt_assets_tests.conus404_tests.conus404_fixtures import local_resources, materialize_days
 
 DAYS = ["2020-07-01", "2020-07-02", "2020-07-03"]
+
+
+@contextlib.contextmanager
+def webhook():
+    """A loopback webhook that records every JSON body POSTed to it."""
+    received: list[dict] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def _checks(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
@@ -57,6 +85,30 @@ def test_backfill_with_a_corrupted_day_fails_only_that_day(storage_root, instanc
     assert "T2 outside" in document["failures"][0]["error"]
     assert _checks(report)["no_ultimate_failures"] is False
 
+    # the shared alert sensor sends the failed check once, however often it runs
+    with webhook() as (url, received):
+        alerts = {"alerts": AlertSinksResource(webhook_url=url)}
+        with dg.build_sensor_context(instance=instance, resources=alerts) as context:
+            check_failure_alert_sensor(context)
+            check_failure_alert_sensor(context)
+    t2_alerts = [a["alert"] for a in received if a["alert"].get("check") == "t2_plausible"]
+    assert len(t2_alerts) == 1 and t2_alerts[0]["partition"] == "2020-07-02"
+    assert "T2 outside" in t2_alerts[0]["metadata"]["finding"]
+
+    # the failure report sensor asks for a refresh once per batch of finished daily runs
+    with dg.build_sensor_context(instance=instance) as context:
+        assert isinstance(conus404_failure_report_sensor(context), dg.RunRequest)
+        assert isinstance(conus404_failure_report_sensor(context), dg.SkipReason)
+
+    # the analysis-ready copy takes only the days that passed their checks, and says which
+    ready = dg.materialize(assets=[*defs.assets, *defs.asset_checks], selection=["conus404_analysis_ready"],
+                           instance=instance, resources=resources)
+    assert ready.success and all(_checks(ready).values())
+    copy = xr.open_zarr(str(storage_root / "conus404" / "analysis_ready.zarr"), consolidated=False)
+    assert copy.attrs["days"] == ["2020-07-01", "2020-07-03"]
+    assert copy["T2"].encoding["chunks"] == (2, 12, 16)
+    np.testing.assert_array_equal(copy["T2"].isel(time=0).values, day1)
+
     # once the source is fixed, re-running the day succeeds without cleanup and clears the report
     fixed = local_resources(storage_root)
     assert materialize_days(instance, fixed, ["2020-07-02"])["2020-07-02"].success
@@ -66,25 +118,20 @@ def test_backfill_with_a_corrupted_day_fails_only_that_day(storage_root, instanc
     np.testing.assert_array_equal(open_daily(storage_root / "conus404" / "daily.zarr")["T2"].sel(time="2020-07-01").values, day1)
 
 
-@pytest.mark.parametrize(
-    ("fault", "check"),
-    [("missing_hour", "hours_complete"), ("nan_field", "no_all_nan_variable")],
-)
-def test_source_faults_fail_their_blocking_check(storage_root, instance, fault, check):
-    resources = local_resources(storage_root, faults={"2020-07-02": fault})
-    result = materialize_days(instance, resources, ["2020-07-02"])["2020-07-02"]
-    assert not result.success
-    assert _checks(result)[check] is False
+def test_source_faults_fail_their_blocking_check(storage_root, instance):
+    faults = {"2020-07-02": "missing_hour", "2020-07-03": "nan_field"}
+    results = materialize_days(instance, local_resources(storage_root, faults=faults), list(faults))
+    assert not results["2020-07-02"].success and _checks(results["2020-07-02"])["hours_complete"] is False
+    assert not results["2020-07-03"].success and _checks(results["2020-07-03"])["no_all_nan_variable"] is False
 
 
 def test_day_outside_the_window_fails_without_retry_and_names_the_window(storage_root, instance):
     resources = local_resources(storage_root)
-    result = materialize_days(instance, resources, ["2020-07-04", "2020-07-05", "2020-08-01"])
-    assert result["2020-07-04"].success  # the window's last full day: its accumulations end at 2020-07-05T00:00
-    assert "outside the source window" in _failure_text(result["2020-07-05"])
-    text = _failure_text(result["2020-08-01"])
-    assert "2020-08-01" in text and "outside the source window" in text
-    assert not any(e.event_type_value == "STEP_RESTARTED" for e in result["2020-08-01"].all_events)
+    # 2020-07-04 is the window's last full day (its accumulations end at 2020-07-05T00:00); 07-05 is not
+    result = materialize_days(instance, resources, ["2020-07-05"])["2020-07-05"]
+    text = _failure_text(result)
+    assert "2020-07-05" in text and "outside the source window" in text
+    assert not any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)
 
 
 def test_transient_timeout_is_retried(storage_root, instance):
@@ -99,27 +146,9 @@ def test_unknown_variable_is_a_config_error_naming_it(tmp_path):
         LocalConus404Source(root=str(tmp_path), variables=["T2", "T2M"])
 
 
-def test_failure_report_sensor_and_catchup_schedule(storage_root, instance):
-    resources = local_resources(storage_root, days=3)
-    materialize_days(instance, resources, ["2020-07-01"])
-    with dg.build_sensor_context(instance=instance) as context:
-        first = conus404_failure_report_sensor(context)
-        assert isinstance(first, dg.RunRequest)
-        context.update_cursor(context.cursor)
-        assert isinstance(conus404_failure_report_sensor(context), dg.SkipReason)
-    context = dg.build_schedule_context(instance=instance, resources={"conus404_source": resources["conus404_source"]})
+def test_catchup_schedule_requests_the_window_days_not_yet_materialized(storage_root, instance):
+    source = local_resources(storage_root, days=3)["conus404_source"]
+    context = dg.build_schedule_context(instance=instance, resources={"conus404_source": source})
     requests = conus404_catchup_schedule(context)
-    assert [r.partition_key for r in requests] == ["2020-07-02", "2020-07-03"]
-
-
-def test_analysis_ready_copy_holds_only_good_days(storage_root, instance):
-    resources = local_resources(storage_root, faults={"2020-07-02": "nan_field"})
-    materialize_days(instance, resources, DAYS)
-    result = dg.materialize(assets=[*defs.assets, *defs.asset_checks], selection=["conus404_analysis_ready"],
-                            instance=instance, resources=resources)
-    assert result.success and all(_checks(result).values())
-    copy = xr.open_zarr(str(storage_root / "conus404" / "analysis_ready.zarr"), consolidated=False)
-    assert copy.attrs["days"] == ["2020-07-01", "2020-07-03"]
-    assert copy["T2"].encoding["chunks"] == (2, 12, 16)
-    np.testing.assert_array_equal(copy["T2"].isel(time=1).values,
-                                  open_daily(storage_root / "conus404" / "daily.zarr")["T2"].sel(time="2020-07-03").values)
+    assert [r.partition_key for r in requests] == ["2020-07-01", "2020-07-02", "2020-07-03"]
+    assert len({r.run_key for r in requests}) == 3
