@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import odc.geo.xr  # noqa: F401  (registers the .odc accessor with_exact_transform reads)
 import xarray as xr
 import zarr
 from upath import UPath
@@ -176,9 +177,9 @@ def write_units(path: UPath) -> dict[str, dict[str, int]]:
     return units
 
 
-def region_of(path: UPath, dataset: xr.Dataset) -> dict[str, slice]:
+def region_of(path: UPath, dataset: xr.Dataset, existing: xr.Dataset | None = None) -> dict[str, slice]:
     """The integer region the dataset's coordinate labels select, checked against whole write units."""
-    existing = open_store(path)
+    existing = open_store(path) if existing is None else existing
     region = {}
     for dim in dataset.dims:
         if dim in dataset.coords:
@@ -215,8 +216,9 @@ def _region_sizes(existing: xr.Dataset) -> dict[str, int]:
 
 def write_region(path: UPath, dataset: xr.Dataset) -> dict[str, slice]:
     """Write ``dataset`` where its coordinates place it; idempotent, and marked complete only at the end."""
-    region = region_of(path, dataset)
-    marker = _marker(path, region, _region_sizes(open_store(path)))
+    existing = open_store(path)  # opened once: each open reads every coordinate
+    region = region_of(path, dataset, existing)
+    marker = _marker(path, region, _region_sizes(existing))
     if marker.exists():
         marker.unlink()
     region_dims = set(region)
