@@ -60,6 +60,7 @@ def shared_resources(profile: str) -> dict[str, Any]:
         "geoparquet_io_manager": GeoParquetIOManager(storage=storage),
         "mmap_tensor_io_manager": MmapTensorIOManager(storage=storage),
         "zarr_io_manager": ZarrRegionIOManager(storage=storage),
+        "tar_io_manager": __import__("gnt_assets.io_managers.tar", fromlist=["TarIOManager"]).TarIOManager(storage=storage),
     }
 
 

@@ -1,0 +1,154 @@
+"""Plain, reproducible tarballs streamed to any storage with the MD5 computed while writing.
+
+The same members in the same order always give the same bytes: fixed mtime,
+owner and mode, so a re-run of a source publishes a byte-identical tarball and
+``{name}.tar.md5`` (md5sum format, accepted by ``md5sum -c``). The tarball is
+published atomically (temp + rename on disk, one completed PUT on object
+stores) and the sidecar only after it, so a reader never sees a torn tarball
+and a sidecar never names bytes that are not there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tarfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import IO
+
+from upath import UPath
+
+from gnt_assets.core.atomic import atomic_open, atomic_write_text
+
+# 2000-01-01T00:00:00Z: a fixed member mtime makes tarballs reproducible.
+MEMBER_MTIME = 946684800
+CHUNK = 1 << 20
+
+
+class TarballError(ValueError):
+    """A tarball that cannot be written or does not match its checksum."""
+
+
+@dataclass(frozen=True)
+class TarMember:
+    """One file in the tarball: its name inside, its size and how to open its bytes."""
+
+    arcname: str
+    size: int
+    open: Callable[[], IO[bytes]]
+
+    @classmethod
+    def from_path(cls, arcname: str, path: UPath) -> TarMember:
+        return cls(arcname=arcname, size=int(path.stat().st_size), open=lambda: path.open("rb"))
+
+
+@dataclass(frozen=True)
+class Tarball:
+    path: UPath
+    md5: str
+    size: int
+    members: tuple[str, ...]
+
+    @property
+    def md5_path(self) -> UPath:
+        return md5_path(self.path)
+
+
+class _HashingWriter:
+    """A write-only stream that hashes and counts every byte on its way to ``target``."""
+
+    def __init__(self, target: IO[bytes]):
+        self.target = target
+        self.md5 = hashlib.md5()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.md5.update(data)
+        self.size += len(data)
+        self.target.write(data)
+        return len(data)
+
+
+def md5_path(tar_path: UPath) -> UPath:
+    return tar_path.parent / f"{tar_path.name}.md5"
+
+
+def md5_line(md5: str, tar_name: str) -> str:
+    """The md5sum line: hash, two spaces, file name."""
+    return f"{md5}  {tar_name}\n"
+
+
+def _check_members(members: list[TarMember]) -> None:
+    seen = set()
+    for member in members:
+        name = member.arcname
+        if not name or name.startswith("/") or ".." in name.split("/"):
+            raise TarballError(f"tar member name {name!r} is empty, absolute or climbs out with '..'")
+        if name in seen:
+            raise TarballError(f"tar member {name!r} appears twice")
+        seen.add(name)
+
+
+def _member_info(member: TarMember) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(member.arcname)
+    info.size = member.size
+    info.mtime = MEMBER_MTIME
+    info.mode = 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+class _SizedReader:
+    """Reads exactly ``size`` bytes and fails if the member changed since it was listed."""
+
+    def __init__(self, handle: IO[bytes], member: TarMember):
+        self.handle, self.member, self.left = handle, member, member.size
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.left if n is None or n < 0 else min(n, self.left)
+        data = self.handle.read(n)
+        self.left -= len(data)
+        if len(data) < n:
+            raise TarballError(f"tar member {self.member.arcname!r} is shorter than its listed {self.member.size} bytes")
+        return data
+
+
+def write_tarball(path: UPath, members: Iterable[TarMember]) -> Tarball:
+    """Stream ``members`` (in the given order) into ``path`` and publish ``path.md5`` after it."""
+    members = list(members)
+    _check_members(members)
+    with atomic_open(path, "wb") as handle:
+        writer = _HashingWriter(handle)
+        with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK) as tar:
+            for member in members:
+                with member.open() as source:
+                    tar.addfile(_member_info(member), _SizedReader(source, member))
+    md5 = writer.md5.hexdigest()
+    atomic_write_text(md5_path(path), md5_line(md5, path.name))
+    return Tarball(path=path, md5=md5, size=writer.size, members=tuple(m.arcname for m in members))
+
+
+def file_md5(path: UPath) -> str:
+    digest = hashlib.md5()
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_tarball(path: UPath) -> Tarball:
+    """Re-hash the tarball, compare it with its sidecar and list its members."""
+    sidecar = md5_path(path)
+    if not path.exists() or not sidecar.exists():
+        raise TarballError(f"tarball {path} or its checksum {sidecar.name} is missing")
+    line = sidecar.read_text()
+    expected, _, name = line.rstrip("\n").partition("  ")
+    if name != path.name or len(expected) != 32:
+        raise TarballError(f"{sidecar.name}: {line!r} is not an md5sum line for {path.name}")
+    actual = file_md5(path)
+    if actual != expected:
+        raise TarballError(f"tarball {path.name}: MD5 {actual} does not match {sidecar.name} ({expected})")
+    with path.open("rb") as handle, tarfile.open(fileobj=handle, mode="r|") as tar:
+        names = tuple(info.name for info in tar)
+    return Tarball(path=path, md5=actual, size=int(path.stat().st_size), members=names)

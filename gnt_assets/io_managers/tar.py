@@ -1,0 +1,57 @@
+"""Tarballs below ``{storage root}/tar-store/`` with their ``.tar.md5`` sidecars.
+
+An asset returns ``TarballContents`` (a name and its members in order); this
+manager streams them into ``{name}.tar`` with the MD5 computed on the way and
+publishes ``{name}.tar.md5`` after it (see ``core.tarball``). Downstream assets
+receive the verified ``Tarball`` (path, MD5, size, member names).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dagster as dg
+
+from gnt_assets.core.keys import check_key
+from gnt_assets.core.tarball import Tarball, TarMember, verify_tarball, write_tarball
+from gnt_assets.resources.storage import StorageResource
+
+
+@dataclass(frozen=True)
+class TarballContents:
+    """What an asset hands to the tar IO manager: ``{name}.tar`` made of ``members``."""
+
+    name: str
+    members: tuple[TarMember, ...]
+
+
+class TarIOManager(dg.ConfigurableIOManager):
+    """Streams ``TarballContents`` into ``{root}/{folder}/{name}.tar`` plus ``{name}.tar.md5``."""
+
+    storage: StorageResource
+    folder: str = "tar-store"
+
+    def _path(self, name: str):
+        return self.storage.path(self.folder, f"{check_key(name, what='tarball name')}.tar")
+
+    def _name(self, context: dg.OutputContext | dg.InputContext) -> str:
+        if context.has_partition_key:
+            return context.partition_key
+        return context.asset_key.path[-1]
+
+    def handle_output(self, context: dg.OutputContext, obj: TarballContents) -> None:
+        if not isinstance(obj, TarballContents):
+            raise TypeError(f"{context.asset_key.to_user_string()}: tar_io_manager stores TarballContents, got {type(obj).__name__}")
+        tarball = write_tarball(self._path(obj.name), obj.members)
+        context.add_output_metadata(
+            {
+                "files": 2,
+                "bytes": tarball.size + int(tarball.md5_path.stat().st_size),
+                "members": len(tarball.members),
+                "md5": tarball.md5,
+                "path": dg.MetadataValue.path(str(tarball.path)),
+            }
+        )
+
+    def load_input(self, context: dg.InputContext) -> Tarball:
+        return verify_tarball(self._path(self._name(context.upstream_output)))
