@@ -65,12 +65,15 @@ def country_geobox(region_bounds: list[tuple[float, float, float, float]]) -> Ge
 
 
 def create_region(path: UPath, geobox: GeoBox) -> None:
-    """Metadata and coordinates only; chunks stay unwritten (NaN) until clusters fill them."""
+    """Metadata and coordinates only; chunks stay unwritten (NaN) until clusters fill them.
+
+    The template is one lazy dask block (never computed), so a country-wide extent costs no graph.
+    """
     import dask.array as da
 
     shape = (len(BANDS), *geobox.shape)
     chunks = (len(BANDS), TILE_SIZE, TILE_SIZE)
-    template = _dataset(geobox, da.full(shape, np.nan, dtype="float32", chunks=chunks))
+    template = _dataset(geobox, da.full(shape, np.nan, dtype="float32", chunks=shape))
     create_store(path, template, encoding={VARIABLE: {"chunks": chunks, "_FillValue": np.float32("nan")}})
 
 
@@ -82,6 +85,21 @@ def write_cluster(path: UPath, geobox: GeoBox, pixels: np.ndarray) -> dict[str, 
     stored = open_store(path)[VARIABLE].sel(latitude=new.latitude, longitude=new.longitude, method="nearest").values
     merged = np.where(np.isnan(pixels), stored, pixels).astype("float32")
     return write_region(path, _dataset(geobox, merged))
+
+
+def tile_chunks_present(path: UPath, tiles) -> dict[tuple[int, int], bool]:
+    """Whether each world tile's chunk of the region is written (one listing of the store)."""
+    geobox = open_store(path).odc.geobox
+    root = path.path.rstrip("/")
+    prefix = f"{root}/{VARIABLE}/c/"
+    stored = {p[len(prefix) :] for p in path.fs.find(prefix)} if path.fs.exists(prefix) else set()
+    present = {}
+    for ix, iy in tiles:
+        corner = world_tile(int(ix), int(iy)).affine
+        col, row = (round(v) for v in ~geobox.affine * (corner.c, corner.f))
+        inside = 0 <= col < geobox.shape.x and 0 <= row < geobox.shape.y
+        present[(int(ix), int(iy))] = inside and f"0/{row // TILE_SIZE}/{col // TILE_SIZE}" in stored
+    return present
 
 
 def tile_array(path: UPath, ix: int, iy: int) -> np.ndarray:

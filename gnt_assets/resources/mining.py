@@ -1,13 +1,140 @@
-"""External services of the mining pipeline, one interface with a local and a cloud implementation."""
+"""External services of the mining pipeline, one interface with a local and a cloud implementation.
+
+``earthengine`` submits and polls Landsat exports, ``drive`` lists, downloads and
+deletes the exported files. Cloud credentials come from ``EnvVar``s: a service
+account's JSON key (``GNT_GEE_SERVICE_ACCOUNT_KEY``) and project (``GNT_GEE_PROJECT``).
+"""
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Any
 
+import dagster as dg
+from pydantic import Field, PrivateAttr
+
+from gnt_assets.mining import drive as drive_api
+from gnt_assets.mining import earthengine as ee_api
+from gnt_assets.mining.drive import DriveFile
+from gnt_assets.mining.exports import COMPUTE_PIXELS_MAX_BYTES, ExportSpec, TaskState
 from gnt_assets.resources.hpc import hpc_resources
+
+SCOPES = ["https://www.googleapis.com/auth/earthengine", "https://www.googleapis.com/auth/drive"]
+
+
+class EarthEngineResource(dg.ConfigurableResource):
+    """Submits exports, reports task states, and computes small regions directly."""
+
+    drive_folder: str = Field(default="landsat_mining", description="Drive folder exports are written to.")
+    direct_max_bytes: int = Field(default=COMPUTE_PIXELS_MAX_BYTES, description="Regions up to this size use computePixels.")
+
+    def find_task(self, description: str) -> TaskState | None:
+        raise NotImplementedError
+
+    def submit(self, spec: ExportSpec) -> TaskState:
+        raise NotImplementedError
+
+    def status(self, task_id: str) -> TaskState:
+        raise NotImplementedError
+
+    def compute_pixels(self, spec: ExportSpec) -> bytes:
+        raise NotImplementedError
+
+
+class DriveResource(dg.ConfigurableResource):
+    """The Drive folder Earth Engine exports into."""
+
+    folder: str = "landsat_mining"
+
+    def list_files(self, prefix: str) -> list[DriveFile]:
+        raise NotImplementedError
+
+    def download(self, file: DriveFile, dest: Path) -> None:
+        raise NotImplementedError
+
+    def delete(self, file_id: str) -> None:
+        raise NotImplementedError
+
+
+def _credentials(key_json: str | None, token: str | None) -> Any:
+    if token:
+        from google.oauth2.credentials import Credentials
+
+        return Credentials(token=token)
+    from google.oauth2 import service_account
+
+    return service_account.Credentials.from_service_account_info(json.loads(key_json or "{}"), scopes=SCOPES)
+
+
+class GoogleEarthEngine(EarthEngineResource):
+    project: str = Field(description="Google Cloud project registered for Earth Engine.")
+    service_account_key: str | None = Field(default=None, description="Service account JSON key; use EnvVar.")
+    access_token: str | None = Field(default=None, description="OAuth token instead of a key; use EnvVar.")
+    api_url: str | None = Field(default=None, description="Earth Engine REST base URL (default: Google's).")
+    _ee: Any = PrivateAttr(default=None)
+
+    def _client(self) -> Any:
+        if self._ee is None:
+            import ee
+
+            ee.Initialize(_credentials(self.service_account_key, self.access_token), url=self.api_url, project=self.project)
+            self._ee = ee
+        return self._ee
+
+    def find_task(self, description: str) -> TaskState | None:
+        return ee_api.find_task(self._client(), description)
+
+    def submit(self, spec: ExportSpec) -> TaskState:
+        return ee_api.submit_export(self._client(), spec, self.drive_folder)
+
+    def status(self, task_id: str) -> TaskState:
+        return ee_api.task_status(self._client(), task_id)
+
+    def compute_pixels(self, spec: ExportSpec) -> bytes:
+        return ee_api.compute_pixels(self._client(), spec)
+
+
+class GoogleDrive(DriveResource):
+    service_account_key: str | None = Field(default=None, description="Service account JSON key; use EnvVar.")
+    access_token: str | None = Field(default=None, description="OAuth token instead of a key; use EnvVar.")
+    _service: Any = PrivateAttr(default=None)
+
+    def _client(self) -> Any:
+        if self._service is None:
+            from googleapiclient.discovery import build
+
+            credentials = _credentials(self.service_account_key, self.access_token)
+            self._service = build("drive", "v3", credentials=credentials, static_discovery=True, cache_discovery=False)
+        return self._service
+
+    def list_files(self, prefix: str) -> list[DriveFile]:
+        return drive_api.list_export_files(self._client(), prefix)
+
+    def download(self, file: DriveFile, dest: Path) -> None:
+        drive_api.download_file(self._client(), file, dest)
+
+    def delete(self, file_id: str) -> None:
+        drive_api.delete_file(self._client(), file_id)
+
+
+def mining_service_resources(profile: str) -> dict[str, Any]:
+    if profile == "local":
+        from gnt_assets.local.drive import LocalDrive
+        from gnt_assets.local.earthengine import LocalEarthEngine
+
+        root = os.environ.get("GNT_STORAGE_ROOT", "./data")
+        return {"earthengine": LocalEarthEngine(root=root), "drive": LocalDrive(root=root)}
+    key = dg.EnvVar("GNT_GEE_SERVICE_ACCOUNT_KEY")
+    return {
+        "earthengine": GoogleEarthEngine(project=dg.EnvVar("GNT_GEE_PROJECT"), service_account_key=key),
+        "drive": GoogleDrive(service_account_key=key),
+    }
 
 
 def resource_set(profile: str) -> dict[str, Any]:
     return {
+        **mining_service_resources(profile),  # Mining I: Earth Engine and Drive
         **hpc_resources(profile),  # Mining II: the HPC transfer target
     }

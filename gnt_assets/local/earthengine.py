@@ -1,0 +1,97 @@
+"""A local Earth Engine: export tasks with asynchronous states that render into the local Drive folder.
+
+Each status poll moves a task one step: READY -> RUNNING -> COMPLETED (the
+GeoTIFF appears in the Drive folder then), or FAILED for descriptions listed in
+``fail_descriptions`` on their first ``fail_attempts`` attempts. Wide exports are
+sharded like Earth Engine does (``{prefix}-{row:010d}-{col:010d}.tif``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import geopandas as gpd
+import shapely
+from pydantic import Field
+from upath import UPath
+
+from gnt_assets.core.atomic import atomic_write_bytes, atomic_write_text
+from gnt_assets.local.mining import ensure_sample_polygons, geotiff_bytes, render_composite
+from gnt_assets.mining.exports import ExportSpec, TaskState
+from gnt_assets.resources.mining import EarthEngineResource
+
+FAILURE_TEXT = "Earth Engine memory capacity exceeded. (local failure requested by configuration)"
+
+
+class LocalEarthEngine(EarthEngineResource):
+    root: str = Field(description="Folder holding the local task list and Drive folder (the storage root).")
+    polygons_path: str | None = Field(default=None, description="Mines drawn into composites; default: the sample file.")
+    fail_descriptions: list[str] = Field(default_factory=list, description="Descriptions (substrings) whose tasks fail.")
+    fail_attempts: int = Field(default=1, description="How many attempts of those tasks fail before one succeeds.")
+    shard_width: int = Field(default=512, description="Exports wider than this many pixels are split into files.")
+
+    def _tasks(self) -> UPath:
+        return UPath(self.root) / "local" / "earthengine" / "tasks"
+
+    def drive_path(self) -> UPath:
+        return UPath(self.root) / "local" / "drive" / self.drive_folder
+
+    def _load(self, task_id: str) -> dict:
+        path = self._tasks() / f"{task_id}.json"
+        if not path.exists():
+            raise KeyError(f"local Earth Engine has no task {task_id}")
+        return json.loads(path.read_text())
+
+    def _save(self, task: dict) -> None:
+        atomic_write_text(self._tasks() / f"{task['id']}.json", json.dumps(task))
+
+    def _all(self) -> list[dict]:
+        folder = self._tasks()
+        return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.exists() else []
+
+    def find_task(self, description: str) -> TaskState | None:
+        tasks = [t for t in self._all() if t["description"] == description]
+        if not tasks:
+            return None
+        task = max(tasks, key=lambda t: t["attempt"])
+        return TaskState(task["id"], description, task["state"], task.get("error", ""))
+
+    def submit(self, spec: ExportSpec) -> TaskState:
+        attempt = 1 + sum(t["description"] == spec.description for t in self._all())
+        task_id = "L" + hashlib.sha256(f"{spec.description}/{attempt}".encode()).hexdigest()[:23].upper()
+        self._save({"id": task_id, "description": spec.description, "state": "READY", "attempt": attempt, "spec": spec.__dict__})
+        return TaskState(task_id, spec.description, "READY")
+
+    def status(self, task_id: str) -> TaskState:
+        task = self._load(task_id)
+        if task["state"] == "READY":
+            task["state"] = "RUNNING"
+        elif task["state"] == "RUNNING":
+            failing = any(d in task["description"] for d in self.fail_descriptions) and task["attempt"] <= self.fail_attempts
+            if failing:
+                task["state"], task["error"] = "FAILED", FAILURE_TEXT
+            else:
+                self._render_to_drive(ExportSpec(**{**task["spec"], "crs_transform": tuple(task["spec"]["crs_transform"])}))
+                task["state"] = "COMPLETED"
+        self._save(task)
+        return TaskState(task_id, task["description"], task["state"], task.get("error", ""))
+
+    def _pixels(self, spec: ExportSpec):
+        path = UPath(self.polygons_path) if self.polygons_path else ensure_sample_polygons(UPath(self.root))
+        clip = shapely.from_wkt(spec.clip_wkt)
+        with path.open("rb") as handle:
+            mines = gpd.read_file(handle)
+        mines = [g for g in mines.geometry if g is not None and not g.is_empty and g.intersects(clip)]
+        return render_composite(spec.geobox, clip, mines, spec.year)
+
+    def _render_to_drive(self, spec: ExportSpec) -> None:
+        pixels, geobox = self._pixels(spec), spec.geobox
+        starts = list(range(0, spec.width, self.shard_width))
+        for start in starts:
+            stop = min(start + self.shard_width, spec.width)
+            name = spec.description if len(starts) == 1 else f"{spec.description}-{0:010d}-{start:010d}"
+            atomic_write_bytes(self.drive_path() / f"{name}.tif", geotiff_bytes(pixels[:, :, start:stop], geobox[:, start:stop]))
+
+    def compute_pixels(self, spec: ExportSpec) -> bytes:
+        return geotiff_bytes(self._pixels(spec), spec.geobox)

@@ -1,0 +1,126 @@
+"""Mining I assets: mine polygons -> country clusters -> Earth Engine exports -> zarr regions, plus a status report.
+
+Clusters are partitioned by country only: they depend on the polygons, not on the
+year, so one clusters table per country serves every year's exports.
+"""
+
+import dagster as dg
+import geopandas as gpd
+import numpy as np
+
+from gnt_assets.core.quicklook import quicklook
+from gnt_assets.local.mining import ensure_sample_polygons
+from gnt_assets.materialization import output_metadata, quicklook_metadata
+from gnt_assets.mining.clusters import BUFFER_DEGREES, cluster_country
+from gnt_assets.mining.exports import ledger_path
+from gnt_assets.mining.pipeline import load_polygons, submit_exports, write_regions
+from gnt_assets.mining.regions import tile_array
+from gnt_assets.mining.status import status_rows
+from gnt_assets.partitions import mining_country, mining_country_year
+from gnt_assets.resources.mining import DriveResource, EarthEngineResource
+from gnt_assets.resources.storage import StorageResource
+from upath import UPath
+
+by_country = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="country")
+
+
+class PolygonsConfig(dg.Config):
+    path: str = ""  # GeoPackage/GeoParquet of mine polygons; empty: the local sample under the storage root
+
+
+class ClustersConfig(dg.Config):
+    buffer_degrees: float = BUFFER_DEGREES
+
+
+def _country_year(context) -> tuple[str, int]:
+    keys = context.partition_key.keys_by_dimension
+    return keys["country"], int(keys["year"])
+
+
+@dg.asset(group_name="mining", io_manager_key="geoparquet_io_manager")
+def mine_polygons(context: dg.AssetExecutionContext, config: PolygonsConfig, storage: StorageResource) -> dg.Output[gpd.GeoDataFrame]:
+    """Validated mine polygons (EPSG:4326, with ``mine_id``); rejected rows and why go to a rejects GeoParquet.
+    Adds every country found as a ``mining_country`` partition."""
+    source = UPath(config.path) if config.path else ensure_sample_polygons(storage.root_path)
+    rejects_path = storage.path("mining", "rejects", "mine_polygons.parquet")
+    checked = load_polygons(source, rejects_path)
+    if checked.valid.empty:
+        raise dg.Failure(f"{source}: no valid polygon left ({len(checked.rejects)} rejected)")
+    countries = sorted(checked.valid["ISO3_CODE"].unique())
+    context.instance.add_dynamic_partitions(mining_country.name, countries)
+    rejects = "\n".join(f"- row {r.mine_id} ({r.ISO3_CODE}): {r.reason}" for r in checked.rejects.itertuples())
+    return dg.Output(checked.valid, metadata={
+        "valid": len(checked.valid), "rejected": len(checked.rejects), "made_valid": checked.made_valid,
+        "countries": ", ".join(countries), "rejects": dg.MetadataValue.md(rejects), **output_metadata([rejects_path]),
+    })
+
+
+@dg.asset(group_name="mining", io_manager_key="geoparquet_io_manager", partitions_def=mining_country)
+def mining_clusters(context: dg.AssetExecutionContext, config: ClustersConfig, mine_polygons: gpd.GeoDataFrame) -> dg.Output[gpd.GeoDataFrame]:
+    """The country's mines grouped by the seed's envelope-overlap rule (STRtree), each cluster with a stable sha256 id,
+    its world-grid tiles and tile-aligned export region."""
+    country = context.partition_key
+    if not (mine_polygons["ISO3_CODE"] == country).any():
+        raise dg.Failure(f"country {country}: no valid mine polygons with this ISO3 code; known: {sorted(mine_polygons['ISO3_CODE'].unique())}")
+    clusters = cluster_country(mine_polygons, country, config.buffer_degrees)
+    return dg.Output(clusters, metadata={
+        "clusters": len(clusters), "mines": int(clusters["n_mines"].sum()), "tiles": int(clusters["tiles"].map(len).sum()),
+        "crossing_antimeridian": int(clusters["crosses_antimeridian"].sum()), "buffer_degrees": config.buffer_degrees,
+    })
+
+
+@dg.asset(
+    group_name="mining", partitions_def=mining_country_year, pool="gee",
+    ins={"mining_clusters": dg.AssetIn(partition_mapping=by_country)},
+    backfill_policy=dg.BackfillPolicy.multi_run(4),
+)
+def landsat_exports(context: dg.AssetExecutionContext, storage: StorageResource, earthengine: EarthEngineResource,
+                    mining_clusters: gpd.GeoDataFrame) -> dg.MaterializeResult:
+    """One Landsat annual-composite export per cluster on the world grid; tasks are found by description before
+    submitting, and small regions take the direct computePixels path."""
+    country, year = _country_year(context)
+    records, counts, errors = submit_exports(storage.root_path, earthengine, mining_clusters, country, year)
+    if errors:
+        context.log.error("; ".join(errors))
+    states = [r.state for r in records]
+    metadata = {**counts, "tasks": len(records), "states": dg.MetadataValue.json({s: states.count(s) for s in set(states)}),
+                "cluster_errors": dg.MetadataValue.text("; ".join(errors)), **output_metadata([ledger_path(storage.root_path, country, year)])}
+    if errors and not records:
+        raise dg.Failure(f"{country}|{year}: no cluster could be exported: {'; '.join(errors)}", metadata=metadata)
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(
+    group_name="mining", partitions_def=mining_country_year, deps=[landsat_exports],
+    ins={"mining_clusters": dg.AssetIn(partition_mapping=by_country)},
+    backfill_policy=dg.BackfillPolicy.multi_run(4),
+)
+def landsat_regions(context: dg.AssetExecutionContext, storage: StorageResource, drive: DriveResource,
+                    mining_clusters: gpd.GeoDataFrame) -> dg.MaterializeResult:
+    """The country-year zarr region: every export file downloaded (all shards), checked against the world grid,
+    written cluster by cluster, and only then deleted from Drive."""
+    country, year = _country_year(context)
+    result = write_regions(storage.root_path, drive, mining_clusters, country, year)
+    if result["errors"]:
+        raise dg.Failure(f"{country}|{year}: " + "; ".join(result["errors"]), metadata={"written": len(result["written"])})
+    metadata = {"clusters_written": len(result["written"]), "drive_files_deleted": result["drive_deleted"], **output_metadata([result["path"]])}
+    first = mining_clusters[mining_clusters["cluster_id"].isin(result["written"])].head(1)
+    if len(first):
+        ix, iy = first["tiles"].iloc[0][0]
+        rgb = tile_array(result["path"], int(ix), int(iy))[[2, 1, 0]]
+        metadata |= quicklook_metadata(quicklook(rgb, nodata=np.nan, crs="EPSG:4326"), title="cluster_rgb")
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(group_name="mining", deps=[landsat_exports, landsat_regions])
+def mining_export_status(storage: StorageResource) -> dg.MaterializeResult:
+    """The seed's ``status`` command: clusters per state (submitted, running, failed, completed, downloaded)
+    for every country-year with exports."""
+    rows = status_rows(storage.root_path)
+    columns = ["partition", "READY", "RUNNING", "FAILED", "CANCELLED", "COMPLETED", "downloaded", "errors"]
+    table = dg.MetadataValue.table(
+        records=[dg.TableRecord({c: row.get(c, 0 if c not in ("partition", "errors") else "") for c in columns}) for row in rows],
+        schema=dg.TableSchema(columns=[dg.TableColumn(c, "string" if c in ("partition", "errors") else "int") for c in columns]),
+    )
+    return dg.MaterializeResult(metadata={"status": table, "partitions": len(rows),
+                                          "failed_partitions": sum(1 for r in rows if r.get("FAILED", 0) or r.get("CANCELLED", 0))})

@@ -1,0 +1,128 @@
+"""The seed's mine clustering, with an STRtree instead of an all-pairs overlap matrix.
+
+Rule (seed): every mine's envelope is grown by a square buffer (0.05 degrees);
+two mines belong together when their envelopes intersect by more than 75% of
+either envelope's area; clusters are the connected components. A cluster's
+footprint (its one export query) is the union of its envelopes, and its export
+region is the footprint's bounds snapped outwards to whole world tiles.
+
+Mines crossing the antimeridian are unwrapped (western parts shifted by +360)
+so their envelope stays small; such clusters have ``maxx > 180`` and their tiles
+lie on both sides of 180 degrees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+import shapely
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from gnt_assets.core.worldgrid import WORLD, tiles_covering
+
+BUFFER_DEGREES = 0.05
+OVERLAP_SHARE = 0.75
+
+SCHEMA = pa.DataFrameSchema(
+    {
+        "cluster_id": pa.Column(str, pa.Check.str_matches(r"^[0-9a-f]{64}$"), unique=True),
+        "country": pa.Column(str, pa.Check.str_matches(r"^[A-Z]{3}$")),
+        "minx": pa.Column(float, pa.Check.in_range(-180, 540)),
+        "miny": pa.Column(float, pa.Check.in_range(-90, 90)),
+        "maxx": pa.Column(float, pa.Check.in_range(-180, 540)),
+        "maxy": pa.Column(float, pa.Check.in_range(-90, 90)),
+        "n_mines": pa.Column(int, pa.Check.ge(1)),
+        "crosses_antimeridian": pa.Column(bool),
+        "tiles": pa.Column(object, pa.Check(lambda s: s.map(len) > 0, element_wise=False)),
+        "mine_ids": pa.Column(object, pa.Check(lambda s: s.map(len) > 0, element_wise=False)),
+    },
+    checks=[pa.Check(lambda df: (df.minx < df.maxx) & (df.miny < df.maxy), name="region is not empty")],
+)
+
+
+def unwrapped_bounds(geometries: np.ndarray) -> np.ndarray:
+    """(n, 4) bounds; a geometry touching both +-180 (split at the antimeridian) gets its west part moved east."""
+    bounds = shapely.bounds(geometries)
+    for i in np.nonzero((bounds[:, 0] <= -179.0) & (bounds[:, 2] >= 179.0))[0]:
+        parts = shapely.get_parts(geometries[i])
+        shifted = [shapely.affinity.translate(p, 360.0) if p.bounds[2] <= 0 else p for p in parts]
+        bounds[i] = shapely.bounds(shapely.union_all(shifted))
+    return bounds
+
+
+def envelopes(bounds: np.ndarray, buffer: float) -> np.ndarray:
+    """Envelope of a square (mitred) buffer = the bounds grown by ``buffer``."""
+    return bounds + np.array([-buffer, -buffer, buffer, buffer])
+
+
+def cluster_labels(env: np.ndarray, share: float = OVERLAP_SHARE) -> np.ndarray:
+    """Connected-component label per envelope under the overlap rule, via STRtree candidate pairs."""
+    tree = shapely.STRtree(shapely.box(*env.T))
+    left, right = tree.query(shapely.box(*env.T), predicate="intersects")
+    keep = left < right
+    left, right = left[keep], right[keep]
+    width = np.minimum(env[left, 2], env[right, 2]) - np.maximum(env[left, 0], env[right, 0])
+    height = np.minimum(env[left, 3], env[right, 3]) - np.maximum(env[left, 1], env[right, 1])
+    overlap = np.clip(width, 0, None) * np.clip(height, 0, None)
+    area = (env[:, 2] - env[:, 0]) * (env[:, 3] - env[:, 1])
+    linked = overlap > share * np.minimum(area[left], area[right])
+    n = len(env)
+    graph = coo_matrix((np.ones(linked.sum()), (left[linked], right[linked])), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
+
+
+def _snap_out(minx: float, miny: float, maxx: float, maxy: float) -> tuple[float, float, float, float]:
+    """Bounds grown to whole 64 x 64 world tiles (maxx may pass 180 for unwrapped clusters)."""
+    a = WORLD.affine
+    tile = 64 * a.a
+    col0 = np.floor((minx - a.c) / tile + 1e-9)
+    col1 = np.ceil((maxx - a.c) / tile - 1e-9)
+    row0 = np.floor((a.f - maxy) / tile + 1e-9)
+    row1 = np.ceil((a.f - miny) / tile - 1e-9)
+    return (a.c + col0 * tile, a.f - row1 * tile, a.c + col1 * tile, a.f - row0 * tile)
+
+
+def cluster_id(country: str, footprint: shapely.Geometry) -> str:
+    """sha256 of country + normalized footprint: the same mines always give the same id."""
+    payload = json.dumps({"country": country, "footprint": shapely.to_wkt(shapely.normalize(footprint), rounding_precision=9)})
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def cluster_country(mines: gpd.GeoDataFrame, country: str, buffer: float = BUFFER_DEGREES) -> gpd.GeoDataFrame:
+    """One row per cluster of the country's mines (``mine_id`` and geometry columns in EPSG:4326)."""
+    mines = mines[mines["ISO3_CODE"] == country]
+    if mines.empty:
+        raise ValueError(f"country {country}: no valid mine polygons with ISO3_CODE {country!r}")
+    env = envelopes(unwrapped_bounds(mines.geometry.to_numpy()), buffer)
+    labels = cluster_labels(env)
+    ids = mines["mine_id"].to_numpy()
+    records = []
+    for label in np.unique(labels):
+        members = np.nonzero(labels == label)[0]
+        order = members[np.lexsort(env[members].T[::-1])]
+        footprint = shapely.union_all(shapely.box(*env[order].T))
+        minx, miny, maxx, maxy = _snap_out(*footprint.bounds)
+        west = ((minx + 180.0) % 360.0) - 180.0
+        east = ((maxx + 180.0) % 360.0) - 180.0 if maxx > 180 else maxx
+        records.append(
+            {
+                "cluster_id": cluster_id(country, footprint),
+                "country": country,
+                "minx": float(minx), "miny": float(miny), "maxx": float(maxx), "maxy": float(maxy),
+                "n_mines": int(len(members)),
+                "crosses_antimeridian": bool(maxx > 180.0),
+                "tiles": [list(t) for t in tiles_covering((west, miny + 1e-9, east, maxy - 1e-9))],
+                "mine_ids": sorted(int(i) for i in ids[members]),
+                "geometry": footprint,
+            }
+        )
+    clusters = gpd.GeoDataFrame(records, geometry="geometry", crs="EPSG:4326")
+    clusters = clusters.sort_values("cluster_id", ignore_index=True)
+    SCHEMA.validate(pd.DataFrame(clusters.drop(columns="geometry")))
+    return clusters

@@ -1,0 +1,79 @@
+"""Earth Engine calls of the real service (``earthengine-api``), kept apart from Dagster.
+
+The caller initializes ``ee`` (service account or token) and passes the module in,
+so the same code runs against Google or a loopback test server.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import shapely
+
+from gnt_assets.mining.exports import COLLECTION, ExportSpec, TaskState
+from gnt_assets.mining.regions import BANDS
+
+
+def landsat_composite(ee: Any, spec: ExportSpec) -> Any:
+    """The year's annual composite, seven bands as float, clipped to the cluster footprint."""
+    roi = ee.Geometry(shapely.geometry.mapping(shapely.from_wkt(spec.clip_wkt)), "EPSG:4326", False)
+    composite = (
+        ee.ImageCollection(COLLECTION)
+        .filterDate(f"{spec.year}-01-01", f"{spec.year + 1}-01-01")
+        .filterBounds(roi)
+        .first()
+    )
+    return ee.Image(composite).select(list(BANDS)).toFloat().clip(roi)
+
+
+def _task(operation: dict) -> TaskState:
+    from ee import _cloud_api_utils
+
+    task = _cloud_api_utils.convert_operation_to_task(operation)
+    return TaskState(task["id"], task.get("description", ""), task.get("state", "UNKNOWN"), task.get("error_message", ""))
+
+
+def find_task(ee: Any, description: str) -> TaskState | None:
+    """The newest task with this description (any state), so a re-run reuses it instead of resubmitting."""
+    matches = [op for op in ee.data.listOperations() if op.get("metadata", {}).get("description") == description]
+    if not matches:
+        return None
+    return _task(max(matches, key=lambda op: op["metadata"].get("createTime", "")))
+
+
+def submit_export(ee: Any, spec: ExportSpec, folder: str) -> TaskState:
+    """``Export.image.toDrive`` on the world grid: EPSG:4326, the grid's crsTransform, exact dimensions."""
+    task = ee.batch.Export.image.toDrive(
+        image=landsat_composite(ee, spec),
+        description=spec.description,
+        folder=folder,
+        fileNamePrefix=spec.description,
+        dimensions=f"{spec.width}x{spec.height}",
+        crs="EPSG:4326",
+        crsTransform=list(spec.crs_transform),
+        maxPixels=int(1e13),
+        fileFormat="GeoTIFF",
+    )
+    task.start()
+    return TaskState(task.id, spec.description, "READY")
+
+
+def task_status(ee: Any, task_id: str) -> TaskState:
+    status = ee.data.getTaskStatus(task_id)[0]
+    return TaskState(task_id, status.get("description", ""), status["state"], status.get("error_message", ""))
+
+
+def compute_pixels(ee: Any, spec: ExportSpec) -> bytes:
+    """The direct path for small regions: a GeoTIFF from ``computePixels``, no Drive round trip."""
+    a, b, c, d, e, f = spec.crs_transform
+    return ee.data.computePixels(
+        {
+            "expression": landsat_composite(ee, spec),
+            "fileFormat": "GEO_TIFF",
+            "grid": {
+                "dimensions": {"width": spec.width, "height": spec.height},
+                "affineTransform": {"scaleX": a, "shearX": b, "translateX": c, "shearY": d, "scaleY": e, "translateY": f},
+                "crsCode": "EPSG:4326",
+            },
+        }
+    )

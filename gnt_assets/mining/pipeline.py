@@ -1,0 +1,122 @@
+"""The steps behind the mining assets that touch services and storage (no Dagster here).
+
+    polygon file -> validated mines -> clusters -> exports (ledger) -> Drive/direct files -> zarr region
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import geopandas as gpd
+from upath import UPath
+
+from gnt_assets.core.atomic import atomic_write_bytes
+from gnt_assets.io_managers.geoparquet import write_table
+from gnt_assets.mining.downloads import ExportFileError, assemble
+from gnt_assets.mining.exports import (
+    DONE,
+    ExportError,
+    ExportRecord,
+    export_spec,
+    ledger_path,
+    read_ledger,
+    route_for,
+    with_state,
+    write_ledger,
+)
+from gnt_assets.mining.polygons import ValidatedPolygons, validate_polygons
+from gnt_assets.mining.regions import country_geobox, create_region, region_path, write_cluster
+
+
+def load_polygons(path: UPath, rejects_path: UPath) -> ValidatedPolygons:
+    """Read and validate the polygon file; rejected rows go to a GeoParquet beside the tables."""
+    with path.open("rb") as handle:
+        frame = gpd.read_file(handle)
+    checked = validate_polygons(frame, str(path))
+    write_table(checked.rejects, rejects_path)
+    return checked
+
+
+def direct_path(root: UPath, country: str, year: str | int, description: str) -> UPath:
+    return root / "mining" / "direct" / country / str(year) / f"{description}.tif"
+
+
+def submit_exports(root: UPath, earthengine, clusters: gpd.GeoDataFrame, country: str, year: int) -> tuple[list[ExportRecord], dict, list[str]]:
+    """One export per cluster, reusing tasks already known by description; returns records, counts, errors."""
+    known = {r.spec.description: r for r in read_ledger(ledger_path(root, country, year))}
+    records, errors = [], []
+    counts = {"submitted": 0, "reused": 0, "direct": 0, "drive": 0}
+    for cluster in clusters.itertuples():
+        try:
+            spec = export_spec(cluster, year)
+        except ExportError as error:
+            errors.append(str(error))
+            continue
+        route = route_for(spec, earthengine.direct_max_bytes)
+        counts[route] += 1
+        record = known.get(spec.description) or ExportRecord(spec=spec, route=route)
+        if route == "direct":
+            target = direct_path(root, country, year, spec.description)
+            if not target.exists():
+                atomic_write_bytes(target, earthengine.compute_pixels(spec))
+            record.state = DONE
+        elif record.task_id:
+            counts["reused"] += 1
+        elif (task := earthengine.find_task(spec.description)) is not None:
+            record, counts["reused"] = with_state(record, task), counts["reused"] + 1
+        else:
+            record, counts["submitted"] = with_state(record, earthengine.submit(spec)), counts["submitted"] + 1
+        records.append(record)
+    write_ledger(ledger_path(root, country, year), records)
+    return records, counts, errors
+
+
+def _export_files(root: UPath, drive, record: ExportRecord, staging: Path) -> tuple[dict[str, bytes], list]:
+    spec = record.spec
+    if record.route == "direct":
+        path = direct_path(root, spec.country, spec.year, spec.description)
+        return {path.name: path.read_bytes()}, []
+    listed = drive.list_files(spec.description)
+    if not listed:
+        raise ExportFileError(f"{spec.description}: no files on Drive (was the export completed and not yet downloaded?)")
+    files = {}
+    for file in listed:
+        dest = staging / file.name
+        if not dest.exists():
+            drive.download(file, dest)
+        files[file.name] = dest.read_bytes()
+    return files, listed
+
+
+def write_regions(root: UPath, drive, clusters: gpd.GeoDataFrame, country: str, year: int) -> dict:
+    """Download, verify and write every completed export into the country-year region; delete Drive files after."""
+    ledger = ledger_path(root, country, year)
+    records = read_ledger(ledger)
+    pending = [r.spec.description for r in records if r.state != DONE]
+    if not records or pending:
+        raise ExportFileError(f"{country}|{year}: exports not completed yet: {pending or 'no exports submitted'}")
+    path = region_path(root, country, year)
+    exportable = clusters[~clusters["crosses_antimeridian"]]
+    create_region(path, country_geobox(list(zip(exportable.minx, exportable.miny, exportable.maxx, exportable.maxy, strict=True))))
+    staging = Path(tempfile.gettempdir()) / "gnt-mining-staging" / country / str(year)
+    staging.mkdir(parents=True, exist_ok=True)
+    errors, deleted, written = [], 0, []
+    for record in records:
+        if record.downloaded:  # already in the region; its Drive files are gone
+            written.append(record.spec.cluster_id)
+            continue
+        try:
+            files, listed = _export_files(root, drive, record, staging)
+            write_cluster(path, record.spec.geobox, assemble(record.spec, files))
+        except (ExportFileError, OSError) as error:
+            errors.append(f"cluster {record.spec.cluster_id[:8]}: {error}")
+            continue
+        for file in listed:  # only after the verified pixels are in the region
+            drive.delete(file.file_id)
+            (staging / file.name).unlink(missing_ok=True)
+            deleted += 1
+        record.downloaded = True
+        written.append(record.spec.cluster_id)
+    write_ledger(ledger, records)
+    return {"path": path, "written": written, "errors": errors, "drive_deleted": deleted}
