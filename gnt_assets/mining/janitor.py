@@ -1,6 +1,6 @@
 """The janitor: compare what Dagster recorded with what is in storage (the seed's janitor worker).
 
-Stages, upstream first: ``export`` (Drive files) -> ``region`` (zarr region) ->
+Stages, upstream first: ``export`` (Earth Engine exports) -> ``region`` (zarr region) ->
 ``tiles`` (packed training tiles) -> ``transfer`` (copy on the HPC target).
 Each finding names its stage, partition, path and problem. Sequential
 demotion: a partition restarts from its most upstream broken stage (a broken
@@ -13,7 +13,7 @@ has not been copied and verified elsewhere.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import geopandas as gpd
@@ -23,6 +23,7 @@ from gnt_assets.core.packed_tensors import INDEX_NAME, PackedTensorError, open_p
 from gnt_assets.io_managers.geoparquet import read_table
 from gnt_assets.io_managers.mmap_tensors import tensor_folder
 from gnt_assets.mining.dataset import ASSET_KEY as TILES_KEY
+from gnt_assets.mining.exports import description
 from gnt_assets.mining.regions import region_path
 from gnt_assets.mining.training_tiles import (
     TrainingTileError,
@@ -44,6 +45,7 @@ class Finding:
     path: str
     problem: str
     location: UPath | None = field(default=None, compare=False, repr=False)  # what clean() would remove
+    drive_file_id: str | None = field(default=None, compare=False, repr=False)
 
 
 def split_partition(partition: str) -> tuple[str, str]:
@@ -105,6 +107,18 @@ def transfer_findings(root: UPath, target_root: UPath, partition: str) -> list[F
     return [Finding("transfer", partition, str(target), problem) for problem in transfer_problems(index, target)]
 
 
+def drive_findings(partition: str, clusters: gpd.GeoDataFrame, list_files: Callable[[str], list]) -> list[Finding]:
+    """Export files still on Drive for a partition whose region Dagster recorded as written."""
+    country, year = split_partition(partition)
+    findings = []
+    for cluster_id in clusters["cluster_id"]:
+        for file in list_files(description(country, cluster_id, year)):
+            findings.append(
+                Finding("drive", partition, f"drive:{file.name}", "export file still on Drive after its region was written", drive_file_id=file.file_id)
+            )
+    return findings
+
+
 def _partition_folders(base: UPath) -> dict[str, UPath]:
     if not base.exists():
         return {}
@@ -154,14 +168,23 @@ def demotions(findings: Iterable[Finding]) -> dict[str, str]:
     return restart
 
 
-def clean(root: UPath, target_root: UPath, findings: Iterable[Finding]) -> list[str]:
-    """Remove orphans and broken outputs (tiles folders, target copies); returns what was removed.
+def clean(
+    root: UPath, target_root: UPath, findings: Iterable[Finding], delete_drive_file: Callable[[str], None] | None = None
+) -> list[str]:
+    """Remove orphans and broken outputs (tiles folders, target copies) and Drive leftovers; returns what went.
 
     Regions are never deleted (their good chunks stay; the re-run rewrites the
-    missing ones) and Drive files are the caller's to delete once the region is verified.
+    missing ones), and a Drive file is deleted only when its partition's region
+    has no finding, i.e. the downloaded copy is verified.
     """
+    findings = list(findings)
+    broken_regions = {f.partition for f in findings if f.stage == "region"}
     targets: dict[str, UPath] = {}
+    removed = []
     for finding in findings:
+        if finding.stage == "drive" and delete_drive_file and finding.partition not in broken_regions:
+            delete_drive_file(finding.drive_file_id)
+            removed.append(finding.path)
         if finding.stage == "orphan" and finding.location is not None:
             targets[finding.path] = finding.location
         elif finding.stage == "tiles":
@@ -170,7 +193,6 @@ def clean(root: UPath, target_root: UPath, findings: Iterable[Finding]) -> list[
         elif finding.stage == "transfer":
             folder = partition_target(target_root, *split_partition(finding.partition))
             targets[str(folder)] = folder
-    removed = []
     for name, path in sorted(targets.items()):
         if path.exists():
             path.fs.rm(path.path, recursive=True)
@@ -178,8 +200,11 @@ def clean(root: UPath, target_root: UPath, findings: Iterable[Finding]) -> list[
     return removed
 
 
-def sweep(root: UPath, target_root: UPath, owned: Mapping[str, set[str]]) -> list[Finding]:
-    """Every finding for the partitions Dagster recorded as materialized, per stage, plus orphans."""
+def sweep(
+    root: UPath, target_root: UPath, owned: Mapping[str, set[str]], list_drive_files: Callable[[str], list] | None = None
+) -> list[Finding]:
+    """Every finding for the partitions Dagster recorded as materialized, per stage, plus orphans and
+    Drive leftovers (``list_drive_files(name_prefix)`` lists the export folder)."""
     findings: list[Finding] = []
     clusters_by_country: dict[str, gpd.GeoDataFrame | None] = {}
 
@@ -199,6 +224,8 @@ def sweep(root: UPath, target_root: UPath, owned: Mapping[str, set[str]]) -> lis
                 findings.append(Finding(stage, partition, str(root / "tables" / "mining_clusters"), "no clusters table for this country; materialize mining_clusters"))
             else:
                 findings.extend(check(root, partition, clusters))
+                if stage == "region" and list_drive_files is not None:
+                    findings.extend(drive_findings(partition, clusters, list_drive_files))
     for partition in sorted(owned.get("transfer", set())):
         findings.extend(transfer_findings(root, target_root, partition))
     return findings + orphan_findings(root, target_root, owned)

@@ -32,6 +32,7 @@ from gnt_assets.mining.janitor import (
 from gnt_assets.mining.training_assets import mining_hpc_transfer, mining_training_tiles
 from gnt_assets.partitions import mining_country_year
 from gnt_assets.resources.hpc import HPCTargetResource
+from gnt_assets.resources.mining import DriveResource
 from gnt_assets.resources.storage import StorageResource
 
 MAX_LISTED = 50
@@ -84,10 +85,12 @@ def _table(findings: list[Finding]) -> dg.MetadataValue:
 
 
 @dg.op
-def janitor_sweep(context: dg.OpExecutionContext, config: JanitorConfig, storage: StorageResource, hpc: HPCTargetResource) -> dict:
+def janitor_sweep(
+    context: dg.OpExecutionContext, config: JanitorConfig, storage: StorageResource, hpc: HPCTargetResource, drive: DriveResource
+) -> dict:
     """Compare Dagster's record of every mining stage with storage; in clean mode repair what can be repaired."""
     owned = {stage: set(context.instance.get_materialized_partitions(dg.AssetKey(STAGE_ASSETS[stage]))) for stage in STAGES}
-    findings = sweep(storage.root_path, hpc.root_path(), owned)
+    findings = sweep(storage.root_path, hpc.root_path(), owned, list_drive_files=drive.list_files)
     restart = demotions(findings)
     rerun = {STAGE_ASSETS[stage]: sorted(p for p, s in restart.items() if s == stage) for stage in STAGES}
     metadata = {"findings": len(findings), "table": _table(findings), "rematerialize": dg.MetadataValue.json(rerun)}
@@ -96,7 +99,7 @@ def janitor_sweep(context: dg.OpExecutionContext, config: JanitorConfig, storage
             raise dg.Failure(description=f"janitor found {len(findings)} problems in mining storage; run the janitor with mode: clean", metadata=metadata)
         context.add_output_metadata(metadata)
         return {"findings": 0}
-    removed = clean(storage.root_path, hpc.root_path(), findings)
+    removed = clean(storage.root_path, hpc.root_path(), findings, delete_drive_file=drive.delete)
     commands = [
         f'dagster asset materialize -m gnt_assets.definitions --select "{STAGE_ASSETS[stage]}*" --partition "{partition}"'
         for partition, stage in sorted(restart.items())

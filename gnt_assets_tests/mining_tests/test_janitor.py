@@ -1,4 +1,4 @@
-"""The janitor: corrupt storage in several ways, check finds each, clean + backfill repairs each."""
+"""The janitor: corrupt storage six ways, check finds each, clean + the repair runs fix each."""
 
 import dagster as dg
 import numpy as np
@@ -9,6 +9,7 @@ from gnt_assets.io_managers.mmap_tensors import tensor_folder
 from gnt_assets.mining.dataset import ASSET_KEY
 from gnt_assets.mining.janitor_checks import janitor, janitor_repair_sensor
 from gnt_assets.mining.training_assets import mining_hpc_transfer, mining_training_tiles
+from gnt_assets.mining.exports import description
 from gnt_assets.mining.regions import region_path
 from gnt_assets_tests.mining_tests import training_fixtures as fx
 
@@ -19,7 +20,7 @@ def run_janitor(instance, resources, mode):
     result = janitor.execute_in_process(
         run_config={"ops": {"janitor_sweep": {"config": {"mode": mode}}}},
         instance=instance,
-        resources={"storage": resources["storage"], "hpc": resources["hpc"]},
+        resources={"storage": resources["storage"], "hpc": resources["hpc"], "drive": resources["drive"]},
         raise_on_error=False,
     )
     if result.success:
@@ -49,6 +50,10 @@ def corrupt(storage_root: UPath, hpc_root: UPath) -> None:
     index = open_packed(tensor_folder(storage_root, ASSET_KEY, "NAM|2021"))
     target = hpc_root / "NAM" / "2021" / index.data_file
     target.write_bytes(b"\0" * index.data_bytes)
+    # 6. leave an export file on Drive for ZAF|2020, whose region was written and verified.
+    leftover = UPath(storage_root) / "local" / "drive" / "landsat_mining" / f"{description('ZAF', 'a' * 64, 2020)}-0000000000-0000000000.tif"
+    leftover.parent.mkdir(parents=True, exist_ok=True)
+    leftover.write_bytes(b"II*\0")
 
 
 def test_check_finds_each_corruption_and_clean_plus_backfill_repairs_it(storage_root, tmp_path, instance):
@@ -69,6 +74,7 @@ def test_check_finds_each_corruption_and_clean_plus_backfill_repairs_it(storage_
     assert "orphan NAM|2021 file in a tiles folder that its index does not name" in problems
     assert f"region ZAF|2021 tile ({fx.IX0 + 1}, {fx.IY0}): zarr chunks missing" in problems
     assert "transfer NAM|2021" in problems and "differs from the source" in problems
+    assert "drive ZAF|2020 export file still on Drive after its region was written" in problems
     # Check mode changes nothing.
     assert tensor_folder(storage_root, ASSET_KEY, "ZAF|1999").exists()
 
@@ -83,6 +89,7 @@ def test_check_finds_each_corruption_and_clean_plus_backfill_repairs_it(storage_
     # Broken outputs are gone, so the per-partition checks now fail too until the backfill.
     assert not tensor_folder(storage_root, ASSET_KEY, "ZAF|2020").exists()
     assert not (hpc_root / "NAM" / "2021").exists()
+    assert resources["drive"].list_files("LANDSAT_C02_T1_L2_ZAF_") == []  # the region was verified, so it went
     assert region_path(storage_root, "ZAF", "2021").exists()  # a region is repaired in place, never deleted
     # The repair sensor turns the clean run's report into the backfill runs, each from the demoted asset down.
     definitions = dg.Definitions(

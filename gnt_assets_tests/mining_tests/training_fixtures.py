@@ -122,6 +122,7 @@ STANDINS = [mine_polygons_standin, mining_clusters_standin, landsat_regions_stan
 def mining_ii_resources(storage_root: UPath, hpc_root: UPath) -> dict:
     from gnt_assets.io_managers.geoparquet import GeoParquetIOManager
     from gnt_assets.io_managers.mmap_tensors import MmapTensorIOManager
+    from gnt_assets.local.drive import LocalDrive
     from gnt_assets.resources.hpc import HPCTargetResource
 
     storage = StorageResource(root=str(storage_root))
@@ -130,6 +131,7 @@ def mining_ii_resources(storage_root: UPath, hpc_root: UPath) -> dict:
         "geoparquet_io_manager": GeoParquetIOManager(storage=storage),
         "mmap_tensor_io_manager": MmapTensorIOManager(storage=storage),
         "hpc": HPCTargetResource(url=str(hpc_root)),
+        "drive": LocalDrive(root=str(storage_root)),
     }
 
 
