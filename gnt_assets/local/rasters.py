@@ -37,7 +37,7 @@ def sample_rasters(folder: UPath, size: int = 240) -> list[UPath]:
     specs = [
         ("temperature", temperature, "EPSG:4326", from_origin(9.9, 46.1, 1.2 / size, 1.2 / size), -9999.0,
          {"kind": "continuous", "dataset": "GNT sample", "variable": "air_temperature", "units": "degC", "description": "Mean annual air temperature", "temporal": {"start": "2000", "end": "2020"}}),
-        ("landcover", landcover, "EPSG:32632", from_origin(490000, 5105000, 400, 400), 255,
+        ("landcover", landcover, "EPSG:32632", from_origin(575000, 5100000, 400, 400), 255,
          {"kind": "categorical", "dataset": "GNT sample", "variable": "land_cover_class", "units": "class", "description": "Land cover classes 1-6"}),
         ("species_count", counts, "EPSG:4326", from_origin(9.9, 46.1, 1.2 / size, 1.2 / size), -1,
          {"kind": "count", "dataset": "GNT sample", "variable": "plant_richness", "units": "species_count", "description": "Plant species richness"}),

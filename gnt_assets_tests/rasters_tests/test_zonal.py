@@ -1,0 +1,99 @@
+"""Our exact coverage zonal statistics against exactextract, in geographic and projected CRSs,
+with cells over the raster edge and across nodata holes."""
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+import shapely
+from exactextract import exact_extract
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rasterio.transform import from_origin
+
+from gnt_assets.rasters.zonal import coverage_weights, point_sample, zonal
+
+CASES = {
+    "geographic": ("EPSG:4326", from_origin(10.0, 50.0, 0.01, 0.01)),
+    "projected": ("EPSG:32633", from_origin(500000.0, 4000000.0, 30.0, 30.0)),
+}
+
+
+def _raster(tmp_path, crs, transform, data, nodata):
+    path = tmp_path / "r.tif"
+    with rasterio.open(path, "w", driver="GTiff", height=data.shape[0], width=data.shape[1], count=1, dtype=data.dtype,
+                       crs=crs, transform=transform, nodata=nodata) as dst:
+        dst.write(data, 1)
+    return path
+
+
+def _cells(rng, transform, shape, n):
+    h, w = shape
+    x = transform.c + rng.uniform(-0.1, 1.1, n) * w * transform.a
+    y = transform.f + rng.uniform(-0.1, 1.1, n) * h * transform.e
+    radius = rng.uniform(0.3, 12, n) * transform.a
+    geoms = shapely.buffer(shapely.points(x, y), radius, quad_segs=rng.integers(1, 4))
+    # rotate some into irregular quadrilaterals/hexagons, and add a hole to a few
+    holes = shapely.buffer(shapely.points(x, y), radius * 0.3, quad_segs=1)
+    with_hole = rng.random(n) < 0.2
+    geoms = np.where(with_hole, shapely.difference(geoms, holes), geoms)
+    return geoms
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@settings(max_examples=6, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_area_methods_equal_exactextract(tmp_path_factory, case, seed):
+    crs, transform = CASES[case]
+    rng = np.random.default_rng(seed)
+    shape = (int(rng.integers(20, 80)), int(rng.integers(20, 80)))
+    data = rng.normal(100, 30, shape).astype("float32")
+    categories = rng.integers(1, 5, shape).astype("int16")
+    r0, c0 = rng.integers(0, shape[0] // 2), rng.integers(0, shape[1] // 2)
+    data[r0 : r0 + 8, c0 : c0 + 12] = -9999
+    categories[r0 : r0 + 8, c0 : c0 + 12] = -1
+    cells = _cells(rng, transform, shape, 60)
+    frame = gpd.GeoDataFrame({"id": range(len(cells))}, geometry=cells, crs=crs)
+    weights = coverage_weights(cells, transform, shape)
+    tmp = tmp_path_factory.mktemp("z")
+    for values, nodata, methods in ((data, -9999, ["mean", "sum", "min", "max"]), (categories, -1, ["majority"])):
+        path = _raster(tmp, crs, transform, values, nodata)
+        reference = exact_extract(str(path), frame, methods, output="pandas")
+        for method in methods:
+            ours = zonal(weights, values, values != nodata, method).value
+            ref = reference[method].to_numpy(dtype=float)
+            defined = np.isfinite(ref)
+            assert np.array_equal(np.isfinite(ours), defined), method
+            np.testing.assert_allclose(ours[defined], ref[defined], rtol=1e-6, atol=1e-9, err_msg=method)
+
+
+def test_coverage_sums_to_cell_area_inside_the_raster():
+    transform = from_origin(0, 100, 1, 1)
+    hexagon = shapely.buffer(shapely.Point(50.3, 50.7), 10.2, quad_segs=1)
+    square = shapely.box(10.25, 10.5, 13.75, 12.5)
+    weights = coverage_weights([hexagon, square], transform, (100, 100))
+    np.testing.assert_allclose(np.asarray(weights.matrix.sum(axis=1)).ravel(), [hexagon.area, square.area], rtol=1e-12)
+    assert weights.matrix.max() <= 1.0
+
+
+def test_cells_outside_the_raster_have_no_valid_fraction():
+    transform = from_origin(0, 10, 1, 1)
+    outside = shapely.box(20, 20, 22, 22)
+    half = shapely.box(-1, 4, 1, 6)  # half off the left edge
+    weights = coverage_weights([outside, half], transform, (10, 10))
+    data = np.ones((10, 10))
+    result = zonal(weights, data, np.ones_like(data, bool), "mean")
+    assert np.isnan(result.value[0]) and result.valid_fraction[0] == 0
+    assert result.value[1] == 1 and result.valid_fraction[1] == pytest.approx(0.5)
+
+
+def test_point_methods_sample_cell_centres():
+    transform = from_origin(0, 4, 1, 1)
+    data = np.arange(16, dtype=float).reshape(4, 4)
+    valid = np.ones_like(data, bool)
+    valid[0, 0] = False
+    centres = np.array([[1.5, 2.5], [2.0, 2.0], [0.5, 3.5]])
+    assert point_sample(centres, transform, data, valid, "nearest").value[0] == data[1, 1]
+    assert point_sample(centres, transform, data, valid, "bilinear").value[1] == pytest.approx(data[1:3, 1:3].mean())
+    assert np.isnan(point_sample(centres, transform, data, valid, "bilinear").value[2])  # touches the nodata pixel
+    assert point_sample(centres, transform, data, valid, "cubic").value[1] == pytest.approx(data[1:3, 1:3].mean(), rel=1e-6)
