@@ -1,7 +1,9 @@
 """Small PNG previews of rasters, so a materialization shows what it made.
 
 Previews are at most ``MAX_SIDE`` pixels on their long side, stretched between
-the 2nd and 98th percentile of valid values, with nodata transparent.
+the 2nd and 98th percentile of valid values, with nodata transparent. Small
+grids are enlarged by a whole factor (pixels repeated) because the Dagster UI
+shows the PNG at its own size: a 36 x 48 grid would be a thumbnail-sized smudge.
 """
 
 from __future__ import annotations
@@ -38,6 +40,12 @@ def _decimate(array: np.ndarray, max_side: int) -> np.ndarray:
     height, width = array.shape[-2:]
     step = max(1, int(np.ceil(max(height, width) / max_side)))
     return array[..., ::step, ::step]
+
+
+def _enlarge(image: np.ndarray, max_side: int) -> np.ndarray:
+    """Repeat each pixel ``max_side // long side`` times on both axes (never resamples values)."""
+    factor = max(1, max_side // max(image.shape[:2]))
+    return image.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else image
 
 
 def _stretch(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -79,6 +87,7 @@ def quicklook(
     else:
         grey = _stretch(small, valid)
         rgba = np.dstack([grey, grey, grey, np.where(valid, 255, 0).astype(np.uint8)])
+    rgba = _enlarge(rgba, max_side)
     buffer = io.BytesIO()
     Image.fromarray(rgba, mode="RGBA").save(buffer, format="PNG", optimize=True)
     has_values = values_full.size > 0

@@ -6,6 +6,8 @@ import io
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from gnt_assets.core.quicklook import MAX_SIDE, quicklook
@@ -34,7 +36,8 @@ def test_rgb_with_nan_and_metadata_for_the_ui():
     rgb[:, :8, :8] = np.nan
     look = quicklook(rgb)
     image = decode(look.png)
-    assert image.shape == (64, 64, 4) and (image[:8, :8, 3] == 0).all()
+    assert image.shape == (256, 256, 4)  # enlarged x4 so the UI shows more than a smudge
+    assert (image[:32, :32, 3] == 0).all() and (image[32:, :, 3] == 255).all() and (image[:, 32:, 3] == 255).all()
     metadata = quicklook_metadata(look)
     assert metadata["preview"].value.startswith("![preview](data:image/png;base64,")
     assert metadata["valid_share"].value == pytest.approx(1 - 64 / 4096)
@@ -43,3 +46,29 @@ def test_rgb_with_nan_and_metadata_for_the_ui():
 def test_wrong_shape_is_refused():
     with pytest.raises(ValueError, match="quicklook takes"):
         quicklook(np.zeros((4, 8, 8)))
+
+
+def test_stretch_is_between_the_2nd_and_98th_percentile():
+    """One hot pixel must not turn the rest of the picture black."""
+    array = np.tile(np.linspace(0.0, 1.0, 200, dtype="float32"), (100, 1))
+    array[0, 0] = 1e6
+    image = decode(quicklook(array).png)[..., 0]
+    low, high = np.percentile(array, [2, 98])
+    expected = (np.clip((array - low) / (high - low), 0, 1) * 255).astype(np.uint8)
+    assert np.array_equal(image, expected)
+    assert (image[:, 100] > 100).all()  # mid-grey stays mid-grey despite the outlier
+
+
+@settings(max_examples=40, deadline=None)
+@given(height=st.integers(1, 700), width=st.integers(1, 700), hole=st.floats(0, 1))
+def test_any_grid_gives_a_readable_preview_with_nodata_where_it_was(height, width, hole):
+    """Long side between MAX_SIDE/2 and MAX_SIDE; every preview pixel keeps the validity of its source pixel."""
+    array = np.ones((height, width), dtype="float32")
+    cut = int(hole * height)
+    array[:cut] = np.nan
+    image = decode(quicklook(array).png)
+    assert MAX_SIDE // 2 < max(image.shape[:2]) <= MAX_SIDE
+    rows = np.arange(image.shape[0]) * height // image.shape[0]  # source row of each preview row (decimated or repeated)
+    if max(height, width) > MAX_SIDE:
+        rows = np.arange(image.shape[0]) * int(np.ceil(max(height, width) / MAX_SIDE))
+    assert np.array_equal(image[:, 0, 3] == 0, rows < cut)
