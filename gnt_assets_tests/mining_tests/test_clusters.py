@@ -1,0 +1,76 @@
+"""Clustering properties (hypothesis) and the polygon validation's bad input."""
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import shapely
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.sparse.csgraph import connected_components
+
+from gnt_assets.local.mining import sample_polygons
+from gnt_assets.mining.clusters import cluster_country, envelopes
+from gnt_assets.mining.polygons import PolygonFileError, validate_polygons
+
+mine = st.tuples(st.floats(20.0, 20.3), st.floats(-10.3, -10.0), st.floats(0.0005, 0.02), st.floats(0.0005, 0.02))
+
+
+def _mines(specs) -> gpd.GeoDataFrame:
+    geometries = [shapely.box(x, y, x + w, y + h) for x, y, w, h in specs]
+    return gpd.GeoDataFrame({"mine_id": np.arange(len(specs)), "ISO3_CODE": "ZMB"}, geometry=geometries, crs="EPSG:4326")
+
+
+def _pairwise(env, share=0.75):
+    """The seed's all-pairs overlap matrix."""
+    n = len(env)
+    matrix = np.zeros((n, n), bool)
+    for i in range(n):
+        for j in range(n):
+            w = min(env[i, 2], env[j, 2]) - max(env[i, 0], env[j, 0])
+            h = min(env[i, 3], env[j, 3]) - max(env[i, 1], env[j, 1])
+            matrix[i, j] = max(w, 0) * max(h, 0) > share * (env[i, 2] - env[i, 0]) * (env[i, 3] - env[i, 1])
+    return connected_components(matrix, directed=False)[1]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(mine, min_size=1, max_size=25), st.randoms(use_true_random=False), st.sampled_from([0.005, 0.05]))
+def test_clusters_partition_mines_independent_of_order_and_cover_them(specs, rnd, buffer):
+    mines = _mines(specs)
+    clusters = cluster_country(mines, "ZMB", buffer)
+    ids = sorted(i for members in clusters["mine_ids"] for i in members)
+    assert ids == list(range(len(specs)))  # every mine in exactly one cluster
+    order = list(range(len(specs)))
+    rnd.shuffle(order)
+    shuffled = cluster_country(mines.iloc[order], "ZMB", buffer)
+    assert list(shuffled["cluster_id"]) == list(clusters["cluster_id"])
+    assert list(map(list, shuffled["mine_ids"])) == list(map(list, clusters["mine_ids"]))
+    for row in clusters.itertuples():
+        region = shapely.box(row.minx, row.miny, row.maxx, row.maxy)
+        assert all(region.covers(mines.geometry[i]) for i in row.mine_ids)
+    pairwise = _pairwise(envelopes(shapely.bounds(mines.geometry.to_numpy()), buffer))
+    groups = {frozenset(np.nonzero(pairwise == label)[0].tolist()) for label in np.unique(pairwise)}
+    assert groups == {frozenset(m) for m in clusters["mine_ids"]}
+
+
+def test_antimeridian_cluster_has_tiles_on_both_sides():
+    checked = validate_polygons(sample_polygons(), "sample")
+    fiji = cluster_country(checked.valid, "FJI")
+    crossing = fiji[fiji["crosses_antimeridian"]]
+    assert len(crossing) == 1
+    columns = {ix for ix, _ in crossing["tiles"].iloc[0]}
+    assert min(columns) == 0 and max(columns) > 20000  # west of 180 and east of -180
+    assert crossing["maxx"].iloc[0] - crossing["minx"].iloc[0] < 1.0
+
+
+def test_validation_reports_each_bad_row_and_whole_file_errors():
+    frame = sample_polygons()
+    checked = validate_polygons(frame, "sample.gpkg")
+    reasons = set(checked.rejects["reason"])
+    assert {"empty geometry", "unknown ISO3 code 'XXA'", "Point is not a polygon"} <= reasons
+    assert checked.made_valid == 1 and len(checked.valid) + len(checked.rejects) == len(frame)
+    with pytest.raises(PolygonFileError, match="sample.gpkg: the file has no CRS"):
+        validate_polygons(frame.set_crs(None, allow_override=True), "sample.gpkg")
+    with pytest.raises(PolygonFileError, match="projected"):
+        validate_polygons(frame.dropna(subset=["geometry"]).iloc[:5].to_crs(3857), "sample.gpkg")
+    with pytest.raises(ValueError, match="country ATA: no valid mine polygons"):
+        cluster_country(checked.valid, "ATA")
