@@ -51,14 +51,16 @@ class ZarrRegionIOManager(dg.ConfigurableIOManager):
             if context.has_partition_key:
                 raise TypeError(f"{context.asset_key.to_user_string()}: partitioned zarr outputs must be ZarrRegionWrite")
             obj = ZarrRegionWrite(data=obj, template=obj.chunk() if not obj.chunks else obj)
+        # checked before anything is written: a key with ".." or "/" fails with nothing in the store
+        record = _partition_record(store, context.partition_key) if context.has_partition_key else None
         create_store(store, obj.template, encoding=obj.encoding)
         region = write_region(store, obj.data)
         status = region_status(store, region)
         if not status.complete:
             raise RuntimeError(f"zarr store {store}: region {region} incomplete after writing ({status})")
-        if context.has_partition_key:
+        if record is not None:
             atomic_write_text(
-                _partition_record(store, context.partition_key),
+                record,
                 json.dumps({dim: [span.start, span.stop] for dim, span in region.items()}),
             )
         context.add_output_metadata(

@@ -29,6 +29,11 @@ def failure_message(result: dg.ExecuteInProcessResult) -> str:
     return error.message + (error.cause.message if error.cause else "")
 
 
+@dg.asset(partitions_def=files, io_manager_key="zarr_io_manager")
+def file_cube(context) -> ZarrRegionWrite:
+    return ZarrRegionWrite(data=template().compute().isel(longitude=slice(0, 64)), template=template(), encoding=ENCODING)
+
+
 def test_partition_keys_cannot_leave_the_table_folder(tmp_path, instance):
     storage = StorageResource(root=str(tmp_path / "root"))
     resources = {"geoparquet_io_manager": GeoParquetIOManager(storage=storage)}
@@ -40,6 +45,17 @@ def test_partition_keys_cannot_leave_the_table_folder(tmp_path, instance):
     assert dg.materialize([file_table], partition_key="good.tif", resources=resources, instance=instance).success
     written = sorted(p.relative_to(tmp_path / "root").as_posix() for p in (tmp_path / "root").rglob("*.parquet"))
     assert written == ["tables/file_table/good.tif.parquet"]
+
+
+def test_zarr_partition_keys_are_checked_before_writing(tmp_path, instance):
+    storage = StorageResource(root=str(tmp_path / "root"))
+    instance.add_dynamic_partitions("files", ["../escaped"])
+    result = dg.materialize(
+        [file_cube], partition_key="../escaped", resources={"zarr_io_manager": ZarrRegionIOManager(storage=storage)},
+        instance=instance, raise_on_error=False,
+    )
+    assert not result.success and "../escaped" in failure_message(result)
+    assert not (tmp_path / "root" / "zarr").exists() and not (tmp_path / "escaped").exists()
 
 
 GEOBOX = GeoBox.from_bbox((0.0, 0.0, 0.128, 0.064), crs="EPSG:4326", resolution=0.001)  # 64 x 128
