@@ -39,7 +39,7 @@ def ours(store: Path) -> None:
     from gnt_assets.conus404.aggregation import aggregate_day
     from gnt_assets.conus404.variables import DEFAULT_VARIABLES, resolve_variables
 
-    hourly = xr.open_zarr(str(store), consolidated=True)
+    hourly = xr.open_zarr(str(store), consolidated=True, chunks=None)  # as the source resources open it
     aggregate_day(hourly, DAY, resolve_variables(DEFAULT_VARIABLES), accumulation_offset=1)
 
 
@@ -63,7 +63,6 @@ def numpy_reference(store: Path) -> None:
             out[name] = hours.reshape(1, 24, *hours.shape[1:]).sum(axis=1)
         else:
             out[name] = group[name][24] - group[name][0]
-        del hours
     u, v = group["U10"][0:24], group["V10"][0:24]
     out["WIND10"] = np.sqrt(u * u + v * v).mean(axis=0)
 
