@@ -32,7 +32,7 @@ BANDS = ("red", "green", "blue", "nir")
 SCENE_CRS = "EPSG:32610"
 SCENE_RES = 10.0
 # A few km around False Creek, Vancouver (the seed's test AOI city); lon/lat degrees.
-DEMO_BBOX = (-123.125, 49.266, -123.110, 49.275)
+DEMO_BBOX = (-123.1332, 49.2738, -123.1263, 49.2774)
 DEMO_MONTHS = ("2024-06-01", "2024-07-01")
 SCENES_PER_MONTH = 3
 BASE_REFLECTANCE = {"red": 900, "green": 1100, "blue": 800, "nir": 2800}
@@ -142,7 +142,7 @@ def ensure_demo_aoi(root: Path, bbox: tuple[float, float, float, float] = DEMO_B
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         w, s, e, n = bbox
-        shape = Polygon([(w, s), (e, s), (e, n - 0.004), (e - 0.008, n), (w, n)])
+        shape = Polygon([(w, s), (e, s), (e, n - (n - s) / 3), (e - (e - w) / 3, n), (w, n)])
         tmp = path.with_suffix(".tmp.gpkg")
         gpd.GeoDataFrame({"name": ["demo"]}, geometry=[shape], crs="EPSG:4326").to_file(tmp, layer="aoi", driver="GPKG")
         tmp.replace(path)

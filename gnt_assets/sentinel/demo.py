@@ -1,7 +1,30 @@
-"""The sentinel pipeline's part of `make demo`."""
+"""The sentinel pipeline's part of `make demo`: the demo AOI's square and Major TOM cubes for two months."""
 
 import dagster as dg
+
+from gnt_assets.local.sentinel import DEMO_MONTHS
+from gnt_assets.partitions import sentinel_chunk
+
+
+def add_chunk_partitions(instance: dg.DagsterInstance) -> list[str]:
+    """Evaluate the chunk sensor once and apply its partition requests (what the daemon does)."""
+    from gnt_assets.definitions import defs
+    from gnt_assets.sentinel.sensors import sentinel_chunk_sensor
+
+    context = dg.build_sensor_context(instance=instance, definitions=defs, resources={"storage": defs.resources["storage"]})
+    result = sentinel_chunk_sensor(context)
+    for request in getattr(result, "dynamic_partitions_requests", None) or []:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    return instance.get_dynamic_partitions(sentinel_chunk.name)
 
 
 def run(instance: dg.DagsterInstance) -> None:
     """Materializes the sentinel demo partitions on the local backends."""
+    from gnt_assets.demo import materialize_partitions
+
+    materialize_partitions(instance, ["sentinel_aoi", "sentinel_grid"])
+    chunks = add_chunk_partitions(instance)
+    print(f"   {len(chunks)} chunks x {len(DEMO_MONTHS)} months", flush=True)
+    keys = [dg.MultiPartitionKey({"month": month, "chunk": chunk}) for month in DEMO_MONTHS for chunk in chunks]
+    materialize_partitions(instance, ["sentinel_mosaic"], keys)
+    materialize_partitions(instance, ["sentinel_run_log"])

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import geopandas as gpd
 import numpy as np
+import pandera.pandas as pa
 from pyproj import CRS
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
@@ -116,3 +117,33 @@ def grid_cells(aoi: BaseGeometry, generator: GridGenerator, *, grid_name: str, i
     cells["cell_id"] = cells[id_column].astype(str)
     cells["area_km2"] = np.round(cells.to_crs(cells.estimate_utm_crs()).area / 1e6, 6)
     return cells[["grid", "chunk", "cell_id", "is_primary", "area_km2", "geometry"]]
+
+
+GRID_SCHEMA = pa.DataFrameSchema(
+    {
+        "grid": pa.Column(str),
+        "chunk": pa.Column(str, unique=True, checks=pa.Check.str_matches(r"^[A-Za-z0-9_.\-]+$")),
+        "cell_id": pa.Column(str),
+        "is_primary": pa.Column(bool),
+        "area_km2": pa.Column(float, pa.Check.gt(0)),
+        "crs": pa.Column(str),
+        "resolution": pa.Column(float, pa.Check.gt(0)),
+        "chunk_px": pa.Column(int, pa.Check.gt(0)),
+    },
+    strict=False,
+)
+
+
+def named_grid(aoi: BaseGeometry, name: str, kind: str, spec: GridSpec, chunks_per_side: int = 1) -> gpd.GeoDataFrame:
+    """Cells of one named grid plus the cube settings (crs, resolution, chunk_px) its layout needs."""
+    if kind == "majortom":
+        generator = majortom_generator(d=spec.d, overlap=spec.overlap, id_column=spec.id_column)
+    elif kind == "square":
+        generator = square_tiling_generator(cell_size_m=spec.d, work_crs=spec.target_crs, id_column=spec.id_column)
+    else:
+        raise GridError(f"grid {name!r}: unknown generator {kind!r}; use 'majortom', 'square' or custom_generator in code")
+    cells = grid_cells(aoi, generator, grid_name=name, id_column=spec.id_column)
+    cells["crs"] = spec.target_crs
+    cells["resolution"] = spec.resolution
+    cells["chunk_px"] = int(max(1, spec.d / spec.res_m // chunks_per_side))
+    return GRID_SCHEMA.validate(cells)

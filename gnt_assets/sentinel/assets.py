@@ -1,0 +1,121 @@
+"""Sentinel-2 pipeline: AOI -> grid (cells become chunk partitions) -> monthly median cube -> run log."""
+
+import geopandas as gpd
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from gnt_assets.materialization import output_metadata, quicklook_metadata
+from gnt_assets.partitions import sentinel_month_chunk
+from gnt_assets.resources.compute import DaskComputeResource
+from gnt_assets.resources.sentinel import SentinelStacResource
+from gnt_assets.resources.storage import StorageResource
+from gnt_assets.sentinel import chunk_runs as pipeline
+from gnt_assets.sentinel.aoi import aoi_from_bbox, load_geometry_file
+from gnt_assets.sentinel.grid import GridSpec, named_grid
+
+
+class GridConfig(dg.Config):
+    name: str
+    generator: str  # "square" or "majortom"
+    d: int
+    overlap: bool = False
+    target_crs: str = "EPSG:32610"
+    res_m: float = 20
+    chunks_per_side: int = 1
+
+
+class AoiConfig(dg.Config):
+    path: str = Field(default="", description="Any OGR-readable file (GeoPackage, Shapefile, GeoJSON, KML); empty: the generated demo AOI.")
+    layer: str | None = None
+    bbox: list[float] | None = None
+
+
+class SentinelGridConfig(dg.Config):
+    grids: list[GridConfig] = [
+        {"name": "square", "generator": "square", "d": 960, "target_crs": "EPSG:32610", "res_m": 20.0},
+        {"name": "majortom", "generator": "majortom", "d": 1000, "target_crs": "EPSG:4326", "res_m": 20.0, "chunks_per_side": 3},
+    ]
+
+
+@dg.asset(group_name="sentinel", io_manager_key="geoparquet_io_manager")
+def sentinel_aoi(config: AoiConfig, storage: StorageResource) -> gpd.GeoDataFrame:
+    """The area of interest: every feature of the file (or the bbox) unioned into one EPSG:4326 geometry."""
+    if config.bbox:
+        geometry, source = aoi_from_bbox(tuple(config.bbox)), f"bbox {config.bbox}"
+    else:
+        path = config.path or str(pipeline.demo_aoi_path(storage))
+        geometry, source = load_geometry_file(path, config.layer or (None if config.path else "aoi")), path
+    frame = gpd.GeoDataFrame({"source": [source]}, geometry=[geometry], crs="EPSG:4326")
+    frame["area_km2"] = frame.to_crs(frame.estimate_utm_crs()).area / 1e6
+    return frame
+
+
+@dg.asset(group_name="sentinel", io_manager_key="geoparquet_io_manager")
+def sentinel_grid(config: SentinelGridConfig, sentinel_aoi: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """Grid cells over the AOI, one row per cell of each configured grid (pandera-checked); the
+    chunk sensor turns each cell into a ``sentinel_chunk`` partition."""
+    aoi = sentinel_aoi.geometry.iloc[0]
+    grids = [
+        named_grid(aoi, g.name, g.generator, GridSpec(d=g.d, overlap=g.overlap, target_crs=g.target_crs, res_m=g.res_m),
+                   g.chunks_per_side)
+        for g in config.grids
+    ]
+    cells = gpd.GeoDataFrame(pd.concat(grids, ignore_index=True), crs="EPSG:4326")
+    for name, group in cells.groupby("grid"):
+        pipeline.layout_for(group)  # refuses a grid whose cells would share a zarr chunk
+    return cells
+
+
+def _result_metadata(results: list) -> dict:
+    """Scenes, valid share, elapsed time and the per-chunk result log of a run."""
+    rows = pipeline.result_rows(results)
+    columns = [dg.TableColumn(name, "string") for name in rows[0]] if rows else []
+    return {
+        "scenes": dg.MetadataValue.int(sum(r.scenes for r in results)),
+        "valid_share": dg.MetadataValue.float(round(sum(r.valid_share for r in results) / max(1, len(results)), 4)),
+        "elapsed_s": dg.MetadataValue.float(round(float(max((r.durations.get("total_s", 0.0) for r in results), default=0.0)), 3)),
+        "chunk_results": dg.MetadataValue.table(
+            [dg.TableRecord({k: str(v) for k, v in row.items()}) for row in rows], schema=dg.TableSchema(columns)),
+    }
+
+
+@dg.asset(
+    group_name="sentinel",
+    partitions_def=sentinel_month_chunk,
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=50),
+    ins={"sentinel_grid": dg.AssetIn()},
+)
+def sentinel_mosaic(
+    context: dg.AssetExecutionContext,
+    sentinel_grid: gpd.GeoDataFrame,
+    storage: StorageResource,
+    compute: DaskComputeResource,
+    sentinel_stac: SentinelStacResource,
+) -> dg.MaterializeResult:
+    """Cloud-masked (SCL 4/5) monthly median reflectance of one grid cell, written as the cell's
+    region of its grid's zarr cube; a run of many partitions maps the chunks on the compute cluster."""
+    parsed = [sentinel_month_chunk.get_partition_key_from_str(str(k)) for k in context.partition_keys]
+    keys = [(k.keys_by_dimension["month"], k.keys_by_dimension["chunk"]) for k in parsed]
+    context.log.info(f"{len(keys)} chunk x month partitions")
+    with sentinel_stac.api_url() as url:
+        jobs = pipeline.chunk_jobs(storage, sentinel_grid, sentinel_stac, url, keys)
+        with compute.get_client() as client:
+            results = client.gather(client.map(pipeline.run_chunk, jobs, retries=2, pure=False))
+    for result in results:
+        pipeline.record_result(storage, result)
+        context.log.info(f"{result.month} {result.chunk}: success={result.success} scenes={result.scenes} {result.error or ''}")
+    failed = [r for r in results if not r.success]
+    if failed:
+        raise dg.Failure("; ".join(f"month {r.month} chunk {r.chunk}: {r.error}" for r in failed))
+    metadata = {**output_metadata(pipeline.written_paths(storage, sentinel_grid, keys)), **_result_metadata(results)}
+    if len(results) == 1 and results[0].look is not None:
+        metadata.update(quicklook_metadata(results[0].look, title="rgb"))
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(group_name="sentinel", io_manager_key="geoparquet_io_manager", deps=[sentinel_mosaic])
+def sentinel_run_log(storage: StorageResource) -> pd.DataFrame:
+    """Per month and chunk, the latest attempt: success, scenes used, valid share and the time spent
+    in search, load, mask, median and write (the seed's result CSV as a table)."""
+    return pipeline.run_log(storage)

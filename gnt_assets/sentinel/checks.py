@@ -1,0 +1,101 @@
+"""Per-partition checks of the cube: region written, reflectance plausible, no fill where clear
+observations existed (blocking); scenes found and valid share above a floor (soft)."""
+
+from collections.abc import Callable
+
+import dagster as dg
+import numpy as np
+
+from gnt_assets.core.zarr_regions import region_status
+from gnt_assets.io_managers.geoparquet import read_table
+from gnt_assets.partitions import sentinel_month_chunk
+from gnt_assets.resources.storage import StorageResource
+from gnt_assets.sentinel import chunk_runs
+from gnt_assets.sentinel.assets import sentinel_mosaic, sentinel_run_log
+
+VALID_SHARE_FLOOR = 0.5
+REFLECTANCE_RANGE = (1, 20_000)  # DN of C1 L2A: (rho + 0.1) * 1e4; above 2.0 reflectance is not a surface
+
+
+def _region_written(storage, grid, month, chunk, result) -> tuple[bool, str]:
+    store, region, _ = chunk_runs.stored_region(storage, grid, month, chunk)
+    status = region_status(store, region)
+    return status.complete, f"{status.present}/{status.expected} chunks, marker {'present' if status.marked else 'missing'}"
+
+
+def _reflectance_plausible(storage, grid, month, chunk, result) -> tuple[bool, str]:
+    values = chunk_runs.stored_region(storage, grid, month, chunk)[2].values
+    valid = values[np.isfinite(values)]
+    if valid.size == 0:
+        return True, "no valid pixels"
+    low, high = float(valid.min()), float(valid.max())
+    return REFLECTANCE_RANGE[0] <= low and high <= REFLECTANCE_RANGE[1], f"DN {low:.0f}..{high:.0f}"
+
+
+def _no_fill_where_clear(storage, grid, month, chunk, result) -> tuple[bool, str]:
+    values = chunk_runs.stored_region(storage, grid, month, chunk)[2].values
+    fill_share = float((~np.isfinite(values)).all(axis=-1).mean())
+    expected = 1.0 - result["valid_share"]
+    passed = result["clear_pixels_unfilled"] == 0 and abs(fill_share - expected) < 1e-9
+    return passed, f"fill share {fill_share:.4f} stored, {expected:.4f} expected; {result['clear_pixels_unfilled']} clear pixels left as fill"
+
+
+def _scenes_found(storage, grid, month, chunk, result) -> tuple[bool, str]:
+    return result["scenes"] > 0, f"{result['scenes']} scenes" + ("" if result["scenes"] else "; the region holds fill values")
+
+
+def _valid_share(storage, grid, month, chunk, result) -> tuple[bool, str]:
+    return result["valid_share"] >= VALID_SHARE_FLOOR, f"valid share {result['valid_share']:.3f} (floor {VALID_SHARE_FLOOR})"
+
+
+CHECKS: dict[str, tuple[Callable, bool, str]] = {
+    "region_written": (_region_written, True, "Every zarr chunk of the partition's region exists and its completion marker is written."),
+    "reflectance_plausible": (_reflectance_plausible, True, f"Stored DN within {REFLECTANCE_RANGE} (uint16 reflectance scale)."),
+    "no_fill_where_clear": (_no_fill_where_clear, True, "Fill (0) only where no scene had a clear (SCL 4/5) observation."),
+    "scenes_found": (_scenes_found, False, "The month had at least one scene for the cell (else the region is fill)."),
+    "valid_share_floor": (_valid_share, False, f"At least {VALID_SHARE_FLOOR:.0%} of the cell has a median value."),
+}
+
+
+def _mosaic_check(name: str) -> dg.AssetChecksDefinition:
+    finding, blocking, description = CHECKS[name]
+
+    @dg.asset_check(asset=sentinel_mosaic, name=name, partitions_def=sentinel_month_chunk, blocking=blocking,
+                    description=description)
+    def _check(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
+        grid = read_table(chunk_runs.grid_table_path(storage))
+        outcomes = {}
+        for key in context.partition_keys:
+            month, chunk = key.keys_by_dimension["month"], key.keys_by_dimension["chunk"]
+            outcomes[f"{month}|{chunk}"] = finding(storage, grid, month, chunk, chunk_runs.read_result(storage, month, chunk))
+        bad = [k for k, (ok, _) in outcomes.items() if not ok]
+        return dg.AssetCheckResult(
+            passed=not bad, severity=dg.AssetCheckSeverity.ERROR if blocking else dg.AssetCheckSeverity.WARN,
+            metadata={"finding": dg.MetadataValue.text("; ".join(f"{k}: {t}" for k, (_, t) in outcomes.items())),
+                      "failed_partitions": dg.MetadataValue.text(", ".join(bad) or "none")})
+
+    return _check
+
+
+mosaic_checks = [_mosaic_check(name) for name in CHECKS]
+
+
+@dg.asset_check(asset=sentinel_run_log, description="Warns while the latest attempt of any month/chunk failed.")
+def no_failed_chunks(storage: StorageResource) -> dg.AssetCheckResult:
+    log = chunk_runs.run_log(storage)
+    failed = log[log["success"] == False]  # noqa: E712 (pandas element-wise)
+    return dg.AssetCheckResult(passed=failed.empty, severity=dg.AssetCheckSeverity.WARN, metadata={
+        "attempts": len(log), "failed": dg.MetadataValue.text(", ".join(f"{m}|{c}" for m, c in zip(failed["month"], failed["chunk"])) or "none")})
+
+
+@dg.asset_check(asset="sentinel_grid", blocking=True, description="The grid has cells and no two cells share a zarr chunk.")
+def grid_layout_disjoint(storage: StorageResource) -> dg.AssetCheckResult:
+    grid = read_table(chunk_runs.grid_table_path(storage))
+    counts = {}
+    for name, cells in grid.groupby("grid"):
+        layout = chunk_runs.layout_for(cells)
+        owned = [layout.chunks_of(c) for c in cells["chunk"]]
+        counts[name] = (len(cells), sum(len(o) for o in owned), len(set().union(*owned)))
+    passed = bool(counts) and all(total == unique for _, total, unique in counts.values())
+    return dg.AssetCheckResult(passed=passed, metadata={
+        "grids": dg.MetadataValue.text("; ".join(f"{n}: {c} cells, {t} chunks, {u} distinct" for n, (c, t, u) in counts.items()) or "no cells")})
