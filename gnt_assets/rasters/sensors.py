@@ -14,6 +14,9 @@ raster_registration_job = dg.define_asset_job(
     partitions_def=raster_sources,
 )
 
+raster_tile_job = dg.define_asset_job("raster_tile_job", selection=dg.AssetSelection.assets(raster_source, raster_tiles), partitions_def=raster_sources)
+raster_resample_job = dg.define_asset_job("raster_resample_job", selection=dg.AssetSelection.assets(*resampled_assets), partitions_def=raster_sources)
+
 
 @dg.sensor(job=raster_registration_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED,
            description="Adds a raster_sources partition and launches its run for every new raster in the watched folder or registry.")
