@@ -25,3 +25,6 @@ sentinel_month_chunk = dg.MultiPartitionsDefinition({"month": sentinel_month, "c
 
 # Mapterhorn: one partition per source file, key "<source>.<file stem>".
 mapterhorn_files = dg.DynamicPartitionsDefinition(name="mapterhorn_files")
+
+# Mapterhorn: one partition per source (the merge, tarball and report).
+mapterhorn_sources = dg.DynamicPartitionsDefinition(name="mapterhorn_sources")

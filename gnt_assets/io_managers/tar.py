@@ -25,6 +25,11 @@ class TarballContents:
     members: tuple[TarMember, ...]
 
 
+def tarball_path(storage: StorageResource, name: str, folder: str = "tar-store"):
+    """Where the tar IO manager puts ``{name}.tar`` (its sidecar is beside it)."""
+    return storage.path(folder, f"{check_key(name, what='tarball name')}.tar")
+
+
 class TarIOManager(dg.ConfigurableIOManager):
     """Streams ``TarballContents`` into ``{root}/{folder}/{name}.tar`` plus ``{name}.tar.md5``."""
 
@@ -32,7 +37,7 @@ class TarIOManager(dg.ConfigurableIOManager):
     folder: str = "tar-store"
 
     def _path(self, name: str):
-        return self.storage.path(self.folder, f"{check_key(name, what='tarball name')}.tar")
+        return tarball_path(self.storage, name, self.folder)
 
     def _name(self, context: dg.OutputContext | dg.InputContext) -> str:
         if context.has_partition_key:

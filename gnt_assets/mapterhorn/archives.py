@@ -1,0 +1,97 @@
+"""Unpacking downloaded zip and 7z archives safely.
+
+Every member is checked before anything is written: no absolute paths, no
+``..``, no symlinks or hardlinks, total size and compression ratio under the
+limits (a zip bomb fails before it inflates). Extraction goes to a temporary
+folder that is renamed into place once every member's size is verified.
+"""
+
+from __future__ import annotations
+
+import shutil
+import stat
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import py7zr
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".asc", ".xyz", ".grd", ".img")
+
+
+class ArchiveError(ValueError):
+    """An archive member that is unsafe or an archive over the limits."""
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    size: int
+    compressed: int
+    is_link: bool
+
+
+def is_archive(path: Path) -> bool:
+    return zipfile.is_zipfile(path) or py7zr.is_7zfile(path)
+
+
+def _zip_members(path: Path) -> list[Member]:
+    with zipfile.ZipFile(path) as archive:
+        return [
+            Member(i.filename, i.file_size, i.compress_size, stat.S_ISLNK(i.external_attr >> 16))
+            for i in archive.infolist()
+            if not i.is_dir()
+        ]
+
+
+def _7z_members(path: Path) -> list[Member]:
+    with py7zr.SevenZipFile(path) as archive:
+        compressed = path.stat().st_size
+        infos = [i for i in archive.list() if not i.is_directory]
+        return [Member(i.filename, i.uncompressed, compressed // max(len(infos), 1), bool(i.is_symlink)) for i in infos]
+
+
+def members(path: Path) -> list[Member]:
+    return _zip_members(path) if zipfile.is_zipfile(path) else _7z_members(path)
+
+
+def check_members(path: Path, found: list[Member], *, max_total_bytes: int, max_ratio: float) -> None:
+    """Raise ArchiveError naming the archive and the first unsafe member."""
+    for member in found:
+        parts = PurePosixPath(member.name.replace("\\", "/"))
+        if parts.is_absolute() or member.name[1:3] == ":/" or ".." in parts.parts:
+            raise ArchiveError(f"{path.name}: member {member.name!r} escapes the archive (absolute path or '..')")
+        if member.is_link:
+            raise ArchiveError(f"{path.name}: member {member.name!r} is a link; links are refused")
+    total = sum(m.size for m in found)
+    if total > max_total_bytes:
+        raise ArchiveError(f"{path.name}: unpacks to {total} bytes, over the limit of {max_total_bytes}")
+    ratio = total / max(path.stat().st_size, 1)
+    if ratio > max_ratio:
+        raise ArchiveError(f"{path.name}: compression ratio {ratio:.0f}:1 is over the limit of {max_ratio:.0f}:1 (zip bomb?)")
+
+
+def extract(path: Path, dest: Path, *, max_total_bytes: int, max_ratio: float) -> list[Path]:
+    """Unpack ``path`` into ``dest`` after checking every member; returns the rasters inside."""
+    found = members(path)
+    check_members(path, found, max_total_bytes=max_total_bytes, max_ratio=max_ratio)
+    temp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(temp, ignore_errors=True)
+    temp.mkdir(parents=True)
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            archive.extractall(temp)
+    else:
+        with py7zr.SevenZipFile(path) as archive:
+            archive.extractall(temp)
+    for member in found:
+        written = temp / member.name
+        if not written.is_file() or written.is_symlink() or written.stat().st_size != member.size:
+            raise ArchiveError(f"{path.name}: member {member.name!r} did not extract to its listed {member.size} bytes")
+    shutil.rmtree(dest, ignore_errors=True)
+    temp.rename(dest)
+    return rasters_in(dest)
+
+
+def rasters_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES)

@@ -1,0 +1,128 @@
+"""The per-file chain on disk: where each step's output lives and how a step resumes.
+
+Layout below the work folder (the seed's stores):
+
+    work/{source}/{key}/download/        the downloaded file (``.part`` while incomplete)
+    work/{source}/{key}/unpacked/        archive members, or the file itself
+    work/{source}/{key}/georeferenced/   rasters that needed the configured CRS
+    files/{source}/{name}.tif            the COGs (kept for the tarball)
+    bounds/{source}/{key}.csv            the file's bounds rows
+    polygons/{source}/{key}.gpkg         the file's coverage polygon (until the merge)
+    state/{source}/{key}/{step}.json     a step's record, written once its output is verified
+
+A step writes its record only after validating its output and before deleting
+its input, so a rerun skips steps that have a record and whose output (or the
+next step's record) still exists, and the peak disk use is one file's
+intermediates.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from gnt_assets.mapterhorn.catalog import source_of
+
+STEPS = ("download", "unpacked", "georeferenced", "cog", "bounds", "polygon")
+# Which step's output each step reads; bounds and polygon both read the COGs.
+INPUT_OF = {"unpacked": "download", "georeferenced": "unpacked", "cog": "georeferenced", "bounds": "cog", "polygon": "cog"}
+
+
+class ChainError(RuntimeError):
+    """A step whose input is missing (an upstream step must be re-materialized)."""
+
+
+def cog_folder(root: Path, source: str) -> Path:
+    return root / "files" / source
+
+
+def folder_bytes(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
+
+
+@dataclass(frozen=True)
+class FileWork:
+    root: Path
+    key: str
+
+    @property
+    def source(self) -> str:
+        return source_of(self.key)
+
+    @property
+    def work(self) -> Path:
+        return self.root / "work" / self.source / self.key
+
+    def step_dir(self, step: str) -> Path:
+        return self.work / step
+
+    @property
+    def files_dir(self) -> Path:
+        return cog_folder(self.root, self.source)
+
+    @property
+    def bounds_path(self) -> Path:
+        return self.root / "bounds" / self.source / f"{self.key}.csv"
+
+    @property
+    def polygon_path(self) -> Path:
+        return self.root / "polygons" / self.source / f"{self.key}.gpkg"
+
+    def record_path(self, step: str) -> Path:
+        return self.root / "state" / self.source / self.key / f"{step}.json"
+
+    def record(self, step: str) -> dict | None:
+        path = self.record_path(step)
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def done(self, step: str) -> dict | None:
+        """The step's record if its output is still there or a later step consumed it."""
+        record = self.record(step)
+        if record is None:
+            return None
+        consumers = [later for later, source in INPUT_OF.items() if source == step]
+        if any(self.record(s) for s in consumers) or all(Path(p).exists() for p in record["outputs"]):
+            return record
+        return None
+
+    def cog_names_of_other_files(self) -> dict[str, str]:
+        """COG names other files of the source already own, so no file overwrites another's COG."""
+        owners = {}
+        for path in (self.root / "state" / self.source).glob("*/cog.json"):
+            record = json.loads(path.read_text())
+            if record["key"] != self.key:
+                owners.update({name: record["key"] for name in record["names"]})
+        return owners
+
+    def write_record(self, step: str, outputs: list[Path], **facts) -> dict:
+        record = {
+            "step": step,
+            "key": self.key,
+            "outputs": [str(p) for p in outputs],
+            "bytes": sum(folder_bytes(p) for p in outputs),
+            "work_bytes": folder_bytes(self.work),
+            **facts,
+        }
+        path = self.record_path(step)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(".tmp-" + path.name)
+        temp.write_text(json.dumps(record, indent=1, sort_keys=True))
+        os.replace(temp, path)
+        return record
+
+    def inputs(self, step: str) -> list[Path]:
+        """The previous step's outputs, which this step consumes."""
+        previous = INPUT_OF[step]
+        record = self.record(previous)
+        paths = [Path(p) for p in record["outputs"]] if record else []
+        if record is None or not all(p.exists() for p in paths):
+            raise ChainError(f"mapterhorn file {self.key}: step {step} needs the output of {previous}, which is missing; materialize {previous} first")
+        return paths
+
+    def clean_work(self) -> None:
+        shutil.rmtree(self.work, ignore_errors=True)

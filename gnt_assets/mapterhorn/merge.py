@@ -1,0 +1,94 @@
+"""Per-source merge: bounds.csv, the unioned coverage.gpkg and the tarball's member list.
+
+Outputs are byte-stable across reruns (sorted rows, a fixed GeoPackage
+timestamp), so re-running a source republishes an identical tarball. Per-file
+GeoPackages are deleted only after the merged coverage is written and verified.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+import pyogrio
+import shapely
+from upath import UPath
+
+from gnt_assets.core.tarball import TarMember
+from gnt_assets.mapterhorn.catalog import SourceMetadata
+from gnt_assets.mapterhorn.chain import FileWork, cog_folder
+from gnt_assets.mapterhorn.rasters import BOUNDS_HEADER
+
+# GDAL stamps gpkg_contents.last_change with "now" unless told otherwise.
+GPKG_DATE = "2000-01-01T00:00:00Z"
+
+
+class MergeError(RuntimeError):
+    """A source that cannot be merged yet, or whose merged output failed verification."""
+
+
+def merged_dir(root: Path, source: str) -> Path:
+    return root / "merged" / source
+
+
+def bounds_csv(root: Path, source: str, keys: list[str]) -> Path:
+    """``bounds.csv`` from every file's rows, sorted by file name, each file once."""
+    rows: dict[str, str] = {}
+    for key in keys:
+        path = FileWork(root, key).bounds_path
+        if not path.exists():
+            raise MergeError(f"source {source}: file {key} has no bounds yet; materialize its file_bounds")
+        for row in path.read_text().splitlines():
+            name = row.split(",", 1)[0]
+            if name in rows and rows[name] != row:
+                raise MergeError(f"source {source}: two files produce {name}; rename one in the file list")
+            rows[name] = row
+    path = merged_dir(root, source) / "bounds.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(".tmp-" + path.name)
+    temp.write_text("\n".join([BOUNDS_HEADER, *(rows[name] for name in sorted(rows))]) + "\n")
+    os.replace(temp, path)
+    return path
+
+
+def coverage_gpkg(root: Path, source: str, keys: list[str]) -> Path:
+    """Union (make-valid) of the per-file polygons into ``coverage.gpkg``; reused when the keys match."""
+    folder = merged_dir(root, source)
+    path, record_path = folder / "coverage.gpkg", folder / "coverage.json"
+    if path.exists() and record_path.exists() and json.loads(record_path.read_text())["keys"] == sorted(keys):
+        return path
+    missing = [k for k in keys if not FileWork(root, k).polygon_path.exists()]
+    if missing:
+        raise MergeError(f"source {source}: no coverage polygon for {', '.join(missing)}; materialize file_coverage")
+    frames = [gpd.read_file(FileWork(root, k).polygon_path) for k in sorted(keys)]
+    crs = frames[0].crs
+    parts = pd.concat([f.to_crs(crs) for f in frames], ignore_index=True)
+    union = shapely.make_valid(shapely.union_all(shapely.make_valid(parts.geometry.values)))
+    merged = gpd.GeoDataFrame({"source": [source]}, geometry=[union], crs=crs)
+    folder.mkdir(parents=True, exist_ok=True)
+    temp = folder / ".tmp-coverage.gpkg"
+    temp.unlink(missing_ok=True)
+    pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": GPKG_DATE})
+    merged.to_file(temp, driver="GPKG", layer="coverage")
+    check = gpd.read_file(temp)
+    if len(check) != 1 or not check.geometry.is_valid.all() or check.area.sum() + 1e-6 < parts.area.max():
+        raise MergeError(f"source {source}: merged coverage failed verification")
+    os.replace(temp, path)
+    record_path.write_text(json.dumps({"keys": sorted(keys), "area": float(union.area)}))
+    for key in keys:
+        FileWork(root, key).polygon_path.unlink(missing_ok=True)
+    return path
+
+
+def tarball_members(root: Path, metadata: SourceMetadata, license_pdf: Path, cog_names: list[str]) -> tuple[TarMember, ...]:
+    """The upstream layout: LICENSE.pdf, metadata.json, bounds.csv, coverage.gpkg, files/{name}.tif."""
+    folder = merged_dir(root, metadata.source)
+    meta_path = folder / "metadata.json"
+    meta_path.write_bytes(metadata.json_bytes())
+    files = cog_folder(root, metadata.source)
+    named = [("LICENSE.pdf", license_pdf), ("metadata.json", meta_path), ("bounds.csv", folder / "bounds.csv"), ("coverage.gpkg", folder / "coverage.gpkg")]
+    named += [(f"files/{name}", files / name) for name in sorted(cog_names)]
+    return tuple(TarMember.from_path(arcname, UPath(path)) for arcname, path in named)

@@ -1,0 +1,171 @@
+"""Per-file raster steps: set CRS, Cloud-Optimized GeoTIFF, EPSG:3857 bounds, coverage polygon.
+
+The COG options are the upstream ``gdal_translate`` ones, applied through
+rasterio's GDAL; every output is written under a temporary name, validated and
+read back before it is renamed into place.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import rasterio
+import rasterio.features
+import rasterio.shutil
+import shapely
+from pyproj import Transformer
+from rasterio.errors import RasterioIOError
+from rasterio.warp import transform_bounds
+from rio_cogeo.cogeo import cog_validate
+
+COG_OPTIONS = {
+    "COMPRESS": "LERC",
+    "MAX_Z_ERROR": "0.001",
+    "BLOCKSIZE": "512",
+    "OVERVIEWS": "NONE",
+    "SPARSE_OK": "YES",
+    "BIGTIFF": "YES",
+}
+MAX_LATITUDE = 85.051129
+BOUNDS_HEADER = "filename,left,bottom,right,top,width,height"
+
+
+class RasterError(ValueError):
+    """A raster that cannot be read, georeferenced or converted; the message names the file."""
+
+
+def open_raster(path: Path) -> rasterio.DatasetReader:
+    try:
+        return rasterio.open(path)
+    except RasterioIOError as error:
+        raise RasterError(f"{path.name}: not a readable raster ({error})") from error
+
+
+def needs_crs(path: Path) -> bool:
+    with open_raster(path) as dataset:
+        return dataset.crs is None
+
+
+def assign_crs(src: Path, dst: Path, crs: str | None, *, what: str) -> Path:
+    """Copy ``src`` to a GeoTIFF carrying ``crs`` (the upstream ``-a_srs``); the CRS must be configured."""
+    if crs is None:
+        raise RasterError(f"{what}: {src.name} has no CRS and the source's metadata.json configures none; add \"crs\"")
+    try:
+        rasterio.crs.CRS.from_user_input(crs)
+    except rasterio.errors.CRSError as error:
+        raise RasterError(f"{what}: configured crs {crs!r} is not a CRS ({error})") from error
+    temp = dst.with_name(".tmp-" + dst.name)
+    try:
+        rasterio.shutil.copy(str(src), str(temp), driver="GTiff", TILED="YES", BIGTIFF="IF_SAFER")
+        with rasterio.open(temp, "r+") as dataset:
+            dataset.crs = crs
+    except RasterioIOError as error:
+        temp.unlink(missing_ok=True)
+        raise RasterError(f"{what}: {src.name} cannot be read ({error})") from error
+    os.replace(temp, dst)
+    return dst
+
+
+def write_cog(src: Path, dst: Path) -> Path:
+    """Translate ``src`` into a LERC COG at ``dst`` with exactly ``COG_OPTIONS``, validated and read back."""
+    temp = dst.with_name(".tmp-" + dst.name)
+    try:
+        rasterio.shutil.copy(str(src), str(temp), driver="COG", **COG_OPTIONS)
+    except RasterioIOError as error:
+        temp.unlink(missing_ok=True)
+        raise RasterError(f"{src.name}: GDAL could not read it to write a COG ({error})") from error
+    problems = cog_problems(temp, src)
+    if problems:
+        temp.unlink(missing_ok=True)
+        raise RasterError(f"{src.name}: the COG failed validation: {'; '.join(problems)}")
+    os.replace(temp, dst)
+    return dst
+
+
+def cog_problems(cog: Path, src: Path | None = None) -> list[str]:
+    """Why ``cog`` is not the COG we promise (empty when it is); compares pixels with ``src`` if given."""
+    valid, errors, _ = cog_validate(str(cog), quiet=True)
+    problems = list(errors) if not valid else []
+    with rasterio.open(cog) as out:
+        meta = out.tags(ns="IMAGE_STRUCTURE")
+        if meta.get("COMPRESSION") != "LERC" or out.block_shapes[0] != (512, 512):
+            problems.append(f"compression {meta.get('COMPRESSION')} blocks {out.block_shapes[0]}, want LERC 512x512")
+        if out.overviews(1):
+            problems.append("has overviews; OVERVIEWS=NONE wanted")
+        if src is not None:
+            with rasterio.open(src) as original:
+                if (original.width, original.height, original.count) != (out.width, out.height, out.count):
+                    problems.append("shape differs from the input")
+                else:
+                    for _, window in out.block_windows(1):
+                        a = original.read(window=window, masked=True).astype("float64")
+                        b = out.read(window=window, masked=True).astype("float64")
+                        if not np.array_equal(np.ma.getmaskarray(a), np.ma.getmaskarray(b)):
+                            problems.append(f"nodata mask differs in block {window}")
+                            break
+                        if a.count() and float(np.max(np.abs(a - b))) > 0.001 + 1e-9:
+                            problems.append(f"values differ by more than MAX_Z_ERROR in block {window}")
+                            break
+    return problems
+
+
+@dataclass(frozen=True)
+class Bounds:
+    filename: str
+    left: float
+    bottom: float
+    right: float
+    top: float
+    width: int
+    height: int
+
+    def csv_row(self) -> str:
+        return f"{self.filename},{self.left!r},{self.bottom!r},{self.right!r},{self.top!r},{self.width},{self.height}"
+
+
+def web_mercator_bounds(west: float, south: float, east: float, north: float) -> tuple[float, float, float, float]:
+    """Lon/lat bounds to EPSG:3857, latitudes clamped to +-85.051129.
+
+    A box crossing the antimeridian (``west > east``) covers both sides, which in
+    one web-mercator row means the full width.
+    """
+    if west > east:
+        west, east = -180.0, 180.0
+    south, north = (max(-MAX_LATITUDE, min(MAX_LATITUDE, v)) for v in (south, north))
+    to_3857 = Transformer.from_crs(4326, 3857, always_xy=True)
+    left, bottom = to_3857.transform(west, south)
+    right, top = to_3857.transform(east, north)
+    return left, bottom, right, top
+
+
+def raster_bounds(cog: Path) -> Bounds:
+    with open_raster(cog) as dataset:
+        if dataset.crs is None:
+            raise RasterError(f"{cog.name}: no CRS, cannot compute EPSG:3857 bounds")
+        lonlat = transform_bounds(dataset.crs, "EPSG:4326", *dataset.bounds, densify_pts=21)
+        width, height = dataset.width, dataset.height
+    box = web_mercator_bounds(*lonlat)
+    if not all(math.isfinite(v) for v in (*lonlat, *box)):
+        raise RasterError(f"{cog.name}: bounds {lonlat} become non-finite in EPSG:3857")
+    return Bounds(cog.name, *box, width, height)
+
+
+def coverage_polygon(cog: Path) -> gpd.GeoDataFrame:
+    """The valid-pixel footprint (nodata stays out) as one dissolved polygon in the raster's CRS."""
+    with open_raster(cog) as dataset:
+        pieces = []
+        for _, window in dataset.block_windows(1):
+            mask = dataset.read_masks(1, window=window) > 0
+            if not mask.any():
+                continue
+            transform = dataset.window_transform(window)
+            shapes = rasterio.features.shapes(mask.astype("uint8"), mask=mask, transform=transform)
+            pieces.extend(shapely.geometry.shape(geom) for geom, _ in shapes)
+        crs = dataset.crs
+    union = shapely.make_valid(shapely.union_all(pieces)) if pieces else shapely.Polygon()
+    return gpd.GeoDataFrame({"filename": [cog.name]}, geometry=[union], crs=crs)

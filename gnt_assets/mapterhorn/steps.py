@@ -1,0 +1,129 @@
+"""The six per-file steps. Each validates its output, records it, then deletes its input.
+
+A step that already has a valid record returns it (marked ``resumed``), so a
+rerun after a crash or a fix continues from the last verified step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+
+from gnt_assets.mapterhorn import archives, rasters
+from gnt_assets.mapterhorn.catalog import SourceFile, check_url
+from gnt_assets.mapterhorn.chain import FileWork
+from gnt_assets.mapterhorn.download import Download
+
+
+def _resumed(work: FileWork, step: str) -> dict | None:
+    record = work.done(step)
+    return {**record, "resumed": True} if record else None
+
+
+def download_step(work: FileWork, entry: SourceFile, fetch: Callable[[str, Path], Download]) -> dict:
+    if record := _resumed(work, "download"):
+        return record
+    url = check_url(entry)
+    result = fetch(url, work.step_dir("download") / entry.filename)
+    return work.write_record("download", [result.path], url=url, md5=result.md5, attempts=result.attempts, resumed_from=result.resumed_from, resumed=False)
+
+
+def unpack_step(work: FileWork, *, max_total_bytes: int, max_ratio: float) -> dict:
+    if record := _resumed(work, "unpacked"):
+        return record
+    (downloaded,) = work.inputs("unpacked")
+    target = work.step_dir("unpacked")
+    if archives.is_archive(downloaded):
+        try:
+            found = archives.extract(downloaded, target, max_total_bytes=max_total_bytes, max_ratio=max_ratio)
+        except archives.ArchiveError as error:
+            raise archives.ArchiveError(f"mapterhorn file {work.key}: {error}") from error
+        if not found:
+            raise archives.ArchiveError(f"mapterhorn file {work.key}: {downloaded.name} holds no {'/'.join(archives.RASTER_SUFFIXES)} file")
+        record = work.write_record("unpacked", found, archive=downloaded.name, resumed=False)
+        downloaded.unlink()
+        return record
+    if downloaded.suffix.lower() not in archives.RASTER_SUFFIXES:
+        raise archives.ArchiveError(f"mapterhorn file {work.key}: {downloaded.name} is neither an archive nor a raster ({'/'.join(archives.RASTER_SUFFIXES)})")
+    target.mkdir(parents=True, exist_ok=True)
+    moved = target / downloaded.name
+    os.replace(downloaded, moved)
+    return work.write_record("unpacked", [moved], archive=None, resumed=False)
+
+
+def georeference_step(work: FileWork, crs: str | None) -> dict:
+    if record := _resumed(work, "georeferenced"):
+        return record
+    outputs, assigned = [], []
+    for raster in work.inputs("georeferenced"):
+        if rasters.needs_crs(raster):
+            target = work.step_dir("georeferenced") / f"{raster.stem}.tif"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            outputs.append(rasters.assign_crs(raster, target, crs, what=f"mapterhorn file {work.key}"))
+            assigned.append(raster)
+        else:
+            outputs.append(raster)
+    record = work.write_record("georeferenced", outputs, assigned_crs=crs if assigned else None, resumed=False)
+    for raster in assigned:
+        raster.unlink()
+    return record
+
+
+def cog_step(work: FileWork) -> dict:
+    if record := _resumed(work, "cog"):
+        return record
+    inputs = work.inputs("cog")
+    taken = work.cog_names_of_other_files()
+    clashes = sorted(f"{raster.stem}.tif" for raster in inputs if f"{raster.stem}.tif" in taken)
+    if clashes:
+        raise rasters.RasterError(f"mapterhorn file {work.key}: {', '.join(clashes)} already made by {', '.join(sorted({taken[c] for c in clashes}))}; rename one of them")
+    work.files_dir.mkdir(parents=True, exist_ok=True)
+    outputs = []
+    for raster in inputs:
+        try:
+            outputs.append(rasters.write_cog(raster, work.files_dir / f"{raster.stem}.tif"))
+        except rasters.RasterError as error:
+            raise rasters.RasterError(f"mapterhorn file {work.key}: {error}") from error
+    record = work.write_record("cog", outputs, names=[p.name for p in outputs], resumed=False)
+    work.clean_work()
+    return record
+
+
+def bounds_step(work: FileWork) -> dict:
+    if record := _resumed(work, "bounds"):
+        return record
+    rows = []
+    for cog in work.inputs("bounds"):
+        try:
+            rows.append(rasters.raster_bounds(cog).csv_row())
+        except rasters.RasterError as error:
+            raise rasters.RasterError(f"mapterhorn file {work.key}: {error}") from error
+    path = work.bounds_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(".tmp-" + path.name)
+    temp.write_text("\n".join(sorted(rows)) + "\n")
+    os.replace(temp, path)
+    return work.write_record("bounds", [path], rows=len(rows), resumed=False)
+
+
+def polygon_step(work: FileWork) -> dict:
+    if record := _resumed(work, "polygon"):
+        return record
+    frames = [rasters.coverage_polygon(cog) for cog in work.inputs("polygon")]
+    coverage = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=frames[0].crs)
+    if coverage.geometry.is_empty.all():
+        raise rasters.RasterError(f"mapterhorn file {work.key}: no valid pixels, the coverage polygon is empty")
+    path = work.polygon_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(".tmp-" + path.name)
+    temp.unlink(missing_ok=True)
+    coverage.to_file(temp, driver="GPKG", layer="coverage")
+    if len(gpd.read_file(temp)) != len(coverage):
+        raise rasters.RasterError(f"mapterhorn file {work.key}: the written GeoPackage does not read back")
+    os.replace(temp, path)
+    return work.write_record("polygon", [path], polygons=len(coverage), area=float(coverage.area.sum()), resumed=False)
+
