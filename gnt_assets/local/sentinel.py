@@ -39,7 +39,7 @@ BASE_REFLECTANCE = {"red": 900, "green": 1100, "blue": 800, "nir": 2800}
 SCL_CLASSES = {"cloud_high": 9, "cloud_medium": 8, "shadow": 3, "vegetation": 4, "bare": 5, "water": 6}
 
 
-def _scene_grid(bbox: tuple[float, float, float, float], margin_m: float = 600) -> tuple[float, float, int, int]:
+def _scene_grid(bbox: tuple[float, float, float, float], margin_m: float = 1500) -> tuple[float, float, int, int]:
     to_utm = Transformer.from_crs("EPSG:4326", SCENE_CRS, always_xy=True)
     xs, ys = to_utm.transform([bbox[0], bbox[2], bbox[0], bbox[2]], [bbox[1], bbox[1], bbox[3], bbox[3]])
     left = np.floor((min(xs) - margin_m) / 100) * 100

@@ -1,0 +1,18 @@
+"""Session fixtures: generated scenes behind one rustac STAC API on loopback."""
+
+import pytest
+
+from gnt_assets.local.sentinel import ensure_sample_scenes, stac_api_server
+
+
+@pytest.fixture(scope="session")
+def scenes_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sentinel_source")
+    ensure_sample_scenes(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def stac_url(scenes_dir):
+    with stac_api_server(scenes_dir / "items.json") as url:
+        yield url
