@@ -66,7 +66,7 @@ def conus404_daily(context: dg.AssetExecutionContext, storage: StorageResource, 
     if failed:
         for day in written:  # a ranged run keeps its good days even though the step fails
             context.log_event(dg.AssetMaterialization(context.asset_key, partition=str(day), metadata=_daily_metadata(path, day)))
-        summary = "; ".join(f"{d}: {type(e).__name__}: {e}" for d, e in failed.items())
+        summary = "; ".join(f"[{d}] {type(e).__name__}: {e}" for d, e in failed.items())  # [day]: read by run_history
         retryable = next((e for e in failed.values() if is_transient(e)), next(iter(failed.values())))
         raise _failure(f"conus404 daily failed for {len(failed)} of {len(days)} days: {summary}", retryable)
     return dg.MaterializeResult(metadata={**_daily_metadata(path, days[-1]), "days": dg.MetadataValue.text(", ".join(map(str, days)))})

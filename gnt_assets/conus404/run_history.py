@@ -2,11 +2,13 @@
 
 A day's fate is its latest finished run that targeted it: a failed run (after
 its step retries; a failed blocking check fails the run too) puts the day in
-the failure report, a later successful run takes it out again.
+the failure report, a later successful run takes it out again. A ranged
+(multi_run backfill) run that names its failed days fails only those.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime, timezone
 
 import dagster as dg
@@ -15,6 +17,7 @@ from gnt_assets.conus404.failures import DayFailure
 from gnt_assets.partitions import conus404_day
 
 FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]
+NAMED_DAY = re.compile(r"\[(\d{4}-\d{2}-\d{2})\]")  # how conus404_daily names each failed day of a range
 
 
 def _run_days(run: dg.DagsterRun) -> list[str]:
@@ -54,28 +57,38 @@ def latest_runs(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str, dg.
     return latest
 
 
-def _error_text(instance: dg.DagsterInstance, run_id: str) -> str:
-    texts = []
+def _run_failure(instance: dg.DagsterInstance, run_id: str) -> tuple[str, set[str]]:
+    """The run's error text, and the days it names as failed (empty: the whole run failed)."""
+    texts, named = [], set()
     for entry in instance.all_logs(run_id, of_type={dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.ASSET_CHECK_EVALUATION}):
         event = entry.dagster_event
         if event.event_type == dg.DagsterEventType.STEP_FAILURE:
             error = event.step_failure_data.error
-            texts.append(error.message.strip() if error else "step failed")
-        elif not event.event_specific_data.passed:
-            evaluation = event.event_specific_data
-            finding = evaluation.metadata.get("finding")
-            texts.append(f"check {evaluation.check_name} failed: {finding.value if finding else ''}".strip())
-    return " | ".join(texts) or "run failed"
+            message = error.message.strip() if error else "step failed"
+            texts.append(message)
+            named |= set(NAMED_DAY.findall(message))
+            continue
+        evaluation = event.event_specific_data
+        if evaluation.passed or evaluation.severity != dg.AssetCheckSeverity.ERROR:
+            continue
+        finding, days = evaluation.metadata.get("finding"), evaluation.metadata.get("failed_days")
+        texts.append(f"check {evaluation.check_name} failed: {finding.value if finding else ''}".strip())
+        named |= {d.strip() for d in str(days.value if days else "").split(",") if d.strip()}
+    return " | ".join(texts) or "run failed", named
 
 
 def failed_days(instance: dg.DagsterInstance, key: dg.AssetKey) -> list[DayFailure]:
     failures = []
+    explained: dict[str, tuple[str, set[str]]] = {}
     for day, record in sorted(latest_runs(instance, key).items()):
-        if record.dagster_run.status != dg.DagsterRunStatus.FAILURE:
+        run = record.dagster_run
+        if run.status != dg.DagsterRunStatus.FAILURE:
+            continue
+        text, named = explained.setdefault(run.run_id, _run_failure(instance, run.run_id))
+        if named and day not in named:  # a ranged run whose other days succeeded
             continue
         ended = datetime.fromtimestamp(record.end_time or record.update_timestamp.timestamp(), tz=timezone.utc)
-        failures.append(DayFailure(day=day, error=_error_text(instance, record.dagster_run.run_id),
-                                   failed_at=ended.isoformat(timespec="seconds"), run_id=record.dagster_run.run_id))
+        failures.append(DayFailure(day=day, error=text, failed_at=ended.isoformat(timespec="seconds"), run_id=run.run_id))
     return failures
 
 

@@ -6,6 +6,7 @@ import contextlib
 import http.server
 import json
 import threading
+from datetime import date
 
 import dagster as dg
 import numpy as np
@@ -14,6 +15,7 @@ import pytest
 import xarray as xr
 
 from gnt_assets.conus404.daily_store import open_daily
+from gnt_assets.conus404.run_history import failed_days, good_days
 from gnt_assets.conus404.definitions import defs
 from gnt_assets.conus404.schedules import conus404_catchup_schedule
 from gnt_assets.conus404.sensors import conus404_failure_report_sensor
@@ -152,3 +154,18 @@ def test_catchup_schedule_requests_the_window_days_not_yet_materialized(storage_
     requests = conus404_catchup_schedule(context)
     assert [r.partition_key for r in requests] == ["2020-07-01", "2020-07-02", "2020-07-03"]
     assert len({r.run_key for r in requests}) == 3
+
+
+def test_a_ranged_backfill_run_fails_only_the_corrupted_day(storage_root, instance):
+    """BackfillPolicy.multi_run hands one run a range of days; the report still names only the bad one."""
+    resources = local_resources(storage_root, faults={"2020-07-02": "impossible_temperature"})
+    result = dg.materialize(assets=[*defs.assets, *defs.asset_checks], selection=["conus404_daily"], instance=instance,
+                            resources=resources, raise_on_error=False,
+                            tags={"dagster/asset_partition_range_start": "2020-07-01",
+                                  "dagster/asset_partition_range_end": "2020-07-03"})
+    assert not result.success
+    evaluation = next(e for e in result.get_asset_check_evaluations() if e.check_name == "t2_plausible")
+    assert evaluation.metadata["failed_days"].value == "2020-07-02"
+    assert instance.get_materialized_partitions(dg.AssetKey("conus404_daily")) == set(DAYS)
+    assert [f.day for f in failed_days(instance, dg.AssetKey("conus404_daily"))] == ["2020-07-02"]
+    assert good_days(instance, dg.AssetKey("conus404_daily")) == [date(2020, 7, 1), date(2020, 7, 3)]
