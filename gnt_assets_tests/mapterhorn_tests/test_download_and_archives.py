@@ -1,0 +1,104 @@
+"""Downloads against the loopback source server (Range, faults) and archive member checks."""
+
+from __future__ import annotations
+
+import stat
+import zipfile
+from pathlib import Path
+
+import py7zr
+import pytest
+
+from gnt_assets.local.mapterhorn import SourceServer
+from gnt_assets.mapterhorn.archives import ArchiveError, extract
+from gnt_assets.mapterhorn.catalog import CatalogError, SourceFile, check_url, list_files
+from gnt_assets.mapterhorn.download import DownloadError, download
+
+LIMITS = dict(max_total_bytes=10_000_000, max_ratio=50)
+
+
+@pytest.fixture
+def server(tmp_path):
+    www = tmp_path / "www"
+    (www / "src").mkdir(parents=True)
+    (www / "src" / "big.bin").write_bytes(bytes(range(256)) * 4000)
+    with SourceServer(www) as running:
+        yield running
+
+
+def test_reset_mid_file_resumes_with_range(server, tmp_path):
+    server.faults.add("/src/big.bin", "reset")
+    dest = tmp_path / "out" / "big.bin"
+    with pytest.raises(DownloadError, match="kept for resume"):
+        download(f"{server.base_url}/src/big.bin", dest, retries=0)
+    part = dest.with_name("big.bin.part")
+    kept = part.stat().st_size
+    assert not dest.exists() and 0 < kept < 1_024_000  # a half file is never the file
+    result = download(f"{server.base_url}/src/big.bin", dest, retries=0)
+    assert dest.read_bytes() == bytes(range(256)) * 4000 and not part.exists()
+    assert result.resumed_from == kept
+    assert server.faults.requests[-1] == ("/src/big.bin", f"bytes={kept}-")
+
+
+def test_503_and_wrong_length_are_retried(server, tmp_path):
+    server.faults.add("/src/big.bin", "503", "wrong_length")
+    result = download(f"{server.base_url}/src/big.bin", tmp_path / "big.bin", retries=3, backoff_s=0.01)
+    assert result.attempts == 3 and result.size == 1_024_000
+
+
+def test_404_fails_at_once_naming_the_url(server, tmp_path):
+    with pytest.raises(DownloadError, match=r"/src/missing.tif: HTTP 404"):
+        download(f"{server.base_url}/src/missing.tif", tmp_path / "m.tif", retries=3)
+    assert len(server.faults.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "url, problem",
+    [("ftp://host/a.tif", "only http"), ("http://host/a b.tif", "spaces"), ("https://host/a.tif#x", "fragment"), ("/local/a.tif", "only http")],
+)
+def test_bad_file_list_lines_are_named(url, problem):
+    with pytest.raises(CatalogError, match=problem) as error:
+        check_url(SourceFile(source="src", key="src.a", url=url, line=3))
+    assert "src/file_list.txt line 3" in str(error.value)
+
+
+def test_keys_are_sanitised_and_unique_when_stems_collide(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "file_list.txt").write_text("# comment\nhttp://a/x/tile.tif\n\nhttp://b/y/tile.zip\nhttp://c/we|ird[1].tif\n")
+    keys = [entry.key for entry in list_files(tmp_path, "src")]
+    assert keys == ["src.tile", "src.tile-2", "src.we_ird_1"]
+
+
+def _zip(path: Path, members: dict[str, bytes], link: str | None = None) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+        if link:
+            info = zipfile.ZipInfo(link)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            archive.writestr(info, "/etc/passwd")
+    return path
+
+
+@pytest.mark.parametrize(
+    "members, link, problem",
+    [
+        ({"../evil.tif": b"x"}, None, "escapes the archive"),
+        ({"/abs/evil.tif": b"x"}, None, "escapes the archive"),
+        ({"bomb.asc": b"0" * 5_000_000}, None, "compression ratio"),
+        ({"ok.asc": b"1"}, "link.tif", "is a link"),
+    ],
+)
+def test_unsafe_archives_fail_before_writing(tmp_path, members, link, problem):
+    archive = _zip(tmp_path / "a.zip", members, link)
+    with pytest.raises(ArchiveError, match=problem) as error:
+        extract(archive, tmp_path / "out", **LIMITS)
+    assert "a.zip" in str(error.value)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "evil.tif").exists()
+
+
+def test_7z_members_are_extracted_and_rasters_listed(tmp_path):
+    with py7zr.SevenZipFile(tmp_path / "a.7z", "w") as archive:
+        archive.writestr(b"ncols 1\n", "grids/a.asc")
+        archive.writestr(b"readme", "README.txt")
+    assert [p.name for p in extract(tmp_path / "a.7z", tmp_path / "out", **LIMITS)] == ["a.asc"]
