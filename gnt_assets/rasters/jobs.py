@@ -19,6 +19,6 @@ def clean_result_cache(context: dg.OpExecutionContext, config: CleanupConfig, st
     context.log.info(f"removed {len(removed)} cached results; now {store.stats()}")
 
 
-@dg.job(description="Clean the rasters result cache (config: days_old, min_access).")
+@dg.job(description="Clean the rasters result cache (config: days_old, min_access).", executor_def=dg.in_process_executor)
 def raster_cache_cleanup() -> None:
     clean_result_cache()

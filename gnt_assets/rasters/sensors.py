@@ -12,10 +12,12 @@ raster_registration_job = dg.define_asset_job(
     "raster_registration_job",
     selection=dg.AssetSelection.assets(raster_source, raster_tiles, *resampled_assets),
     partitions_def=raster_sources,
+    executor_def=dg.in_process_executor,  # one process per run: steps are light, tiles fan out on Dask
 )
 
-raster_tile_job = dg.define_asset_job("raster_tile_job", selection=dg.AssetSelection.assets(raster_source, raster_tiles), partitions_def=raster_sources)
-raster_resample_job = dg.define_asset_job("raster_resample_job", selection=dg.AssetSelection.assets(*resampled_assets), partitions_def=raster_sources)
+raster_tile_job = dg.define_asset_job("raster_tile_job", selection=dg.AssetSelection.assets(raster_source, raster_tiles), partitions_def=raster_sources, executor_def=dg.in_process_executor)
+raster_resample_job = dg.define_asset_job("raster_resample_job", selection=dg.AssetSelection.assets(*resampled_assets), partitions_def=raster_sources,
+                                          executor_def=dg.in_process_executor)
 
 
 @dg.sensor(job=raster_registration_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED,

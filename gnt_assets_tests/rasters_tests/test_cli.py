@@ -17,7 +17,8 @@ from upath import UPath
 
 from gnt_assets.io_managers.geoparquet import write_table
 from gnt_assets.local.rasters import sample_rasters
-from gnt_assets.rasters import catalog
+from gnt_assets.rasters import catalog, grids
+from gnt_assets.rasters.assets import GRIDS, STUDY_AREA
 from gnt_assets.rasters.cli import main
 
 pytestmark = pytest.mark.servers
@@ -84,6 +85,8 @@ def test_cli_registers_and_runs_through_the_webserver(webserver, tmp_path, capsy
     port, root = webserver
     args = ["--port", str(port), "--root", str(root)]
     source = sample_rasters(UPath(tmp_path / "mine"), size=120)[2]  # species_count with its sidecar
+    for spec in GRIDS:  # the grid assets (unpartitioned) are materialized once, as in the demo
+        write_table(grids.grid_cells(spec, STUDY_AREA), UPath(root) / "rasters" / "grids" / f"{spec.name}.parquet")
 
     assert main([*args, "register", str(source), "--name", "my counts!"]) == 0
     registered = _json(capsys)
