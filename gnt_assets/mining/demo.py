@@ -38,3 +38,10 @@ def run(instance: dg.DagsterInstance) -> None:
     for key in requested:
         _materialize(instance, defs, resources, ["landsat_regions"], key)
     _materialize(instance, defs, resources, ["mining_export_status"])
+    # Mining II: training tiles (packed, memory-mapped) and their verified copy on the HPC target, then the janitor.
+    for key in requested:
+        tiles = _materialize(instance, defs, resources, ["mining_training_tiles", "mining_hpc_transfer"], key)
+        meta = tiles.asset_materializations_for_node("mining_training_tiles")[0].metadata
+        print(f"   training tiles {key}: {meta['tiles'].value} tiles, {meta['bytes'].value:,} bytes", flush=True)
+    janitor = defs.get_job_def("janitor").execute_in_process(instance=instance, raise_on_error=False)
+    print(f"   janitor check: {'storage agrees with Dagster' if janitor.success else 'found problems (see the janitor run)'}", flush=True)
