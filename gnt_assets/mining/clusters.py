@@ -77,21 +77,31 @@ def cluster_labels(env: np.ndarray, share: float = OVERLAP_SHARE) -> np.ndarray:
     return connected_components(graph, directed=False)[1]
 
 
-def _snap_out(minx: float, miny: float, maxx: float, maxy: float) -> tuple[float, float, float, float]:
-    """Bounds grown to whole 64 x 64 world tiles (maxx may pass 180 for unwrapped clusters)."""
+def snap_out(bounds: np.ndarray) -> np.ndarray:
+    """(n, 4) bounds grown to whole 64 x 64 world tiles (maxx may pass 180 for unwrapped clusters)."""
     a = WORLD.affine
     tile = 64 * a.a
-    col0 = np.floor((minx - a.c) / tile + 1e-9)
-    col1 = np.ceil((maxx - a.c) / tile - 1e-9)
-    row0 = np.floor((a.f - maxy) / tile + 1e-9)
-    row1 = np.ceil((a.f - miny) / tile - 1e-9)
-    return (a.c + col0 * tile, a.f - row1 * tile, a.c + col1 * tile, a.f - row0 * tile)
+    col0 = np.floor((bounds[:, 0] - a.c) / tile + 1e-9)
+    col1 = np.ceil((bounds[:, 2] - a.c) / tile - 1e-9)
+    row0 = np.floor((a.f - bounds[:, 3]) / tile + 1e-9)
+    row1 = np.ceil((a.f - bounds[:, 1]) / tile - 1e-9)
+    return np.c_[a.c + col0 * tile, a.f - row1 * tile, a.c + col1 * tile, a.f - row0 * tile]
 
 
-def cluster_id(country: str, footprint: shapely.Geometry) -> str:
+def _tiles(minx: float, miny: float, maxx: float, maxy: float) -> list[list[int]]:
+    if maxx > 180.0:  # unwrapped: tiles west and east of the antimeridian
+        west, east = ((minx + 180.0) % 360.0) - 180.0, ((maxx + 180.0) % 360.0) - 180.0
+        return [list(t) for t in tiles_covering((west, miny + 1e-9, east, maxy - 1e-9))]
+    a = WORLD.affine
+    tile = 64 * a.a
+    columns = range(round((minx - a.c) / tile), round((maxx - a.c) / tile))
+    return [[ix, iy] for iy in range(round((a.f - maxy) / tile), round((a.f - miny) / tile)) for ix in columns]
+
+
+def cluster_ids(country: str, footprints: np.ndarray) -> list[str]:
     """sha256 of country + normalized footprint: the same mines always give the same id."""
-    payload = json.dumps({"country": country, "footprint": shapely.to_wkt(shapely.normalize(footprint), rounding_precision=9)})
-    return hashlib.sha256(payload.encode()).hexdigest()
+    texts = shapely.to_wkt(shapely.normalize(footprints), rounding_precision=9)
+    return [hashlib.sha256(json.dumps({"country": country, "footprint": t}).encode()).hexdigest() for t in texts]
 
 
 def cluster_country(mines: gpd.GeoDataFrame, country: str, buffer: float = BUFFER_DEGREES) -> gpd.GeoDataFrame:
@@ -101,27 +111,29 @@ def cluster_country(mines: gpd.GeoDataFrame, country: str, buffer: float = BUFFE
         raise ValueError(f"country {country}: no valid mine polygons with ISO3_CODE {country!r}")
     env = envelopes(unwrapped_bounds(mines.geometry.to_numpy()), buffer)
     labels = cluster_labels(env)
+    order = np.lexsort((*env.T[::-1], labels))  # members grouped by cluster, in a row-order-free order
+    starts = np.r_[0, np.nonzero(np.diff(labels[order]))[0] + 1]
+    counts = np.diff(np.r_[starts, len(order)])
+    members = np.split(order, starts[1:])
+    bounds = np.c_[
+        np.minimum.reduceat(env[order, 0], starts), np.minimum.reduceat(env[order, 1], starts),
+        np.maximum.reduceat(env[order, 2], starts), np.maximum.reduceat(env[order, 3], starts),
+    ]
+    footprints = shapely.box(*bounds.T)
+    for i in np.nonzero(counts > 1)[0]:
+        footprints[i] = shapely.union_all(shapely.box(*env[members[i]].T))
+    regions = snap_out(bounds)
     ids = mines["mine_id"].to_numpy()
-    records = []
-    for label in np.unique(labels):
-        members = np.nonzero(labels == label)[0]
-        order = members[np.lexsort(env[members].T[::-1])]
-        footprint = shapely.union_all(shapely.box(*env[order].T))
-        minx, miny, maxx, maxy = _snap_out(*footprint.bounds)
-        west = ((minx + 180.0) % 360.0) - 180.0
-        east = ((maxx + 180.0) % 360.0) - 180.0 if maxx > 180 else maxx
-        records.append(
-            {
-                "cluster_id": cluster_id(country, footprint),
-                "country": country,
-                "minx": float(minx), "miny": float(miny), "maxx": float(maxx), "maxy": float(maxy),
-                "n_mines": int(len(members)),
-                "crosses_antimeridian": bool(maxx > 180.0),
-                "tiles": [list(t) for t in tiles_covering((west, miny + 1e-9, east, maxy - 1e-9))],
-                "mine_ids": sorted(int(i) for i in ids[members]),
-                "geometry": footprint,
-            }
-        )
+    records = {
+        "cluster_id": cluster_ids(country, footprints),
+        "country": country,
+        "minx": regions[:, 0], "miny": regions[:, 1], "maxx": regions[:, 2], "maxy": regions[:, 3],
+        "n_mines": counts.astype(int),
+        "crosses_antimeridian": regions[:, 2] > 180.0,
+        "tiles": [_tiles(*r) for r in regions.tolist()],
+        "mine_ids": [sorted(ids[m].tolist()) for m in members],
+        "geometry": footprints,
+    }
     clusters = gpd.GeoDataFrame(records, geometry="geometry", crs="EPSG:4326")
     clusters = clusters.sort_values("cluster_id", ignore_index=True)
     SCHEMA.validate(pd.DataFrame(clusters.drop(columns="geometry")))

@@ -9,12 +9,12 @@ from gnt_assets.io_managers.geoparquet import GeoParquetIOManager
 from gnt_assets.local.drive import LocalDrive
 from gnt_assets.local.earthengine import LocalEarthEngine
 from gnt_assets.mining.checks import checks
-from gnt_assets.mining.definitions import defs as mining_defs
+from gnt_assets.mining import assets as mining_assets
 from gnt_assets.resources.alerts import AlertSinksResource
 from gnt_assets.resources.storage import StorageResource
 
 SMALL_CLUSTERS = {"ops": {"mining_clusters": {"config": {"buffer_degrees": 0.005}}}}
-ASSETS = [*mining_defs.assets, *checks]
+ASSETS = [mining_assets.mine_polygons, mining_assets.mining_clusters, mining_assets.landsat_exports, mining_assets.landsat_regions, mining_assets.mining_export_status, *checks]
 
 
 def mining_resources(root: UPath, **earthengine) -> dict:
