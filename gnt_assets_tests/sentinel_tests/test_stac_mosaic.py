@@ -1,0 +1,78 @@
+"""The STAC path against the loopback rustac API: paging, page cap, masked median chunk, bad hrefs, empty month."""
+
+import json
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pytest
+from shapely.geometry import box
+from upath import UPath
+
+from gnt_assets.core.zarr_regions import open_store, region_status
+from gnt_assets.local.sentinel import COLLECTION, DEMO_BBOX, stac_api_server
+from gnt_assets.sentinel.chunk_runs import ensure_cube, layout_for
+from gnt_assets.sentinel.cube import VARIABLE
+from gnt_assets.sentinel.grid import GridSpec, named_grid
+from gnt_assets.sentinel.mosaic import ChunkJob, cloud_mask, masked_median, mosaic_chunk, mosaic_chunk_logged
+from gnt_assets.sentinel.stac import SceneQuery, StacSearchError, search_scenes
+
+BANDS = {"red": "red", "green": "green", "blue": "blue", "nir": "nir"}
+
+
+def test_search_pages_and_page_cap(stac_url):
+    query = SceneQuery(stac_url, COLLECTION, DEMO_BBOX, date(2024, 6, 1), page_size=1)
+    scenes = search_scenes(query)
+    assert len(scenes) == 3 and all(s.datetime.month == 6 for s in scenes)
+    with pytest.raises(StacSearchError, match="more than 2 pages"):
+        search_scenes(SceneQuery(stac_url, COLLECTION, DEMO_BBOX, date(2024, 6, 1), page_size=1, max_pages=2))
+    assert search_scenes(SceneQuery(stac_url, COLLECTION, DEMO_BBOX, date(2024, 6, 1), max_cloud=0.1)) == []
+    with pytest.raises(StacSearchError, match="search failed"):
+        search_scenes(SceneQuery("http://127.0.0.1:9/", COLLECTION, DEMO_BBOX, date(2024, 6, 1)))
+
+
+def test_masked_median_ignores_masked_and_nodata():
+    values = np.array([[[[100]]], [[[300]]], [[[9000]]], [[[0]]]], "uint16")  # (t, y, x, band)
+    bad = np.array([False, False, True, False]).reshape(4, 1, 1)
+    assert masked_median(values, bad)[0, 0, 0] == 200
+    assert masked_median(values, np.ones((4, 1, 1), bool))[0, 0, 0] == 0
+    scl = np.full((1, 20, 20), 4, "uint8")
+    scl[0, 10, 10] = 9  # a lone cloud pixel is opened away; a big block stays masked
+    scl[0, :8, :8] = 8
+    mask = cloud_mask(scl)
+    assert not mask[0, 10, 10] and mask[0, :6, :6].all()
+
+
+def _job(url, store, layout, chunk, month):
+    return ChunkJob(chunk=chunk, month=month, query=SceneQuery(url, COLLECTION, DEMO_BBOX, date.fromisoformat(month)),
+                    band_assets=BANDS, scl_asset="scl", layout=layout, store=store)
+
+
+def test_chunk_mosaic_bad_href_and_empty_month(stac_url, scenes_dir, tmp_path):
+    cells = named_grid(box(*DEMO_BBOX), "sq", "square", GridSpec(d=960, target_crs="EPSG:32610", res_m=20))
+    layout, chunk = layout_for(cells), cells["chunk"].iloc[0]
+    store = UPath(tmp_path / "cube.zarr")
+    ensure_cube(store, layout, ["2024-06-01", "2024-08-01"], list(BANDS))
+    result = mosaic_chunk(_job(stac_url, store, layout, chunk, "2024-06-01"))
+    assert result.success and result.scenes == 3 and result.valid_share > 0.5 and result.clear_pixels_unfilled == 0
+    assert 1 <= result.minimum and result.maximum < 20000
+    rows, cols = layout.regions[chunk]
+    written = open_store(store)[VARIABLE].isel(time=0, y=rows, x=cols).values.copy()
+    assert region_status(store, {"time": slice(0, 1), "y": rows, "x": cols}).complete
+
+    empty = mosaic_chunk(_job(stac_url, store, layout, chunk, "2024-08-01"))  # no scenes in August
+    assert empty.success and empty.scenes == 0 and empty.valid_share == 0
+
+    # Same scenes, one COG 404s and one is corrupt: the partition fails naming the month/chunk, region untouched.
+    items = json.loads((scenes_dir / "items.json").read_text())
+    june = [f for f in items["features"] if f["properties"]["datetime"].startswith("2024-06")]
+    june[0]["assets"]["red"]["href"] = (scenes_dir / "missing.tif").as_uri()
+    corrupt = tmp_path / "corrupt.tif"
+    corrupt.write_bytes(b"II*\x00not a tiff")
+    june[1]["assets"]["nir"]["href"] = corrupt.as_uri()
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({"type": "FeatureCollection", "features": june}))
+    with stac_api_server(broken) as url:
+        failed = mosaic_chunk_logged(_job(url, store, layout, chunk, "2024-06-01"))
+    assert not failed.success and f"month 2024-06-01 chunk {chunk}" in failed.error
+    assert np.array_equal(open_store(store)[VARIABLE].isel(time=0, y=rows, x=cols).values, written, equal_nan=True)
