@@ -29,16 +29,16 @@ from gnt_assets.io_managers.geoparquet import read_table, write_table
 KILLS = 20
 FORK = multiprocessing.get_context("forkserver")
 FORK.set_forkserver_preload(["numpy", "xarray", "zarr", "geopandas", "odc.geo.xr", "gnt_assets.core.zarr_regions", "gnt_assets.io_managers.geoparquet"])
-GEOBOX = GeoBox.from_bbox((0.0, 0.0, 0.512, 0.512), crs="EPSG:4326", resolution=0.0005)  # 1024 x 1024
+GEOBOX = GeoBox.from_bbox((0.0, 0.0, 0.256, 0.256), crs="EPSG:4326", resolution=0.0005)  # 512 x 512
 
 
 def template() -> xr.Dataset:
-    layer = xr_zeros(GEOBOX, dtype="float32", chunks=(1024, 1024))
+    layer = xr_zeros(GEOBOX, dtype="float32", chunks=(512, 512))
     return xr.concat([layer] * 4, dim="band").assign_coords(band=[0, 1, 2, 3]).to_dataset(name="reflectance")
 
 
 def region_values(value: float) -> xr.Dataset:
-    west = template().isel(longitude=slice(0, 512)).compute()
+    west = template().isel(longitude=slice(0, 256)).compute()
     return west + value
 
 
@@ -67,9 +67,9 @@ def _timed(function) -> float:
 
 def test_killed_region_write_is_detected_and_repaired(tmp_path):
     store = UPath(tmp_path) / "regions.zarr"
-    encoding = {"reflectance": {"chunks": (4, 128, 128), "shards": (4, 512, 512)}}
+    encoding = {"reflectance": {"chunks": (4, 64, 64), "shards": (4, 256, 256)}}
     create_store(store, template(), encoding=encoding)
-    region = {"longitude": slice(0, 512)}
+    region = {"longitude": slice(0, 256)}
     duration = _timed(lambda: write_region(store, region_values(1.0)))
     rng = random.Random(7)
     outcomes = {"old": 0, "new": 0, "incomplete": 0}
@@ -78,7 +78,7 @@ def test_killed_region_write_is_detected_and_repaired(tmp_path):
         write_region(store, region_values(old))
         _kill_during(_write_region, (str(store), new), duration * 1.5, rng)
         status = region_status(store, region)
-        values = open_store(store).reflectance.isel(longitude=slice(0, 512))
+        values = open_store(store).reflectance.isel(longitude=slice(0, 256))
         if status.complete:
             # killed before the writer unmarked the region (old) or after it re-marked it (new)
             low, high = float(values.min()), float(values.max())
@@ -88,13 +88,13 @@ def test_killed_region_write_is_detected_and_repaired(tmp_path):
             outcomes["incomplete"] += 1  # never presented as complete; a re-run repairs it
             write_region(store, region_values(new))
             assert region_status(store, region).complete
-            assert float(open_store(store).reflectance.isel(longitude=slice(0, 512)).min()) == new
-        assert np.isnan(open_store(store).reflectance.isel(longitude=slice(512, 1024)).values).all()
+            assert float(open_store(store).reflectance.isel(longitude=slice(0, 256)).min()) == new
+        assert np.isnan(open_store(store).reflectance.isel(longitude=slice(256, 512)).values).all()
     assert sum(outcomes.values()) == KILLS
     assert outcomes["incomplete"] > 0, f"no kill landed inside a write: {outcomes}"
 
 
-def frame(value: float, rows: int = 20_000) -> gpd.GeoDataFrame:
+def frame(value: float, rows: int = 5_000) -> gpd.GeoDataFrame:
     x = np.arange(rows, dtype="float64")
     return gpd.GeoDataFrame({"value": np.full(rows, value)}, geometry=shapely.points(x, x), crs="EPSG:4326")
 
