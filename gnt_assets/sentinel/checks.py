@@ -4,14 +4,17 @@ observations existed (blocking); scenes found and valid share above a floor (sof
 from collections.abc import Callable
 
 import dagster as dg
+import geopandas as gpd
 import numpy as np
+import shapely
+import shapely.validation
 
 from gnt_assets.core.zarr_regions import region_status
 from gnt_assets.io_managers.geoparquet import read_table
 from gnt_assets.partitions import sentinel_month_chunk
 from gnt_assets.resources.storage import StorageResource
 from gnt_assets.sentinel import chunk_runs
-from gnt_assets.sentinel.assets import sentinel_mosaic, sentinel_run_log
+from gnt_assets.sentinel.assets import sentinel_aoi, sentinel_mosaic, sentinel_run_log
 
 VALID_SHARE_FLOOR = 0.5
 REFLECTANCE_RANGE = (1, 20_000)  # DN of C1 L2A: (rho + 0.1) * 1e4; above 2.0 reflectance is not a surface
@@ -99,3 +102,25 @@ def grid_layout_disjoint(storage: StorageResource) -> dg.AssetCheckResult:
     passed = bool(counts) and all(total == unique for _, total, unique in counts.values())
     return dg.AssetCheckResult(passed=passed, metadata={
         "grids": dg.MetadataValue.text("; ".join(f"{n}: {c} cells, {t} chunks, {u} distinct" for n, (c, t, u) in counts.items()) or "no cells")})
+
+
+@dg.asset_check(asset=sentinel_aoi, blocking=True,
+                description="The AOI is one valid, non-empty polygon in EPSG:4326 inside the longitude/latitude range.")
+def aoi_is_valid_area(sentinel_aoi: gpd.GeoDataFrame) -> dg.AssetCheckResult:
+    geometry = sentinel_aoi.geometry.iloc[0] if len(sentinel_aoi) else None
+    problems = []
+    if geometry is None or geometry.is_empty:
+        problems.append("empty geometry")
+    else:
+        if not geometry.is_valid:
+            problems.append(f"invalid geometry ({shapely.validation.explain_validity(geometry)})")
+        if geometry.geom_type not in ("Polygon", "MultiPolygon"):
+            problems.append(f"{geometry.geom_type} is not an area")
+        west, south, east, north = geometry.bounds
+        if west < -180 or east > 180 or south < -90 or north > 90:
+            problems.append(f"bounds {geometry.bounds} leave the longitude/latitude range")
+    if sentinel_aoi.crs is None or sentinel_aoi.crs.to_epsg() != 4326:
+        problems.append(f"CRS is {sentinel_aoi.crs}, not EPSG:4326")
+    return dg.AssetCheckResult(passed=not problems, metadata={
+        "area_km2": dg.MetadataValue.float(float(sentinel_aoi["area_km2"].sum()) if len(sentinel_aoi) else 0.0),
+        "problems": dg.MetadataValue.text("; ".join(problems) or "none")})

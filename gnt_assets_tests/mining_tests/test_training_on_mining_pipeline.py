@@ -10,6 +10,7 @@ from gnt_assets.core.worldgrid import world_tile
 from gnt_assets.io_managers.geoparquet import read_table
 from gnt_assets.io_managers.mmap_tensors import MmapTensorIOManager
 from gnt_assets.mining.dataset import MiningTiles
+from gnt_assets.mining.training_assets import mining_hpc_transfer, mining_training_tiles
 from gnt_assets.mining.janitor_checks import hpc_copy_matches_source, training_tiles_have_data_and_labels, training_tiles_match_clusters
 from gnt_assets.mining.regions import region_path, tile_array
 from gnt_assets.resources.hpc import HPCTargetResource
@@ -25,7 +26,7 @@ def test_dataloader_with_two_workers_over_tiles_of_the_mining_pipeline(storage_r
         "mmap_tensor_io_manager": MmapTensorIOManager(storage=mining_resources(storage_root)["storage"]),
         "hpc": HPCTargetResource(url=str(tmp_path / "hpc")),
     }
-    everything = [*ASSETS, training_tiles_match_clusters, training_tiles_have_data_and_labels, hpc_copy_matches_source]
+    everything = [*ASSETS, mining_training_tiles, mining_hpc_transfer, training_tiles_match_clusters, training_tiles_have_data_and_labels, hpc_copy_matches_source]
 
     def run(selection, partition=None):
         return dg.materialize(

@@ -20,7 +20,7 @@ def test_pipeline_through_dagster(storage_root, instance, stac_url):
     aoi_config = {"ops": {"sentinel_aoi": {"config": {"bbox": list(DEMO_BBOX)}}}}
     grid = dg.materialize(ASSETS, selection=["sentinel_aoi", "sentinel_grid"], instance=instance, resources=resources,
                           run_config=aoi_config)
-    assert _checks(grid) == {"grid_layout_disjoint": True}
+    assert _checks(grid) == {"aoi_is_valid_area": True, "grid_layout_disjoint": True}
 
     sensor_result = sentinel_chunk_sensor(dg.build_sensor_context(instance=instance, definitions=defs, resources={"storage": resources["storage"]}))
     (request,) = sensor_result.dynamic_partitions_requests
@@ -44,3 +44,17 @@ def test_pipeline_through_dagster(storage_root, instance, stac_url):
 
     log = dg.materialize(ASSETS, selection=["sentinel_run_log"], instance=instance, resources=resources)
     assert _checks(log) == {"no_failed_chunks": True}
+
+
+def test_an_aoi_that_is_not_an_area_stops_before_the_grid(storage_root, instance, tmp_path):
+    import geopandas as gpd
+    import shapely
+
+    path = tmp_path / "route.geojson"
+    gpd.GeoDataFrame(geometry=[shapely.LineString([(-122.6, 45.4), (-122.5, 45.5)])], crs="EPSG:4326").to_file(path)
+    result = dg.materialize(ASSETS, selection=["sentinel_aoi", "sentinel_grid"], instance=instance,
+                            resources=resources_for_profile("local"), raise_on_error=False,
+                            run_config={"ops": {"sentinel_aoi": {"config": {"path": str(path)}}}})
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert not evaluation.passed and "LineString is not an area" in evaluation.metadata["problems"].value
+    assert not result.asset_materializations_for_node("sentinel_grid")  # blocking: the grid never ran
