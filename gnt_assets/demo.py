@@ -11,6 +11,7 @@ import importlib
 import os
 import sys
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -87,11 +88,10 @@ def summarize(instance: dg.DagsterInstance) -> list[SummaryRow]:
     check_results: dict[dg.AssetKey, list[bool]] = {}
     for check_key in repository.asset_graph.asset_check_keys:
         records = instance.event_log_storage.get_asset_check_execution_history(check_key, limit=100_000)
-        outcomes = check_results.setdefault(check_key.asset_key, [])
         for record in records:
             evaluation = record.event.dagster_event.event_specific_data if record.event else None
             if evaluation is not None:
-                outcomes.append(bool(evaluation.passed))
+                check_results.setdefault(check_key.asset_key, []).append(bool(evaluation.passed))
     rows = []
     for key in sorted(repository.asset_graph.materializable_asset_keys, key=lambda k: k.to_user_string()):
         materializations = _latest_by_partition(instance, key)
@@ -123,7 +123,16 @@ def format_summary(rows: list[SummaryRow]) -> str:
     return "\n".join(lines)
 
 
+def _quiet_dagster_warnings() -> None:
+    """The demo prints its own progress; Dagster's beta/preview notices and the ephemeral
+    one-partition job's backfill-policy notice would bury it (they say nothing about our data)."""
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+    warnings.filterwarnings("ignore", message="Asset job __ephemeral_asset_job__ materializes assets with varying BackfillPolicies")
+
+
 def main(pipelines: Sequence[str] = PIPELINES) -> int:
+    _quiet_dagster_warnings()
     instance = dg.DagsterInstance.get()
     print(f"demo instance: {os.environ.get('DAGSTER_HOME')}  storage root: {os.environ.get('GNT_STORAGE_ROOT', './data')}")
     for pipeline in pipelines:

@@ -17,8 +17,15 @@ from gnt_assets.core.quicklook import QuickLook
 
 def quicklook_metadata(look: QuickLook, *, title: str = "preview") -> dict[str, dg.MetadataValue]:
     encoded = base64.b64encode(look.png).decode("ascii")
+    if look.stretch is not None:  # without it a grey picture says nothing about values
+        low, high = look.stretch
+        legend = f"\n\nblack {low:.6g} to white {high:.6g} (2nd-98th percentile); transparent: no data"
+    elif look.valid_share == 0:
+        legend = "\n\nno valid values to draw"
+    else:
+        legend = "\n\neach band stretched between its 2nd and 98th percentile; transparent: no data"
     metadata: dict[str, dg.MetadataValue] = {
-        title: dg.MetadataValue.md(f"![{title}](data:image/png;base64,{encoded})"),
+        title: dg.MetadataValue.md(f"![{title}](data:image/png;base64,{encoded}){legend}"),
         "shape": dg.MetadataValue.text(" x ".join(str(s) for s in look.shape)),
         "valid_share": dg.MetadataValue.float(round(look.valid_share, 6)),
     }

@@ -26,6 +26,7 @@ class QuickLook:
     minimum: float | None
     mean: float | None
     maximum: float | None
+    stretch: tuple[float, float] | None = None  # values drawn black and white (single band only)
 
 
 def _valid_mask(array: np.ndarray, nodata: float | None) -> np.ndarray:
@@ -48,12 +49,17 @@ def _enlarge(image: np.ndarray, max_side: int) -> np.ndarray:
     return image.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else image
 
 
-def _stretch(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+def _stretch_range(values: np.ndarray, valid: np.ndarray) -> tuple[float, float] | None:
     if not valid.any():
+        return None
+    low, high = (float(v) for v in np.percentile(values[valid], [2, 98]))
+    return (low, high) if high > low else (low, low + 1)
+
+
+def _stretch(values: np.ndarray, limits: tuple[float, float] | None) -> np.ndarray:
+    if limits is None:
         return np.zeros(values.shape, np.uint8)
-    low, high = np.percentile(values[valid], [2, 98])
-    if high <= low:
-        high = low + 1
+    low, high = limits
     scaled = (values.astype("float64") - low) / (high - low)
     return (np.clip(np.nan_to_num(scaled), 0, 1) * 255).astype(np.uint8)
 
@@ -82,10 +88,12 @@ def quicklook(
     valid = _decimate(_valid_mask(array, nodata), max_side)
     if small.ndim == 3:
         valid = valid.all(axis=0)
-        bands = [_stretch(band, valid) for band in small]
+        bands = [_stretch(band, _stretch_range(band, valid)) for band in small]
+        stretch = None
         rgba = np.dstack([*bands, np.where(valid, 255, 0).astype(np.uint8)])
     else:
-        grey = _stretch(small, valid)
+        stretch = _stretch_range(small, valid)
+        grey = _stretch(small, stretch)
         rgba = np.dstack([grey, grey, grey, np.where(valid, 255, 0).astype(np.uint8)])
     rgba = _enlarge(rgba, max_side)
     buffer = io.BytesIO()
@@ -99,4 +107,5 @@ def quicklook(
         minimum=float(np.min(values_full)) if has_values else None,
         mean=float(np.mean(values_full, dtype="float64")) if has_values else None,
         maximum=float(np.max(values_full)) if has_values else None,
+        stretch=stretch,
     )

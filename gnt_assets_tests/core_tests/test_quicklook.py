@@ -41,6 +41,16 @@ def test_rgb_with_nan_and_metadata_for_the_ui():
     metadata = quicklook_metadata(look)
     assert metadata["preview"].value.startswith("![preview](data:image/png;base64,")
     assert metadata["valid_share"].value == pytest.approx(1 - 64 / 4096)
+    assert "each band stretched" in metadata["preview"].value
+
+
+def test_single_band_preview_says_which_values_are_black_and_white():
+    band = np.arange(100, dtype="float32").reshape(10, 10)
+    look = quicklook(band)
+    low, high = np.percentile(band, [2, 98])
+    assert look.stretch == pytest.approx((low, high))
+    assert f"black {low:.6g} to white {high:.6g}" in quicklook_metadata(look)["preview"].value
+    assert quicklook(np.full((4, 4), np.nan)).stretch is None  # nothing valid: no legend to give
 
 
 def test_wrong_shape_is_refused():
