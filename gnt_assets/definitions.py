@@ -3,6 +3,7 @@
 import dagster as dg
 
 from gnt_assets.conus404 import definitions as conus404
+from gnt_assets.jobs import reference_data_on_dask
 from gnt_assets.mapterhorn import definitions as mapterhorn
 from gnt_assets.mining import definitions as mining
 from gnt_assets.rasters import definitions as rasters
@@ -12,7 +13,7 @@ from gnt_assets.sentinel import definitions as sentinel
 
 # Dagster loads exactly one Definitions object from this module: the merge below.
 defs = dg.Definitions.merge(
-    dg.Definitions(sensors=[check_failure_alert_sensor], resources=resources_for_profile()),
+    dg.Definitions(sensors=[check_failure_alert_sensor], jobs=[reference_data_on_dask], resources=resources_for_profile()),
     mining.defs,
     conus404.defs,
     rasters.defs,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 import pytest
-from dagster_dask import dask_executor
 from distributed import Client, LocalCluster
 
+from gnt_assets.jobs import REFERENCE_DATA
 from gnt_assets.resources.compute import ComputeConfigError, DaskComputeResource
 
 
@@ -46,21 +48,22 @@ def test_scheduler_and_coiled_together_is_a_config_error():
         DaskComputeResource(scheduler_address="tcp://127.0.0.1:8786", coiled_cluster={}).mode
 
 
-@dg.asset
-def cell_values() -> list[int]:
-    return [1, 2, 3]
+def reference_data_job():
+    """Reconstructable entry point: Dask workers load the job from here in their own processes."""
+    from gnt_assets.definitions import defs
+
+    return defs.get_job_def("reference_data_on_dask")
 
 
-@dg.asset
-def cell_total(cell_values: list[int]) -> int:
-    return sum(cell_values)
-
-
-def test_dagster_dask_executor_runs_unpartitioned_jobs(instance):
-    """dagster-dask's executor works for unpartitioned jobs (it fails on partitioned ones in 1.13)."""
-    job = dg.define_asset_job("dask_job", [cell_values, cell_total], executor_def=dask_executor)
-    defs = dg.Definitions(assets=[cell_values, cell_total], jobs=[job])
-    result = defs.get_job_def("dask_job").execute_in_process(
-        instance=instance, run_config={"execution": {"config": {"cluster": {"local": {"n_workers": 1, "processes": False}}}}}
-    )
-    assert result.success and result.output_for_node("cell_total") == 6
+def test_reference_data_job_runs_its_steps_on_the_dask_executor(storage_root, instance):
+    """The product's unpartitioned job really executes through dagster-dask (not in process):
+    every step starts in a Dask worker process and the assets and their checks land in the instance."""
+    with dg.execute_job(dg.reconstructable(reference_data_job), instance=instance) as result:
+        assert result.success, [e.message for e in result.all_events if e.is_failure]
+        step_pids = {e.pid for e in result.all_events if e.event_type_value == "STEP_START"}
+        assert step_pids and os.getpid() not in step_pids  # steps ran in Dask worker processes
+        materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert materialized == set(REFERENCE_DATA)
+    evaluations = instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(dg.AssetKey("sentinel_grid"), "grid_layout_disjoint"), limit=1)
+    assert evaluations and evaluations[0].status.value == "SUCCEEDED"
