@@ -34,6 +34,7 @@ def shared_resources(profile: str) -> dict[str, Any]:
     # import made `import gnt_assets.io_managers.geoparquet` (imported first) circular.
     from gnt_assets.io_managers.geoparquet import GeoParquetIOManager
     from gnt_assets.io_managers.mmap_tensors import MmapTensorIOManager
+    from gnt_assets.io_managers.tar import TarIOManager
     from gnt_assets.io_managers.zarr import ZarrRegionIOManager
 
     alerts = AlertSinksResource(webhook_url=_optional_env("GNT_ALERT_WEBHOOK_URL"))
@@ -60,7 +61,7 @@ def shared_resources(profile: str) -> dict[str, Any]:
         "geoparquet_io_manager": GeoParquetIOManager(storage=storage),
         "mmap_tensor_io_manager": MmapTensorIOManager(storage=storage),
         "zarr_io_manager": ZarrRegionIOManager(storage=storage),
-        "tar_io_manager": __import__("gnt_assets.io_managers.tar", fromlist=["TarIOManager"]).TarIOManager(storage=storage),
+        "tar_io_manager": TarIOManager(storage=storage),
     }
 
 
