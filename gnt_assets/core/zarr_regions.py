@@ -37,6 +37,7 @@ class RegionStatus:
     expected: int
     present: int
     marked: bool
+    stored_bytes: int = 0  # what the present objects occupy (compressed)
 
     @property
     def complete(self) -> bool:
@@ -246,14 +247,17 @@ def region_status(path: UPath, region: dict[str, slice], variables: list[str] | 
     """How many of the region's stored objects exist, and whether its completion marker is there."""
     existing = open_store(path)
     units = write_units(path)
-    expected = present = 0
+    expected = present = stored_bytes = 0
     fs = path.fs
     root = path.path.rstrip("/")
     names = variables or [n for n in existing.data_vars if set(existing[n].dims) & set(region)]
     for name in names:
         dims = existing[name].dims
         keys = _unit_keys(name, dims, units[name], region, dict(existing.sizes))
-        stored = {p[len(root) + 1 :] for p in fs.find(f"{root}/{name}/c")} if fs.exists(f"{root}/{name}/c") else set()
+        found = fs.find(f"{root}/{name}/c", detail=True) if fs.exists(f"{root}/{name}/c") else {}
+        sizes = {p[len(root) + 1 :]: int(info.get("size") or 0) for p, info in found.items()}
         expected += len(keys)
-        present += len(keys & stored)
-    return RegionStatus(expected=expected, present=present, marked=_marker(path, region, _region_sizes(existing)).exists())
+        present += len(keys & sizes.keys())
+        stored_bytes += sum(sizes[key] for key in keys & sizes.keys())
+    marked = _marker(path, region, _region_sizes(existing)).exists()
+    return RegionStatus(expected=expected, present=present, marked=marked, stored_bytes=stored_bytes)

@@ -5,7 +5,8 @@ template of the whole store (coordinates and dtypes of the full extent, data
 never computed). The manager creates the store from the template the first
 time, writes the partition's region (refused if it would share a chunk with
 another partition) and records which region the partition owns, so a
-downstream asset gets exactly that region, lazily. An unpartitioned asset may
+downstream asset gets exactly that region, lazily (several partitions: their regions
+joined along the dimension they differ in). An unpartitioned asset may
 return a plain ``xr.Dataset``; it is written as a whole store.
 """
 
@@ -69,7 +70,8 @@ class ZarrRegionIOManager(dg.ConfigurableIOManager):
                 "region": dg.MetadataValue.json({dim: [s.start, s.stop] for dim, s in region.items()}),
                 "chunks_written": status.present,
                 "files": status.present,
-                "bytes": int(obj.data.nbytes),
+                "bytes": status.stored_bytes,
+                "uncompressed_bytes": int(obj.data.nbytes),
             }
         )
 
@@ -78,11 +80,27 @@ class ZarrRegionIOManager(dg.ConfigurableIOManager):
         dataset = open_store(store)
         if not context.has_asset_partitions:
             return dataset
-        keys = context.asset_partition_keys
-        if len(keys) != 1:
-            return dataset
-        record = _partition_record(store, keys[0])
-        if not record.exists():
-            raise FileNotFoundError(f"{context.asset_key.to_user_string()} partition {keys[0]} has no region in {store}")
-        region = {dim: slice(*span) for dim, span in json.loads(record.read_text()).items()}
-        return dataset.isel(region)
+        regions = []
+        for key in context.asset_partition_keys:
+            record = _partition_record(store, key)
+            if not record.exists():
+                raise FileNotFoundError(f"{context.asset_key.to_user_string()} partition {key} has no region in {store}")
+            regions.append({dim: slice(*span) for dim, span in json.loads(record.read_text()).items()})
+        return _select_regions(dataset, regions)
+
+
+def _select_regions(dataset: xr.Dataset, regions: list[dict[str, slice]]) -> xr.Dataset:
+    """The partitions' regions, lazily: one region as is, regions that differ along one dimension
+    (days, months) joined in store order, anything else as the box around them."""
+    varying = {dim for region in regions for dim, span in region.items() if span != regions[0].get(dim)}
+    if len(regions) == 1 or not varying:
+        return dataset.isel(regions[0])
+    if len(varying) == 1:
+        (dim,) = varying
+        ordered = sorted(regions, key=lambda region: region[dim].start)
+        return xr.concat([dataset.isel(region) for region in ordered], dim=dim)
+    box = {
+        dim: slice(min(r[dim].start for r in regions), max(r[dim].stop for r in regions))
+        for dim in set().union(*regions)
+    }
+    return dataset.isel(box)

@@ -45,6 +45,13 @@ def half_mean(elevation_cube: xr.Dataset) -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata={"mean": float(elevation_cube.elevation.mean()), "width": elevation_cube.sizes["longitude"]})
 
 
+@dg.asset
+def whole_cube(elevation_cube: xr.Dataset) -> dg.MaterializeResult:
+    """Unpartitioned downstream: gets both halves' regions, joined along longitude."""
+    values = elevation_cube.elevation
+    return dg.MaterializeResult(metadata={"width": values.sizes["longitude"], "west": float(values[:, :64].mean()), "east": float(values[:, 64:].mean())})
+
+
 @pytest.fixture(params=["local", "s3"])
 def storage(request, tmp_path) -> StorageResource:
     if request.param == "local":
@@ -65,6 +72,13 @@ def test_partitions_write_their_own_region_and_read_it_back(storage, instance):
     assert means == {"west": 1.0, "east": 2.0}
     cube = open_store(ZarrRegionIOManager(storage=storage).store_path(dg.AssetKey("elevation_cube")))
     assert cube.odc.geobox == GEOBOX
+    latest = instance.fetch_materializations(dg.AssetKey("elevation_cube"), limit=1).records[0].asset_materialization
+    assert latest.metadata["files"].value == 1  # a half is one 64 x 64 shard
+    assert 0 < latest.metadata["bytes"].value < 64 * 64 * 4 <= latest.metadata["uncompressed_bytes"].value  # stored, compressed
+
+    both = dg.materialize([elevation_cube, whole_cube], selection=["whole_cube"], resources=resources, instance=instance)
+    metadata = both.asset_materializations_for_node("whole_cube")[0].metadata
+    assert (metadata["width"].value, metadata["west"].value, metadata["east"].value) == (128, 1.0, 2.0)
     assert np.all(cube.elevation.values[:, :64] == 1.0) and np.all(cube.elevation.values[:, 64:] == 2.0)
 
 
