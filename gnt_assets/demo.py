@@ -59,7 +59,8 @@ class SummaryRow:
     files: int
     bytes: int
     checks_passed: int
-    checks_failed: int
+    checks_warned: int  # failed WARN checks: soft findings, the data was written
+    checks_failed: int  # failed ERROR checks
 
 
 def _latest_by_partition(instance: dg.DagsterInstance, key: dg.AssetKey) -> list[dg.AssetMaterialization]:
@@ -85,13 +86,14 @@ def summarize(instance: dg.DagsterInstance) -> list[SummaryRow]:
     from gnt_assets.definitions import defs
 
     repository = defs.get_repository_def()
-    check_results: dict[dg.AssetKey, list[bool]] = {}
+    check_results: dict[dg.AssetKey, list[str]] = {}
     for check_key in repository.asset_graph.asset_check_keys:
         records = instance.event_log_storage.get_asset_check_execution_history(check_key, limit=100_000)
         for record in records:
             evaluation = record.event.dagster_event.event_specific_data if record.event else None
             if evaluation is not None:
-                check_results.setdefault(check_key.asset_key, []).append(bool(evaluation.passed))
+                outcome = "passed" if evaluation.passed else evaluation.severity.value.lower()
+                check_results.setdefault(check_key.asset_key, []).append(outcome)
     rows = []
     for key in sorted(repository.asset_graph.materializable_asset_keys, key=lambda k: k.to_user_string()):
         materializations = _latest_by_partition(instance, key)
@@ -104,17 +106,18 @@ def summarize(instance: dg.DagsterInstance) -> list[SummaryRow]:
                 partitions=len(materializations),
                 files=sum(_metadata_int(m, "files") for m in materializations),
                 bytes=sum(_metadata_int(m, "bytes") for m in materializations),
-                checks_passed=sum(outcomes),
-                checks_failed=len(outcomes) - sum(outcomes),
+                checks_passed=outcomes.count("passed"),
+                checks_warned=outcomes.count("warn"),
+                checks_failed=outcomes.count("error"),
             )
         )
     return rows
 
 
 def format_summary(rows: list[SummaryRow]) -> str:
-    header = ("asset", "partitions", "files", "bytes", "checks passed", "checks failed")
+    header = ("asset", "partitions", "files", "bytes", "checks passed", "warnings", "errors")
     table = [header] + [
-        (r.asset, str(r.partitions), str(r.files), f"{r.bytes:,}", str(r.checks_passed), str(r.checks_failed))
+        (r.asset, str(r.partitions), str(r.files), f"{r.bytes:,}", str(r.checks_passed), str(r.checks_warned), str(r.checks_failed))
         for r in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]

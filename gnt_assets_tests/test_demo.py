@@ -14,7 +14,7 @@ def test_summary_counts_partitions_files_bytes_and_checks(storage_root, instance
     from gnt_assets.definitions import defs
 
     resources = resources_for_profile("local")  # built after storage_root set GNT_STORAGE_ROOT
-    expected_files = expected_bytes = passed = failed = 0
+    expected_files = expected_bytes = passed = warned = failed = 0
     for day in DAYS:
         result = dg.materialize(
             assets=[*defs.assets, *(defs.asset_checks or [])],
@@ -30,14 +30,16 @@ def test_summary_counts_partitions_files_bytes_and_checks(storage_root, instance
         evaluations = result.get_asset_check_evaluations()
         assert evaluations, "conus404_daily's checks did not run"
         passed += sum(e.passed for e in evaluations)
-        failed += sum(not e.passed for e in evaluations)
+        warned += sum(not e.passed and e.severity == dg.AssetCheckSeverity.WARN for e in evaluations)
+        failed += sum(not e.passed and e.severity == dg.AssetCheckSeverity.ERROR for e in evaluations)
 
     rows = {row.asset: row for row in summarize(instance)}
     row = rows["conus404_daily"]
     assert row.partitions == len(DAYS)
     assert row.files == expected_files > 0
     assert row.bytes == expected_bytes > 0
-    assert (row.checks_passed, row.checks_failed) == (passed, failed)
+    assert (row.checks_passed, row.checks_warned, row.checks_failed) == (passed, warned, failed)
+    assert passed > 0
     assert "conus404_analysis_ready" not in rows  # never materialized, never checked: not listed
 
     # Re-running a partition replaces its row's numbers instead of adding a third partition.
@@ -51,7 +53,7 @@ def test_summary_counts_partitions_files_bytes_and_checks(storage_root, instance
     assert {row.asset: row for row in summarize(instance)}["conus404_daily"].partitions == len(DAYS)
 
     table = format_summary(summarize(instance)).splitlines()
-    assert table[0].split() == ["asset", "partitions", "files", "bytes", "checks", "passed", "checks", "failed"]
+    assert table[0].split() == ["asset", "partitions", "files", "bytes", "checks", "passed", "warnings", "errors"]
     assert set(table[1]) <= {"-", " "}
     line = next(line for line in table if line.startswith("conus404_daily "))
     assert line.split()[1:3] == [str(len(DAYS)), str(row.files)] and f"{row.bytes:,}" in line
