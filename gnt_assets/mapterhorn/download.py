@@ -72,7 +72,7 @@ def _attempt(session: requests.Session, url: str, part: Path, timeout: float) ->
         published = response.headers.get("Content-MD5")
         try:
             with open(part, mode) as handle:
-                for chunk in response.iter_content(64 * 1024):  # small, so a reset keeps what arrived
+                for chunk in response.iter_content(16 * 1024):  # small, so a reset keeps what arrived
                     handle.write(chunk)
                 handle.flush()
                 os.fsync(handle.fileno())

@@ -29,6 +29,11 @@ def mapterhorn_file_list_sensor(context: dg.SensorEvaluationContext, mapterhorn_
     removed = sorted(set(seen) - set(current))
     if removed:
         context.log.warning(f"lines removed from file lists; their partitions and outputs are kept: {', '.join(removed)}")
+    # Shown on the file's download partition in the UI, so a removal is visible where the file's history is.
+    removals = [
+        dg.AssetObservation(asset_key="mapterhorn_download", partition=key, metadata={"removed_from_file_list": seen[key]})
+        for key in removed
+    ]
     known_sources = set(context.instance.get_dynamic_partitions(source_partitions.name))
     new_sources = sorted({key.split(".", 1)[0] for key in current} - known_sources)
     return dg.SensorResult(
@@ -37,6 +42,7 @@ def mapterhorn_file_list_sensor(context: dg.SensorEvaluationContext, mapterhorn_
             mapterhorn_files.build_add_request(new),
             source_partitions.build_add_request(new_sources),
         ],
+        asset_events=removals,
         cursor=json.dumps(current, sort_keys=True),
     )
 

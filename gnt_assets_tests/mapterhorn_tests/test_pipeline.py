@@ -1,0 +1,129 @@
+"""The Mapterhorn pipeline through Dagster, against the real HTTP resource and the loopback server:
+sensor -> per-file chain (a reset download resumes, a missing CRS fails its own partition and
+resumes after the fix) -> merge sensor -> tarball that md5sum accepts, byte-identical on rerun."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from gnt_assets.io_managers.tar import TarIOManager
+from gnt_assets.local.mapterhorn import SourceServer, generate_sources, write_catalog
+from gnt_assets.mapterhorn.chain import FileWork
+from gnt_assets.mapterhorn.definitions import defs as mapterhorn_defs
+from gnt_assets.mapterhorn.sensors import FILE_ASSETS, SOURCE_ASSETS, mapterhorn_file_list_sensor, mapterhorn_source_merge_sensor
+from gnt_assets.resources.mapterhorn import MapterhornSourcesResource
+from gnt_assets.resources.storage import StorageResource
+
+
+@pytest.fixture
+def pipeline(storage_root, tmp_path):
+    www = tmp_path / "www"
+    files = generate_sources(www, size=96)
+    with SourceServer(www) as server:
+        work = Path(storage_root.path) / "mapterhorn"
+        write_catalog(work / "source-catalog", server.base_url, files)
+        storage = StorageResource(root=str(storage_root))
+        resources = {
+            "storage": storage,
+            "tar_io_manager": TarIOManager(storage=storage),
+            "mapterhorn_sources": MapterhornSourcesResource(work_dir=str(work), retries=0, backoff_seconds=0),
+        }
+        yield server, resources
+
+
+def tick(instance, sensor, resources, cursor=None, ticks=None):
+    """One sensor evaluation as the daemon does it; the cursor carries over through ``ticks``."""
+    definitions = dg.Definitions.merge(mapterhorn_defs, dg.Definitions(resources=resources))
+    cursor = ticks[-1].cursor if ticks else cursor
+    with dg.build_sensor_context(instance=instance, definitions=definitions, cursor=cursor, resources={"mapterhorn_sources": resources["mapterhorn_sources"]}) as context:
+        result = sensor(context)
+    for request in result.dynamic_partitions_requests or []:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    if ticks is not None:
+        ticks.append(result)
+    return [r.partition_key for r in result.run_requests or []]
+
+
+def run(instance, resources, selection, key):
+    return dg.materialize(
+        [*mapterhorn_defs.assets], selection=selection, partition_key=key, instance=instance, resources=resources, raise_on_error=False
+    )
+
+
+def test_sources_to_verified_tarballs(pipeline, instance, storage_root):
+    server, resources = pipeline
+    root = resources["mapterhorn_sources"].root
+    keys = tick(instance, mapterhorn_file_list_sensor, resources)
+    assert keys == ["alpine_tiles.tile_2600_1200", "alpine_tiles.tile_2600_1201", "lowland_grids.block_a", "lowland_grids.block_b"]
+    assert set(instance.get_dynamic_partitions("mapterhorn_sources")) == {"alpine_tiles", "lowland_grids"}
+
+    # A connection reset mid-download: the step's retry resumes the .part with Range.
+    server.faults.add("/alpine_tiles/tile_2600_1200.tif", "reset")
+    assert run(instance, resources, FILE_ASSETS, "alpine_tiles.tile_2600_1200").success
+    assert FileWork(root, "alpine_tiles.tile_2600_1200").record("download")["resumed_from"] > 0
+    assert [r for p, r in server.faults.requests if p.endswith("tile_2600_1200.tif")][-1].startswith("bytes=")
+
+    # No CRS configured: that file fails at georeferencing, naming itself; after the fix it resumes.
+    metadata_path = resources["mapterhorn_sources"].catalog() / "lowland_grids" / "metadata.json"
+    metadata = json.loads(metadata_path.read_text())
+    metadata_path.write_text(json.dumps({k: v for k, v in metadata.items() if k != "crs"}))
+    failed = run(instance, resources, FILE_ASSETS, "lowland_grids.block_a")
+    assert not failed.success
+    error = "".join(str(e.event_specific_data.error) for e in failed.all_events if e.is_step_failure)
+    assert "block_a_dgm.asc has no CRS and the source's metadata.json configures none" in error
+    metadata_path.write_text(json.dumps(metadata))
+    requests_before = len(server.faults.requests)
+    assert run(instance, resources, FILE_ASSETS, "lowland_grids.block_a").success
+    assert len(server.faults.requests) == requests_before  # resumed from the verified unpack: no re-download
+    assert run(instance, resources, FILE_ASSETS, "lowland_grids.block_b").success
+
+    # Only the source whose files are all done is merged.
+    sources = tick(instance, mapterhorn_source_merge_sensor, resources)
+    assert sources == ["lowland_grids"]
+    assert run(instance, resources, SOURCE_ASSETS, "lowland_grids").success
+    tar_store = storage_root / "tar-store"
+    check = subprocess.run(["md5sum", "-c", "lowland_grids.tar.md5"], cwd=tar_store, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout
+    listing = subprocess.run(["tar", "tf", str(tar_store / "lowland_grids.tar")], capture_output=True, text=True).stdout.split()
+    assert listing == ["LICENSE.pdf", "metadata.json", "bounds.csv", "coverage.gpkg", "files/block_a_dgm.tif",
+                       "files/block_a_points.tif", "files/block_b_dgm.tif", "files/block_b_points.tif"]
+    assert not list((root / "polygons" / "lowland_grids").glob("*.gpkg"))  # deleted after the merge was verified
+    bounds = (root / "merged" / "lowland_grids" / "bounds.csv").read_text().splitlines()
+    assert bounds[0] == "filename,left,bottom,right,top,width,height" and len(bounds) == 5
+
+    report = instance.get_latest_materialization_event(dg.AssetKey("mapterhorn_report")).asset_materialization.metadata
+    rows = {r.data["step"]: r.data for r in report["steps"].value.records}
+    assert rows["polygon"] == {"step": "polygon", "pending": 0, "done": 2, "failed": 0}
+    assert (tar_store / "lowland_grids.tar.md5").read_text() == f"{report['tarball_md5'].value}  lowland_grids.tar\n"
+
+    # Re-running the source (and a file) republishes a byte-identical tarball, bounds rows never doubled.
+    first = (tar_store / "lowland_grids.tar").read_bytes()
+    assert run(instance, resources, FILE_ASSETS, "lowland_grids.block_b").success
+    assert run(instance, resources, SOURCE_ASSETS, "lowland_grids").success
+    assert (tar_store / "lowland_grids.tar").read_bytes() == first
+
+
+def test_removed_lines_keep_their_partitions(pipeline, instance):
+    _, resources = pipeline
+    ticks = []
+    tick(instance, mapterhorn_file_list_sensor, resources, ticks=ticks)
+    file_list = resources["mapterhorn_sources"].catalog() / "alpine_tiles" / "file_list.txt"
+    lines = file_list.read_text().splitlines()
+    file_list.write_text("\n".join(lines[:-1] + ["http://127.0.0.1:9/alpine_tiles/tile.tif#v2"]) + "\n")
+    new = tick(instance, mapterhorn_file_list_sensor, resources, ticks=ticks)
+    assert new == ["alpine_tiles.tile"]  # the fragment line becomes a partition that will fail naming itself
+    assert "alpine_tiles.tile_2600_1201" in instance.get_dynamic_partitions("mapterhorn_files")
+    (removal,) = ticks[-1].asset_events
+    assert (removal.asset_key, removal.partition) == (dg.AssetKey("mapterhorn_download"), "alpine_tiles.tile_2600_1201")
+    assert removal.metadata["removed_from_file_list"].value.endswith("/alpine_tiles/tile_2600_1201.tif")
+    assert tick(instance, mapterhorn_file_list_sensor, resources, ticks=ticks) == [] and not ticks[-1].asset_events
+
+    # The fragment line fails its own partition, naming the line; the other files are untouched.
+    failed = run(instance, resources, FILE_ASSETS, "alpine_tiles.tile")
+    error = "".join(str(e.event_specific_data.error) for e in failed.all_events if e.is_step_failure)
+    assert not failed.success and "alpine_tiles/file_list.txt line 3" in error and "fragment" in error
