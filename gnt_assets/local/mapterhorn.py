@@ -17,6 +17,7 @@ import io
 import json
 import socket
 import threading
+import time
 import zipfile
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -129,7 +130,8 @@ def write_catalog(catalog: Path, base_url: str, files: dict[str, list[str]]) -> 
 
 @dataclass
 class Faults:
-    """Faults to inject, consumed one per request: ``reset``, ``503``, ``wrong_length``."""
+    """Faults to inject, consumed one per request: ``reset``, ``503``, ``wrong_length``, and
+    ``slow`` (the body trickles out in 16 KiB pieces, so a test can kill the downloader mid-file)."""
 
     queued: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     requests: list[tuple[str, str | None]] = field(default_factory=list)
@@ -184,6 +186,13 @@ def _handler(www: Path, faults: Faults) -> type[BaseHTTPRequestHandler]:
                 self.wfile.flush()
                 self.connection.shutdown(socket.SHUT_RDWR)
                 self.close_connection = True
+                return
+            if fault == "slow":
+                with contextlib.suppress(ConnectionError):
+                    for offset in range(0, len(body), 16 * 1024):
+                        self.wfile.write(body[offset : offset + 16 * 1024])
+                        self.wfile.flush()
+                        time.sleep(0.02)
                 return
             self.wfile.write(body)
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import stat
+import subprocess
+import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -37,6 +42,27 @@ def test_reset_mid_file_resumes_with_range(server, tmp_path):
     result = download(f"{server.base_url}/src/big.bin", dest, retries=0)
     assert dest.read_bytes() == bytes(range(256)) * 4000 and not part.exists()
     assert result.resumed_from == kept
+    assert server.faults.requests[-1] == ("/src/big.bin", f"bytes={kept}-")
+
+
+KILLED_DOWNLOAD = "import sys; from pathlib import Path; from gnt_assets.mapterhorn.download import download; download(sys.argv[1], Path(sys.argv[2]), retries=0)"
+
+
+def test_download_killed_mid_file_resumes_with_range(server, tmp_path):
+    """SIGKILL the downloading process while bytes trickle in; the rerun asks only for the rest."""
+    server.faults.add("/src/big.bin", "slow")
+    dest = tmp_path / "out" / "big.bin"
+    part = dest.with_name("big.bin.part")
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    downloader = subprocess.Popen([sys.executable, "-c", KILLED_DOWNLOAD, f"{server.base_url}/src/big.bin", str(dest)], env=env)
+    while not (part.exists() and part.stat().st_size >= 64 * 1024) and downloader.poll() is None:
+        time.sleep(0.01)
+    downloader.send_signal(signal.SIGKILL)
+    assert downloader.wait() == -signal.SIGKILL, "the download finished before it could be killed"
+    kept = part.stat().st_size
+    assert not dest.exists() and 0 < kept < 1_024_000
+    result = download(f"{server.base_url}/src/big.bin", dest, retries=0)
+    assert result.resumed_from == kept and dest.read_bytes() == bytes(range(256)) * 4000 and not part.exists()
     assert server.faults.requests[-1] == ("/src/big.bin", f"bytes={kept}-")
 
 
