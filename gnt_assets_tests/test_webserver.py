@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 import requests
 from dagster_graphql import DagsterGraphQLClient
 
+from gnt_assets_tests.dagster_dev import running_dagster_dev
+
 pytestmark = pytest.mark.servers
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 ASSETS_QUERY = """
 query {
   assetNodes { assetKey { path } groupName isPartitioned description }
@@ -26,46 +20,11 @@ query {
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def dagster_dev(tmp_path_factory):
-    """`dagster dev` on a free loopback port with a fresh instance and storage root (as `make dev`)."""
-    folder = tmp_path_factory.mktemp("dev")
-    home = folder / "home"
-    home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    port = free_port()
-    env = {**os.environ, "DAGSTER_HOME": str(home), "GNT_STORAGE_ROOT": str(folder / "data"), "GNT_PROFILE": "local"}
-    process = subprocess.Popen(
-        [BIN / "dagster", "dev", "-w", REPO / "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=REPO, env=env, stdout=open(folder / "dev.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{url}/server_info", timeout=2).ok and _assets(url):
-                    break
-            except (requests.ConnectionError, requests.Timeout, KeyError):
-                pass
-            if process.poll() is not None:
-                pytest.fail(f"dagster dev exited: {(folder / 'dev.log').read_text()[-3000:]}")
-            time.sleep(1)
-        else:
-            pytest.fail(f"dagster dev did not serve the code location: {(folder / 'dev.log').read_text()[-3000:]}")
-        yield url, port
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+    """`dagster dev` with a fresh instance and storage root, as `make dev` runs it."""
+    with running_dagster_dev(tmp_path_factory.mktemp("dev")) as url:
+        yield url, urlparse(url).port
 
 
 def _assets(url: str) -> list[dict]:
