@@ -42,6 +42,17 @@ def test_cog_has_exactly_the_upstream_options_and_reads_back(tmp_path):
     assert rasters.cog_problems(cog, tmp_path / "in.tif") == []
 
 
+def test_read_back_catches_values_and_masks_that_drifted(tmp_path):
+    cog = rasters.write_cog(_tif(tmp_path / "in.tif"), tmp_path / "out.tif")
+    with rasterio.open(tmp_path / "in.tif") as src:
+        data, profile = src.read(1), src.profile
+    for name, change in (("shifted", lambda d: np.where(d == -9999.0, d, d + 0.002)), ("holed", lambda d: np.where(d == 700.0 / 7, -9999.0, d))):
+        with rasterio.open(tmp_path / f"{name}.tif", "w", **profile) as dst:
+            dst.write(change(data).astype("float32"), 1)
+    assert "more than MAX_Z_ERROR" in rasters.cog_problems(cog, tmp_path / "shifted.tif")[0]
+    assert "nodata mask differs" in rasters.cog_problems(cog, tmp_path / "holed.tif")[0]
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     st.floats(-180, 180), st.floats(-180, 180), st.floats(-90, 90), st.floats(-90, 90),
