@@ -10,7 +10,9 @@ import geopandas as gpd
 import pandas as pd
 import pandera.pandas as pa
 import shapely
+import numpy as np
 from pyproj import Transformer
+from pyproj.exceptions import ProjError
 from upath import UPath
 
 from gnt_assets.core.atomic import atomic_write_text
@@ -53,8 +55,14 @@ def load_source(folder: UPath, key: str) -> SourceInfo:
 
 
 def extent_lonlat(row: dict):
-    to_ll = Transformer.from_crs(row["crs"], "EPSG:4326", always_xy=True)
-    return shapely.box(*to_ll.transform_bounds(row["left"], row["bottom"], row["right"], row["top"], densify_pts=21))
+    """The source's extent in lon/lat, or None for a CRS with no path to lon/lat (e.g. a local
+    engineering CRS): such a source is still listed, and fails at resampling with a named error."""
+    try:
+        to_ll = Transformer.from_crs(row["crs"], "EPSG:4326", always_xy=True)
+        box = shapely.box(*to_ll.transform_bounds(row["left"], row["bottom"], row["right"], row["top"], densify_pts=21))
+    except ProjError:
+        return None
+    return box if np.isfinite(shapely.bounds(box)).all() else None
 
 
 def build_catalog(folder: UPath) -> gpd.GeoDataFrame:

@@ -92,6 +92,15 @@ def hex_cells(study_area, resolution_m: float) -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame({"cell_id": ids, "h3_resolution": res}, geometry=[_hexagon(c) for c in ids], crs="EPSG:4326")
 
 
+def cell_centres(cells: gpd.GeoDataFrame) -> gpd.GeoSeries:
+    """Each cell's true centre in the grid's CRS: H3's own cell centre for hexagons (a lon/lat
+    centroid is biased and breaks on antimeridian-split cells), the centroid for square cells."""
+    if "h3_resolution" in cells:
+        lat, lon = np.array([h3.cell_to_latlng(c) for c in cells.cell_id]).reshape(-1, 2).T
+        return gpd.GeoSeries(shapely.points(lon, lat), index=cells.index, crs=cells.crs)
+    return cells.geometry.centroid
+
+
 def grid_cells(spec: GridSpec, study_area) -> gpd.GeoDataFrame:
     cells = square_cells(study_area, spec.resolution_m) if spec.kind == "square" else hex_cells(study_area, spec.resolution_m)
     if cells.empty:

@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 from upath import UPath
 
 from gnt_assets.core.atomic import atomic_write_bytes, atomic_write_text
-from gnt_assets.rasters.grids import GridError
+from gnt_assets.rasters.grids import GridError, cell_centres
 from gnt_assets.rasters.tiling import valid_mask
 from gnt_assets.rasters.zonal import AREA_METHODS, METHODS, CoverageWeights, coverage_weights, point_sample, zonal
 
@@ -139,7 +139,7 @@ def resample(info, cells: gpd.GeoDataFrame, grid_name: str, methods, weights_fol
         raise ValueError(f"{info.key}: unknown resampling methods {unknown}; use {', '.join(METHODS)}")
     local = cells_in_raster_crs(cells, info.crs, (info.left, info.bottom, info.right, info.top), raster_name=info.path, grid_name=grid_name)
     tables, counts = [], {"cache_hits": 0, "computed": 0, "weights_cached": False}
-    weights = None
+    weights = centres = None
     with UPath(info.path).open("rb") as handle, rasterio.open(handle) as src:
         for band in range(1, info.band_count + 1):
             values = None
@@ -158,7 +158,8 @@ def resample(info, cells: gpd.GeoDataFrame, grid_name: str, methods, weights_fol
                         weights, counts["weights_cached"] = cached_weights(weights_folder, key, local.geometry.values, src.transform, values.shape)
                     result = zonal(weights, values, valid, method)
                 else:
-                    centres = shapely.get_coordinates(local.geometry.representative_point().values if local.crs.is_geographic else local.geometry.centroid.values)
+                    if centres is None:
+                        centres = shapely.get_coordinates(cell_centres(cells.loc[local.index]).to_crs(info.crs).values)
                     result = point_sample(centres, src.transform, values, valid, method)
                 table = pd.DataFrame({"cell_id": local.cell_id.to_numpy(), "band": band, "method": method, "value": result.value, "valid_fraction": result.valid_fraction})
                 store.put(info.content_hash, grid_name, method, band, table)

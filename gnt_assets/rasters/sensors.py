@@ -23,10 +23,14 @@ raster_resample_job = dg.define_asset_job("raster_resample_job", selection=dg.As
 @dg.sensor(job=raster_registration_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED,
            description="Adds a raster_sources partition and launches its run for every new raster in the watched folder or registry.")
 def raster_folder_sensor(context: dg.SensorEvaluationContext, storage: StorageResource, raster_folder: RasterFolderResource) -> dg.SensorResult:
-    found = sources.discover(raster_folder.folder_path(storage.root_path), raster_folder.registry_path(storage.root_path))
+    problems: list[str] = []
+    found = sources.discover(raster_folder.folder_path(storage.root_path), raster_folder.registry_path(storage.root_path), problems)
+    for problem in problems:
+        context.log.warning(problem)
     known = set(context.instance.get_dynamic_partitions(raster_sources.name))
     new = sorted(set(found) - known)
     return dg.SensorResult(
+        skip_reason="; ".join(problems) if problems and not new else None,
         run_requests=[dg.RunRequest(partition_key=key, run_key=f"{key}:{found[key].path}") for key in new],
         dynamic_partitions_requests=[raster_sources.build_add_request(new)] if new else [],
     )

@@ -16,7 +16,7 @@ import rasterio
 import yaml
 from upath import UPath
 
-from gnt_assets.core.keys import sanitize_key
+from gnt_assets.core.keys import PartitionKeyError, sanitize_key
 
 RASTER_SUFFIXES = (".tif", ".tiff")
 KINDS = ("continuous", "categorical", "count")
@@ -84,23 +84,43 @@ def _entry(key: str, path: UPath, meta: dict) -> SourceEntry:
     return SourceEntry(key=key, path=str(path), name=str(meta.get("name", path.stem)), kind=kind, nodata=meta.get("nodata"), metadata=extra)
 
 
-def discover(folder: UPath, registry: UPath | None) -> dict[str, SourceEntry]:
+def discover(folder: UPath, registry: UPath | None, problems: list[str] | None = None) -> dict[str, SourceEntry]:
     """Rasters in the watched folder (with sidecars) and entries of the registry file, by partition key.
 
     Registry entries are ``{path, name, kind, nodata, ...}``; relative paths are taken from the
     registry's folder. A missing file stays in the result so registration names the problem.
+    Files that cannot get a key (or collide with another file's key) and malformed registry
+    entries are left out and described in ``problems``, so one bad name never stops the others.
     """
+    problems = [] if problems is None else problems
     entries: dict[str, SourceEntry] = {}
+
+    def add(name: str, path: UPath, meta_of) -> None:
+        try:
+            key = sanitize_key(name)
+            entry = _entry(key, path, meta_of())
+        except (PartitionKeyError, RasterSourceError, yaml.YAMLError, json.JSONDecodeError) as error:
+            problems.append(f"{path}: skipped ({error})")
+            return
+        if key in entries and entries[key].path != entry.path:
+            problems.append(f"{path}: skipped, its key {key!r} is already taken by {entries[key].path}; rename one of them")
+            return
+        entries[key] = entry
+
     if folder.exists():
         for path in sorted(folder.iterdir()):
             if path.suffix.lower() in RASTER_SUFFIXES:
-                entries.setdefault(sanitize_key(path.stem), _entry(sanitize_key(path.stem), path, _sidecar(path)))
+                add(path.stem, path, lambda path=path: _sidecar(path))
     if registry is not None and registry.exists():
-        for item in (yaml.safe_load(registry.read_text()) or {}).get("rasters", []):
+        items = (yaml.safe_load(registry.read_text()) or {}).get("rasters", [])
+        for number, item in enumerate(items, 1):
+            if not isinstance(item, dict) or not item.get("path"):
+                problems.append(f"{registry}: entry {number} has no 'path'; skipped")
+                continue
             raw = str(item["path"])
             path = UPath(raw) if raw.startswith("/") or "://" in raw else registry.parent / raw
-            key = sanitize_key(str(item.get("key") or item.get("name") or path.stem))
-            entries[key] = _entry(key, path, {**_sidecar(path), **item} if path.exists() else dict(item))
+            add(str(item.get("key") or item.get("name") or path.stem), path,
+                lambda path=path, item=item: {**_sidecar(path), **item} if path.exists() else dict(item))
     return entries
 
 

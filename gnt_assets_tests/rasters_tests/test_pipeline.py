@@ -9,7 +9,7 @@ from rasterio.transform import from_origin
 import dagster as dg
 from gnt_assets.io_managers.geoparquet import read_table
 from gnt_assets.local.rasters import sample_rasters, write_geotiff
-from gnt_assets.rasters import definitions, resample
+from gnt_assets.rasters import definitions, resample, sources
 from gnt_assets.rasters.assets import grid_assets, raster_source, raster_tiles, resampled_assets
 from gnt_assets.rasters.jobs import raster_cache_cleanup
 from gnt_assets.rasters.sensors import raster_folder_sensor
@@ -144,3 +144,32 @@ def test_grid_not_intersecting_names_raster_and_grid(instance, resources, storag
     run = _materialize(instance, resources, [resampled_assets[0].key], "far_away", raise_on_error=False)
     message = _failure_text(run)
     assert "does not intersect" in message and "far_away.tif" in message and "square_5km" in message
+
+
+LOCAL_CRS = 'LOCAL_CS["site grid",UNIT["metre",1],AXIS["Easting",EAST],AXIS["Northing",NORTH]]'
+
+
+def test_unsupported_crs_and_unusable_names_stay_in_their_own_lane(instance, resources, storage_root):
+    folder = storage_root / "rasters" / "incoming"
+    folder.mkdir(parents=True)
+    ones = np.ones((10, 10), "float32")
+    write_geotiff(folder / "site.tif", ones, crs=LOCAL_CRS, transform=from_origin(0, 10, 1, 1), nodata=-1.0)
+    write_geotiff(folder / "!!!.tif", ones, crs="EPSG:4326", transform=from_origin(10, 46, 0.01, 0.01), nodata=-1.0)
+    write_geotiff(folder / "a b.tif", ones, crs="EPSG:4326", transform=from_origin(10, 46, 0.01, 0.01), nodata=-1.0)
+    write_geotiff(folder / "a_b.tif", ones, crs="EPSG:4326", transform=from_origin(10, 46, 0.01, 0.01), nodata=-1.0)
+    (storage_root / "rasters" / "registry.yaml").write_text("rasters:\n  - name: no path here\n")
+    problems = []
+    found = sources.discover(folder, storage_root / "rasters" / "registry.yaml", problems)
+    assert sorted(found) == ["a_b", "site"]
+    assert any("!!!.tif" in p for p in problems) and any("already taken" in p for p in problems)
+    assert any("entry 1 has no 'path'" in p for p in problems)
+    assert sorted(r.partition_key for r in _register(instance, resources).run_requests) == ["a_b", "site"]
+
+    _materialize(instance, resources, [grid_assets[1].key])
+    assert _materialize(instance, resources, [raster_source.key], "site").success
+    run = _materialize(instance, resources, [resampled_assets[1].key], "site", raise_on_error=False)
+    message = _failure_text(run)
+    assert "site.tif" in message and "not supported for grid 'h3_5km'" in message, message
+    _materialize(instance, resources, ["raster_catalog"])  # a source with no lon/lat extent is still listed
+    catalog = read_table(storage_root / "rasters" / "catalog.parquet").set_index("key")
+    assert catalog.loc["site", "status"] == "ready" and catalog.loc["site"].geometry is None
