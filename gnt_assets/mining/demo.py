@@ -43,5 +43,8 @@ def run(instance: dg.DagsterInstance) -> None:
         tiles = _materialize(instance, defs, resources, ["mining_training_tiles", "mining_hpc_transfer"], key)
         meta = tiles.asset_materializations_for_node("mining_training_tiles")[0].metadata
         print(f"   training tiles {key}: {meta['tiles'].value} tiles, {meta['bytes'].value:,} bytes", flush=True)
-    janitor = defs.get_job_def("janitor").execute_in_process(instance=instance, raise_on_error=False)
+    from gnt_assets.demo import DEMO_LOG_LEVEL
+
+    quiet = {"loggers": {"console": {"config": {"log_level": DEMO_LOG_LEVEL}}}}
+    janitor = defs.get_job_def("janitor").execute_in_process(instance=instance, run_config=quiet, raise_on_error=False)
     print(f"   janitor check: {'storage agrees with Dagster' if janitor.success else 'found problems (see the janitor run)'}", flush=True)
