@@ -120,7 +120,7 @@ def mapterhorn_tarball(context: dg.AssetExecutionContext, mapterhorn_sources: Ma
 
 @dg.asset(**SOURCE_STEP, deps=["mapterhorn_tarball"], check_specs=[checks.spec("mapterhorn_report", "no_failed_files", "No file failed a step.", blocking=False)])
 def mapterhorn_report(context: dg.AssetExecutionContext, mapterhorn_sources: MapterhornSourcesResource, storage: StorageResource) -> dg.MaterializeResult:
-    """Where the source stands: files pending / done / failed per step, the disk high-water mark, the tarball's size and MD5."""
+    """Where the source stands (also as merged/{source}/report.json): files pending / done / failed per step, the disk high-water mark, the tarball's size and MD5."""
     keys = _source_keys(mapterhorn_sources, context.partition_key)
     failed = {step: {k for k, status in (context.instance.get_status_by_partition(dg.AssetKey(asset), keys, mapterhorn_files) or {}).items()
                      if status == dg.AssetPartitionStatus.FAILED} for step, asset in STEP_ASSETS.items()}
@@ -130,5 +130,7 @@ def mapterhorn_report(context: dg.AssetExecutionContext, mapterhorn_sources: Map
         records=[dg.TableRecord(row) for row in progress.rows],
         schema=dg.TableSchema(columns=[dg.TableColumn("step"), dg.TableColumn("pending", "int"), dg.TableColumn("done", "int"), dg.TableColumn("failed", "int")]),
     )
-    metadata = {"steps": table, "source_files": len(keys), "disk_high_water_bytes": progress.high_water_bytes, "tarball_bytes": tarball.size, "tarball_md5": tarball.md5}
+    facts = {"source_files": len(keys), "disk_high_water_bytes": progress.high_water_bytes, "tarball_bytes": tarball.size, "tarball_md5": tarball.md5}
+    path = merge.write_report(mapterhorn_sources.root, context.partition_key, {**facts, "steps": progress.rows})
+    metadata = {**output_metadata([UPath(path)]), "steps": table, **facts}
     return dg.MaterializeResult(metadata=metadata, check_results=[checks.no_failed_files(progress.failed_files)])

@@ -92,3 +92,13 @@ def tarball_members(root: Path, metadata: SourceMetadata, license_pdf: Path, cog
     named = [("LICENSE.pdf", license_pdf), ("metadata.json", meta_path), ("bounds.csv", folder / "bounds.csv"), ("coverage.gpkg", folder / "coverage.gpkg")]
     named += [(f"files/{name}", files / name) for name in sorted(cog_names)]
     return tuple(TarMember.from_path(arcname, UPath(path)) for arcname, path in named)
+
+
+def write_report(root: Path, source: str, report: dict) -> Path:
+    """``report.json`` beside the merged outputs, so the state table survives outside Dagster too."""
+    path = merged_dir(root, source) / "report.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(".tmp-" + path.name)
+    temp.write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
+    os.replace(temp, path)
+    return path

@@ -27,12 +27,18 @@ def mapterhorn_file_list_sensor(context: dg.SensorEvaluationContext, mapterhorn_
     current = {entry.key: entry.url for source in sources(catalog) for entry in list_files(catalog, source)}
     new = [key for key in current if key not in seen]
     removed = sorted(set(seen) - set(current))
+    changed = sorted(key for key in current if key in seen and seen[key] != current[key])
+    if changed:
+        context.log.warning(f"file-list lines whose key now names another URL (their download step will refuse until cleared): {', '.join(changed)}")
     if removed:
         context.log.warning(f"lines removed from file lists; their partitions and outputs are kept: {', '.join(removed)}")
     # Shown on the file's download partition in the UI, so a removal is visible where the file's history is.
     removals = [
         dg.AssetObservation(asset_key="mapterhorn_download", partition=key, metadata={"removed_from_file_list": seen[key]})
         for key in removed
+    ] + [
+        dg.AssetObservation(asset_key="mapterhorn_download", partition=key, metadata={"url_changed_from": seen[key], "url_changed_to": current[key]})
+        for key in changed
     ]
     known_sources = set(context.instance.get_dynamic_partitions(source_partitions.name))
     new_sources = sorted({key.split(".", 1)[0] for key in current} - known_sources)

@@ -14,7 +14,7 @@ import geopandas as gpd
 import pandas as pd
 
 from gnt_assets.mapterhorn import archives, rasters
-from gnt_assets.mapterhorn.catalog import SourceFile, check_url
+from gnt_assets.mapterhorn.catalog import CatalogError, SourceFile, check_url
 from gnt_assets.mapterhorn.chain import FileWork
 from gnt_assets.mapterhorn.download import Download
 
@@ -25,9 +25,14 @@ def _resumed(work: FileWork, step: str) -> dict | None:
 
 
 def download_step(work: FileWork, entry: SourceFile, fetch: Callable[[str, Path], Download]) -> dict:
+    url = check_url(entry)
+    earlier = work.record("download")
+    if earlier and earlier["url"] != url:
+        # A key now naming another URL (list lines reordered or edited) must not reuse the old file's outputs.
+        raise CatalogError(f"mapterhorn file {work.key}: was downloaded from {earlier['url']} but the file list now says {url}; "
+                           f"delete {work.record_path('download').parent} to process the new URL under this key")
     if record := _resumed(work, "download"):
         return record
-    url = check_url(entry)
     result = fetch(url, work.step_dir("download") / entry.filename)
     return work.write_record("download", [result.path], url=url, md5=result.md5, attempts=result.attempts, resumed_from=result.resumed_from, resumed=False)
 

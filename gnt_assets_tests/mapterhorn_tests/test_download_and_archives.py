@@ -15,8 +15,10 @@ import py7zr
 import pytest
 
 from gnt_assets.local.mapterhorn import SourceServer
+from gnt_assets.mapterhorn import steps
 from gnt_assets.mapterhorn.archives import ArchiveError, extract
 from gnt_assets.mapterhorn.catalog import CatalogError, SourceFile, check_url, list_files
+from gnt_assets.mapterhorn.chain import FileWork
 from gnt_assets.mapterhorn.download import DownloadError, download
 
 LIMITS = dict(max_total_bytes=10_000_000, max_ratio=50)
@@ -64,6 +66,14 @@ def test_download_killed_mid_file_resumes_with_range(server, tmp_path):
     result = download(f"{server.base_url}/src/big.bin", dest, retries=0)
     assert result.resumed_from == kept and dest.read_bytes() == bytes(range(256)) * 4000 and not part.exists()
     assert server.faults.requests[-1] == ("/src/big.bin", f"bytes={kept}-")
+
+
+def test_a_key_that_now_names_another_url_is_refused(server, tmp_path):
+    work = FileWork(tmp_path, "src.big")
+    fetch = lambda url, dest: download(url, dest, retries=0)  # noqa: E731
+    steps.download_step(work, SourceFile("src", "src.big", f"{server.base_url}/src/big.bin", 2), fetch)
+    with pytest.raises(CatalogError, match=r"src.big: was downloaded from .*/src/big.bin but the file list now says .*/other/big.bin"):
+        steps.download_step(work, SourceFile("src", "src.big", f"{server.base_url}/other/big.bin", 2), fetch)
 
 
 def test_503_and_wrong_length_are_retried(server, tmp_path):

@@ -100,6 +100,9 @@ def test_sources_to_verified_tarballs(pipeline, instance, storage_root):
     rows = {r.data["step"]: r.data for r in report["steps"].value.records}
     assert rows["polygon"] == {"step": "polygon", "pending": 0, "done": 2, "failed": 0}
     assert (tar_store / "lowland_grids.tar.md5").read_text() == f"{report['tarball_md5'].value}  lowland_grids.tar\n"
+    saved = json.loads((root / "merged" / "lowland_grids" / "report.json").read_text())
+    assert saved["tarball_md5"] == report["tarball_md5"].value and report["files"].value == 1
+    assert 0 < saved["disk_high_water_bytes"] == report["disk_high_water_bytes"].value
 
     # Re-running the source (and a file) republishes a byte-identical tarball, bounds rows never doubled.
     first = (tar_store / "lowland_grids.tar").read_bytes()

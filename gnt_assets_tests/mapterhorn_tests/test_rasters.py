@@ -78,6 +78,15 @@ def test_bounds_of_a_utm_raster(tmp_path):
     assert 900_000 < bounds.left < bounds.right < 1_100_000  # about 9 degrees east
 
 
+def test_bounds_that_become_non_finite_are_an_error(tmp_path):
+    # An orthographic raster lying wholly off the visible disk has no longitude/latitude at all.
+    ortho = _tif(tmp_path / "ortho.tif", crs="+proj=ortho +lat_0=0 +lon_0=0 +R=6371000")
+    with rasterio.open(ortho, "r+") as dataset:
+        dataset.transform = from_origin(7_000_000, 8_000_000, 10_000, 10_000)
+    with pytest.raises(RasterError, match="ortho.tif: bounds .* non-finite"):
+        rasters.raster_bounds(ortho)
+
+
 def test_corrupt_tiff_irregular_xyz_and_missing_crs_are_named(tmp_path):
     (tmp_path / "bad.tif").write_bytes(b"II*\x00garbage" * 10)
     with pytest.raises(RasterError, match="bad.tif: not a readable raster"):
