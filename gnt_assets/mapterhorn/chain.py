@@ -18,6 +18,7 @@ intermediates.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -85,6 +86,8 @@ class FileWork:
         record = self.record(step)
         if record is None:
             return None
+        if record.get("merged"):  # a polygon the source merge already folded into coverage.gpkg
+            return record
         consumers = [later for later, source in INPUT_OF.items() if source == step]
         if any(self.record(s) for s in consumers) or all(Path(p).exists() for p in record["outputs"]):
             return record
@@ -115,6 +118,14 @@ class FileWork:
         os.replace(temp, path)
         return record
 
+    def mark_merged(self, step: str) -> None:
+        """Note that the source merge consumed (and deleted) this step's output."""
+        record = {**self.record(step), "merged": True}
+        path = self.record_path(step)
+        temp = path.with_name(".tmp-" + path.name)
+        temp.write_text(json.dumps(record, indent=1, sort_keys=True))
+        os.replace(temp, path)
+
     def inputs(self, step: str) -> list[Path]:
         """The previous step's outputs, which this step consumes."""
         previous = INPUT_OF[step]
@@ -126,3 +137,20 @@ class FileWork:
 
     def clean_work(self) -> None:
         shutil.rmtree(self.work, ignore_errors=True)
+
+
+def source_fingerprint(root: Path, keys: list[str]) -> str | None:
+    """A digest of the source's COG records, or None while some file has no polygon yet.
+
+    It changes only when a COG is remade, so a merge that just marks polygons merged
+    does not ask for another merge.
+    """
+    if not keys:
+        return None
+    digest = hashlib.sha256()
+    for key in sorted(keys):
+        work = FileWork(root, key)
+        if not work.record_path("polygon").exists() or not work.record_path("cog").exists():
+            return None
+        digest.update(key.encode() + work.record_path("cog").read_bytes())
+    return digest.hexdigest()[:16]

@@ -19,7 +19,7 @@ from upath import UPath
 
 from gnt_assets.core.tarball import TarMember
 from gnt_assets.mapterhorn.catalog import SourceMetadata
-from gnt_assets.mapterhorn.chain import FileWork, cog_folder
+from gnt_assets.mapterhorn.chain import FileWork, cog_folder, source_fingerprint
 from gnt_assets.mapterhorn.rasters import BOUNDS_HEADER
 
 # GDAL stamps gpkg_contents.last_change with "now" unless told otherwise.
@@ -55,10 +55,12 @@ def bounds_csv(root: Path, source: str, keys: list[str]) -> Path:
 
 
 def coverage_gpkg(root: Path, source: str, keys: list[str]) -> Path:
-    """Union (make-valid) of the per-file polygons into ``coverage.gpkg``; reused when the keys match."""
+    """Union (make-valid) of the per-file polygons into ``coverage.gpkg``; reused while no COG changed."""
     folder = merged_dir(root, source)
     path, record_path = folder / "coverage.gpkg", folder / "coverage.json"
-    if path.exists() and record_path.exists() and json.loads(record_path.read_text())["keys"] == sorted(keys):
+    fingerprint = source_fingerprint(root, keys)
+    if path.exists() and record_path.exists() and json.loads(record_path.read_text()).get("fingerprint") == fingerprint:
+        _polygons_merged(root, keys)
         return path
     missing = [k for k in keys if not FileWork(root, k).polygon_path.exists()]
     if missing:
@@ -77,10 +79,17 @@ def coverage_gpkg(root: Path, source: str, keys: list[str]) -> Path:
     if len(check) != 1 or not check.geometry.is_valid.all() or check.area.sum() + 1e-6 < parts.area.max():
         raise MergeError(f"source {source}: merged coverage failed verification")
     os.replace(temp, path)
-    record_path.write_text(json.dumps({"keys": sorted(keys), "area": float(union.area)}))
-    for key in keys:
-        FileWork(root, key).polygon_path.unlink(missing_ok=True)
+    record_path.write_text(json.dumps({"keys": sorted(keys), "fingerprint": fingerprint, "area": float(union.area)}))
+    _polygons_merged(root, keys)
     return path
+
+
+def _polygons_merged(root: Path, keys: list[str]) -> None:
+    """Delete the per-file polygons (the verified coverage.gpkg holds them) and say so in their records."""
+    for key in keys:
+        work = FileWork(root, key)
+        work.polygon_path.unlink(missing_ok=True)
+        work.mark_merged("polygon")
 
 
 def tarball_members(root: Path, metadata: SourceMetadata, license_pdf: Path, cog_names: list[str]) -> tuple[TarMember, ...]:

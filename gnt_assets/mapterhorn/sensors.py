@@ -1,13 +1,12 @@
 """Mapterhorn sensors: new file-list lines become partitions and runs; finished sources get merged."""
 
 
-import hashlib
 import json
 
 import dagster as dg
 
 from gnt_assets.mapterhorn.catalog import list_files, sources
-from gnt_assets.mapterhorn.chain import FileWork
+from gnt_assets.mapterhorn.chain import source_fingerprint
 from gnt_assets.partitions import mapterhorn_files
 from gnt_assets.partitions import mapterhorn_sources as source_partitions
 from gnt_assets.resources.mapterhorn import MapterhornSourcesResource
@@ -53,19 +52,6 @@ def mapterhorn_file_list_sensor(context: dg.SensorEvaluationContext, mapterhorn_
     )
 
 
-def _source_fingerprint(root, keys: list[str]) -> str | None:
-    """A digest of every file's polygon record, or None while some file is not done."""
-    if not keys:
-        return None
-    digest = hashlib.sha256()
-    for key in sorted(keys):
-        path = FileWork(root, key).record_path("polygon")
-        if not path.exists():
-            return None
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
 @dg.sensor(job=mapterhorn_source_job, minimum_interval_seconds=60)
 def mapterhorn_source_merge_sensor(context: dg.SensorEvaluationContext, mapterhorn_sources: MapterhornSourcesResource) -> dg.SensorResult:
     """Requests the merge (bounds.csv, coverage.gpkg, tarball, report) of each source whose files are all done."""
@@ -73,7 +59,7 @@ def mapterhorn_source_merge_sensor(context: dg.SensorEvaluationContext, mapterho
     known = set(context.instance.get_dynamic_partitions(source_partitions.name))
     requests = []
     for source in sources(catalog):
-        fingerprint = _source_fingerprint(root, [entry.key for entry in list_files(catalog, source)])
+        fingerprint = source_fingerprint(root, [entry.key for entry in list_files(catalog, source)])
         if source in known and fingerprint:
             requests.append(dg.RunRequest(partition_key=source, run_key=f"{source}@{fingerprint}"))
     return dg.SensorResult(run_requests=requests)
