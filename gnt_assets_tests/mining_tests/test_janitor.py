@@ -1,5 +1,9 @@
 """The janitor: corrupt storage six ways, check finds each, clean + the repair runs fix each."""
 
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 import dagster as dg
 import numpy as np
 from upath import UPath
@@ -11,6 +15,8 @@ from gnt_assets.mining.janitor_checks import janitor, janitor_repair_sensor
 from gnt_assets.mining.training_assets import mining_hpc_transfer, mining_training_tiles
 from gnt_assets.mining.exports import description
 from gnt_assets.mining.regions import region_path
+from gnt_assets.resources.alerts import AlertSinksResource
+from gnt_assets.sensors.check_failure_alerts import check_failure_alert_sensor
 from gnt_assets_tests.mining_tests import training_fixtures as fx
 
 PARTITIONS = ["ZAF|2020", "NAM|2020", "ZAF|2021", "NAM|2021"]
@@ -27,6 +33,32 @@ def run_janitor(instance, resources, mode):
         return result, result.output_for_node("janitor_sweep")
     failure = [e for e in result.all_events if e.is_step_failure][0].step_failure_data.user_failure_data
     return result, failure.metadata
+
+
+def alerts_sent(instance) -> list[dict]:
+    """What the shared alert sensor posts to a webhook served on loopback for this test."""
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"])))["alert"])
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        sinks = {"alerts": AlertSinksResource(webhook_url=f"http://127.0.0.1:{server.server_address[1]}/hook")}
+        with dg.build_sensor_context(instance=instance, resources=sinks) as context:
+            check_failure_alert_sensor(context)
+    finally:
+        server.shutdown()
+        server.server_close()
+    return received
 
 
 def corrupt(storage_root: UPath, hpc_root: UPath) -> None:
@@ -75,6 +107,9 @@ def test_check_finds_each_corruption_and_clean_plus_backfill_repairs_it(storage_
     assert f"region ZAF|2021 tile ({fx.IX0 + 1}, {fx.IY0}): zarr chunks missing" in problems
     assert "transfer NAM|2021" in problems and "differs from the source" in problems
     assert "drive ZAF|2020 export file still on Drive after its region was written" in problems
+    # The failed check run reaches the alert sinks through the shared alert sensor.
+    janitor_alerts = [a for a in alerts_sent(instance) if a["kind"] == "run_failure" and a["job"] == "janitor"]
+    assert len(janitor_alerts) == 1 and janitor_alerts[0]["run_id"] == result.run_id
     # Check mode changes nothing.
     assert tensor_folder(storage_root, ASSET_KEY, "ZAF|1999").exists()
 
