@@ -4,8 +4,10 @@ The same members in the same order always give the same bytes: fixed mtime,
 owner and mode, so a re-run of a source publishes a byte-identical tarball and
 ``{name}.tar.md5`` (md5sum format, accepted by ``md5sum -c``). The tarball is
 published atomically (temp + rename on disk, one completed PUT on object
-stores) and the sidecar only after it, so a reader never sees a torn tarball
-and a sidecar never names bytes that are not there.
+stores) and the sidecar only after it, so a reader never sees a torn tarball.
+Two files cannot be replaced in one step: a crash in the instant between the
+two publishes leaves the new tarball beside the old sidecar, which
+``verify_tarball`` (and ``md5sum -c``) reports and the next write repairs.
 """
 
 from __future__ import annotations
