@@ -118,7 +118,7 @@ def ensure_sample_scenes(root: Path, bbox: tuple[float, float, float, float] = D
     for month in months:
         first = datetime.fromisoformat(month).replace(tzinfo=timezone.utc)
         for index in range(scenes_per_month):
-            when = first + timedelta(days=3 + 9 * index, hours=19, minutes=12)
+            when = first + timedelta(days=3 + max(1, 27 // scenes_per_month) * index, hours=19, minutes=12)
             scene_id = f"S2A_10UDV_{when:%Y%m%d}_0_L2A"
             bands, scl = _scene_arrays(int(when.strftime("%Y%m%d")), height, width)
             assets = {}

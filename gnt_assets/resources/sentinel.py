@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import dagster as dg
 from pydantic import Field
@@ -81,11 +81,19 @@ class LocalSentinelStac(SentinelStacResource):
             yield url
 
 
+class SentinelCubeResource(dg.ConfigurableResource):
+    """How each grid's cube is stored under the storage root: plain zarr (default) or an Icechunk
+    repository where every partition's write is one commit (rebased past concurrent partitions)."""
+
+    backend: Literal["zarr", "icechunk"] = Field(default="zarr", description="'zarr' or 'icechunk'.")
+
+
 def resource_set(profile: str) -> dict[str, Any]:
+    cube = {"sentinel_cube": SentinelCubeResource(backend=os.environ.get("GNT_SENTINEL_CUBE", "zarr"))}
     if profile == "local":
         root = os.environ.get("GNT_STORAGE_ROOT", "./data")
         local_root = root if "://" not in root else "./data"
-        return {"sentinel_stac": LocalSentinelStac(data_root=str(Path(local_root) / "sentinel_source"))}
+        return {"sentinel_stac": LocalSentinelStac(data_root=str(Path(local_root) / "sentinel_source")), **cube}
     if os.environ.get("GNT_SENTINEL_STAC", "earth-search") == "planetary-computer":
-        return {"sentinel_stac": PlanetaryComputerStac()}
-    return {"sentinel_stac": EarthSearchStac()}
+        return {"sentinel_stac": PlanetaryComputerStac(), **cube}
+    return {"sentinel_stac": EarthSearchStac(), **cube}

@@ -5,10 +5,10 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from gnt_assets.materialization import output_metadata, quicklook_metadata
+from gnt_assets.materialization import quicklook_metadata
 from gnt_assets.partitions import sentinel_month_chunk
 from gnt_assets.resources.compute import DaskComputeResource
-from gnt_assets.resources.sentinel import SentinelStacResource
+from gnt_assets.resources.sentinel import SentinelCubeResource, SentinelStacResource
 from gnt_assets.resources.storage import StorageResource
 from gnt_assets.sentinel import chunk_runs as pipeline
 from gnt_assets.sentinel.aoi import aoi_from_bbox, load_geometry_file
@@ -92,6 +92,7 @@ def sentinel_mosaic(
     storage: StorageResource,
     compute: DaskComputeResource,
     sentinel_stac: SentinelStacResource,
+    sentinel_cube: SentinelCubeResource,
 ) -> dg.MaterializeResult:
     """Cloud-masked (SCL 4/5) monthly median reflectance of one grid cell, written as the cell's
     region of its grid's zarr cube; a run of many partitions maps the chunks on the compute cluster."""
@@ -99,7 +100,7 @@ def sentinel_mosaic(
     keys = [(k.keys_by_dimension["month"], k.keys_by_dimension["chunk"]) for k in parsed]
     context.log.info(f"{len(keys)} chunk x month partitions")
     with sentinel_stac.api_url() as url:
-        jobs = pipeline.chunk_jobs(storage, sentinel_grid, sentinel_stac, url, keys)
+        jobs = pipeline.chunk_jobs(storage, sentinel_grid, sentinel_stac, url, keys, sentinel_cube.backend)
         with compute.get_client() as client:
             results = client.gather(client.map(pipeline.run_chunk, jobs, retries=2, pure=False))
     for result in results:
@@ -108,7 +109,8 @@ def sentinel_mosaic(
     failed = [r for r in results if not r.success]
     if failed:
         raise dg.Failure("; ".join(f"month {r.month} chunk {r.chunk}: {r.error}" for r in failed))
-    metadata = {**output_metadata(pipeline.written_paths(storage, sentinel_grid, keys)), **_result_metadata(results)}
+    files, size = pipeline.written_objects(storage, sentinel_grid, keys, sentinel_cube.backend)
+    metadata = {"files": dg.MetadataValue.int(files), "bytes": dg.MetadataValue.int(size), **_result_metadata(results)}
     if len(results) == 1 and results[0].look is not None:
         metadata.update(quicklook_metadata(results[0].look, title="rgb"))
     return dg.MaterializeResult(metadata=metadata)

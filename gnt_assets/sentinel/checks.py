@@ -9,9 +9,9 @@ import numpy as np
 import shapely
 import shapely.validation
 
-from gnt_assets.core.zarr_regions import region_status
 from gnt_assets.io_managers.geoparquet import read_table
 from gnt_assets.partitions import sentinel_month_chunk
+from gnt_assets.resources.sentinel import SentinelCubeResource
 from gnt_assets.resources.storage import StorageResource
 from gnt_assets.sentinel import chunk_runs
 from gnt_assets.sentinel.assets import sentinel_aoi, sentinel_mosaic, sentinel_run_log
@@ -20,14 +20,14 @@ VALID_SHARE_FLOOR = 0.5
 REFLECTANCE_RANGE = (1, 20_000)  # DN of C1 L2A: (rho + 0.1) * 1e4; above 2.0 reflectance is not a surface
 
 
-def _region_written(storage, grid, month, chunk, result) -> tuple[bool, str]:
-    store, region, _ = chunk_runs.stored_region(storage, grid, month, chunk)
-    status = region_status(store, region)
+def _region_written(storage, grid, month, chunk, result, backend) -> tuple[bool, str]:
+    cube, region, _ = chunk_runs.stored_region(storage, grid, month, chunk, backend)
+    status = cube.status(region)
     return status.complete, f"{status.present}/{status.expected} chunks, marker {'present' if status.marked else 'missing'}"
 
 
-def _reflectance_plausible(storage, grid, month, chunk, result) -> tuple[bool, str]:
-    values = chunk_runs.stored_region(storage, grid, month, chunk)[2].values
+def _reflectance_plausible(storage, grid, month, chunk, result, backend) -> tuple[bool, str]:
+    values = chunk_runs.stored_region(storage, grid, month, chunk, backend)[2].values
     valid = values[np.isfinite(values)]
     if valid.size == 0:
         return True, "no valid pixels"
@@ -35,24 +35,24 @@ def _reflectance_plausible(storage, grid, month, chunk, result) -> tuple[bool, s
     return REFLECTANCE_RANGE[0] <= low and high <= REFLECTANCE_RANGE[1], f"DN {low:.0f}..{high:.0f}"
 
 
-def _no_fill_where_clear(storage, grid, month, chunk, result) -> tuple[bool, str]:
-    values = chunk_runs.stored_region(storage, grid, month, chunk)[2].values
+def _no_fill_where_clear(storage, grid, month, chunk, result, backend) -> tuple[bool, str]:
+    values = chunk_runs.stored_region(storage, grid, month, chunk, backend)[2].values
     fill_share = float((~np.isfinite(values)).all(axis=-1).mean())
     expected = 1.0 - result["valid_share"]
     passed = result["clear_pixels_unfilled"] == 0 and abs(fill_share - expected) < 1e-9
     return passed, f"fill share {fill_share:.4f} stored, {expected:.4f} expected; {result['clear_pixels_unfilled']} clear pixels left as fill"
 
 
-def _scenes_found(storage, grid, month, chunk, result) -> tuple[bool, str]:
+def _scenes_found(storage, grid, month, chunk, result, backend) -> tuple[bool, str]:
     return result["scenes"] > 0, f"{result['scenes']} scenes" + ("" if result["scenes"] else "; the region holds fill values")
 
 
-def _valid_share(storage, grid, month, chunk, result) -> tuple[bool, str]:
+def _valid_share(storage, grid, month, chunk, result, backend) -> tuple[bool, str]:
     return result["valid_share"] >= VALID_SHARE_FLOOR, f"valid share {result['valid_share']:.3f} (floor {VALID_SHARE_FLOOR})"
 
 
 CHECKS: dict[str, tuple[Callable, bool, str]] = {
-    "region_written": (_region_written, True, "Every zarr chunk of the partition's region exists and its completion marker is written."),
+    "region_written": (_region_written, True, "Every zarr chunk of the partition's region exists (zarr: its completion marker too; Icechunk: its commit)."),
     "reflectance_plausible": (_reflectance_plausible, True, f"Stored DN within {REFLECTANCE_RANGE} (uint16 reflectance scale)."),
     "no_fill_where_clear": (_no_fill_where_clear, True, "Fill (0) only where no scene had a clear (SCL 4/5) observation."),
     "scenes_found": (_scenes_found, False, "The month had at least one scene for the cell (else the region is fill)."),
@@ -65,12 +65,14 @@ def _mosaic_check(name: str) -> dg.AssetChecksDefinition:
 
     @dg.asset_check(asset=sentinel_mosaic, name=name, partitions_def=sentinel_month_chunk, blocking=blocking,
                     description=description)
-    def _check(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
+    def _check(context: dg.AssetCheckExecutionContext, storage: StorageResource,
+               sentinel_cube: SentinelCubeResource) -> dg.AssetCheckResult:
         grid = read_table(chunk_runs.grid_table_path(storage))
         outcomes = {}
         for key in context.partition_keys:
             month, chunk = key.keys_by_dimension["month"], key.keys_by_dimension["chunk"]
-            outcomes[f"{month}|{chunk}"] = finding(storage, grid, month, chunk, chunk_runs.read_result(storage, month, chunk))
+            outcomes[f"{month}|{chunk}"] = finding(storage, grid, month, chunk, chunk_runs.read_result(storage, month, chunk),
+                                                  sentinel_cube.backend)
         bad = [k for k, (ok, _) in outcomes.items() if not ok]
         return dg.AssetCheckResult(
             passed=not bad, severity=dg.AssetCheckSeverity.ERROR if blocking else dg.AssetCheckSeverity.WARN,

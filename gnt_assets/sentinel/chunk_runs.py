@@ -12,8 +12,8 @@ import pandas as pd
 from upath import UPath
 
 from gnt_assets.core.atomic import atomic_write_text
-from gnt_assets.core.zarr_regions import append_along, create_store, store_exists
-from gnt_assets.sentinel.cube import VARIABLE, CubeLayout, cube_encoding, cube_layout, cube_template
+from gnt_assets.sentinel.cube import VARIABLE, CubeLayout, cube_layout
+from gnt_assets.sentinel.cube_store import CubeStore
 from gnt_assets.sentinel.mosaic import ChunkJob, ChunkResult, mosaic_chunk_logged
 
 run_chunk = mosaic_chunk_logged
@@ -34,8 +34,9 @@ def layout_for(cells: gpd.GeoDataFrame) -> CubeLayout:
     return cube_layout(cells, first["crs"], float(first["resolution"]), int(first["chunk_px"]))
 
 
-def cube_path(storage, grid: str) -> UPath:
-    return storage.path("sentinel", f"cube_{grid}.zarr")
+def cube_store(storage, grid: str, backend: str = "zarr") -> CubeStore:
+    suffix = "zarr" if backend == "zarr" else "icechunk"
+    return CubeStore(storage.path("sentinel", f"cube_{grid}.{suffix}"), backend)
 
 
 def _result_path(storage, month: str, chunk: str) -> UPath:
@@ -49,27 +50,23 @@ def _cell(grid_table: gpd.GeoDataFrame, chunk: str) -> pd.Series:
     return rows.iloc[0]
 
 
-def ensure_cube(store: UPath, layout: CubeLayout, months: list[str], bands: list[str]) -> None:
-    """Create the store (metadata only) once, then add any month it lacks at the end of the time axis."""
-    if not store_exists(store):
-        create_store(store, cube_template(layout, months[:1], bands), encoding=cube_encoding(layout, bands))
-    for month in months:
-        append_along(store, "time", cube_template(layout, [month], bands))
-
-
-def chunk_jobs(storage, grid_table: gpd.GeoDataFrame, stac, url: str, keys: list[tuple[str, str]]) -> list[ChunkJob]:
+def chunk_jobs(storage, grid_table: gpd.GeoDataFrame, stac, url: str, keys: list[tuple[str, str]],
+               backend: str = "zarr") -> list[ChunkJob]:
+    """One job per (month, chunk); each grid's cube is created or extended to the run's months first,
+    so the mapped jobs only write data (never metadata) and cannot conflict."""
     bands = list(stac.band_assets)
     jobs, layouts = [], {}
     for month, chunk in keys:
         cell = _cell(grid_table, chunk)
+        cube = cube_store(storage, cell["grid"], backend)
         if cell["grid"] not in layouts:
             layouts[cell["grid"]] = layout_for(grid_table[grid_table["grid"] == cell["grid"]])
             months = sorted({m for m, c in keys if _cell(grid_table, c)["grid"] == cell["grid"]})
-            ensure_cube(cube_path(storage, cell["grid"]), layouts[cell["grid"]], months, bands)
+            cube.ensure(layouts[cell["grid"]], months, bands)
         jobs.append(ChunkJob(
             chunk=chunk, month=month, query=stac.query(url, tuple(cell.geometry.bounds), date.fromisoformat(month)),
             band_assets=dict(stac.band_assets), scl_asset=stac.scl_asset, layout=layouts[cell["grid"]],
-            store=cube_path(storage, cell["grid"]), modifier=stac.modifier(), aws_unsigned=stac.aws_unsigned,
+            cube=cube, modifier=stac.modifier(), aws_unsigned=stac.aws_unsigned,
         ))
     return jobs
 
@@ -86,22 +83,14 @@ def read_result(storage, month: str, chunk: str) -> dict:
     return json.loads(path.read_text())
 
 
-def chunk_files(store: UPath, layout: CubeLayout, chunk: str, time_index: int) -> list[UPath]:
-    """The zarr chunk objects a cell's region owns at one time step."""
-    return [store / VARIABLE / "c" / str(time_index) / str(r) / str(k) / "0" for r, k in sorted(layout.chunks_of(chunk))]
-
-
-def written_paths(storage, grid_table: gpd.GeoDataFrame, keys: list[tuple[str, str]]) -> list[UPath]:
-    from gnt_assets.core.zarr_regions import open_store
-
-    paths = []
+def written_objects(storage, grid_table: gpd.GeoDataFrame, keys: list[tuple[str, str]], backend: str = "zarr") -> tuple[int, int]:
+    """(chunk objects, stored bytes) of the partitions' regions, for the files/bytes metadata."""
+    files = size = 0
     for month, chunk in keys:
-        cell = _cell(grid_table, chunk)
-        store = cube_path(storage, cell["grid"])
-        times = [str(t)[:10] for t in open_store(store)["time"].values]
-        layout = layout_for(grid_table[grid_table["grid"] == cell["grid"]])
-        paths += chunk_files(store, layout, chunk, times.index(month[:10]))
-    return paths
+        cube, region, _ = stored_region(storage, grid_table, month, chunk, backend)
+        status = cube.status(region)
+        files, size = files + status.present, size + status.stored_bytes
+    return files, size
 
 
 def result_rows(results: list[ChunkResult]) -> list[dict]:
@@ -123,18 +112,9 @@ def grid_table_path(storage) -> UPath:
     return storage.path("tables", "sentinel_grid.parquet")
 
 
-def stored_region(storage, grid_table: gpd.GeoDataFrame, month: str, chunk: str):
-    """(store, integer region, lazily opened data) of one partition in its cube."""
-    from gnt_assets.core.zarr_regions import open_store
-
+def stored_region(storage, grid_table: gpd.GeoDataFrame, month: str, chunk: str, backend: str = "zarr"):
+    """(cube store, integer region, lazily opened data) of one partition in its cube."""
     cell = _cell(grid_table, chunk)
-    store = cube_path(storage, cell["grid"])
-    data = open_store(store)[VARIABLE]
-    times = [str(t)[:10] for t in data["time"].values]
-    if month[:10] not in times:
-        raise KeyError(f"month {month} chunk {chunk}: the cube {store} has no time step for the month")
-    layout = layout_for(grid_table[grid_table["grid"] == cell["grid"]])
-    rows, cols = layout.regions[chunk]
-    ydim, xdim = data.dims[1:3]
-    region = {"time": slice(times.index(month[:10]), times.index(month[:10]) + 1), ydim: rows, xdim: cols}
-    return store, region, data.isel(region)
+    cube = cube_store(storage, cell["grid"], backend)
+    region = cube.region(layout_for(grid_table[grid_table["grid"] == cell["grid"]]), chunk, month)
+    return cube, region, cube.open()[VARIABLE].isel(region)

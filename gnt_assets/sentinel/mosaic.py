@@ -11,11 +11,10 @@ from dataclasses import dataclass, field
 import bottleneck as bn
 import numpy as np
 from scipy import ndimage
-from upath import UPath
 
 from gnt_assets.core.quicklook import QuickLook, quicklook
-from gnt_assets.core.zarr_regions import write_region
 from gnt_assets.sentinel.cube import CubeLayout, region_dataset
+from gnt_assets.sentinel.cube_store import CubeStore
 from gnt_assets.sentinel.stac import SceneQuery, search_scenes
 
 CLEAR_SCL = (4, 5)
@@ -59,7 +58,7 @@ class ChunkJob:
     band_assets: dict[str, str]  # cube band -> STAC asset name
     scl_asset: str
     layout: CubeLayout
-    store: UPath
+    cube: CubeStore
     modifier: Callable | None = None
     aws_unsigned: bool = False
 
@@ -121,7 +120,7 @@ def mosaic_chunk(job: ChunkJob) -> ChunkResult:
         clear_any = np.zeros((height, width), bool)
     filled = (median == 0).all(axis=-1)
     mark = time.perf_counter()
-    write_region(job.store, region_dataset(job.layout, job.chunk, job.month, list(job.band_assets), median))
+    job.cube.write(region_dataset(job.layout, job.chunk, job.month, list(job.band_assets), median), job.layout, job.chunk, job.month)
     durations["write_s"] = time.perf_counter() - mark
     durations["total_s"] = time.perf_counter() - started
     valid = median[~filled]

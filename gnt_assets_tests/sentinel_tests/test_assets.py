@@ -5,7 +5,7 @@ import dagster as dg
 from gnt_assets.definitions import defs
 from gnt_assets.local.sentinel import DEMO_BBOX
 from gnt_assets.resources import resources_for_profile
-from gnt_assets.resources.sentinel import LocalSentinelStac
+from gnt_assets.resources.sentinel import LocalSentinelStac, SentinelCubeResource
 from gnt_assets.sentinel.sensors import sentinel_chunk_sensor
 
 ASSETS = [*defs.assets, *(defs.asset_checks or [])]
@@ -37,6 +37,12 @@ def test_pipeline_through_dagster(storage_root, instance, stac_url):
     metadata = mosaic.asset_materializations_for_node("sentinel_mosaic")[0].metadata
     assert metadata["files"].value >= 1 and metadata["bytes"].value > 0 and metadata["scenes"].value == 3
     assert "rgb" in metadata
+
+    # The same partition into an Icechunk repository: one commit, same checks.
+    icechunk = {**resources, "sentinel_cube": SentinelCubeResource(backend="icechunk")}
+    committed = dg.materialize(ASSETS, selection=["sentinel_mosaic"], partition_key=str(key), instance=instance, resources=icechunk)
+    assert all(_checks(committed).values())
+    assert committed.asset_materializations_for_node("sentinel_mosaic")[0].metadata["files"].value == metadata["files"].value
 
     empty = dg.MultiPartitionKey({"month": "2024-09-01", "chunk": chunks[0]})
     no_scenes = dg.materialize(ASSETS, selection=["sentinel_mosaic"], partition_key=str(empty), instance=instance, resources=resources)

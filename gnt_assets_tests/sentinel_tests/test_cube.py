@@ -1,4 +1,5 @@
-"""Cube layout invariant (each cell whole chunks, no chunk shared) and concurrent region writes on disk and S3."""
+"""Cube layout invariant (each cell whole chunks, no chunk shared) and two partitions writing at once,
+plain zarr and Icechunk, on disk and on the loopback S3 server."""
 
 import threading
 
@@ -7,8 +8,9 @@ import pytest
 from shapely.geometry import box
 from upath import UPath
 
-from gnt_assets.core.zarr_regions import ZarrLayoutError, open_store, region_status
-from gnt_assets.sentinel.chunk_runs import ensure_cube, layout_for
+from gnt_assets.core.zarr_regions import ZarrLayoutError
+from gnt_assets.sentinel.chunk_runs import layout_for
+from gnt_assets.sentinel.cube_store import CubeStore
 from gnt_assets.sentinel.cube import VARIABLE, cube_layout, region_dataset
 from gnt_assets.sentinel.grid import GridSpec, grid_cells, majortom_generator, named_grid
 
@@ -39,11 +41,11 @@ def test_overlapping_majortom_cells_are_refused():
         cube_layout(cells.assign(), "EPSG:4326", 20 / 111_320, 16)
 
 
-def _two_cells_concurrently(store: UPath):
+def _two_cells_concurrently(cube: CubeStore):
     cells = named_grid(AOI, "sq", "square", GridSpec(d=960, target_crs="EPSG:32610", res_m=20))
     layout = layout_for(cells)
-    ensure_cube(store, layout, ["2024-06-01"], BANDS)
-    ensure_cube(store, layout, ["2024-06-01", "2024-07-01"], BANDS)  # extends time, idempotent
+    cube.ensure(layout, ["2024-06-01"], BANDS)
+    cube.ensure(layout, ["2024-06-01", "2024-07-01"], BANDS)  # extends time, idempotent
     chunks = cells["chunk"].tolist()[:2]
     barrier, errors = threading.Barrier(2), []
 
@@ -51,8 +53,8 @@ def _two_cells_concurrently(store: UPath):
         try:
             h, w = layout.cell_geobox(chunk).shape
             barrier.wait()
-            from gnt_assets.core.zarr_regions import write_region
-            write_region(store, region_dataset(layout, chunk, "2024-07-01", BANDS, np.full((h, w, 4), 100 + index, "uint16")))
+            cube.write(region_dataset(layout, chunk, "2024-07-01", BANDS, np.full((h, w, 4), 100 + index, "uint16")),
+                       layout, chunk, "2024-07-01")
         except Exception as error:  # noqa: BLE001 (collected and asserted below)
             errors.append(error)
 
@@ -60,20 +62,41 @@ def _two_cells_concurrently(store: UPath):
     [t.start() for t in threads]
     [t.join() for t in threads]
     assert not errors
-    data = open_store(store)[VARIABLE]
+    data = cube.open()[VARIABLE]
     assert [str(t)[:10] for t in data["time"].values] == ["2024-06-01", "2024-07-01"]
     assert data.odc.geobox == layout.geobox
     for index, chunk in enumerate(chunks):
         rows, cols = layout.regions[chunk]
         region = {"time": slice(1, 2), "y": rows, "x": cols}
-        assert region_status(store, region).complete
+        assert cube.status(region).complete
         assert np.all(data.isel(region).values == 100 + index)
     assert np.isnan(data.isel(time=0).values).all()  # June never written: fill
 
 
-def test_concurrent_partitions_on_disk(tmp_path):
-    _two_cells_concurrently(UPath(tmp_path / "cube.zarr"))
+@pytest.mark.parametrize("backend", ["zarr", "icechunk"])
+def test_concurrent_partitions_on_disk(tmp_path, backend):
+    _two_cells_concurrently(CubeStore(UPath(tmp_path / "cube"), backend))
 
 
-def test_concurrent_partitions_on_s3(s3_root):
-    _two_cells_concurrently(s3_root / "cube.zarr")
+@pytest.mark.parametrize("backend", ["zarr", "icechunk"])
+def test_concurrent_partitions_on_s3(s3_root, backend):
+    _two_cells_concurrently(CubeStore(s3_root / "cube", backend))
+
+
+def test_icechunk_partitions_are_commits_and_a_failed_one_commits_nothing(tmp_path):
+    import icechunk
+
+    cube = CubeStore(UPath(tmp_path / "cube.icechunk"), "icechunk")
+    cells = named_grid(AOI, "sq", "square", GridSpec(d=960, target_crs="EPSG:32610", res_m=20))
+    layout, chunk = layout_for(cells), cells["chunk"].iloc[0]
+    cube.ensure(layout, ["2024-06-01"], BANDS)
+    h, w = layout.cell_geobox(chunk).shape
+    cube.write(region_dataset(layout, chunk, "2024-06-01", BANDS, np.full((h, w, 4), 7, "uint16")), layout, chunk, "2024-06-01")
+    wrong_shape = region_dataset(layout, chunk, "2024-06-01", BANDS, np.full((h, w, 4), 9, "uint16")).isel(x=slice(1, None))
+    with pytest.raises(Exception):
+        cube.write(wrong_shape, layout, chunk, "2024-06-01")
+    repo = icechunk.Repository.open(icechunk.local_filesystem_storage(str(tmp_path / "cube.icechunk")))
+    messages = [snapshot.message for snapshot in repo.ancestry(branch="main")]
+    assert messages[0] == f"sentinel 2024-06 {chunk}" and len(messages) == 3  # init, cube, one partition
+    rows, cols = layout.regions[chunk]
+    assert (cube.open()[VARIABLE].isel(time=0, y=rows, x=cols).values == 7).all()

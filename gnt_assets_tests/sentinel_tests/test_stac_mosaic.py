@@ -9,10 +9,10 @@ import pytest
 from shapely.geometry import box
 from upath import UPath
 
-from gnt_assets.core.zarr_regions import open_store, region_status
 from gnt_assets.local.sentinel import COLLECTION, DEMO_BBOX, stac_api_server
-from gnt_assets.sentinel.chunk_runs import ensure_cube, layout_for
+from gnt_assets.sentinel.chunk_runs import layout_for
 from gnt_assets.sentinel.cube import VARIABLE
+from gnt_assets.sentinel.cube_store import CubeStore
 from gnt_assets.sentinel.grid import GridSpec, named_grid
 from gnt_assets.sentinel.mosaic import ChunkJob, cloud_mask, masked_median, mosaic_chunk, mosaic_chunk_logged
 from gnt_assets.sentinel.stac import SceneQuery, StacSearchError, search_scenes
@@ -43,22 +43,22 @@ def test_masked_median_ignores_masked_and_nodata():
     assert not mask[0, 10, 10] and mask[0, :6, :6].all()
 
 
-def _job(url, store, layout, chunk, month):
+def _job(url, cube, layout, chunk, month):
     return ChunkJob(chunk=chunk, month=month, query=SceneQuery(url, COLLECTION, DEMO_BBOX, date.fromisoformat(month)),
-                    band_assets=BANDS, scl_asset="scl", layout=layout, store=store)
+                    band_assets=BANDS, scl_asset="scl", layout=layout, cube=cube)
 
 
 def test_chunk_mosaic_bad_href_and_empty_month(stac_url, scenes_dir, tmp_path):
     cells = named_grid(box(*DEMO_BBOX), "sq", "square", GridSpec(d=960, target_crs="EPSG:32610", res_m=20))
     layout, chunk = layout_for(cells), cells["chunk"].iloc[0]
-    store = UPath(tmp_path / "cube.zarr")
-    ensure_cube(store, layout, ["2024-06-01", "2024-08-01"], list(BANDS))
+    store = CubeStore(UPath(tmp_path / "cube.zarr"))
+    store.ensure(layout, ["2024-06-01", "2024-08-01"], list(BANDS))
     result = mosaic_chunk(_job(stac_url, store, layout, chunk, "2024-06-01"))
     assert result.success and result.scenes == 3 and result.valid_share > 0.5 and result.clear_pixels_unfilled == 0
     assert 1 <= result.minimum and result.maximum < 20000
     rows, cols = layout.regions[chunk]
-    written = open_store(store)[VARIABLE].isel(time=0, y=rows, x=cols).values.copy()
-    assert region_status(store, {"time": slice(0, 1), "y": rows, "x": cols}).complete
+    written = store.open()[VARIABLE].isel(time=0, y=rows, x=cols).values.copy()
+    assert store.status({"time": slice(0, 1), "y": rows, "x": cols}).complete
 
     empty = mosaic_chunk(_job(stac_url, store, layout, chunk, "2024-08-01"))  # no scenes in August
     assert empty.success and empty.scenes == 0 and empty.valid_share == 0
@@ -75,4 +75,4 @@ def test_chunk_mosaic_bad_href_and_empty_month(stac_url, scenes_dir, tmp_path):
     with stac_api_server(broken) as url:
         failed = mosaic_chunk_logged(_job(url, store, layout, chunk, "2024-06-01"))
     assert not failed.success and f"month 2024-06-01 chunk {chunk}" in failed.error
-    assert np.array_equal(open_store(store)[VARIABLE].isel(time=0, y=rows, x=cols).values, written, equal_nan=True)
+    assert np.array_equal(store.open()[VARIABLE].isel(time=0, y=rows, x=cols).values, written, equal_nan=True)

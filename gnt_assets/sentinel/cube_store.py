@@ -1,0 +1,184 @@
+"""Where the cube lives: a plain zarr store (the shared region API) or an Icechunk repository.
+
+Both backends create the store once (metadata only), add months at the end of the time axis,
+write one cell's region per partition and report which of its chunks exist. With Icechunk
+each partition's write is one transaction: a failed partition commits nothing, and
+concurrent partitions rebase onto each other (disjoint chunks never conflict).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+from dataclasses import dataclass
+
+import numpy as np
+import xarray as xr
+from upath import UPath
+
+from gnt_assets.core import zarr_regions
+from gnt_assets.core.zarr_regions import RegionStatus, ZarrLayoutError
+from gnt_assets.sentinel.cube import VARIABLE, CubeLayout, cube_encoding, cube_template
+
+BACKENDS = ("zarr", "icechunk")
+COMMIT_TRIES = 50
+
+
+@dataclass(frozen=True)
+class CubeStore:
+    path: UPath
+    backend: str = "zarr"
+
+    def __post_init__(self):
+        if self.backend not in BACKENDS:
+            raise ValueError(f"sentinel cube {self.path}: unknown backend {self.backend!r}; use one of {BACKENDS}")
+
+    # -- shared by both backends -------------------------------------------------------------
+    def ensure(self, layout: CubeLayout, months: list[str], bands: list[str]) -> None:
+        """Create the store (metadata only) once, then add any month it lacks at the end of the time axis."""
+        if self.backend == "zarr":
+            if not zarr_regions.store_exists(self.path):
+                zarr_regions.create_store(self.path, cube_template(layout, months[:1], bands),
+                                          encoding=cube_encoding(layout, bands))
+            for month in months:
+                zarr_regions.append_along(self.path, "time", cube_template(layout, [month], bands))
+            return
+        self._icechunk_ensure(layout, months, bands)
+
+    def open(self) -> xr.Dataset:
+        """The latest committed cube, lazily."""
+        if self.backend == "zarr":
+            return zarr_regions.open_store(self.path)
+        session = self._repository().readonly_session(branch="main")
+        return xr.open_zarr(session.store, consolidated=False, zarr_format=3)
+
+    def region(self, layout: CubeLayout, chunk: str, month: str) -> dict[str, slice]:
+        """The integer region of one cell and month in the stored cube."""
+        data = self.open()[VARIABLE]
+        times = [str(t)[:10] for t in data["time"].values]
+        if month[:10] not in times:
+            raise KeyError(f"month {month} chunk {chunk}: the cube {self.path} has no time step for the month")
+        index = times.index(month[:10])
+        rows, cols = layout.regions[chunk]
+        ydim, xdim = data.dims[1:3]
+        return {"time": slice(index, index + 1), ydim: rows, xdim: cols}
+
+    def write(self, dataset: xr.Dataset, layout: CubeLayout, chunk: str, month: str) -> dict[str, slice]:
+        """Write one cell's region for one month (idempotent; all or nothing with Icechunk)."""
+        if self.backend == "zarr":
+            return zarr_regions.write_region(self.path, dataset)
+        region = self.region(layout, chunk, month)
+        with self._commit_lock():
+            repo = self._repository()
+            for _ in range(COMMIT_TRIES):
+                session = repo.writable_session("main")
+                # Data only: coordinates are written once by ensure(), so partitions touch disjoint chunks.
+                dataset[[VARIABLE]].drop_vars(list(dataset.coords)).to_zarr(
+                    session.store, region=region, mode="r+", consolidated=False, zarr_format=3, write_empty_chunks=True)
+                if self._commit(session, f"sentinel {month[:7]} {chunk}", {"chunk": chunk, "month": month}):
+                    return region
+        raise RuntimeError(f"month {month} chunk {chunk}: Icechunk commit to {self.path} kept conflicting")
+
+    def status(self, region: dict[str, slice]) -> RegionStatus:
+        """Chunks of the region present (and their stored bytes); complete once all exist."""
+        if self.backend == "zarr":
+            return zarr_regions.region_status(self.path, region, [VARIABLE])
+        from zarr.core.buffer import default_buffer_prototype
+        from zarr.core.sync import sync
+
+        store = self._repository().readonly_session(branch="main").store
+        keys = _chunk_keys(self.open()[VARIABLE], region)
+        sizes = [sync(store.get(key, prototype=default_buffer_prototype())) for key in keys]
+        present = [len(value) for value in sizes if value is not None]
+        # A commit is atomic: every chunk present means the partition's transaction landed.
+        return RegionStatus(expected=len(keys), present=len(present), marked=len(present) == len(keys),
+                            stored_bytes=sum(present))
+
+    # -- Icechunk ------------------------------------------------------------------------------
+    def _storage(self):
+        import icechunk
+
+        if self.path.protocol in ("", "file", "local"):
+            return icechunk.local_filesystem_storage(self.path.path)
+        if self.path.protocol != "s3":
+            raise ValueError(f"sentinel cube {self.path}: Icechunk here supports local disk and S3, not {self.path.protocol}")
+        options = dict(self.path.storage_options)
+        client = options.get("client_kwargs", {})
+        endpoint = options.get("endpoint_url") or client.get("endpoint_url")
+        bucket, _, prefix = self.path.path.partition("/")
+        return icechunk.s3_storage(
+            bucket=bucket, prefix=prefix, region=client.get("region_name"), endpoint_url=endpoint,
+            allow_http=bool(endpoint and endpoint.startswith("http://")), force_path_style=bool(endpoint),
+            access_key_id=options.get("key"), secret_access_key=options.get("secret"),
+            from_env=None if options.get("key") else True,
+        )
+
+    def _repository(self):
+        import icechunk
+
+        try:
+            return icechunk.Repository.open_or_create(self._storage())
+        except icechunk.IcechunkError:  # another partition created it in between
+            return icechunk.Repository.open(self._storage())
+
+    @contextlib.contextmanager
+    def _commit_lock(self):
+        """Local disk has no conditional writes, so commits on one machine take turns; S3 needs no lock."""
+        if self.path.protocol not in ("", "file", "local"):
+            yield
+            return
+        lock_path = UPath(f"{self.path.path}.lock")
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_path.path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    @staticmethod
+    def _commit(session, message: str, metadata: dict) -> bool:
+        import icechunk
+
+        if not session.has_uncommitted_changes:
+            return True
+        try:
+            session.commit(message, metadata=metadata, rebase_with=icechunk.ConflictDetector(), rebase_tries=COMMIT_TRIES)
+        except (icechunk.ConflictError, icechunk.RebaseFailedError):
+            return False
+        return True
+
+    def _icechunk_ensure(self, layout: CubeLayout, months: list[str], bands: list[str]) -> None:
+        with self._commit_lock():
+            repo = self._repository()
+            for _ in range(COMMIT_TRIES):
+                session = repo.writable_session("main")
+                store = session.store
+                try:
+                    existing = xr.open_zarr(store, consolidated=False, zarr_format=3)
+                except (FileNotFoundError, KeyError):
+                    existing = None
+                if existing is None:
+                    template = zarr_regions.with_exact_transform(cube_template(layout, months[:1], bands))
+                    template.to_zarr(store, mode="w-", compute=False, encoding=cube_encoding(layout, bands),
+                                     consolidated=False, zarr_format=3, safe_chunks=False)
+                    existing = xr.open_zarr(store, consolidated=False, zarr_format=3)
+                if existing.sizes.get("band") != len(bands) or existing[VARIABLE].shape[1:3] != layout.geobox.shape:
+                    raise ZarrLayoutError(f"sentinel cube {self.path}: stored layout {dict(existing.sizes)} differs from "
+                                          f"the grid's {layout.geobox.shape} x {len(bands)} bands")
+                for month in months:
+                    template = cube_template(layout, [month], bands)
+                    if not np.isin(template["time"].values, existing["time"].values).all():
+                        template.to_zarr(store, append_dim="time", compute=False, consolidated=False,
+                                         zarr_format=3, safe_chunks=False)
+                        existing = xr.open_zarr(store, consolidated=False, zarr_format=3)
+                if self._commit(session, f"sentinel cube: months {', '.join(m[:7] for m in months)}", {}):
+                    return
+        raise RuntimeError(f"sentinel cube {self.path}: initialising the Icechunk repository kept conflicting")
+
+
+def _chunk_keys(data: xr.DataArray, region: dict[str, slice]) -> list[str]:
+    """zarr v3 chunk keys of a region (time, y, x; the band axis is one chunk)."""
+    sizes = data.encoding["chunks"][:3]
+    ranges = [range(region[dim].start // size, -(-region[dim].stop // size)) for dim, size in zip(data.dims[:3], sizes)]
+    return [f"{VARIABLE}/c/{t}/{r}/{k}/0" for t in ranges[0] for r in ranges[1] for k in ranges[2]]
