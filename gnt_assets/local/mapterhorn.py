@@ -199,13 +199,19 @@ def _handler(www: Path, faults: Faults) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _SharedPortServer(ThreadingHTTPServer):
+    # Step processes of one backfill each start a server on the saved port; SO_REUSEPORT lets
+    # them share it (they serve the same generated files), and one stopping leaves the others up.
+    allow_reuse_port = True
+    daemon_threads = True
+
+
 class SourceServer(contextlib.AbstractContextManager):
     """Serves ``www`` on 127.0.0.1 (``port=0``: a free port) in a background thread."""
 
     def __init__(self, www: Path, port: int = 0):
         self.faults = Faults()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), _handler(www, self.faults))
-        self.httpd.daemon_threads = True
+        self.httpd = _SharedPortServer(("127.0.0.1", port), _handler(www, self.faults))
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property

@@ -76,6 +76,14 @@ def test_a_key_that_now_names_another_url_is_refused(server, tmp_path):
         steps.download_step(work, SourceFile("src", "src.big", f"{server.base_url}/other/big.bin", 2), fetch)
 
 
+def test_servers_of_parallel_steps_share_the_saved_port(server, tmp_path):
+    port = server.httpd.server_address[1]
+    with SourceServer(tmp_path / "www", port) as second:  # what a second step process of a backfill starts
+        assert second.httpd.server_address[1] == port
+    # The second one stopping leaves the first serving.
+    assert download(f"{server.base_url}/src/big.bin", tmp_path / "big.bin", retries=0).size == 1_024_000
+
+
 def test_503_and_wrong_length_are_retried(server, tmp_path):
     server.faults.add("/src/big.bin", "503", "wrong_length")
     result = download(f"{server.base_url}/src/big.bin", tmp_path / "big.bin", retries=3, backoff_s=0.01)
