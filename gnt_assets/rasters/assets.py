@@ -80,7 +80,8 @@ def raster_catalog(storage: StorageResource) -> dg.MaterializeResult:
 def raster_tiles(context: dg.AssetExecutionContext, storage: StorageResource, compute: DaskComputeResource,
                  raster_folder: RasterFolderResource) -> dg.MaterializeResult:
     """The raster as a zarr array with one chunk per tile (one GET per tile), and a GeoParquet tile index
-    with window, bounds and min/max/mean/std/nodata/valid counts; tiles run in parallel on Dask."""
+    with window, bounds and min/max/mean/std/nodata/valid counts; tiles run in parallel on Dask.
+    Quick look: band 1 mean per tile (one pixel per tile)."""
     info = catalog.load_source(state_folder(storage), context.partition_key)
     folder = state_folder(storage) / "tiles" / info.key
     tasks = tiling.tile_tasks(info, folder / "tiles.zarr", storage.storage_options(), raster_folder.tile_size)
@@ -89,8 +90,12 @@ def raster_tiles(context: dg.AssetExecutionContext, storage: StorageResource, co
     frame = pd.DataFrame(rows)
     index = gpd.GeoDataFrame(frame, geometry=shapely.box(frame.left, frame.bottom, frame.right, frame.top), crs=info.crs)
     write_table(index.sort_values("tile_id").reset_index(drop=True), folder / "index.parquet")
+    first = index[index.band == 1]
+    means = np.full((int(first.tile_row.max()) + 1, int(first.tile_col.max()) + 1), np.nan)
+    means[first.tile_row, first.tile_col] = first["mean"]
     return dg.MaterializeResult(metadata={
-        **output_metadata([folder]), "tiles": len(rows), "tile_size": raster_folder.tile_size,
+        **output_metadata([folder]), **quicklook_metadata(quicklook(means, crs=info.crs), title="tile_means"),
+        "tiles": len(rows), "tile_size": raster_folder.tile_size,
         "valid_pixels": int(index.valid_count.sum()), "nodata_pixels": int(index.nodata_count.sum()),
     })
 
@@ -113,7 +118,7 @@ def grid_asset(spec: grids.GridSpec, study_area) -> dg.AssetsDefinition:
 
 def resampled_asset(spec: grids.GridSpec) -> dg.AssetsDefinition:
     @dg.asset(name=f"resampled_{spec.name}", group_name="rasters", partitions_def=raster_sources,
-              deps=[raster_source, raster_tiles, f"grid_{spec.name}"], code_version=CODE_VERSION,
+              deps=[raster_source, raster_tiles, f"grid_{spec.name}"], code_version=f"{CODE_VERSION}-{resample.ALGORITHM_VERSION}",
               description=f"Raster values per cell of grid {spec.name!r} (cell_id, band, method, value, valid_fraction) "
                           "with exact coverage-weighted area methods; cached by source hash x grid x method x band.")
     def _resampled(context: dg.AssetExecutionContext, config: ResampleConfig, storage: StorageResource) -> dg.MaterializeResult:

@@ -28,6 +28,11 @@ from gnt_assets.rasters.tiling import valid_mask
 from gnt_assets.rasters.zonal import AREA_METHODS, METHODS, CoverageWeights, coverage_weights, point_sample, zonal
 
 
+# Bump when resampled values change for the same inputs: it is part of the result-store key
+# and of the resampled assets' code_version, so old results are neither served nor shown fresh.
+ALGORITHM_VERSION = "2"
+
+
 def cells_in_raster_crs(cells: gpd.GeoDataFrame, raster_crs: str, bounds, *, raster_name: str, grid_name: str) -> gpd.GeoDataFrame:
     """Grid cells that touch the raster, in the raster's CRS (edges densified so curved
     cell sides stay close to the true cell); errors name the raster and the grid."""
@@ -75,7 +80,7 @@ class ResultStore:
         self.root = root
 
     def _path(self, source_hash: str, grid: str, method: str, band: int) -> UPath:
-        return self.root / source_hash[:32] / grid / f"{method}_b{band}.parquet"
+        return self.root / f"v{ALGORITHM_VERSION}" / source_hash[:32] / grid / f"{method}_b{band}.parquet"
 
     def _touch(self, path: UPath, hit: bool) -> None:
         log = path.with_suffix(".access.json")

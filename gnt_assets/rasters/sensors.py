@@ -1,7 +1,10 @@
-"""raster_folder_sensor: new rasters in the watched folder or the registry become partitions and runs."""
+"""raster_folder_sensor: new or replaced rasters in the watched folder or the registry become partitions and runs."""
 
+
+import json
 
 import dagster as dg
+from upath import UPath
 from gnt_assets.partitions import raster_sources
 from gnt_assets.rasters import sources
 from gnt_assets.rasters.assets import raster_source, raster_tiles, resampled_assets
@@ -29,8 +32,23 @@ def raster_folder_sensor(context: dg.SensorEvaluationContext, storage: StorageRe
         context.log.warning(problem)
     known = set(context.instance.get_dynamic_partitions(raster_sources.name))
     new = sorted(set(found) - known)
+    # A file whose size or mtime changed since the last tick is registered again: new content
+    # hash -> new data version -> its tiles and resampled partitions show stale and rerun.
+    # The run key carries the signature, so an unchanged file is never resubmitted.
+    seen = json.loads(context.cursor or "{}")
+    signatures = {key: _signature(entry.path) for key, entry in found.items()}
+    changed = sorted(key for key in found if key in known and key in seen and seen[key] != signatures[key])
     return dg.SensorResult(
-        skip_reason="; ".join(problems) if problems and not new else None,
-        run_requests=[dg.RunRequest(partition_key=key, run_key=f"{key}:{found[key].path}") for key in new],
+        skip_reason="; ".join(problems) if problems and not (new or changed) else None,
+        run_requests=[dg.RunRequest(partition_key=key, run_key=f"{key}:{found[key].path}:{signatures[key]}") for key in sorted(new + changed)],
         dynamic_partitions_requests=[raster_sources.build_add_request(new)] if new else [],
+        cursor=json.dumps(signatures, sort_keys=True),
     )
+
+
+def _signature(path: str) -> str:
+    try:
+        stat = UPath(path).stat()
+    except (FileNotFoundError, OSError):
+        return "missing"
+    return f"{stat.st_size}:{stat.st_mtime}"

@@ -31,8 +31,8 @@ def _materialize(instance, resources, selection, partition_key=None, raise_on_er
     )
 
 
-def _register(instance, resources):
-    context = dg.build_sensor_context(instance=instance, resources={k: resources[k] for k in ("storage", "raster_folder")})
+def _register(instance, resources, cursor=None):
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={k: resources[k] for k in ("storage", "raster_folder")})
     result = raster_folder_sensor(context)
     for request in result.dynamic_partitions_requests:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
@@ -58,7 +58,7 @@ def test_register_tile_resample_and_cache(instance, resources, storage_root):
     sample_rasters(folder, size=150)
     result = _register(instance, resources)
     assert sorted(r.partition_key for r in result.run_requests) == ["landcover", "species_count", "temperature"]
-    assert _register(instance, resources).run_requests == []  # nothing new the second time
+    assert _register(instance, resources, result.cursor).run_requests == []  # nothing new the second time
 
     _materialize(instance, resources, [a.key for a in grid_assets])
     selection = [raster_source.key, raster_tiles.key, *(a.key for a in resampled_assets)]
@@ -90,6 +90,11 @@ def test_register_tile_resample_and_cache(instance, resources, storage_root):
     _materialize(instance, resources, ["raster_catalog"])
     catalog = read_table(storage_root / "rasters" / "catalog.parquet")
     assert set(catalog.key) == {"temperature", "landcover", "species_count"} and (catalog.status == "ready").all()
+
+    # A replaced file is registered again; its new content hash makes the old results stale.
+    (folder / "species_count.tif").write_bytes((folder / "temperature.tif").read_bytes())
+    changed = _register(instance, resources, result.cursor)
+    assert [r.partition_key for r in changed.run_requests] == ["species_count"] and not changed.dynamic_partitions_requests
 
     store = resample.ResultStore(storage_root / "rasters" / "cache" / "results")
     before = store.stats()["entries"]
