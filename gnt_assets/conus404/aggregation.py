@@ -47,6 +47,14 @@ def wind_speed(u10: np.ndarray, v10: np.ndarray) -> np.ndarray:
     return np.sqrt(u10 * u10 + v10 * v10).mean(axis=0, dtype=np.float32)
 
 
+WIND_SPEED_ATTRS = {
+    "units": "m s-1",
+    "long_name": "daily mean wind speed at 10 m, sqrt(U10^2 + V10^2) of each hour",
+    "cell_methods": "time: mean",
+    "grid_mapping": "spatial_ref",
+}
+
+
 def output_attrs(variable: SourceVariable, name: str) -> dict[str, str]:
     method = {
         "instant": "time: mean",
@@ -127,10 +135,5 @@ def aggregate_day(
         del values
     if len(hourly_uv) == 2 and hourly_uv["U10"].shape == hourly_uv["V10"].shape:
         result.fields[WIND_SPEED] = wind_speed(hourly_uv["U10"], hourly_uv["V10"])
-        result.attrs[WIND_SPEED] = {
-            "units": "m s-1",
-            "long_name": "daily mean wind speed at 10 m, sqrt(U10^2 + V10^2) of each hour",
-            "cell_methods": "time: mean",
-            "grid_mapping": "spatial_ref",
-        }
+        result.attrs[WIND_SPEED] = WIND_SPEED_ATTRS
     return result

@@ -10,6 +10,7 @@ from gnt_assets.conus404 import analysis_ready as ready
 from gnt_assets.conus404 import run_history
 from gnt_assets.conus404.aggregation import aggregate_day
 from gnt_assets.conus404.daily_store import daily_template, day_dataset, day_objects, day_summary, read_day, store_encoding
+from gnt_assets.conus404.day_checks import BlockingChecksFailed, evaluate_written_days
 from gnt_assets.conus404.failures import is_transient, report_document
 from gnt_assets.core.atomic import atomic_write_bytes
 from gnt_assets.core.quicklook import quicklook
@@ -64,8 +65,14 @@ def conus404_daily(context: dg.AssetExecutionContext, storage: StorageResource, 
         missing = f", missing {fields.missing_hours}" if fields.missing_hours else ""
         context.log.info(f"conus404 day {day} ({index}/{len(days)}): {fields.hours_found} hourly steps{missing}")
     if failed:
-        for day in written:  # a ranged run keeps its good days even though the step fails
+        # A ranged run keeps its written days although the step fails; its check steps will not run,
+        # so those days are checked here, and one failing a blocking check is named like a failed read.
+        evaluations, invalid = evaluate_written_days(context.asset_key, path, written)
+        for day in written:
             context.log_event(dg.AssetMaterialization(context.asset_key, partition=str(day), metadata=_daily_metadata(path, day)))
+        for evaluation in evaluations:
+            context.log_event(evaluation)
+        failed.update({day: BlockingChecksFailed("see its failed check evaluations") for day in sorted(invalid)})
         summary = "; ".join(f"[{d}] {type(e).__name__}: {e}" for d, e in failed.items())  # [day]: read by run_history
         retryable = next((e for e in failed.values() if is_transient(e)), next(iter(failed.values())))
         raise _failure(f"conus404 daily failed for {len(failed)} of {len(days)} days: {summary}", retryable)
@@ -81,8 +88,8 @@ def _daily_metadata(path, day: date) -> dict:
         metadata.update(quicklook_metadata(quicklook(stored["T2"].values[0][::-1]), title="T2 daily mean (K)"))
     precip = next((n for n in ("PREC_ACC_NC", "ACRAINLSM") if n in stored), None)
     if precip:
-        look = quicklook(stored[precip].values[0][::-1])
-        metadata[f"{precip} daily sum (mm)"] = quicklook_metadata(look, title="p")["p"]
+        title = f"{precip} daily sum (mm)"  # only the picture: shape/min/mean/max above are T2's
+        metadata[title] = quicklook_metadata(quicklook(stored[precip].values[0][::-1]), title=title)[title]
     return metadata
 
 

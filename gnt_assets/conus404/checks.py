@@ -17,43 +17,26 @@ from gnt_assets.conus404.assets import (
     conus404_failure_report,
 )
 from gnt_assets.conus404.daily_store import read_day, zarr_target
+from gnt_assets.conus404.day_checks import DAY_CHECKS, DESCRIPTIONS, result_metadata, severity
+from gnt_assets.conus404.validation import Finding
 from gnt_assets.io_managers.geoparquet import read_table
-from gnt_assets.conus404.validation import BLOCKING, WARNINGS, Finding
 from gnt_assets.partitions import conus404_day
 from gnt_assets.resources.storage import StorageResource
 
-DESCRIPTIONS = {
-    "hours_complete": "All 24 hourly source steps of the day were present.",
-    "no_all_nan_variable": "No daily variable is NaN everywhere.",
-    "t2_plausible": "Daily mean, minimum and maximum T2 lie within [220, 330] K.",
-    "dewpoint_below_temperature": "Daily mean TD2 never exceeds daily mean T2 by more than 1e-3 K.",
-    "non_negative_water": "Precipitation sums and Q2 are never negative.",
-    "nan_share": "No variable has more than 1 % NaN cells (soft).",
-    "t2_near_bounds": "No daily T2 extreme within 5 K of the plausibility bounds (soft).",
-}
-
 
 def _day_check(name: str, finding: Callable[[xr.Dataset], Finding], blocking: bool) -> dg.AssetChecksDefinition:
-    severity = dg.AssetCheckSeverity.ERROR if blocking else dg.AssetCheckSeverity.WARN
-
     @dg.asset_check(asset=conus404_daily, name=name, partitions_def=conus404_day, blocking=blocking,
                      description=DESCRIPTIONS[name])
     def _check(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
         path = storage.path(*DAILY_STORE)
         findings = {key: finding(read_day(path, date.fromisoformat(key))) for key in context.partition_keys}
-        bad = {key: f for key, f in findings.items() if not f.passed}
-        text = "; ".join(f"{key}: {f.text}" for key, f in (bad or findings).items())
-        values = [f.value for f in findings.values() if f.value is not None]
-        return dg.AssetCheckResult(passed=not bad, severity=severity, metadata={
-            "finding": dg.MetadataValue.text(text),
-            "failed_days": dg.MetadataValue.text(", ".join(bad)),
-            **({"value": dg.MetadataValue.float(float(max(values)))} if values else {}),
-        })
+        passed, metadata = result_metadata(findings)
+        return dg.AssetCheckResult(passed=passed, severity=severity(blocking), metadata=metadata)
 
     return _check
 
 
-daily_checks = [_day_check(n, f, True) for n, f in BLOCKING.items()] + [_day_check(n, f, False) for n, f in WARNINGS.items()]
+daily_checks = [_day_check(name, finding, blocking) for name, (finding, blocking) in DAY_CHECKS.items()]
 
 
 @dg.asset_check(asset=conus404_daily_summary, partitions_def=conus404_day, blocking=True,

@@ -18,7 +18,7 @@ import pandera.pandas as pa
 import xarray as xr
 from upath import UPath
 
-from gnt_assets.conus404.aggregation import DailyFields, output_attrs, source_crs
+from gnt_assets.conus404.aggregation import WIND_SPEED_ATTRS, DailyFields, output_attrs, source_crs
 from gnt_assets.conus404.variables import WIND_SPEED, SourceVariable
 from gnt_assets.core.zarr_regions import open_store
 
@@ -33,8 +33,7 @@ def output_names(variables: list[SourceVariable]) -> dict[str, dict[str, str]]:
         for name in (variable.name, "T2_min", "T2_max") if variable.name == "T2" else (variable.name,):
             names[name] = output_attrs(variable, name)
     if {"U10", "V10"} <= {v.name for v in variables}:
-        names[WIND_SPEED] = {"units": "m s-1", "long_name": "daily mean wind speed at 10 m",
-                             "cell_methods": "time: mean", "grid_mapping": "spatial_ref"}
+        names[WIND_SPEED] = WIND_SPEED_ATTRS
     return names
 
 

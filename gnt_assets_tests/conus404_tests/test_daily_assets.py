@@ -169,3 +169,23 @@ def test_a_ranged_backfill_run_fails_only_the_corrupted_day(storage_root, instan
     assert instance.get_materialized_partitions(dg.AssetKey("conus404_daily")) == set(DAYS)
     assert [f.day for f in failed_days(instance, dg.AssetKey("conus404_daily"))] == ["2020-07-02"]
     assert good_days(instance, dg.AssetKey("conus404_daily")) == [date(2020, 7, 1), date(2020, 7, 3)]
+
+
+def test_a_ranged_run_that_fails_a_read_still_checks_the_days_it_wrote(storage_root, instance):
+    """07-05 lies outside the window (the step fails); 07-03 and 07-04 are written and checked in the step."""
+    resources = local_resources(storage_root, faults={"2020-07-04": "impossible_temperature"})
+    result = dg.materialize(assets=[*defs.assets, *defs.asset_checks], selection=["conus404_daily"], instance=instance,
+                            resources=resources, raise_on_error=False,
+                            tags={"dagster/asset_partition_range_start": "2020-07-03",
+                                  "dagster/asset_partition_range_end": "2020-07-05"})
+    assert not result.success
+    assert "[2020-07-05] SourceWindowError" in _failure_text(result)
+    assert "[2020-07-04] BlockingChecksFailed" in _failure_text(result)
+    logged = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)  # by the failed step
+    evaluations = [entry.dagster_event.event_specific_data for entry in logged]
+    failed = {(e.check_name, e.partition) for e in evaluations if not e.passed}
+    assert ("t2_plausible", "2020-07-04") in failed
+    assert not any(partition == "2020-07-03" for _, partition in failed)
+    assert instance.get_materialized_partitions(dg.AssetKey("conus404_daily")) == {"2020-07-03", "2020-07-04"}
+    assert [f.day for f in failed_days(instance, dg.AssetKey("conus404_daily"))] == ["2020-07-04", "2020-07-05"]
+    assert good_days(instance, dg.AssetKey("conus404_daily")) == [date(2020, 7, 3)]
