@@ -63,6 +63,8 @@ def mining_clusters(context: dg.AssetExecutionContext, config: ClustersConfig, m
     if not (mine_polygons["ISO3_CODE"] == country).any():
         raise dg.Failure(f"country {country}: no valid mine polygons with this ISO3 code; known: {sorted(mine_polygons['ISO3_CODE'].unique())}")
     clusters = cluster_country(mine_polygons, country, config.buffer_degrees)
+    # plain lists on disk: pandas' Arrow list dtype does not survive a Parquet round trip through the pandas metadata
+    clusters = clusters.astype({"tiles": object, "mine_ids": object})
     return dg.Output(clusters, metadata={
         "clusters": len(clusters), "mines": int(clusters["n_mines"].sum()), "tiles": int(clusters["tiles"].map(len).sum()),
         "crossing_antimeridian": int(clusters["crosses_antimeridian"].sum()), "buffer_degrees": config.buffer_degrees,

@@ -10,7 +10,7 @@ from typing import Any
 
 import shapely
 
-from gnt_assets.mining.exports import COLLECTION, ExportSpec, TaskState
+from gnt_assets.mining.exports import COLLECTION, ExportError, ExportSpec, TaskState
 from gnt_assets.mining.regions import BANDS
 
 
@@ -42,7 +42,18 @@ def find_task(ee: Any, description: str) -> TaskState | None:
 
 
 def submit_export(ee: Any, spec: ExportSpec, folder: str) -> TaskState:
-    """``Export.image.toDrive`` on the world grid: EPSG:4326, the grid's crsTransform, exact dimensions."""
+    """``Export.image.toDrive`` on the world grid: EPSG:4326, the grid's crsTransform, exact dimensions.
+
+    A refused request raises :class:`ExportError` naming the export, so the other clusters go on.
+    """
+    try:
+        task = _start_export(ee, spec, folder)
+    except ee.EEException as error:
+        raise ExportError(f"{spec.description}: Earth Engine refused the export: {error}") from error
+    return TaskState(task.id, spec.description, "READY")
+
+
+def _start_export(ee: Any, spec: ExportSpec, folder: str) -> Any:
     task = ee.batch.Export.image.toDrive(
         image=landsat_composite(ee, spec),
         description=spec.description,
@@ -55,7 +66,7 @@ def submit_export(ee: Any, spec: ExportSpec, folder: str) -> TaskState:
         fileFormat="GeoTIFF",
     )
     task.start()
-    return TaskState(task.id, spec.description, "READY")
+    return task
 
 
 def task_status(ee: Any, task_id: str) -> TaskState:
@@ -66,14 +77,12 @@ def task_status(ee: Any, task_id: str) -> TaskState:
 def compute_pixels(ee: Any, spec: ExportSpec) -> bytes:
     """The direct path for small regions: a GeoTIFF from ``computePixels``, no Drive round trip."""
     a, b, c, d, e, f = spec.crs_transform
-    return ee.data.computePixels(
-        {
-            "expression": landsat_composite(ee, spec),
-            "fileFormat": "GEO_TIFF",
-            "grid": {
-                "dimensions": {"width": spec.width, "height": spec.height},
-                "affineTransform": {"scaleX": a, "shearX": b, "translateX": c, "shearY": d, "scaleY": e, "translateY": f},
-                "crsCode": "EPSG:4326",
-            },
-        }
-    )
+    grid = {
+        "dimensions": {"width": spec.width, "height": spec.height},
+        "affineTransform": {"scaleX": a, "shearX": b, "translateX": c, "shearY": d, "scaleY": e, "translateY": f},
+        "crsCode": "EPSG:4326",
+    }
+    try:
+        return ee.data.computePixels({"expression": landsat_composite(ee, spec), "fileFormat": "GEO_TIFF", "grid": grid})
+    except ee.EEException as error:
+        raise ExportError(f"{spec.description}: Earth Engine computePixels failed: {error}") from error

@@ -81,7 +81,7 @@ def export_spec(cluster, year: int) -> ExportSpec:
     """The export of one clusters-table row for a year, on the world grid."""
     if cluster.crosses_antimeridian:
         raise ExportError(
-            f"cluster {cluster.cluster_id[:8]} ({cluster.country}) crosses the antimeridian; "
+            f"{cluster.country} cluster crosses the antimeridian; "
             "Earth Engine cannot export it as one EPSG:4326 grid region"
         )
     col0, row0 = (round(v) for v in ~WORLD.affine * (cluster.minx, cluster.maxy))

@@ -25,15 +25,29 @@ from gnt_assets.mining.exports import (
     with_state,
     write_ledger,
 )
-from gnt_assets.mining.polygons import ValidatedPolygons, validate_polygons
+from gnt_assets.mining.polygons import PolygonFileError, ValidatedPolygons, validate_polygons
 from gnt_assets.mining.regions import country_geobox, create_region, region_path, write_cluster
+
+
+def read_polygon_file(path: UPath) -> gpd.GeoDataFrame:
+    """A GeoParquet (``.parquet``) or any OGR vector file (GeoPackage, ...), local or remote."""
+    local = path.protocol in ("", "file", "local")
+    try:
+        if path.suffix == ".parquet":
+            return gpd.read_parquet(path.path if local else path)
+        if local:
+            return gpd.read_file(path.path)
+        with path.open("rb") as handle:
+            return gpd.read_file(handle)
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # pyogrio/pyarrow raise several types for unreadable files
+        raise PolygonFileError(f"{path}: not a readable GeoPackage/GeoParquet polygon file: {error}") from error
 
 
 def load_polygons(path: UPath, rejects_path: UPath) -> ValidatedPolygons:
     """Read and validate the polygon file; rejected rows go to a GeoParquet beside the tables."""
-    with path.open("rb") as handle:
-        frame = gpd.read_file(handle)
-    checked = validate_polygons(frame, str(path))
+    checked = validate_polygons(read_polygon_file(path), str(path))
     write_table(checked.rejects, rejects_path)
     return checked
 
@@ -48,25 +62,25 @@ def submit_exports(root: UPath, earthengine, clusters: gpd.GeoDataFrame, country
     records, errors = [], []
     counts = {"submitted": 0, "reused": 0, "direct": 0, "drive": 0}
     for cluster in clusters.itertuples():
-        try:
+        try:  # a cluster Earth Engine cannot take is reported; the others go on
             spec = export_spec(cluster, year)
+            route = route_for(spec, earthengine.direct_max_bytes)
+            record = known.get(spec.description) or ExportRecord(spec=spec, route=route)
+            if route == "direct":
+                target = direct_path(root, country, year, spec.description)
+                if not target.exists():
+                    atomic_write_bytes(target, earthengine.compute_pixels(spec))
+                record.state = DONE
+            elif record.task_id:
+                counts["reused"] += 1
+            elif (task := earthengine.find_task(spec.description)) is not None:
+                record, counts["reused"] = with_state(record, task), counts["reused"] + 1
+            else:
+                record, counts["submitted"] = with_state(record, earthengine.submit(spec)), counts["submitted"] + 1
         except ExportError as error:
-            errors.append(str(error))
+            errors.append(f"cluster {cluster.cluster_id[:8]}: {error}")
             continue
-        route = route_for(spec, earthengine.direct_max_bytes)
         counts[route] += 1
-        record = known.get(spec.description) or ExportRecord(spec=spec, route=route)
-        if route == "direct":
-            target = direct_path(root, country, year, spec.description)
-            if not target.exists():
-                atomic_write_bytes(target, earthengine.compute_pixels(spec))
-            record.state = DONE
-        elif record.task_id:
-            counts["reused"] += 1
-        elif (task := earthengine.find_task(spec.description)) is not None:
-            record, counts["reused"] = with_state(record, task), counts["reused"] + 1
-        else:
-            record, counts["submitted"] = with_state(record, earthengine.submit(spec)), counts["submitted"] + 1
         records.append(record)
     write_ledger(ledger_path(root, country, year), records)
     return records, counts, errors

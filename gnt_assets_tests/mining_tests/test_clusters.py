@@ -2,6 +2,7 @@
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pytest
 import shapely
 from hypothesis import given, settings
@@ -9,7 +10,7 @@ from hypothesis import strategies as st
 from scipy.sparse.csgraph import connected_components
 
 from gnt_assets.local.mining import sample_polygons
-from gnt_assets.mining.clusters import cluster_country, envelopes
+from gnt_assets.mining.clusters import SCHEMA, cluster_country, envelopes
 from gnt_assets.mining.polygons import PolygonFileError, validate_polygons
 
 mine = st.tuples(st.floats(20.0, 20.3), st.floats(-10.3, -10.0), st.floats(0.0005, 0.02), st.floats(0.0005, 0.02))
@@ -37,6 +38,7 @@ def _pairwise(env, share=0.75):
 def test_clusters_partition_mines_independent_of_order_and_cover_them(specs, rnd, buffer):
     mines = _mines(specs)
     clusters = cluster_country(mines, "ZMB", buffer)
+    SCHEMA.validate(pd.DataFrame(clusters.drop(columns="geometry")))
     ids = sorted(i for members in clusters["mine_ids"] for i in members)
     assert ids == list(range(len(specs)))  # every mine in exactly one cluster
     order = list(range(len(specs)))

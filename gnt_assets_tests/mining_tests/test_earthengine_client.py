@@ -10,11 +10,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import ee
+import geopandas as gpd
+import numpy as np
 import pytest
 import shapely
+from affine import Affine
+from odc.geo.geobox import GeoBox
+from upath import UPath
 
+from gnt_assets.core.worldgrid import world_tile
+from gnt_assets.local.mining import geotiff_bytes
 from gnt_assets.mining.clusters import cluster_country
-from gnt_assets.mining.exports import export_spec
+from gnt_assets.mining.downloads import assemble
+from gnt_assets.mining.exports import export_spec, ledger_path, read_ledger
+from gnt_assets.mining.pipeline import direct_path, submit_exports
 from gnt_assets.resources.mining import GoogleEarthEngine
 
 TESTS = Path(ee.__file__).parent / "tests"
@@ -23,11 +32,13 @@ TESTS = Path(ee.__file__).parent / "tests"
 class _EarthEngine(BaseHTTPRequestHandler):
     operations: dict = {}
     exports: list = []
+    pixels: list = []
+    refuse: set = set()  # export descriptions answered with HTTP 400
 
-    def _reply(self, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
+    def _reply(self, body: dict | bytes, status: int = 200, content_type: str = "application/json") -> None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -48,6 +59,11 @@ class _EarthEngine(BaseHTTPRequestHandler):
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        if self.path.split("?")[0].endswith("image:computePixels"):
+            self.pixels.append(body)
+            return self._reply(_render(body["grid"]), content_type="image/tiff")
+        if self.path.split("?")[0].endswith("image:export") and body.get("description") in self.refuse:
+            return self._reply({"error": {"code": 400, "message": "Image.clip: Invalid GeoJSON geometry.", "status": "INVALID_ARGUMENT"}}, 400)
         if self.path.split("?")[0].endswith("image:export"):
             self.exports.append(body)
             op_id = f"OP{len(self.exports):04d}"
@@ -60,10 +76,18 @@ class _EarthEngine(BaseHTTPRequestHandler):
         self.send_error(404)
 
 
+def _render(grid: dict) -> bytes:
+    """What computePixels returns: a 7-band GeoTIFF on the requested grid (a ramp, so placement is visible)."""
+    t, size = grid["affineTransform"], grid["dimensions"]
+    geobox = GeoBox((size["height"], size["width"]), Affine(t["scaleX"], t["shearX"], t["translateX"], t["shearY"], t["scaleY"], t["translateY"]), "EPSG:4326")
+    ramp = np.arange(geobox.shape.y * geobox.shape.x, dtype="float32").reshape(geobox.shape)
+    return geotiff_bytes(np.stack([ramp + band for band in range(7)]), geobox)
+
+
 @pytest.fixture
 def earthengine_server():
     server = ThreadingHTTPServer(("127.0.0.1", 0), _EarthEngine)
-    _EarthEngine.operations, _EarthEngine.exports = {}, []
+    _EarthEngine.operations, _EarthEngine.exports, _EarthEngine.pixels, _EarthEngine.refuse = {}, [], [], set()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
@@ -90,3 +114,42 @@ def test_export_submitted_once_on_the_world_grid_and_polled(earthengine_server):
         done=True, error={"message": "Image.clip: too many pixels"}, metadata={**_EarthEngine.operations[task.task_id]["metadata"], "state": "FAILED"})
     status = client.status(task.task_id)
     assert status.state == "FAILED" and "too many pixels" in status.error
+
+
+def _inside(ix: int, iy: int, tiles: int) -> shapely.Polygon:
+    """A mine covering the middle of a ``tiles`` x ``tiles`` block of world tiles starting at (ix, iy)."""
+    left, bottom, right, top = world_tile(ix, iy + tiles - 1).extent.boundingbox
+    right = world_tile(ix + tiles - 1, iy).extent.boundingbox.right
+    top = world_tile(ix, iy).extent.boundingbox.top
+    margin = 0.002
+    return shapely.box(left + margin, bottom + margin, right - margin, top - margin)
+
+
+def test_refused_export_names_its_cluster_others_go_on_and_small_regions_use_compute_pixels(earthengine_server, tmp_path):
+    # one mine inside one tile (direct), two spanning 3 x 3 tiles (Drive); Earth Engine refuses one of those
+    geometries = [_inside(20560, 6300, 1), _inside(20600, 6300, 3), _inside(20700, 6300, 3)]
+    mines = gpd.GeoDataFrame({"mine_id": [0, 1, 2], "ISO3_CODE": "ZAF"}, geometry=geometries, crs=4326)
+    clusters = cluster_country(mines, "ZAF", 0.001)
+    by_mine = {int(row.mine_ids[0]): row for row in clusters.itertuples()}
+    refused = export_spec(by_mine[1], 2020).description
+    _EarthEngine.refuse = {refused}
+    client = GoogleEarthEngine(project="test", access_token="token", api_url=earthengine_server, direct_max_bytes=200_000)
+    root = UPath(tmp_path)
+
+    records, counts, errors = submit_exports(root, client, clusters, "ZAF", 2020)
+    assert len(errors) == 1 and errors[0].startswith(f"cluster {by_mine[1].cluster_id[:8]}: {refused}: Earth Engine refused")
+    assert "Invalid GeoJSON geometry" in errors[0]
+    assert counts == {"submitted": 1, "reused": 0, "direct": 1, "drive": 1}
+    direct = next(r for r in records if r.route == "direct")
+    assert direct.spec.cluster_id == by_mine[0].cluster_id and direct.state == "COMPLETED"
+    grid = _EarthEngine.pixels[0]["grid"]
+    assert grid["crsCode"] == "EPSG:4326" and grid["dimensions"] == {"width": 64, "height": 64}
+    assert grid["affineTransform"]["translateX"] == direct.spec.crs_transform[2]
+    written = direct_path(root, "ZAF", 2020, direct.spec.description).read_bytes()
+    assert assemble(direct.spec, {"direct.tif": written})[3, 0, :3].tolist() == [3.0, 4.0, 5.0]  # on the grid, as sent
+
+    _EarthEngine.refuse = set()  # the re-run submits only what is missing
+    records, counts, errors = submit_exports(root, client, clusters, "ZAF", 2020)
+    assert not errors and counts == {"submitted": 1, "reused": 1, "direct": 1, "drive": 2}
+    assert len(_EarthEngine.exports) == 2 and len(_EarthEngine.pixels) == 1  # nothing twice
+    assert {r.spec.cluster_id for r in read_ledger(ledger_path(root, "ZAF", 2020))} == set(clusters["cluster_id"])
