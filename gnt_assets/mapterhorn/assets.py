@@ -34,6 +34,18 @@ def _file_result(record: dict, check: dg.AssetCheckResult) -> dg.MaterializeResu
     return dg.MaterializeResult(metadata=metadata, check_results=[check])
 
 
+def _with_quicklook(result: dg.MaterializeResult, record: dict) -> dg.MaterializeResult:
+    """Adds a decimated preview of the step's first raster (when a resumed step's output is gone, none)."""
+    present = [p for p in record["outputs"] if UPath(p).exists()]
+    if not present:
+        return result
+    with rasterio.open(present[0]) as dataset:
+        scale = max(1, max(dataset.shape) // 256)
+        data = dataset.read(1, out_shape=(dataset.height // scale or 1, dataset.width // scale or 1))
+        look = quicklook(data, nodata=dataset.nodata, crs=str(dataset.crs))
+    return dg.MaterializeResult(metadata={**result.metadata, **quicklook_metadata(look)}, check_results=result.check_results)
+
+
 @dg.asset(**FILE_CHAIN, check_specs=[checks.spec("mapterhorn_download", "download_verified", "Size and published MD5 verified.")])
 def mapterhorn_download(context: dg.AssetExecutionContext, mapterhorn_sources: MapterhornSourcesResource) -> dg.MaterializeResult:
     """The file as published at its URL, fetched with Range resume and verified (size, Content-MD5)."""
@@ -58,19 +70,14 @@ def mapterhorn_georeferenced(context: dg.AssetExecutionContext, mapterhorn_sourc
     work = FileWork(mapterhorn_sources.root, context.partition_key)
     crs = read_metadata(mapterhorn_sources.catalog(), work.source).crs
     record = steps.georeference_step(work, crs)
-    return _file_result(record, checks.every_raster_has_crs(record))
+    return _with_quicklook(_file_result(record, checks.every_raster_has_crs(record)), record)
 
 
 @dg.asset(**FILE_CHAIN, deps=["mapterhorn_georeferenced"], check_specs=[checks.spec("mapterhorn_cog", "valid_cog", "rio-cogeo valid, LERC, 512 blocks, no overviews.")])
 def mapterhorn_cog(context: dg.AssetExecutionContext, mapterhorn_sources: MapterhornSourcesResource) -> dg.MaterializeResult:
     """Cloud-Optimized GeoTIFFs (LERC, MAX_Z_ERROR 0.001, 512 blocks, no overviews) kept for the tarball; the work folder is then removed."""
     record = steps.cog_step(FileWork(mapterhorn_sources.root, context.partition_key))
-    result = _file_result(record, checks.valid_cog(record))
-    with rasterio.open(record["outputs"][0]) as cog:
-        scale = max(1, max(cog.shape) // 256)
-        data = cog.read(1, out_shape=(cog.height // scale or 1, cog.width // scale or 1))
-        look = quicklook(data, nodata=cog.nodata, crs=str(cog.crs))
-    return dg.MaterializeResult(metadata={**result.metadata, **quicklook_metadata(look)}, check_results=result.check_results)
+    return _with_quicklook(_file_result(record, checks.valid_cog(record)), record)
 
 
 @dg.asset(**FILE_CHAIN, deps=["mapterhorn_cog"], check_specs=[checks.spec("mapterhorn_bounds", "bounds_in_web_mercator", "Finite, ordered EPSG:3857 bounds.")])

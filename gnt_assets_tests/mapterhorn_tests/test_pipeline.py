@@ -81,6 +81,9 @@ def test_sources_to_verified_tarballs(pipeline, instance, storage_root):
     assert run(instance, resources, FILE_ASSETS, "lowland_grids.block_a").success
     assert len(server.faults.requests) == requests_before  # resumed from the verified unpack: no re-download
     assert run(instance, resources, FILE_ASSETS, "lowland_grids.block_b").success
+    for asset in ("mapterhorn_georeferenced", "mapterhorn_cog"):
+        look = instance.get_latest_materialization_event(dg.AssetKey(asset)).asset_materialization.metadata
+        assert look["crs"].value == "EPSG:25832" and 0.5 < look["valid_share"].value <= 1 and "data:image/png" in look["preview"].value
 
     # Only the source whose files are all done is merged.
     merges = []
