@@ -92,23 +92,22 @@ def coverage_weights(geoms, transform: Affine, shape: tuple[int, int]) -> Covera
     start = 0
     while start < len(geoms):
         stop = start + max(1, int(np.searchsorted(np.cumsum(size[start:]), BATCH_ELEMENTS)))
-        r, c, w = _batch_coverage(geoms[start:stop], transform, col0[start:stop], row0[start:stop], width[start:stop], height[start:stop])
+        r, c, w = _batch_coverage(geoms[start:stop], transform, col0[start:stop], row0[start:stop], width[start:stop], height[start:stop], shape)
         rows.append(r + start)
         cols.append(c)
         vals.append(w)
         start = stop
+    # Rows come out in cell order and each cell's pixels in raster order, once each, so the CSR
+    # arrays are built directly (no COO sort or duplicate summing).
     row = np.concatenate(rows)
-    col = np.concatenate(cols)
-    val = np.concatenate(vals)
-    pixel_row, pixel_col = np.divmod(col, np.int64(1) << 32)
-    inside = (pixel_row >= 0) & (pixel_row < shape[0]) & (pixel_col >= 0) & (pixel_col < shape[1])
-    flat = pixel_row[inside] * shape[1] + pixel_col[inside]
-    matrix = sp.csr_matrix((val[inside], (row[inside], flat)), shape=(len(geoms), shape[0] * shape[1]))
-    matrix.sum_duplicates()
+    indptr = np.zeros(len(geoms) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(row, minlength=len(geoms)), out=indptr[1:])
+    matrix = sp.csr_matrix((np.concatenate(vals), np.concatenate(cols), indptr), shape=(len(geoms), shape[0] * shape[1]))
+    matrix.has_sorted_indices = True
     return CoverageWeights(matrix=matrix, cell_area=cell_area, shape=tuple(shape))
 
 
-def _batch_coverage(geoms, transform, col0, row0, width, height):
+def _batch_coverage(geoms, transform, col0, row0, width, height, shape):
     u, v, ring_of_vertex, ring_cell, sign = _pixel_rings(geoms, transform)
     same = np.flatnonzero(ring_of_vertex[1:] == ring_of_vertex[:-1])
     u0, v0, u1, v1 = u[same], v[same], u[same + 1], v[same + 1]
@@ -138,8 +137,10 @@ def _batch_coverage(geoms, transform, col0, row0, width, height):
     nonzero = np.flatnonzero(cover > 1e-12)
     elem_cell = np.searchsorted(offset, nonzero, side="right") - 1
     lr, lc = np.divmod(nonzero - offset[elem_cell], width[elem_cell])
-    pixel = (lr + row0[elem_cell]) * (np.int64(1) << 32) + (lc + col0[elem_cell])
-    return elem_cell, pixel, np.minimum(cover[nonzero], 1.0)
+    pixel_row, pixel_col = lr + row0[elem_cell], lc + col0[elem_cell]
+    inside = (pixel_row >= 0) & (pixel_row < shape[0]) & (pixel_col >= 0) & (pixel_col < shape[1])
+    flat = pixel_row[inside] * shape[1] + pixel_col[inside]
+    return elem_cell[inside], flat, np.minimum(cover[nonzero[inside]], 1.0)
 
 
 @dataclass(frozen=True)
@@ -152,24 +153,25 @@ def zonal(weights: CoverageWeights, band: np.ndarray, valid: np.ndarray, method:
     """Area-based statistic per cell over valid pixels, weighted by coverage as exactextract does:
     mean = sum(w v)/sum(w), sum = sum(w v), min/max over covered pixels, majority = value of largest
     summed coverage (ties: smallest value)."""
-    values = np.asarray(band, dtype=np.float64).ravel()
-    valid = np.asarray(valid, dtype=bool).ravel()
+    # Work on the covered pixels only (gathered through the sparse structure): the cost follows
+    # the number of covered pixels, not the raster's size, and the band is never copied.
     matrix = weights.matrix
-    valid_weight = matrix @ valid.astype(np.float64)
+    cells = matrix.shape[0]
+    row = np.repeat(np.arange(cells), np.diff(matrix.indptr))
+    ok = np.asarray(valid, dtype=bool).ravel()[matrix.indices]
+    v = np.asarray(band).ravel()[matrix.indices].astype(np.float64)
+    w = np.where(ok, matrix.data, 0.0)
+    valid_weight = np.bincount(row, w, minlength=cells)
     with np.errstate(invalid="ignore", divide="ignore"):
-        valid_fraction = np.where(weights.cell_area > 0, valid_weight / weights.cell_area, 0.0)
+        valid_fraction = np.clip(np.where(weights.cell_area > 0, valid_weight / weights.cell_area, 0.0), 0, 1)
     if method in ("mean", "sum"):
-        total = matrix @ np.where(valid, values, 0.0)
+        total = np.bincount(row, w * np.where(ok, v, 0.0), minlength=cells)
         if method == "sum":
-            value = total  # exactextract: a cell with no valid pixels sums to 0
-        else:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                value = np.where(valid_weight > 0, total / valid_weight, np.nan)
-        return ZonalResult(value, np.clip(valid_fraction, 0, 1))
-    row = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
-    keep = valid[matrix.indices] & (matrix.data > 0)
-    row, pix, w = row[keep], matrix.indices[keep], matrix.data[keep]
-    v = values[pix]
+            return ZonalResult(total, valid_fraction)  # exactextract: a cell with no valid pixels sums to 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return ZonalResult(np.where(valid_weight > 0, total / valid_weight, np.nan), valid_fraction)
+    keep = ok & (matrix.data > 0)
+    row, w, v = row[keep], w[keep], v[keep]
     value = np.full(matrix.shape[0], np.nan)
     if method in ("min", "max"):
         order = np.lexsort((v, row))
@@ -185,7 +187,7 @@ def zonal(weights: CoverageWeights, band: np.ndarray, valid: np.ndarray, method:
         value[pairs[0][best].astype(np.int64)] = pairs[1][best]
     else:
         raise ValueError(f"{method!r} is not an area method; use one of {', '.join(AREA_METHODS)}")
-    return ZonalResult(value, np.clip(valid_fraction, 0, 1))
+    return ZonalResult(value, valid_fraction)
 
 
 def point_sample(points_xy: np.ndarray, transform: Affine, band: np.ndarray, valid: np.ndarray, method: str) -> ZonalResult:
