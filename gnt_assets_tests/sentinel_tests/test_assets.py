@@ -64,3 +64,18 @@ def test_an_aoi_that_is_not_an_area_stops_before_the_grid(storage_root, instance
     (evaluation,) = result.get_asset_check_evaluations()
     assert not evaluation.passed and "LineString is not an area" in evaluation.metadata["problems"].value
     assert not result.asset_materializations_for_node("sentinel_grid")  # blocking: the grid never ran
+
+
+def test_monthly_schedule_requests_the_finished_month_for_every_chunk(instance):
+    from datetime import datetime, timezone
+
+    from gnt_assets.sentinel.schedules import sentinel_monthly_schedule
+
+    when = datetime(2024, 8, 5, 6, tzinfo=timezone.utc)
+    assert isinstance(sentinel_monthly_schedule(dg.build_schedule_context(instance=instance, scheduled_execution_time=when)),
+                      dg.SkipReason)  # no chunks yet
+    instance.add_dynamic_partitions("sentinel_chunk", ["square-a", "majortom-b"])
+    requests = sentinel_monthly_schedule(dg.build_schedule_context(instance=instance, scheduled_execution_time=when))
+    expected = {str(dg.MultiPartitionKey({"month": "2024-07-01", "chunk": c})) for c in ("square-a", "majortom-b")}
+    assert {r.partition_key for r in requests} == expected
+    assert len({r.run_key for r in requests}) == 2  # one run per partition; a re-tick with the same keys is deduplicated
