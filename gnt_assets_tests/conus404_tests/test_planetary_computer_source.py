@@ -20,6 +20,7 @@ from gnt_assets.local.conus404 import (
     StacBehaviour,
     azurite_binary,
     azurite_blob,
+    container_sas,
     generate_hourly,
     planetary_computer_api,
     upload_hourly,
@@ -81,8 +82,9 @@ def test_daily_from_the_signed_azure_store(storage_root, instance, azure_store, 
     [
         (StacBehaviour(token_status=403), "403"),  # the token endpoint refuses
         (StacBehaviour(token="sv=2021-08-06&se=2030-01-01T00%3A00%3A00Z&sr=c&sp=rl&sig=Zm9yZ2Vk"), "AuthorizationFailure"),
+        (StacBehaviour(token=container_sas("noaa", hours=-1)[0]), "failed to authenticate"),  # signed, expired 1 h ago
     ],
-    ids=["token-refused", "token-rejected-by-storage"],
+    ids=["token-refused", "token-rejected-by-storage", "token-expired"],
 )
 def test_refused_token_fails_the_day_without_retries(storage_root, instance, azure_store, behaviour, expected):
     with planetary_computer_api(*azure_store, behaviour) as base:
