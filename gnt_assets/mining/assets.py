@@ -8,6 +8,7 @@ import dagster as dg
 import geopandas as gpd
 import numpy as np
 
+from gnt_assets.core.atomic import atomic_write_text
 from gnt_assets.core.quicklook import quicklook
 from gnt_assets.local.mining import ensure_sample_polygons
 from gnt_assets.materialization import output_metadata, quicklook_metadata
@@ -15,7 +16,7 @@ from gnt_assets.mining.clusters import BUFFER_DEGREES, cluster_country
 from gnt_assets.mining.exports import ledger_path
 from gnt_assets.mining.pipeline import load_polygons, submit_exports, write_regions
 from gnt_assets.mining.regions import tile_array
-from gnt_assets.mining.status import status_rows
+from gnt_assets.mining.status import status_table
 from gnt_assets.partitions import mining_country, mining_country_year
 from gnt_assets.resources.mining import DriveResource, EarthEngineResource
 from gnt_assets.resources.storage import StorageResource
@@ -114,15 +115,22 @@ def landsat_regions(context: dg.AssetExecutionContext, storage: StorageResource,
     return dg.MaterializeResult(metadata=metadata)
 
 
+def status_path(storage: StorageResource) -> UPath:
+    return storage.path("mining", "status.csv")
+
+
 @dg.asset(group_name="mining", deps=[landsat_exports, landsat_regions])
 def mining_export_status(storage: StorageResource) -> dg.MaterializeResult:
-    """The seed's ``status`` command: clusters per state (submitted, running, failed, completed, downloaded)
-    for every country-year with exports."""
-    rows = status_rows(storage.root_path)
-    columns = ["partition", "READY", "RUNNING", "FAILED", "CANCELLED", "COMPLETED", "downloaded", "errors"]
-    table = dg.MetadataValue.table(
-        records=[dg.TableRecord({c: row.get(c, 0 if c not in ("partition", "errors") else "") for c in columns}) for row in rows],
-        schema=dg.TableSchema(columns=[dg.TableColumn(c, "string" if c in ("partition", "errors") else "int") for c in columns]),
-    )
-    return dg.MaterializeResult(metadata={"status": table, "partitions": len(rows),
-                                          "failed_partitions": sum(1 for r in rows if r.get("FAILED", 0) or r.get("CANCELLED", 0))})
+    """The seed's ``status`` command: clusters per state (READY, RUNNING, FAILED, CANCELLED, COMPLETED, downloaded)
+    for every country-year with exports, as a table in the UI and ``mining/status.csv``."""
+    table = status_table(storage.root_path)
+    atomic_write_text(status_path(storage), table.to_csv(index=False))
+    text = {"partition", "errors"}
+    return dg.MaterializeResult(metadata={
+        "status": dg.MetadataValue.table(
+            records=[dg.TableRecord(row) for row in table.to_dict("records")],
+            schema=dg.TableSchema(columns=[dg.TableColumn(c, "string" if c in text else "int") for c in table.columns]),
+        ),
+        "partitions": len(table), "failed_partitions": int(((table["FAILED"] + table["CANCELLED"]) > 0).sum()),
+        **output_metadata([status_path(storage)]),
+    })

@@ -7,7 +7,7 @@ from pandera.errors import SchemaErrors
 
 from gnt_assets.core.zarr_regions import open_store, store_exists
 from gnt_assets.io_managers.geoparquet import read_table
-from gnt_assets.mining.assets import landsat_exports, landsat_regions, mine_polygons, mining_clusters, mining_export_status
+from gnt_assets.mining.assets import landsat_exports, landsat_regions, mine_polygons, mining_clusters, mining_export_status, status_path
 from gnt_assets.mining.clusters import SCHEMA
 from gnt_assets.mining.exports import ledger_path, read_ledger
 from gnt_assets.mining.regions import BANDS, VARIABLE, region_path, tile_array, tile_chunks_present
@@ -104,9 +104,8 @@ def no_drive_leftovers(context: dg.AssetCheckExecutionContext, storage: StorageR
 
 @dg.asset_check(asset=mining_export_status, description="No country-year has exports that failed for good (soft).")
 def no_failed_exports(storage: StorageResource) -> dg.AssetCheckResult:
-    from gnt_assets.mining.status import status_rows
-
-    failed = [r["partition"] for r in status_rows(storage.root_path) if r.get("FAILED") or r.get("CANCELLED")]
+    table = pd.read_csv(status_path(storage).open())
+    failed = table.loc[(table["FAILED"] + table["CANCELLED"]) > 0, "partition"].tolist()
     return dg.AssetCheckResult(passed=not failed, severity=dg.AssetCheckSeverity.WARN, metadata={"failed": ", ".join(failed)})
 
 

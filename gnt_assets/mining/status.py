@@ -4,19 +4,22 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pandas as pd
 from upath import UPath
 
 from gnt_assets.mining.exports import read_ledger
 
+STATES = ("READY", "RUNNING", "FAILED", "CANCELLED", "COMPLETED", "downloaded")
+COLUMNS = ("partition", *STATES, "errors")
 
-def status_rows(root: UPath) -> list[dict]:
+
+def status_table(root: UPath) -> pd.DataFrame:
+    """One row per country-year with exports: clusters per state (``downloaded`` = in the zarr region) and errors."""
     folder = root / "mining" / "exports"
-    if not folder.exists():
-        return []
     rows = []
-    for ledger in sorted(folder.glob("*/*.json")):
+    for ledger in sorted(folder.glob("*/*.json")) if folder.exists() else []:
         records = read_ledger(ledger)
         counts = Counter("downloaded" if r.downloaded else r.state for r in records)
         errors = "; ".join(f"{r.spec.description}: {r.errors[-1]}" for r in records if r.errors)
-        rows.append({"partition": f"{ledger.parent.name}|{ledger.stem}", **counts, "errors": errors})
-    return rows
+        rows.append({"partition": f"{ledger.parent.name}|{ledger.stem}", **{s: counts.get(s, 0) for s in STATES}, "errors": errors})
+    return pd.DataFrame(rows, columns=list(COLUMNS)).astype({s: "int64" for s in STATES})

@@ -1,6 +1,8 @@
 """Mining I end to end through Dagster on the local Earth Engine and Drive."""
 
+import dagster as dg
 import numpy as np
+from pandas import read_csv
 
 from gnt_assets.core.zarr_regions import open_store
 from gnt_assets.io_managers.geoparquet import read_table
@@ -53,3 +55,49 @@ def test_polygons_to_regions_with_sensor(storage_root, instance):
     ix, iy = table["tiles"].iloc[0][0]
     tile = tile_array(region_path(storage_root, "BWA", "2020"), int(ix), int(iy))
     assert tile.shape == (7, 64, 64) and np.isfinite(tile).any()
+
+    # a truncated Drive file fails its cluster only: named in the error, kept on Drive; the other clusters are written
+    materialize(instance, resources, ["landsat_exports"], "BWA|2019")
+    cursor = None
+    for _ in range(3):
+        cursor = sensor_tick(instance, resources, cursor).cursor
+    drive = storage_root / "local" / "drive" / "landsat_mining"
+    shards = sorted(drive.glob("*BWA*2019*"))
+    broken = shards[0]
+    broken.write_bytes(broken.read_bytes()[:300])
+    failed = materialize(instance, resources, ["landsat_regions"], "BWA|2019", raise_on_error=False)
+    assert not failed.success
+    error = failed.get_step_failure_events()[0].event_specific_data.error.message
+    assert f"{broken.name}: not a readable GeoTIFF" in error
+    assert sorted(drive.glob("*BWA*2019*")) == [p for p in shards if p.name.startswith(broken.name.rsplit("-", 2)[0])]
+    records = read_ledger(ledger_path(storage_root, "BWA", "2019"))
+    assert sum(not r.downloaded for r in records) == 1 and sum(r.downloaded for r in records) == len(records) - 1
+
+    status = materialize(instance, resources, ["mining_export_status"])
+    table = read_csv((storage_root / "mining" / "status.csv").open())
+    assert table.set_index("partition").loc["BWA|2020", "downloaded"] == len(read_ledger(ledger_path(storage_root, "BWA", "2020")))
+    assert table.set_index("partition").loc["BWA|2019", "COMPLETED"] == 1
+    assert status.asset_materializations_for_node("mining_export_status")[0].metadata["status"].value.records
+
+
+def test_polygon_file_as_geoparquet_and_without_crs(storage_root, instance, tmp_path):
+    from gnt_assets.local.mining import sample_polygons
+
+    from .mining_fixtures import ASSETS
+
+    resources = mining_resources(storage_root)
+
+    def run(path):
+        config = {"ops": {"mine_polygons": {"config": {"path": str(path)}}}}
+        return dg.materialize(ASSETS, selection=["mine_polygons"], instance=instance, resources=resources, run_config=config, raise_on_error=False)
+
+    good = tmp_path / "mines.parquet"
+    sample_polygons().to_parquet(good)
+    result = run(good)
+    assert result.success
+    assert result.asset_materializations_for_node("mine_polygons")[0].metadata["rejected"].value == 4
+    no_crs = tmp_path / "no_crs.parquet"
+    sample_polygons().set_crs(None, allow_override=True).to_parquet(no_crs)
+    failed = run(no_crs)
+    assert not failed.success
+    assert f"{no_crs}: the file has no CRS" in failed.get_step_failure_events()[0].event_specific_data.error.to_string()
