@@ -2,8 +2,9 @@
 
 Bytes go to ``{name}.part``; a retry asks for ``Range: bytes={have}-`` and
 appends on 206 (restarts on 200). Only when the length matches the server's
-total (and the published ``Content-MD5``, when there is one) is the part
-renamed to its final name, so a half-download is never taken for a file.
+total (and the published ``Content-MD5``, when there is one, kept across
+resumes in ``{name}.part.md5``) is the part renamed to its final name, so a
+half-download is never taken for a file.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def _attempt(session: requests.Session, url: str, part: Path, timeout: float) ->
             length = response.headers.get("Content-Length")
             total = int(length) if length is not None else None
             mode, have = "wb", 0
-        published = response.headers.get("Content-MD5")
+        published = _published_md5(response, part)
         try:
             with open(part, mode) as handle:
                 for chunk in response.iter_content(16 * 1024):  # small, so a reset keeps what arrived
@@ -81,7 +82,22 @@ def _attempt(session: requests.Session, url: str, part: Path, timeout: float) ->
     size = part.stat().st_size
     if total is not None and size != total:
         raise _Retryable(f"got {size} of {total} bytes")
-    return size, base64.b64decode(published).hex() if published else None
+    return size, published
+
+
+def _published_md5(response: requests.Response, part: Path) -> str | None:
+    """The whole file's Content-MD5 (hex): from a 200 it is kept beside the ``.part``, so a
+    resumed download (a 206 carries only its range's) is still verified against it."""
+    sidecar = part.with_name(part.name + ".md5")
+    if response.status_code == 206:
+        return sidecar.read_text() if sidecar.exists() else None
+    header = response.headers.get("Content-MD5")
+    if header is None:
+        sidecar.unlink(missing_ok=True)
+        return None
+    published = base64.b64decode(header).hex()
+    sidecar.write_text(published)
+    return published
 
 
 def download(url: str, dest: Path, *, retries: int = 5, backoff_s: float = 0.5, timeout_s: float = 60.0) -> Download:
@@ -102,9 +118,12 @@ def download(url: str, dest: Path, *, retries: int = 5, backoff_s: float = 0.5, 
                     time.sleep(backoff_s * 2 ** (attempt - 1))
                 continue
             md5 = _file_md5(part)
+            sidecar = part.with_name(part.name + ".md5")
             if published_md5 and md5 != published_md5:
                 part.unlink()
+                sidecar.unlink(missing_ok=True)
                 raise DownloadError(f"{url}: MD5 {md5} differs from the published {published_md5}; the partial copy was removed")
             os.replace(part, dest)
+            sidecar.unlink(missing_ok=True)
             return Download(dest, size, md5, attempt, resumed_from)
     raise DownloadError(f"{url}: failed after {retries + 1} attempts ({'; '.join(problems)}); {part.name} kept for resume")

@@ -84,6 +84,19 @@ def test_servers_of_parallel_steps_share_the_saved_port(server, tmp_path):
     assert download(f"{server.base_url}/src/big.bin", tmp_path / "big.bin", retries=0).size == 1_024_000
 
 
+def test_a_resumed_download_is_checked_against_the_first_responses_md5(server, tmp_path):
+    server.faults.add("/src/big.bin", "reset")
+    dest = tmp_path / "big.bin"
+    with pytest.raises(DownloadError):
+        download(f"{server.base_url}/src/big.bin", dest, retries=0)
+    part = dest.with_name("big.bin.part")
+    part.write_bytes(b"\xff" + part.read_bytes()[1:])  # the kept half went bad on disk
+    with pytest.raises(DownloadError, match="differs from the published"):
+        download(f"{server.base_url}/src/big.bin", dest, retries=0)  # the 206 carries no MD5; the kept one catches it
+    assert server.faults.requests[-1][1].startswith("bytes=")
+    assert not part.exists() and not dest.exists() and not dest.with_name("big.bin.part.md5").exists()
+
+
 def test_503_and_wrong_length_are_retried(server, tmp_path):
     server.faults.add("/src/big.bin", "503", "wrong_length")
     result = download(f"{server.base_url}/src/big.bin", tmp_path / "big.bin", retries=3, backoff_s=0.01)
