@@ -76,3 +76,26 @@ def test_chunk_mosaic_bad_href_and_empty_month(stac_url, scenes_dir, tmp_path):
         failed = mosaic_chunk_logged(_job(url, store, layout, chunk, "2024-06-01"))
     assert not failed.success and f"month 2024-06-01 chunk {chunk}" in failed.error
     assert np.array_equal(store.open()[VARIABLE].isel(time=0, y=rows, x=cols).values, written, equal_nan=True)
+
+
+def test_planetary_computer_signs_item_hrefs_with_the_sas_token(scenes_dir):
+    """The real signing client against a recorded SAS token response (no network): every asset href
+    of a Planetary Computer item gets the container's token before odc.stac reads it."""
+    from datetime import datetime, timedelta, timezone
+
+    import pystac
+    import responses
+
+    from gnt_assets.resources.sentinel import PlanetaryComputerStac
+
+    stac = PlanetaryComputerStac()
+    item = pystac.Item.from_dict(json.loads((scenes_dir / "items.json").read_text())["features"][0])
+    for asset in item.assets.values():
+        asset.href = f"https://sentinel2l2a01.blob.core.windows.net/sentinel2-l2/10/U/DV/{Path(asset.href).name}"
+    expiry = (datetime.now(timezone.utc) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    with responses.RequestsMock() as recorded:
+        recorded.get("https://planetarycomputer.microsoft.com/api/sas/v1/token/sentinel2l2a01/sentinel2-l2",
+                     json={"msft:expiry": expiry, "token": "sv=2024&sig=recorded"})
+        stac.modifier()(item)
+    assert all(a.href.endswith("?sv=2024&sig=recorded") for a in item.assets.values())
+    assert (stac.collection, stac.scl_asset, stac.band_assets["red"]) == ("sentinel-2-l2a", "SCL", "B04")
