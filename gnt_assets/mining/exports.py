@@ -7,7 +7,9 @@ resampling. The description ``LANDSAT_C02_T1_L2_{ISO3}_{cluster8}_{year}`` is th
 idempotency key: an existing task with it is reused, never submitted twice.
 
 The ledger (``mining/exports/{ISO3}/{year}.json``) records each cluster's task,
-route (``drive`` or ``direct``), state and attempts; the sensor updates it.
+route (``drive`` or ``direct``), state and attempts; the sensor updates it. At most
+``max_in_flight`` Drive tasks (all partitions together) are submitted and not yet
+finished; the others wait as ``QUEUED`` until the sensor finds a free slot.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from gnt_assets.core.worldgrid import WORLD
 COLLECTION = "LANDSAT/COMPOSITES/C02/T1_L2_ANNUAL"
 COMPUTE_PIXELS_MAX_BYTES = 48 * 2**20
 COMPUTE_PIXELS_MAX_SIDE = 32768
-DONE, FAILED_STATES, ACTIVE = "COMPLETED", ("FAILED", "CANCELLED"), ("READY", "RUNNING", "PENDING", "SUBMITTED")
+DONE, FAILED_STATES, ACTIVE = "COMPLETED", ("FAILED", "CANCELLED"), ("READY", "RUNNING", "PENDING", "SUBMITTED", "CANCEL_REQUESTED")
+QUEUED = "QUEUED"  # not submitted yet: waits for a free slot under the in-flight limit (the seed's MAX_SUBMITTED_TASKS)
+MAX_IN_FLIGHT = 10
 
 
 class ExportError(ValueError):
@@ -108,6 +112,16 @@ def route_for(spec: ExportSpec, direct_max_bytes: int = COMPUTE_PIXELS_MAX_BYTES
 
 def ledger_path(root: UPath, country: str, year: str | int) -> UPath:
     return root / "mining" / "exports" / country / f"{year}.json"
+
+
+def ledger_paths(root: UPath) -> list[UPath]:
+    folder = root / "mining" / "exports"
+    return sorted(folder.glob("*/*.json")) if folder.exists() else []
+
+
+def in_flight(root: UPath) -> int:
+    """Drive tasks submitted and not finished, over every country-year's ledger."""
+    return sum(1 for path in ledger_paths(root) for r in read_ledger(path) if r.task_id and r.state in ACTIVE)
 
 
 def write_ledger(path: UPath, records: list[ExportRecord]) -> None:

@@ -17,8 +17,10 @@ from gnt_assets.mining.downloads import ExportFileError, assemble
 from gnt_assets.mining.exports import (
     DONE,
     ExportError,
+    QUEUED,
     ExportRecord,
     export_spec,
+    in_flight,
     ledger_path,
     read_ledger,
     route_for,
@@ -60,7 +62,8 @@ def submit_exports(root: UPath, earthengine, clusters: gpd.GeoDataFrame, country
     """One export per cluster, reusing tasks already known by description; returns records, counts, errors."""
     known = {r.spec.description: r for r in read_ledger(ledger_path(root, country, year))}
     records, errors = [], []
-    counts = {"submitted": 0, "reused": 0, "direct": 0, "drive": 0}
+    counts = {"submitted": 0, "reused": 0, "queued": 0, "direct": 0, "drive": 0}
+    free = earthengine.max_in_flight - in_flight(root)
     for cluster in clusters.itertuples():
         try:  # a cluster Earth Engine cannot take is reported; the others go on
             spec = export_spec(cluster, year)
@@ -75,8 +78,10 @@ def submit_exports(root: UPath, earthengine, clusters: gpd.GeoDataFrame, country
                 counts["reused"] += 1
             elif (task := earthengine.find_task(spec.description)) is not None:
                 record, counts["reused"] = with_state(record, task), counts["reused"] + 1
-            else:
-                record, counts["submitted"] = with_state(record, earthengine.submit(spec)), counts["submitted"] + 1
+            elif free > 0:
+                record, counts["submitted"], free = with_state(record, earthengine.submit(spec)), counts["submitted"] + 1, free - 1
+            else:  # the sensor submits it when a slot frees
+                record.state, counts["queued"] = QUEUED, counts["queued"] + 1
         except ExportError as error:
             errors.append(f"cluster {cluster.cluster_id[:8]}: {error}")
             continue

@@ -1,5 +1,6 @@
 """gee_export_sensor: the seed's status checker. Polls submitted Earth Engine tasks, resubmits FAILED or
-CANCELLED ones up to a limit, and requests the download run when every export of a partition completed."""
+CANCELLED ones up to a limit, submits queued exports as slots free under the in-flight limit, and requests the
+download run when every export of a partition completed."""
 
 import json
 from dataclasses import replace
@@ -7,7 +8,18 @@ from dataclasses import replace
 import dagster as dg
 
 from gnt_assets.mining.assets import landsat_regions
-from gnt_assets.mining.exports import DONE, FAILED_STATES, partition_state, read_ledger, with_state, write_ledger
+from gnt_assets.mining.exports import (
+    ACTIVE,
+    DONE,
+    FAILED_STATES,
+    QUEUED,
+    in_flight,
+    ledger_paths,
+    partition_state,
+    read_ledger,
+    with_state,
+    write_ledger,
+)
 from gnt_assets.resources.alerts import AlertSinksResource
 from gnt_assets.resources.mining import EarthEngineResource
 from gnt_assets.resources.storage import StorageResource
@@ -15,19 +27,26 @@ from gnt_assets.resources.storage import StorageResource
 MAX_ATTEMPTS = 3  # the seed's MAX_RETRIES
 
 
-def poll_ledger(records: list, earthengine: EarthEngineResource, max_attempts: int = MAX_ATTEMPTS) -> tuple[list, list[str]]:
-    """Updated records and a log line per change: poll open tasks, resubmit failures below the limit."""
+def poll_ledger(records: list, earthengine: EarthEngineResource, free: int, max_attempts: int = MAX_ATTEMPTS) -> tuple[list, list[str], int]:
+    """Updated records, a log line per change and the free slots left: poll open tasks, resubmit failures below
+    the limit and submit queued exports while slots are free (a task with the same description is reused)."""
     notes = []
     for i, record in enumerate(records):
         if record.route != "drive" or record.state == DONE or record.downloaded:
             continue
-        if record.state not in FAILED_STATES:
+        if record.state in ACTIVE:
             record = with_state(record, earthengine.status(record.task_id))
-        if record.state in FAILED_STATES and record.attempts < max_attempts:
-            notes.append(f"{record.spec.description}: {record.state} ({record.errors[-1] if record.errors else ''}); resubmitting")
-            record = with_state(replace(record, attempts=record.attempts + 1), earthengine.submit(record.spec))
+            free += record.state not in ACTIVE
+        retry = record.state in FAILED_STATES and record.attempts < max_attempts
+        if (retry or record.state == QUEUED) and free > 0:
+            if retry:
+                notes.append(f"{record.spec.description}: {record.state} ({record.errors[-1] if record.errors else ''}); resubmitting")
+                record = replace(record, attempts=record.attempts + 1)
+            task = None if retry else earthengine.find_task(record.spec.description)
+            record = with_state(record, task or earthengine.submit(record.spec))
+            free -= record.state in ACTIVE
         records[i] = record
-    return records, notes
+    return records, notes, free
 
 
 @dg.sensor(asset_selection=[landsat_regions], minimum_interval_seconds=120, default_status=dg.DefaultSensorStatus.RUNNING)
@@ -37,14 +56,14 @@ def gee_export_sensor(context: dg.SensorEvaluationContext, storage: StorageResou
     partitions whose exports failed ``MAX_ATTEMPTS`` times with the Earth Engine error text."""
     cursor = json.loads(context.cursor or "{}")  # partition -> "requested:<attempts>" or "failed:<attempts>"
     requests = []
-    folder = storage.root_path / "mining" / "exports"
-    for ledger in sorted(folder.glob("*/*.json")) if folder.exists() else []:
+    free = earthengine.max_in_flight - in_flight(storage.root_path)
+    for ledger in ledger_paths(storage.root_path):
         country, year = ledger.parent.name, ledger.stem
         partition = f"{country}|{year}"
         records = read_ledger(ledger)
         if not records or all(r.downloaded for r in records):
             continue
-        records, notes = poll_ledger(records, earthengine)
+        records, notes, free = poll_ledger(records, earthengine, free)
         write_ledger(ledger, records)
         for note in notes:
             context.log.warning(f"{partition}: {note}")

@@ -9,7 +9,7 @@ from upath import UPath
 
 from gnt_assets.mining.exports import read_ledger
 
-STATES = ("READY", "RUNNING", "FAILED", "CANCELLED", "COMPLETED", "downloaded")
+STATES = ("QUEUED", "READY", "RUNNING", "FAILED", "CANCELLED", "COMPLETED", "downloaded")
 COLUMNS = ("partition", *STATES, "errors")
 
 

@@ -18,7 +18,7 @@ from pydantic import Field, PrivateAttr
 from gnt_assets.mining import drive as drive_api
 from gnt_assets.mining import earthengine as ee_api
 from gnt_assets.mining.drive import DriveFile
-from gnt_assets.mining.exports import COMPUTE_PIXELS_MAX_BYTES, ExportSpec, TaskState
+from gnt_assets.mining.exports import COMPUTE_PIXELS_MAX_BYTES, MAX_IN_FLIGHT, ExportSpec, TaskState
 from gnt_assets.resources.hpc import hpc_resources
 
 SCOPES = ["https://www.googleapis.com/auth/earthengine", "https://www.googleapis.com/auth/drive"]
@@ -29,6 +29,7 @@ class EarthEngineResource(dg.ConfigurableResource):
 
     drive_folder: str = Field(default="landsat_mining", description="Drive folder exports are written to.")
     direct_max_bytes: int = Field(default=COMPUTE_PIXELS_MAX_BYTES, description="Regions up to this size use computePixels.")
+    max_in_flight: int = Field(default=MAX_IN_FLIGHT, description="Most export tasks submitted and not finished at once (seed: 10).")
 
     def find_task(self, description: str) -> TaskState | None:
         raise NotImplementedError

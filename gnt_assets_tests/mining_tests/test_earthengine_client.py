@@ -139,7 +139,7 @@ def test_refused_export_names_its_cluster_others_go_on_and_small_regions_use_com
     records, counts, errors = submit_exports(root, client, clusters, "ZAF", 2020)
     assert len(errors) == 1 and errors[0].startswith(f"cluster {by_mine[1].cluster_id[:8]}: {refused}: Earth Engine refused")
     assert "Invalid GeoJSON geometry" in errors[0]
-    assert counts == {"submitted": 1, "reused": 0, "direct": 1, "drive": 1}
+    assert counts == {"submitted": 1, "reused": 0, "queued": 0, "direct": 1, "drive": 1}
     direct = next(r for r in records if r.route == "direct")
     assert direct.spec.cluster_id == by_mine[0].cluster_id and direct.state == "COMPLETED"
     grid = _EarthEngine.pixels[0]["grid"]
@@ -150,6 +150,6 @@ def test_refused_export_names_its_cluster_others_go_on_and_small_regions_use_com
 
     _EarthEngine.refuse = set()  # the re-run submits only what is missing
     records, counts, errors = submit_exports(root, client, clusters, "ZAF", 2020)
-    assert not errors and counts == {"submitted": 1, "reused": 1, "direct": 1, "drive": 2}
+    assert not errors and counts == {"submitted": 1, "reused": 1, "queued": 0, "direct": 1, "drive": 2}
     assert len(_EarthEngine.exports) == 2 and len(_EarthEngine.pixels) == 1  # nothing twice
     assert {r.spec.cluster_id for r in read_ledger(ledger_path(root, "ZAF", 2020))} == set(clusters["cluster_id"])

@@ -47,3 +47,22 @@ def test_partition_reported_failed_after_three_attempts(storage_root, instance, 
     assert '"NAM|2021": "failed:' in cursor
     logged = capfd.readouterr().err
     assert "gnt alert: mining exports NAM|2021 failed 3 times" in logged and "memory capacity exceeded" in logged
+
+
+def test_no_more_than_max_in_flight_tasks_queued_ones_submitted_by_the_sensor(storage_root, instance):
+    from gnt_assets.mining.exports import ACTIVE
+
+    resources = mining_resources(storage_root, max_in_flight=1)
+    clusters = cluster_country(validate_polygons(sample_polygons(), "sample").valid, "NAM", 0.005)
+    records, counts, _ = submit_exports(storage_root, resources["earthengine"], clusters, "NAM", 2021)
+    drive = [r for r in records if r.route == "drive"]
+    assert len(drive) >= 2 and counts["submitted"] == 1 and counts["queued"] == len(drive) - 1
+    cursor, requests = None, []
+    for _ in range(3 * len(drive) + 1):
+        result = sensor_tick(instance, resources, cursor)
+        cursor, requests = result.cursor, requests + list(result.run_requests)
+        ledger = read_ledger(ledger_path(storage_root, "NAM", 2021))
+        assert sum(1 for r in ledger if r.task_id and r.state in ACTIVE) <= 1
+    assert [str(r.partition_key) for r in requests] == ["NAM|2021"]
+    tasks = list((storage_root / "local" / "earthengine" / "tasks").glob("*.json"))
+    assert len(tasks) == len(drive)  # each export submitted exactly once
