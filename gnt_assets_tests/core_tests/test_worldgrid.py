@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 from affine import Affine
-from hypothesis import given, settings
+from hypothesis import example, given, settings
+from odc.geo.geobox import GeoboxTiles
 from hypothesis import strategies as st
 
 from gnt_assets.core.worldgrid import (
@@ -97,3 +98,21 @@ def test_poles_and_edges_stay_on_the_grid():
         world_tile(TILE_COLUMNS, 0)
     with pytest.raises(WorldGridError, match="latitude"):
         tile_of_point(0, 91)
+
+
+WORLD_TILES = GeoboxTiles(WORLD, (TILE_SIZE, TILE_SIZE))
+
+
+@FAST
+@given(ix_values, iy_values)
+@example(TILE_COLUMNS - 1, TILE_ROWS - 1)
+@example(0, 0)
+def test_tiles_agree_with_odc_geo_geobox_tiles(ix, iy):
+    """odc-geo's tiling of the world GeoBox is the reference; only the last column/row, which odc-geo crops at
+    the world's edge, is kept whole by us (same origin, 64 x 64)."""
+    reference, ours = WORLD_TILES[iy, ix], world_tile(ix, iy)
+    assert reference.affine == ours.affine and reference.crs == ours.crs
+    if ix < TILE_COLUMNS - 1 and iy < TILE_ROWS - 1:
+        assert reference == ours
+    else:
+        assert reference.shape.x <= TILE_SIZE and reference.shape.y <= TILE_SIZE
