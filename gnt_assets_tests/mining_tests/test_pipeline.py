@@ -101,3 +101,10 @@ def test_polygon_file_as_geoparquet_and_without_crs(storage_root, instance, tmp_
     failed = run(no_crs)
     assert not failed.success
     assert f"{no_crs}: the file has no CRS" in failed.get_step_failure_events()[0].event_specific_data.error.to_string()
+    # a country added by hand (UI backfill) that the polygon file does not have fails naming it and the known ones
+    run(good)
+    instance.add_dynamic_partitions("mining_country", ["ATA"])
+    unknown = materialize(instance, resources, ["mining_clusters"], "ATA", raise_on_error=False)
+    assert not unknown.success
+    message = unknown.get_step_failure_events()[0].event_specific_data.error.to_string()
+    assert "country ATA: no valid mine polygons with this ISO3 code; known: ['BWA', 'CHL', 'FJI', 'NAM', 'ZAF']" in message
