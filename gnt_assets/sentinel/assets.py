@@ -102,7 +102,7 @@ def sentinel_mosaic(
     with sentinel_stac.api_url() as url:
         jobs = pipeline.chunk_jobs(storage, sentinel_grid, sentinel_stac, url, keys, sentinel_cube.backend)
         with compute.get_client() as client:
-            results = client.gather(client.map(pipeline.run_chunk, jobs, retries=2, pure=False))
+            results = client.gather(client.map(pipeline.run_chunk, jobs, pure=False))
     for result in results:
         pipeline.record_result(storage, result)
         context.log.info(f"{result.month} {result.chunk}: success={result.success} scenes={result.scenes} {result.error or ''}")

@@ -95,7 +95,7 @@ def written_objects(storage, grid_table: gpd.GeoDataFrame, keys: list[tuple[str,
 
 def result_rows(results: list[ChunkResult]) -> list[dict]:
     return [{"month": r.month, "chunk": r.chunk, "success": r.success, "scenes": r.scenes,
-             "valid_share": round(r.valid_share, 4), **{k: r.durations.get(k) for k in DURATIONS}, "error": r.error}
+             "valid_share": round(r.valid_share, 4), "attempts": r.attempts, **{k: r.durations.get(k) for k in DURATIONS}, "error": r.error}
             for r in results]
 
 
@@ -103,7 +103,7 @@ def run_log(storage) -> pd.DataFrame:
     root = storage.path("sentinel", "results")
     records = [json.loads(p.read_text()) for p in sorted(root.glob("*/*.json"))] if root.exists() else []
     frame = pd.DataFrame([{**{k: v for k, v in r.items() if k != "durations"}, **r.get("durations", {})} for r in records])
-    columns = ["month", "chunk", "success", "scenes", "valid_share", "clear_pixels_unfilled", "minimum", "maximum",
+    columns = ["month", "chunk", "success", "attempts", "scenes", "valid_share", "clear_pixels_unfilled", "minimum", "maximum",
                *DURATIONS, "error"]
     return frame.reindex(columns=columns)
 

@@ -15,7 +15,7 @@ from scipy import ndimage
 from gnt_assets.core.quicklook import QuickLook, quicklook
 from gnt_assets.sentinel.cube import CubeLayout, region_dataset
 from gnt_assets.sentinel.cube_store import CubeStore
-from gnt_assets.sentinel.stac import SceneQuery, search_scenes
+from gnt_assets.sentinel.stac import SceneQuery, StacPagingError, StacSearchError, search_scenes
 
 CLEAR_SCL = (4, 5)
 MORPHOLOGY_RADIUS = 5
@@ -61,6 +61,8 @@ class ChunkJob:
     cube: CubeStore
     modifier: Callable | None = None
     aws_unsigned: bool = False
+    attempts: int = 3  # search/read failures are retried (flaky API or bucket) before the chunk counts as failed
+    backoff_s: float = 2.0
 
 
 @dataclass
@@ -75,6 +77,7 @@ class ChunkResult:
     maximum: int | None = None
     durations: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    attempts: int = 1
     look: QuickLook | None = None
 
 
@@ -136,8 +139,20 @@ def mosaic_chunk(job: ChunkJob) -> ChunkResult:
 
 
 def mosaic_chunk_logged(job: ChunkJob) -> ChunkResult:
-    """mosaic_chunk that reports a failure as a result, so one bad chunk never hides the others' results."""
-    try:
-        return mosaic_chunk(job)
-    except Exception as error:
-        return ChunkResult(chunk=job.chunk, month=job.month, success=False, error=f"{type(error).__name__}: {error}")
+    """mosaic_chunk that retries search/read failures with backoff and reports the final failure as a
+    result, so one bad chunk never hides the others' results. The region is only written on success."""
+    for attempt in range(1, job.attempts + 1):
+        try:
+            result = mosaic_chunk(job)
+            result.attempts = attempt
+            return result
+        except (StacSearchError, SceneLoadError) as error:
+            failure = error
+            if isinstance(error, StacPagingError) or attempt == job.attempts:
+                break
+            time.sleep(job.backoff_s * 2 ** (attempt - 1))
+        except Exception as error:
+            failure = error
+            break
+    return ChunkResult(chunk=job.chunk, month=job.month, success=False, attempts=attempt,
+                       error=f"{type(failure).__name__}: {failure}")

@@ -13,7 +13,11 @@ from pystac_client.conformance import ConformanceClasses
 
 
 class StacSearchError(RuntimeError):
-    pass
+    """The API failed to answer (worth retrying)."""
+
+
+class StacPagingError(StacSearchError):
+    """More pages than the cap: a retry would page forever again."""
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,7 @@ def search_scenes(query: SceneQuery, modifier: Callable | None = None) -> list[p
         items: dict[str, pystac.Item] = {}
         for number, page in enumerate(search.pages(), start=1):
             if number > query.max_pages:
-                raise StacSearchError(f"{where}: more than {query.max_pages} pages of {query.page_size}; "
+                raise StacPagingError(f"{where}: more than {query.max_pages} pages of {query.page_size}; "
                                       "the server pages forever or the query is far too broad")
             items.update({item.id: item for item in page.items})
     except StacSearchError:

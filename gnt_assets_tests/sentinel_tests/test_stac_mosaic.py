@@ -29,6 +29,10 @@ def test_search_pages_and_page_cap(stac_url):
     assert search_scenes(SceneQuery(stac_url, COLLECTION, DEMO_BBOX, date(2024, 6, 1), max_cloud=0.1)) == []
     with pytest.raises(StacSearchError, match="search failed"):
         search_scenes(SceneQuery("http://127.0.0.1:9/", COLLECTION, DEMO_BBOX, date(2024, 6, 1)))
+    endless = ChunkJob(chunk="c", month="2024-06-01", layout=None, cube=None, band_assets=BANDS, scl_asset="scl",
+                       query=SceneQuery(stac_url, COLLECTION, DEMO_BBOX, date(2024, 6, 1), page_size=1, max_pages=2),
+                       backoff_s=0.0)
+    assert mosaic_chunk_logged(endless).attempts == 1  # paging forever is not retried
 
 
 def test_masked_median_ignores_masked_and_nodata():
@@ -43,9 +47,9 @@ def test_masked_median_ignores_masked_and_nodata():
     assert not mask[0, 10, 10] and mask[0, :6, :6].all()
 
 
-def _job(url, cube, layout, chunk, month):
+def _job(url, cube, layout, chunk, month, attempts=1):
     return ChunkJob(chunk=chunk, month=month, query=SceneQuery(url, COLLECTION, DEMO_BBOX, date.fromisoformat(month)),
-                    band_assets=BANDS, scl_asset="scl", layout=layout, cube=cube)
+                    band_assets=BANDS, scl_asset="scl", layout=layout, cube=cube, attempts=attempts, backoff_s=0.0)
 
 
 def test_chunk_mosaic_bad_href_and_empty_month(stac_url, scenes_dir, tmp_path):
@@ -73,8 +77,8 @@ def test_chunk_mosaic_bad_href_and_empty_month(stac_url, scenes_dir, tmp_path):
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps({"type": "FeatureCollection", "features": june}))
     with stac_api_server(broken) as url:
-        failed = mosaic_chunk_logged(_job(url, store, layout, chunk, "2024-06-01"))
-    assert not failed.success and f"month 2024-06-01 chunk {chunk}" in failed.error
+        failed = mosaic_chunk_logged(_job(url, store, layout, chunk, "2024-06-01", attempts=2))
+    assert not failed.success and f"month 2024-06-01 chunk {chunk}" in failed.error and failed.attempts == 2
     assert np.array_equal(store.open()[VARIABLE].isel(time=0, y=rows, x=cols).values, written, equal_nan=True)
 
 
