@@ -6,7 +6,6 @@ client (so runs show in the UI); list and cache-stats read the catalog and resul
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -41,22 +40,26 @@ def _launch(args, job: str, key: str | None = None, run_config: dict | None = No
 
 
 def register(args) -> int:
+    from gnt_assets.core.atomic import atomic_write_bytes
     from gnt_assets.core.keys import sanitize_key
+    from gnt_assets.resources.rasters import resource_set
 
     source = Path(args.path)
     if not source.is_file():
         print(f"{source}: no such raster file", file=sys.stderr)
         return 2
     key = sanitize_key(args.name or source.stem)
-    folder = UPath(args.root) / "rasters" / "incoming"
+    # The watched folder as the deployment configures it (GNT_RASTER_FOLDER), local or fsspec URL.
+    folder = resource_set("local")["raster_folder"].folder_path(UPath(args.root))
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, (folder / f"{key}{source.suffix.lower()}").path)
     sidecar = {k: v for k, v in {"kind": args.kind, "name": args.name}.items() if v}
     for suffix in (".yaml", ".yml", ".json"):
         if source.with_suffix(suffix).exists():
-            shutil.copyfile(source.with_suffix(suffix), (folder / f"{key}{suffix}").path)
+            (folder / f"{key}{suffix}").write_bytes(source.with_suffix(suffix).read_bytes())
     if sidecar and not any(source.with_suffix(s).exists() for s in (".yaml", ".yml", ".json")):
         (folder / f"{key}.json").write_text(json.dumps(sidecar))
+    # Raster last and atomically: the sensor never sees a half-copied file or one without its sidecar.
+    atomic_write_bytes(folder / f"{key}{source.suffix.lower()}", source.read_bytes())
     result = _client(args)._execute(ADD_PARTITION, {"selector": _selector(args), "name": "raster_sources", "key": key})
     outcome = result["addDynamicPartition"]
     if outcome["__typename"] not in ("AddDynamicPartitionSuccess", "DuplicateDynamicPartitionError"):

@@ -24,6 +24,7 @@ from gnt_assets.rasters.cli import main
 pytestmark = pytest.mark.servers
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+LOCATION = "gnt_assets_tests.rasters_tests.rasters_location"  # rasters only: fewer imports per launched run
 
 
 def _free_port() -> int:
@@ -41,7 +42,7 @@ def webserver(tmp_path):
     root = tmp_path / "data"
     env = {**os.environ, "DAGSTER_HOME": str(home), "GNT_STORAGE_ROOT": str(root), "GNT_PROFILE": "local", "GNT_RASTER_TILE_SIZE": "100"}
     log = tmp_path / "dev.log"
-    process = subprocess.Popen([BIN / "dagster", "dev", "-w", REPO / "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+    process = subprocess.Popen([BIN / "dagster", "dev", "-m", LOCATION, "-d", REPO, "-h", "127.0.0.1", "-p", str(port)],
                                cwd=REPO, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 180
@@ -83,7 +84,7 @@ def _wait(args, run_id, capsys) -> str:
 
 def test_cli_registers_and_runs_through_the_webserver(webserver, tmp_path, capsys):
     port, root = webserver
-    args = ["--port", str(port), "--root", str(root)]
+    args = ["--port", str(port), "--root", str(root), "--location", LOCATION]
     source = sample_rasters(UPath(tmp_path / "mine"), size=120)[2]  # species_count with its sidecar
     for spec in GRIDS:  # the grid assets (unpartitioned) are materialized once, as in the demo
         write_table(grids.grid_cells(spec, STUDY_AREA), UPath(root) / "rasters" / "grids" / f"{spec.name}.parquet")
