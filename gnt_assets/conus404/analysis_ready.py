@@ -53,3 +53,10 @@ def _replace(staging: UPath, target: UPath) -> None:
 
 def contained_days(target: UPath) -> list[str]:
     return list(xr.open_zarr(zarr_target(target), consolidated=False).attrs.get("days", []))
+
+
+def last_day_field(target: UPath, name: str) -> np.ndarray | None:
+    """``name`` on the copy's last day (for its quick look), or None if the copy lacks the variable."""
+    copy = xr.open_zarr(zarr_target(target), consolidated=False)
+    return copy[name].isel(time=-1).values if name in copy else None
+

@@ -138,8 +138,11 @@ def conus404_analysis_ready(context: dg.AssetExecutionContext, storage: StorageR
     with compute.get_client() as client:
         chunks = ready.rechunk_days(storage.path(*DAILY_STORE), days, target, client)
     context.log.info(f"analysis-ready copy of {len(days)} days, chunks {chunks}")
+    last_t2 = ready.last_day_field(target, "T2")  # one time slice: reads one row of 36-day chunks
+    look = quicklook_metadata(quicklook(last_t2[::-1]), title=f"T2 daily mean (K), {days[-1]}") if last_t2 is not None else {}
     return dg.MaterializeResult(metadata={
         **output_metadata([target]),
+        **look,
         "days": dg.MetadataValue.int(len(days)),
         "first_day": dg.MetadataValue.text(str(days[0])),
         "last_day": dg.MetadataValue.text(str(days[-1])),

@@ -72,6 +72,7 @@ def test_backfill_with_a_corrupted_day_fails_only_that_day(storage_root, instanc
 
     store = open_daily(storage_root / "conus404" / "daily.zarr")
     day1 = store["T2"].sel(time="2020-07-01").values
+    day3 = store["T2"].sel(time="2020-07-03").values
     assert np.isfinite(day1).all() and 250 < float(day1.mean()) < 320
     assert store["T2"].attrs["cell_methods"] == "time: mean" and store["T2"].attrs["units"] == "K"
     assert store["PREC_ACC_NC"].attrs["cell_methods"] == "time: sum"
@@ -106,6 +107,9 @@ def test_backfill_with_a_corrupted_day_fails_only_that_day(storage_root, instanc
     ready = dg.materialize(assets=[*defs.assets, *defs.asset_checks], selection=["conus404_analysis_ready"],
                            instance=instance, resources=resources)
     assert ready.success and all(_checks(ready).values())
+    ready_metadata = ready.get_asset_materialization_events()[0].materialization.metadata
+    assert "data:image/png;base64," in ready_metadata["T2 daily mean (K), 2020-07-03"].value
+    assert ready_metadata["min"].value == pytest.approx(float(day3.min()), rel=1e-6)
     copy = xr.open_zarr(str(storage_root / "conus404" / "analysis_ready.zarr"), consolidated=False)
     assert copy.attrs["days"] == ["2020-07-01", "2020-07-03"]
     assert copy["T2"].encoding["chunks"] == (2, 12, 16)
