@@ -37,6 +37,7 @@ def _store_bounds() -> tuple[str, str]:
     group_name=GROUP,
     backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=7),
     retry_policy=SOURCE_RETRY,
+    pool="conus404_source",  # bounds concurrent source readers (PC throttling; ~0.9 GB each at full size)
     kinds={"zarr", "xarray"},
 )
 def conus404_daily(context: dg.AssetExecutionContext, storage: StorageResource, conus404_source: Conus404Source) -> dg.MaterializeResult:
