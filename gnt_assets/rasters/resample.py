@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import time
 
 import geopandas as gpd
@@ -20,6 +21,7 @@ import rasterio
 import scipy.sparse as sp
 import shapely
 from PIL import Image, ImageDraw
+from rasterio.windows import Window, from_bounds
 from upath import UPath
 
 from gnt_assets.core.atomic import atomic_write_bytes, atomic_write_text
@@ -137,6 +139,17 @@ class ResultStore:
         return removed
 
 
+def cells_window(src, bounds, pad: int = 3) -> Window:
+    """The raster window under the cells (plus the cubic kernel's reach): only that part of a
+    band is read, so a global raster resampled to a small study area stays small in memory."""
+    box = from_bounds(*bounds, transform=src.transform)
+    col0 = max(0, math.floor(box.col_off) - pad)
+    row0 = max(0, math.floor(box.row_off) - pad)
+    col1 = min(src.width, math.ceil(box.col_off + box.width) + pad)
+    row1 = min(src.height, math.ceil(box.row_off + box.height) + pad)
+    return Window(col0, row0, max(col1 - col0, 1), max(row1 - row0, 1))
+
+
 def resample(info, cells: gpd.GeoDataFrame, grid_name: str, methods, weights_folder: UPath, store: ResultStore) -> tuple[pd.DataFrame, dict]:
     """Long table (cell_id, band, method, value, valid_fraction) for every method and band; cached parts are read."""
     unknown = [m for m in methods if m not in METHODS]
@@ -146,6 +159,8 @@ def resample(info, cells: gpd.GeoDataFrame, grid_name: str, methods, weights_fol
     tables, counts = [], {"cache_hits": 0, "computed": 0, "weights_cached": False}
     weights = centres = None
     with UPath(info.path).open("rb") as handle, rasterio.open(handle) as src:
+        window = cells_window(src, local.total_bounds)
+        transform = src.window_transform(window)
         for band in range(1, info.band_count + 1):
             values = None
             for method in methods:
@@ -155,17 +170,17 @@ def resample(info, cells: gpd.GeoDataFrame, grid_name: str, methods, weights_fol
                     tables.append(table)
                     continue
                 if values is None:
-                    values = src.read(band)
+                    values = src.read(band, window=window)
                     valid = valid_mask(values, info.nodata)
                 if method in AREA_METHODS:
                     if weights is None:
-                        key = weights_key(grid_name, local.cell_id.tolist(), info.crs, src.transform, values.shape)
-                        weights, counts["weights_cached"] = cached_weights(weights_folder, key, local.geometry.values, src.transform, values.shape)
+                        key = weights_key(grid_name, local.cell_id.tolist(), info.crs, transform, values.shape)
+                        weights, counts["weights_cached"] = cached_weights(weights_folder, key, local.geometry.values, transform, values.shape)
                     result = zonal(weights, values, valid, method)
                 else:
                     if centres is None:
                         centres = shapely.get_coordinates(cell_centres(cells.loc[local.index]).to_crs(info.crs).values)
-                    result = point_sample(centres, src.transform, values, valid, method)
+                    result = point_sample(centres, transform, values, valid, method)
                 table = pd.DataFrame({"cell_id": local.cell_id.to_numpy(), "band": band, "method": method, "value": result.value, "valid_fraction": result.valid_fraction})
                 store.put(info.content_hash, grid_name, method, band, table)
                 counts["computed"] += 1

@@ -4,11 +4,13 @@ resampling onto the square and H3 grids, the result cache, and bad input failing
 import numpy as np
 import pytest
 import rasterio
+from exactextract import exact_extract
 from rasterio.transform import from_origin
 
 import dagster as dg
 from gnt_assets.io_managers.geoparquet import read_table
 from gnt_assets.local.rasters import sample_rasters, write_geotiff
+from gnt_assets.rasters import catalog as raster_catalog
 from gnt_assets.rasters import definitions, resample, sources
 from gnt_assets.rasters.assets import grid_assets, raster_source, raster_tiles, resampled_assets
 from gnt_assets.rasters.jobs import raster_cache_cleanup
@@ -77,6 +79,13 @@ def test_register_tile_resample_and_cache(instance, resources, storage_root):
     assert set(square.method) == {"mean", "bilinear"}
     assert square.cell_id.str.match(r"^C5000_\d{5}_\d{5}$").all()
     assert ((square.valid_fraction >= 0) & (square.valid_fraction <= 1)).all()
+    # End to end, the pipeline's means equal exactextract's over the same cells in the raster's CRS.
+    cells = read_table(storage_root / "rasters" / "grids" / "square_5km.parquet")
+    info = raster_catalog.load_source(storage_root / "rasters", "temperature")
+    local = resample.cells_in_raster_crs(cells, info.crs, (info.left, info.bottom, info.right, info.top), raster_name="t", grid_name="g")
+    reference = exact_extract(str(folder / "temperature.tif"), local[["cell_id", "geometry"]], "mean", include_cols=["cell_id"], output="pandas")
+    ours = square[square.method == "mean"].set_index("cell_id").value.reindex(reference.cell_id).to_numpy()
+    np.testing.assert_allclose(ours, reference["mean"].to_numpy(float), rtol=1e-6)
     hexes = read_table(storage_root / "rasters" / "resampled" / "h3_5km" / "landcover.parquet")
     assert set(hexes.method) == {"majority", "nearest"} and set(hexes.value.dropna()) <= {1, 2, 3, 4, 5, 6}
     counts = read_table(storage_root / "rasters" / "resampled" / "square_5km" / "species_count.parquet")
