@@ -9,10 +9,17 @@ RUN_CONFIG = {"ops": {"mining_clusters": {"config": {"buffer_degrees": 0.005}}}}
 
 
 def _materialize(instance, defs, resources, selection, partition=None) -> dg.ExecuteInProcessResult:
+    from gnt_assets.demo import DEMO_LOG_LEVEL
+
+    config = {"loggers": {"console": {"config": {"log_level": DEMO_LOG_LEVEL}}}}
     return dg.materialize(
         [*defs.assets, *(defs.asset_checks or [])], selection=selection, partition_key=partition, instance=instance,
-        resources=resources, run_config=RUN_CONFIG if "mining_clusters" in selection else None, raise_on_error=True,
+        resources=resources, run_config={**config, **RUN_CONFIG} if "mining_clusters" in selection else config, raise_on_error=True,
     )
+
+
+def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
+    return {k: v.value for k, v in result.asset_materializations_for_node(asset)[0].metadata.items()}
 
 
 def run(instance: dg.DagsterInstance) -> None:
@@ -20,23 +27,29 @@ def run(instance: dg.DagsterInstance) -> None:
     from gnt_assets.definitions import defs
     from gnt_assets.mining.sensors import gee_export_sensor
 
-    # Regions under ~300 kB take the direct computePixels path, larger ones go through Drive in 128 px shards.
-    resources = {**defs.resources, "earthengine": defs.resources["earthengine"].model_copy(update={"direct_max_bytes": 300_000, "shard_width": 128})}
+    from gnt_assets.local.earthengine import LocalEarthEngine
+
+    # Regions under ~300 kB take the direct computePixels path, larger ones go through Drive in 128 px shards;
+    # at most 6 Earth Engine tasks in flight, so the sensor also submits queued exports.
+    local = LocalEarthEngine(root=defs.resources["earthengine"].root, direct_max_bytes=300_000, shard_width=128, max_in_flight=6)
+    resources = {**defs.resources, "earthengine": local}
     _materialize(instance, defs, resources, ["mine_polygons"])
     for country in COUNTRIES:
         _materialize(instance, defs, resources, ["mining_clusters"], country)
     partitions = [dg.MultiPartitionKey({"country": c, "year": y}) for c in COUNTRIES for y in YEARS]
     for key in partitions:
-        _materialize(instance, defs, resources, ["landsat_exports"], key)
-    cursor, requested = None, []
-    for _ in range(6):  # the sensor's ticks: tasks READY -> RUNNING -> COMPLETED, then download runs requested
+        meta = _metadata(_materialize(instance, defs, resources, ["landsat_exports"], key), "landsat_exports")
+        print(f"   exports {key}: {meta['direct']} direct (computePixels), {meta['drive']} via Drive: "
+              f"{meta['submitted']} submitted, {meta['queued']} queued", flush=True)
+    cursor, requested, ticks = None, [], 0
+    while len(requested) < len(partitions) and ticks < 40:  # sensor ticks: READY -> RUNNING -> COMPLETED, queued ones submitted
         with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
             result = gee_export_sensor(context)
-        cursor, requested = result.cursor, requested + [r.partition_key for r in result.run_requests]
-        if len(requested) == len(partitions):
-            break
+        cursor, requested, ticks = result.cursor, requested + [r.partition_key for r in result.run_requests], ticks + 1
+    print(f"   gee_export_sensor: {ticks} ticks until every export completed; download runs requested for {len(requested)} partitions", flush=True)
     for key in requested:
-        _materialize(instance, defs, resources, ["landsat_regions"], key)
+        meta = _metadata(_materialize(instance, defs, resources, ["landsat_regions"], key), "landsat_regions")
+        print(f"   zarr region {key}: {meta['clusters_written']} clusters, {meta['drive_files_deleted']} Drive files verified and deleted", flush=True)
     _materialize(instance, defs, resources, ["mining_export_status"])
     # Mining II: training tiles (packed, memory-mapped) and their verified copy on the HPC target, then the janitor.
     for key in requested:

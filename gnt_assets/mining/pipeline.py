@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from pathlib import Path
 
@@ -102,7 +103,7 @@ def _export_files(root: UPath, drive, record: ExportRecord, staging: Path) -> tu
     files = {}
     for file in listed:
         dest = staging / file.name
-        if not dest.exists():
+        if not (dest.exists() and (not file.size or dest.stat().st_size == file.size)):  # staged copies are reused
             drive.download(file, dest)
         files[file.name] = dest.read_bytes()
     return files, listed
@@ -118,7 +119,8 @@ def write_regions(root: UPath, drive, clusters: gpd.GeoDataFrame, country: str, 
     path = region_path(root, country, year)
     exportable = clusters[~clusters["crosses_antimeridian"]]
     create_region(path, country_geobox(list(zip(exportable.minx, exportable.miny, exportable.maxx, exportable.maxy, strict=True))))
-    staging = Path(tempfile.gettempdir()) / "gnt-mining-staging" / country / str(year)
+    store = hashlib.sha256(str(root).encode()).hexdigest()[:12]  # one staging folder per storage root
+    staging = Path(tempfile.gettempdir()) / "gnt-mining-staging" / store / country / str(year)
     staging.mkdir(parents=True, exist_ok=True)
     errors, deleted, written = [], 0, []
     for record in records:
@@ -128,8 +130,13 @@ def write_regions(root: UPath, drive, clusters: gpd.GeoDataFrame, country: str, 
         try:
             files, listed = _export_files(root, drive, record, staging)
             write_cluster(path, record.spec.geobox, assemble(record.spec, files))
-        except (ExportFileError, OSError) as error:
+        except OSError as error:  # a failed download keeps its .part for the next run to resume
             errors.append(f"cluster {record.spec.cluster_id[:8]}: {error}")
+            continue
+        except ExportFileError as error:  # a file that fails verification is downloaded again next time
+            errors.append(f"cluster {record.spec.cluster_id[:8]}: {error}")
+            for staged in staging.glob(f"{record.spec.description}*"):
+                staged.unlink()
             continue
         for file in listed:  # only after the verified pixels are in the region
             drive.delete(file.file_id)
