@@ -3,7 +3,7 @@
 import dagster as dg
 from gnt_assets.rasters.assets import grid_assets, raster_catalog, raster_source, raster_tiles, resampled_assets
 from gnt_assets.rasters.checks import checks
-from gnt_assets.rasters.jobs import raster_cache_cleanup
+from gnt_assets.rasters.jobs import raster_cache_cleanup, raster_cache_cleanup_schedule
 from gnt_assets.rasters.sensors import raster_folder_sensor, raster_registration_job, raster_resample_job, raster_tile_job
 
 defs = dg.Definitions(
@@ -11,4 +11,5 @@ defs = dg.Definitions(
     asset_checks=checks,
     sensors=[raster_folder_sensor],
     jobs=[raster_registration_job, raster_tile_job, raster_resample_job, raster_cache_cleanup],
+    schedules=[raster_cache_cleanup_schedule],
 )
