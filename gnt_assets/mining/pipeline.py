@@ -109,6 +109,12 @@ def _export_files(root: UPath, drive, record: ExportRecord, staging: Path) -> tu
     return files, listed
 
 
+def staging_folder(root: UPath, country: str, year: str | int) -> Path:
+    """Local folder for downloads in progress, one per storage root and partition."""
+    store = hashlib.sha256(str(root).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / "gnt-mining-staging" / store / country / str(year)
+
+
 def write_regions(root: UPath, drive, clusters: gpd.GeoDataFrame, country: str, year: int) -> dict:
     """Download, verify and write every completed export into the country-year region; delete Drive files after."""
     ledger = ledger_path(root, country, year)
@@ -119,8 +125,7 @@ def write_regions(root: UPath, drive, clusters: gpd.GeoDataFrame, country: str, 
     path = region_path(root, country, year)
     exportable = clusters[~clusters["crosses_antimeridian"]]
     create_region(path, country_geobox(list(zip(exportable.minx, exportable.miny, exportable.maxx, exportable.maxy, strict=True))))
-    store = hashlib.sha256(str(root).encode()).hexdigest()[:12]  # one staging folder per storage root
-    staging = Path(tempfile.gettempdir()) / "gnt-mining-staging" / store / country / str(year)
+    staging = staging_folder(root, country, year)
     staging.mkdir(parents=True, exist_ok=True)
     errors, deleted, written = [], 0, []
     for record in records:

@@ -7,6 +7,7 @@ from pandas import read_csv
 from gnt_assets.core.zarr_regions import open_store
 from gnt_assets.io_managers.geoparquet import read_table
 from gnt_assets.mining.exports import ledger_path, read_ledger
+from gnt_assets.mining.pipeline import staging_folder
 from gnt_assets.mining.regions import region_path, tile_array
 
 from .mining_fixtures import materialize, mining_resources, sensor_tick
@@ -63,8 +64,11 @@ def test_polygons_to_regions_with_sensor(storage_root, instance):
         cursor = sensor_tick(instance, resources, cursor).cursor
     drive = storage_root / "local" / "drive" / "landsat_mining"
     shards = sorted(drive.glob("*BWA*2019*"))
-    broken = shards[0]
+    broken, stale = shards[0], shards[-1]
     broken.write_bytes(broken.read_bytes()[:300])
+    staged = staging_folder(storage_root, "BWA", 2019) / stale.name  # a truncated copy left by an earlier run
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    staged.write_bytes(stale.read_bytes()[:300])
     failed = materialize(instance, resources, ["landsat_regions"], "BWA|2019", raise_on_error=False)
     assert not failed.success
     error = failed.get_step_failure_events()[0].event_specific_data.error.message
