@@ -11,7 +11,7 @@ import dagster as dg
 from gnt_assets.io_managers.geoparquet import read_table
 from gnt_assets.local.rasters import sample_rasters, write_geotiff
 from gnt_assets.rasters import catalog as raster_catalog
-from gnt_assets.rasters import definitions, resample, sources
+from gnt_assets.rasters import definitions, resample, sources, tiling
 from gnt_assets.rasters.assets import grid_assets, raster_source, raster_tiles, resampled_assets
 from gnt_assets.rasters.jobs import raster_cache_cleanup
 from gnt_assets.rasters.sensors import raster_folder_sensor
@@ -74,6 +74,10 @@ def test_register_tile_resample_and_cache(instance, resources, storage_root):
         band = src.read(1)
     assert index.valid_count.sum() + index.nodata_count.sum() == band.size
     assert index.nodata_count.sum() == int((band == -9999).sum())
+    store = str(storage_root / "rasters" / "tiles" / "temperature" / "tiles.zarr")
+    for row in index.itertuples():  # every tile comes back from its one chunk, equal to the source window
+        tile = tiling.read_tile(store, row.chunk_key)
+        np.testing.assert_array_equal(tile, band[row.row_off : row.row_off + row.height, row.col_off : row.col_off + row.width])
 
     square = read_table(storage_root / "rasters" / "resampled" / "square_5km" / "temperature.parquet")
     assert set(square.method) == {"mean", "bilinear"}
