@@ -126,6 +126,8 @@ def write_tarball(path: UPath, members: Iterable[TarMember]) -> Tarball:
             for member in members:
                 with member.open() as source:
                     tar.addfile(_member_info(member), _SizedReader(source, member))
+                    if source.read(1):  # else the tarball would silently hold a truncated file
+                        raise TarballError(f"tar member {member.arcname!r} grew beyond its listed {member.size} bytes")
     md5 = writer.md5.hexdigest()
     atomic_write_text(md5_path(path), md5_line(md5, path.name))
     return Tarball(path=path, md5=md5, size=writer.size, members=tuple(m.arcname for m in members))

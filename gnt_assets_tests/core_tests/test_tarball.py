@@ -69,6 +69,15 @@ def test_member_that_shrank_fails_and_leaves_no_tarball(tmp_path):
     assert not (root / "t.tar").exists() and not (root / "t.tar.md5").exists()
 
 
+def test_member_that_grew_fails_and_leaves_no_tarball(tmp_path):
+    root = UPath(tmp_path)
+    (root / "f").write_bytes(b"1234567890")
+    member = TarMember(arcname="f", size=5, open=lambda: (root / "f").open("rb"))
+    with pytest.raises(TarballError, match="'f' grew beyond its listed 5 bytes"):
+        write_tarball(root / "t.tar", [member])
+    assert not (root / "t.tar").exists() and not (root / "t.tar.md5").exists()
+
+
 def test_verify_detects_corruption_and_wrong_sidecar(tmp_path):
     root = UPath(tmp_path)
     write_tarball(root / "s.tar", _members(root, {"a": b"abc" * 1000}))
