@@ -8,6 +8,7 @@ processed, so a bad line fails its own partition and names itself.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
@@ -45,8 +46,21 @@ class SourceMetadata:
         return (json.dumps(self.fields, indent=2, sort_keys=True) + "\n").encode()
 
 
-def sources(catalog: Path) -> list[str]:
+_SOURCE_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _source_folders(catalog: Path) -> list[str]:
     return sorted(p.name for p in catalog.iterdir() if (p / "file_list.txt").is_file()) if catalog.is_dir() else []
+
+
+def sources(catalog: Path) -> list[str]:
+    """Source folders with a file list and a usable name (it prefixes every file key, before the first dot)."""
+    return [name for name in _source_folders(catalog) if _SOURCE_NAME.fullmatch(name)]
+
+
+def unusable_sources(catalog: Path) -> list[str]:
+    """Source folders skipped because their name is not ``[A-Za-z0-9_-]+``; the sensor reports them."""
+    return [name for name in _source_folders(catalog) if not _SOURCE_NAME.fullmatch(name)]
 
 
 def source_of(key: str) -> str:

@@ -5,7 +5,7 @@ import json
 
 import dagster as dg
 
-from gnt_assets.mapterhorn.catalog import list_files, sources
+from gnt_assets.mapterhorn.catalog import list_files, sources, unusable_sources
 from gnt_assets.mapterhorn.chain import source_fingerprint
 from gnt_assets.partitions import mapterhorn_files
 from gnt_assets.partitions import mapterhorn_sources as source_partitions
@@ -22,6 +22,8 @@ mapterhorn_source_job = dg.define_asset_job("mapterhorn_source_job", selection=d
 def mapterhorn_file_list_sensor(context: dg.SensorEvaluationContext, mapterhorn_sources: MapterhornSourcesResource) -> dg.SensorResult:
     """Adds a partition per new file_list.txt line and requests its chain; removed lines are reported, not deleted."""
     catalog = mapterhorn_sources.catalog()
+    if skipped := unusable_sources(catalog):
+        context.log.warning(f"source folders skipped, rename them to letters, digits, '_' or '-': {', '.join(skipped)}")
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     current = {entry.key: entry.url for source in sources(catalog) for entry in list_files(catalog, source)}
     new = [key for key in current if key not in seen]

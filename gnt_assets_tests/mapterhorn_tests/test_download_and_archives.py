@@ -17,7 +17,7 @@ import pytest
 from gnt_assets.local.mapterhorn import SourceServer
 from gnt_assets.mapterhorn import steps
 from gnt_assets.mapterhorn.archives import ArchiveError, extract
-from gnt_assets.mapterhorn.catalog import CatalogError, SourceFile, check_url, list_files
+from gnt_assets.mapterhorn.catalog import CatalogError, SourceFile, check_url, list_files, sources, unusable_sources
 from gnt_assets.mapterhorn.chain import FileWork
 from gnt_assets.mapterhorn.download import DownloadError, download
 
@@ -124,6 +124,14 @@ def test_keys_are_sanitised_and_unique_when_stems_collide(tmp_path):
     (tmp_path / "src" / "file_list.txt").write_text("# comment\nhttp://a/x/tile.tif\n\nhttp://b/y/tile.zip\nhttp://c/we|ird[1].tif\n")
     keys = [entry.key for entry in list_files(tmp_path, "src")]
     assert keys == ["src.tile", "src.tile-2", "src.we_ird_1"]
+
+
+def test_source_folders_whose_name_would_break_keys_are_skipped_and_listed(tmp_path):
+    for name in ("alpine", "swiss.alti", "ok_2"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "file_list.txt").write_text("http://a/x.tif\n")
+    (tmp_path / "no_list").mkdir()
+    assert sources(tmp_path) == ["alpine", "ok_2"] and unusable_sources(tmp_path) == ["swiss.alti"]
 
 
 def _zip(path: Path, members: dict[str, bytes], link: str | None = None) -> Path:
