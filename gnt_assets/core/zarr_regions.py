@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -254,7 +255,9 @@ def region_status(path: UPath, region: dict[str, slice], variables: list[str] | 
     for name in names:
         dims = existing[name].dims
         keys = _unit_keys(name, dims, units[name], region, dict(existing.sizes))
-        found = fs.find(f"{root}/{name}/c", detail=True) if fs.exists(f"{root}/{name}/c") else {}
+        # List only below the keys' common folder: a day of a 15,000-day store lists its own chunks.
+        folder = f"{root}/{os.path.commonprefix(sorted(keys)).rsplit('/', 1)[0]}"
+        found = fs.find(folder, detail=True) if fs.exists(folder) else {}
         sizes = {p[len(root) + 1 :]: int(info.get("size") or 0) for p, info in found.items()}
         expected += len(keys)
         present += len(keys & sizes.keys())
