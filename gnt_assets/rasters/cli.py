@@ -70,7 +70,13 @@ def register(args) -> int:
 
 
 def run_partition(args) -> int:
-    print(json.dumps({"key": args.key, "run_id": _launch(args, JOBS[args.command], args.key)}))
+    config = None
+    if getattr(args, "methods", None):  # the same methods for every grid's resampled asset
+        from gnt_assets.rasters.grids import load_registry
+
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        config = {"ops": {f"resampled_{spec.name}": {"config": {"methods": methods}} for spec in load_registry()[1]}}
+    print(json.dumps({"key": args.key, "run_id": _launch(args, JOBS[args.command], args.key, config)}))
     return 0
 
 
@@ -122,6 +128,8 @@ def parser() -> argparse.ArgumentParser:
     for name in ("tile", "resample"):
         cmd = sub.add_parser(name, help=f"launch the {JOBS[name]} run for one raster")
         cmd.add_argument("key")
+        if name == "resample":
+            cmd.add_argument("--methods", help="comma-separated, e.g. mean,max (default: the raster kind's defaults)")
         cmd.set_defaults(func=run_partition)
     st = sub.add_parser("status", help="status of a run")
     st.add_argument("run_id")

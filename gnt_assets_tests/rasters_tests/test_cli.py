@@ -15,7 +15,7 @@ import pytest
 import requests
 from upath import UPath
 
-from gnt_assets.io_managers.geoparquet import write_table
+from gnt_assets.io_managers.geoparquet import read_table, write_table
 from gnt_assets.local.rasters import sample_rasters
 from gnt_assets.rasters import catalog, grids
 from gnt_assets.rasters.assets import GRIDS, STUDY_AREA
@@ -95,11 +95,13 @@ def test_cli_registers_and_runs_through_the_webserver(webserver, tmp_path, capsy
     assert _wait(args, registered["run_id"], capsys) == "SUCCESS"
     assert (root / "rasters" / "resampled" / "h3_5km" / "my_counts.parquet").exists()
 
-    assert main([*args, "resample", "my_counts"]) == 0
+    assert main([*args, "resample", "my_counts", "--methods", "sum,max"]) == 0
     assert _wait(args, _json(capsys)["run_id"], capsys) == "SUCCESS"
     assert main([*args, "cache-stats"]) == 0
     stats = _json(capsys)
-    assert stats["entries"] == 2 and stats["hits"] == 2  # one sum per grid, each answered again from the store
+    assert stats["entries"] == 4 and stats["hits"] == 2  # per grid: sum answered from the store, max computed and stored
+    maxima = read_table(root / "rasters" / "resampled" / "square_5km" / "my_counts.parquet")
+    assert set(maxima.method) == {"sum", "max"}
 
     write_table(catalog.build_catalog(UPath(root) / "rasters"), UPath(root) / "rasters" / "catalog.parquet")
     assert main([*args, "list"]) == 0
