@@ -8,7 +8,7 @@ import rasterio
 from upath import UPath
 
 from gnt_assets.core.quicklook import quicklook
-from gnt_assets.core.tarball import verify_tarball
+from gnt_assets.core.tarball import TarballError, verify_tarball
 from gnt_assets.io_managers.tar import TarballContents, tarball_path
 from gnt_assets.mapterhorn import checks, merge, steps
 from gnt_assets.mapterhorn.catalog import catalog_files, license_pdf, list_files, read_metadata
@@ -132,12 +132,16 @@ def mapterhorn_report(context: dg.AssetExecutionContext, mapterhorn_sources: Map
     failed = {step: {k for k, status in (context.instance.get_status_by_partition(dg.AssetKey(asset), keys, mapterhorn_files) or {}).items()
                      if status == dg.AssetPartitionStatus.FAILED} for step, asset in STEP_ASSETS.items()}
     progress = source_progress(mapterhorn_sources.root, keys, failed)
-    tarball = verify_tarball(tarball_path(storage, context.partition_key))
+    try:  # a source with a failing file has no tarball yet, and that is when the report matters most
+        tarball = verify_tarball(tarball_path(storage, context.partition_key))
+    except TarballError:
+        tarball = None
     table = dg.MetadataValue.table(
         records=[dg.TableRecord(row) for row in progress.rows],
         schema=dg.TableSchema(columns=[dg.TableColumn("step"), dg.TableColumn("pending", "int"), dg.TableColumn("done", "int"), dg.TableColumn("failed", "int")]),
     )
-    facts = {"source_files": len(keys), "disk_high_water_bytes": progress.high_water_bytes, "tarball_bytes": tarball.size, "tarball_md5": tarball.md5}
+    facts = {"source_files": len(keys), "disk_high_water_bytes": progress.high_water_bytes,
+             "tarball_bytes": tarball.size if tarball else 0, "tarball_md5": tarball.md5 if tarball else "no verified tarball yet"}
     path = merge.write_report(mapterhorn_sources.root, context.partition_key, {**facts, "steps": progress.rows})
     metadata = {**output_metadata([UPath(path)]), "steps": table, **facts}
     return dg.MaterializeResult(metadata=metadata, check_results=[checks.no_failed_files(progress.failed_files)])

@@ -1,8 +1,10 @@
 """Where a source's files stand: the seed's state table, read from the steps' records.
 
 Done comes from the records on disk, failed from the orchestrator (passed in),
-pending is the rest; the disk high-water mark is the largest per-file work
-folder any step recorded.
+pending is the rest. A file counts as failed only at its first unfinished step:
+Dagster also marks the steps a failure skipped as failed, but they are waiting,
+not broken. The disk high-water mark is the largest per-file work folder any
+step recorded.
 """
 
 from __future__ import annotations
@@ -21,12 +23,20 @@ class Progress:
 
 
 def source_progress(root: Path, keys: list[str], failed: dict[str, set[str]]) -> Progress:
-    rows, high_water, failed_keys = [], 0, set()
-    for step in STEPS:
-        records = {key: FileWork(root, key).record(step) for key in keys}
-        done = {key for key, record in records.items() if record}
-        failing = failed.get(step, set()) - done
-        failed_keys |= failing
-        high_water = max([high_water, *(r.get("work_bytes", 0) for r in records.values() if r)])
-        rows.append({"step": step, "pending": len(keys) - len(done) - len(failing), "done": len(done), "failed": len(failing)})
-    return Progress(rows=rows, high_water_bytes=high_water, failed_files=len(failed_keys))
+    counts = {step: {"step": step, "pending": 0, "done": 0, "failed": 0} for step in STEPS}
+    high_water, failed_keys = 0, set()
+    for key in keys:
+        work, blocked = FileWork(root, key), False
+        for step in STEPS:
+            record = work.record(step)
+            if record:
+                counts[step]["done"] += 1
+                high_water = max(high_water, record.get("work_bytes", 0))
+            elif not blocked and key in failed.get(step, set()):
+                counts[step]["failed"] += 1
+                failed_keys.add(key)
+                blocked = True
+            else:
+                counts[step]["pending"] += 1
+                blocked = True
+    return Progress(rows=list(counts.values()), high_water_bytes=high_water, failed_files=len(failed_keys))

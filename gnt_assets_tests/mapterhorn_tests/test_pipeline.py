@@ -4,7 +4,9 @@ resumes after the fix) -> merge sensor -> tarball that md5sum accepts, byte-iden
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 import subprocess
 from pathlib import Path
 
@@ -137,3 +139,29 @@ def test_removed_lines_keep_their_partitions(pipeline, instance):
     failed = run(instance, resources, FILE_ASSETS, "alpine_tiles.tile")
     error = "".join(str(e.event_specific_data.error) for e in failed.all_events if e.is_step_failure)
     assert not failed.success and "alpine_tiles/file_list.txt line 3" in error and "fragment" in error
+
+
+def test_an_unsafe_zip_fails_its_own_file_and_the_report_shows_it(pipeline, instance, tmp_path):
+    _, resources = pipeline
+    evil = io.BytesIO()
+    with zipfile.ZipFile(evil, "w") as archive:
+        archive.writestr("../escape.asc", b"ncols 1\n")
+    (tmp_path / "www" / "lowland_grids" / "block_b.zip").write_bytes(evil.getvalue())
+    tick(instance, mapterhorn_file_list_sensor, resources)
+    assert run(instance, resources, FILE_ASSETS, "lowland_grids.block_a").success
+    failed = run(instance, resources, FILE_ASSETS, "lowland_grids.block_b")
+    error = "".join(str(e.event_specific_data.error) for e in failed.all_events if e.is_step_failure)
+    assert not failed.success and "lowland_grids.block_b: block_b.zip: member '../escape.asc' escapes the archive" in error
+    assert tick(instance, mapterhorn_source_merge_sensor, resources) == []  # no merge while a file fails
+
+    assert run(instance, resources, ["mapterhorn_report"], "lowland_grids").success
+    event = instance.get_latest_materialization_event(dg.AssetKey("mapterhorn_report")).asset_materialization
+    rows = {r.data["step"]: r.data for r in event.metadata["steps"].value.records}
+    assert rows["download"] == {"step": "download", "pending": 0, "done": 2, "failed": 0}
+    assert rows["unpacked"] == {"step": "unpacked", "pending": 0, "done": 1, "failed": 1}
+    assert rows["cog"] == {"step": "cog", "pending": 1, "done": 1, "failed": 0}
+    check = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        [dg.AssetCheckKey(dg.AssetKey("mapterhorn_report"), "no_failed_files")]
+    )[dg.AssetCheckKey(dg.AssetKey("mapterhorn_report"), "no_failed_files")]
+    evaluation = check.event.dagster_event.event_specific_data
+    assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
