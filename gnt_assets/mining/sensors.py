@@ -13,6 +13,7 @@ from gnt_assets.mining.exports import (
     DONE,
     FAILED_STATES,
     QUEUED,
+    ExportError,
     in_flight,
     ledger_paths,
     partition_state,
@@ -42,8 +43,11 @@ def poll_ledger(records: list, earthengine: EarthEngineResource, free: int, max_
             if retry:
                 notes.append(f"{record.spec.description}: {record.state} ({record.errors[-1] if record.errors else ''}); resubmitting")
                 record = replace(record, attempts=record.attempts + 1)
-            task = None if retry else earthengine.find_task(record.spec.description)
-            record = with_state(record, task or earthengine.submit(record.spec))
+            try:
+                task = None if retry else earthengine.find_task(record.spec.description)
+                record = with_state(record, task or earthengine.submit(record.spec))
+            except ExportError as error:  # refused: counts as a failed attempt, with Earth Engine's text
+                record = replace(record, state="FAILED", errors=[*record.errors, str(error)])
             free -= record.state in ACTIVE
         records[i] = record
     return records, notes, free

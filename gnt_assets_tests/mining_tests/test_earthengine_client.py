@@ -153,3 +153,20 @@ def test_refused_export_names_its_cluster_others_go_on_and_small_regions_use_com
     assert not errors and counts == {"submitted": 1, "reused": 1, "queued": 0, "direct": 1, "drive": 2}
     assert len(_EarthEngine.exports) == 2 and len(_EarthEngine.pixels) == 1  # nothing twice
     assert {r.spec.cluster_id for r in read_ledger(ledger_path(root, "ZAF", 2020))} == set(clusters["cluster_id"])
+
+
+def test_queued_export_refused_by_earth_engine_is_a_failed_attempt_with_its_text(earthengine_server, tmp_path):
+    from gnt_assets.mining.sensors import poll_ledger
+
+    mines = gpd.GeoDataFrame({"mine_id": [0], "ISO3_CODE": "ZAF"}, geometry=[_inside(20600, 6300, 3)], crs=4326)
+    clusters = cluster_country(mines, "ZAF", 0.001)
+    client = GoogleEarthEngine(project="test", access_token="token", api_url=earthengine_server, direct_max_bytes=0, max_in_flight=0)
+    records, counts, _ = submit_exports(UPath(tmp_path), client, clusters, "ZAF", 2020)
+    assert counts["queued"] == 1 and not _EarthEngine.exports  # no slot: nothing sent
+    _EarthEngine.refuse = {records[0].spec.description}
+    records, _, free = poll_ledger(records, client, free=1)
+    assert records[0].state == "FAILED" and records[0].attempts == 1 and "Invalid GeoJSON geometry" in records[0].errors[-1]
+    _EarthEngine.refuse = set()
+    records, notes, free = poll_ledger(records, client, free=free)
+    assert records[0].state == "READY"
+    assert records[0].attempts == 2 and "resubmitting" in notes[0] and len(_EarthEngine.exports) == 1
