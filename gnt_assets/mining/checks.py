@@ -86,6 +86,8 @@ class ValidShareConfig(dg.Config):
 def region_valid_share(context: dg.AssetCheckExecutionContext, config: ValidShareConfig, storage: StorageResource) -> dg.AssetCheckResult:
     country, year = _country_year(context)
     path = region_path(storage.root_path, country, year)
+    if not store_exists(path):
+        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN, metadata={"problem": f"no zarr region at {path}"})
     clusters = _clusters(storage, country)
     tiles = {(int(ix), int(iy)) for ts in clusters.loc[~clusters["crosses_antimeridian"], "tiles"] for ix, iy in ts}
     share = float(np.mean([np.isfinite(tile_array(path, ix, iy)[0]).mean() for ix, iy in sorted(tiles)]))
