@@ -59,7 +59,8 @@ def mine_polygons(context: dg.AssetExecutionContext, config: PolygonsConfig, sto
 @dg.asset(group_name="mining", io_manager_key="geoparquet_io_manager", partitions_def=mining_country)
 def mining_clusters(context: dg.AssetExecutionContext, config: ClustersConfig, mine_polygons: gpd.GeoDataFrame) -> dg.Output[gpd.GeoDataFrame]:
     """The country's mines grouped by the seed's envelope-overlap rule (STRtree), each cluster with a stable sha256 id,
-    its world-grid tiles and tile-aligned export region."""
+    its world-grid tiles and tile-aligned export region. Partitioned by country only: clusters depend on the polygons,
+    not the year, so every year's exports read the same table instead of recomputing it."""
     country = context.partition_key
     if not (mine_polygons["ISO3_CODE"] == country).any():
         raise dg.Failure(f"country {country}: no valid mine polygons with this ISO3 code; known: {sorted(mine_polygons['ISO3_CODE'].unique())}")
