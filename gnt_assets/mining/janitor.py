@@ -17,12 +17,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import geopandas as gpd
+from dagster import AssetKey
 from upath import UPath
 
 from gnt_assets.core.packed_tensors import INDEX_NAME, PackedTensorError, open_packed, verify_packed
 from gnt_assets.io_managers.geoparquet import read_table
 from gnt_assets.io_managers.mmap_tensors import tensor_folder
-from gnt_assets.mining.dataset import ASSET_KEY as TILES_KEY
 from gnt_assets.mining.exports import description
 from gnt_assets.mining.regions import region_path
 from gnt_assets.mining.training_tiles import (
@@ -36,6 +36,7 @@ from gnt_assets.mining.transfer import partition_target, transfer_problems
 
 STAGES = ("export", "region", "tiles", "transfer")
 STAGE_ASSETS = {"export": "landsat_exports", "region": "landsat_regions", "tiles": "mining_training_tiles", "transfer": "mining_hpc_transfer"}
+TILES_KEY = AssetKey(STAGE_ASSETS["tiles"])  # not from mining.dataset: that imports torch into every run
 
 
 @dataclass(frozen=True)
