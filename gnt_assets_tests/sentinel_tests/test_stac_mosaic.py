@@ -5,6 +5,8 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import pytest
 from shapely.geometry import box
 from upath import UPath
@@ -103,3 +105,22 @@ def test_planetary_computer_signs_item_hrefs_with_the_sas_token(scenes_dir):
         stac.modifier()(item)
     assert all(a.href.endswith("?sv=2024&sig=recorded") for a in item.assets.values())
     assert (stac.collection, stac.scl_asset, stac.band_assets["red"]) == ("sentinel-2-l2a", "SCL", "B04")
+
+
+@settings(max_examples=25, deadline=None)
+@given(dates=st.integers(1, 20), seed=st.integers(0, 2**32 - 1), cloudy=st.floats(0, 1))
+def test_masked_median_equals_rounded_bottleneck_nanmedian(dates, seed, cloudy):
+    """Both paths (sorting network up to 16 dates, bottleneck above) equal rint(nanmedian) of the masked floats."""
+    import bottleneck as bn
+
+    from gnt_assets.sentinel.mosaic import sorting_network
+
+    rng = np.random.default_rng(seed)
+    bands = (rng.integers(0, 4, (dates, 6, 5, 2)) * 1000 + rng.integers(0, 3, (dates, 6, 5, 2))).astype("uint16")
+    bands[rng.random(bands.shape) < 0.05] = 65535
+    bad = rng.random((dates, 6, 5)) < cloudy
+    floats = np.where(bad[..., None] | (bands == 0), np.nan, bands.astype(np.float64))
+    with np.errstate(all="ignore"):
+        expected = np.nan_to_num(np.rint(bn.nanmedian(floats, axis=0)), nan=0).astype("uint16")
+    assert np.array_equal(masked_median(bands, bad), expected)
+    assert all(a < b for a, b in sorting_network(dates))
