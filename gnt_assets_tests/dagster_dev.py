@@ -28,9 +28,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_dagster_dev(folder: Path, **env: str) -> Iterator[str]:
+def running_dagster_dev(folder: Path, *, location: tuple[str, ...] = ("-w", str(REPO / "workspace.yaml")), **env: str) -> Iterator[str]:
     """A fresh instance (the repo's dagster.yaml) and storage root under ``folder``; yields the URL once
-    the code location serves its assets. ``env`` adds settings such as ``GNT_RASTER_TILE_SIZE``."""
+    the code location serves its assets. ``location`` picks the code (default: the repo's workspace);
+    ``env`` adds settings such as ``GNT_RASTER_TILE_SIZE``."""
     home = folder / "home"
     home.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
@@ -38,7 +39,7 @@ def running_dagster_dev(folder: Path, **env: str) -> Iterator[str]:
     settings = {"DAGSTER_HOME": str(home), "GNT_STORAGE_ROOT": str(folder / "data"), "GNT_PROFILE": "local", **env}
     log = folder / "dev.log"
     process = subprocess.Popen(
-        [BIN / "dagster", "dev", "-w", REPO / "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        [BIN / "dagster", "dev", *location, "-h", "127.0.0.1", "-p", str(port)],
         cwd=REPO, env={**os.environ, **settings}, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"

@@ -2,17 +2,11 @@
 added and run launched over GraphQL), follow its status, read the cache and catalog, launch cleanup."""
 
 import json
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
-import requests
 from upath import UPath
 
 from gnt_assets.io_managers.geoparquet import read_table, write_table
@@ -20,51 +14,17 @@ from gnt_assets.local.rasters import sample_rasters
 from gnt_assets.rasters import catalog, grids
 from gnt_assets.rasters.assets import GRIDS, STUDY_AREA
 from gnt_assets.rasters.cli import main
+from gnt_assets_tests.dagster_dev import running_dagster_dev
 
 pytestmark = pytest.mark.servers
 REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 LOCATION = "gnt_assets_tests.rasters_tests.rasters_location"  # rasters only: fewer imports per launched run
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
 def webserver(tmp_path):
-    home = tmp_path / "home"
-    home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    port = _free_port()
-    root = tmp_path / "data"
-    env = {**os.environ, "DAGSTER_HOME": str(home), "GNT_STORAGE_ROOT": str(root), "GNT_PROFILE": "local", "GNT_RASTER_TILE_SIZE": "100"}
-    log = tmp_path / "dev.log"
-    process = subprocess.Popen([BIN / "dagster", "dev", "-m", LOCATION, "-d", REPO, "-h", "127.0.0.1", "-p", str(port)],
-                               cwd=REPO, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                body = requests.post(f"http://127.0.0.1:{port}/graphql", json={"query": "{ assetNodes { id } }"}, timeout=5).json()
-                if body.get("data", {}).get("assetNodes"):
-                    break
-            except (requests.ConnectionError, requests.Timeout, ValueError):
-                pass
-            if process.poll() is not None:
-                pytest.fail(f"dagster dev exited: {log.read_text()[-3000:]}")
-            time.sleep(1)
-        else:
-            pytest.fail(f"dagster dev did not start: {log.read_text()[-3000:]}")
-        yield port, root
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+    with running_dagster_dev(tmp_path, location=("-m", LOCATION, "-d", str(REPO)), GNT_RASTER_TILE_SIZE="100") as url:
+        yield urlparse(url).port, tmp_path / "data"
 
 
 def _json(capsys) -> dict:
