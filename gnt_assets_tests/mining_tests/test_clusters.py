@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.sparse.csgraph import connected_components
 
+from gnt_assets.core.worldgrid import tiles_covering
 from gnt_assets.local.mining import sample_polygons
 from gnt_assets.mining.clusters import SCHEMA, cluster_country, envelopes
 from gnt_assets.mining.polygons import PolygonFileError, validate_polygons
@@ -49,6 +50,10 @@ def test_clusters_partition_mines_independent_of_order_and_cover_them(specs, rnd
     for row in clusters.itertuples():
         region = shapely.box(row.minx, row.miny, row.maxx, row.maxy)
         assert all(region.covers(mines.geometry[i]) for i in row.mine_ids)
+        # the tile list is exactly the world tiles of the tile-aligned region, and holds every mine's tiles
+        tiles = [tuple(t) for t in row.tiles]
+        assert tiles == tiles_covering((row.minx + 1e-9, row.miny + 1e-9, row.maxx - 1e-9, row.maxy - 1e-9))
+        assert all(set(tiles_covering(mines.geometry[i].bounds)) <= set(tiles) for i in row.mine_ids)
     pairwise = _pairwise(envelopes(shapely.bounds(mines.geometry.to_numpy()), buffer))
     groups = {frozenset(np.nonzero(pairwise == label)[0].tolist()) for label in np.unique(pairwise)}
     assert groups == {frozenset(m) for m in clusters["mine_ids"]}
