@@ -172,7 +172,7 @@ AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1
 
 
 def azurite_connection_string(blob_endpoint: str, *, with_key: bool = True) -> str:
-    parts = [f"DefaultEndpointsProtocol=http", f"AccountName={AZURITE_ACCOUNT}", f"BlobEndpoint={blob_endpoint}"]
+    parts = ["DefaultEndpointsProtocol=http", f"AccountName={AZURITE_ACCOUNT}", f"BlobEndpoint={blob_endpoint}"]
     if with_key:
         parts.insert(2, f"AccountKey={AZURITE_KEY}")
     return ";".join(parts) + ";"

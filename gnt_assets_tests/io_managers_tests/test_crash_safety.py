@@ -16,7 +16,6 @@ import time
 
 import geopandas as gpd
 import numpy as np
-import pytest
 import shapely
 import xarray as xr
 from odc.geo.geobox import GeoBox

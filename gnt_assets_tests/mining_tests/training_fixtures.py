@@ -10,7 +10,6 @@ from __future__ import annotations
 import geopandas as gpd
 import numpy as np
 import shapely
-import xarray as xr
 from odc.geo.geobox import GeoBox
 from upath import UPath
 

@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 
 from gnt_assets.core.keys import PartitionKeyError
-from gnt_assets.resources.storage import StorageConfigError, StorageResource
+from gnt_assets.resources.storage import StorageResource
 
 
 @dg.asset
