@@ -21,9 +21,20 @@ class DriveFile:
     size: int
 
 
-def list_export_files(service: Any, prefix: str, page_size: int = 100) -> list[DriveFile]:
-    """Every non-trashed file whose name starts with ``prefix``, across all pages."""
+def folder_ids(service: Any, folder: str) -> list[str]:
+    """Ids of the Drive folders with this name (Earth Engine exports into a folder by name)."""
+    query = f"mimeType = 'application/vnd.google-apps.folder' and name = '{folder}' and trashed = false"
+    return [f["id"] for f in service.files().list(q=query, fields="files(id)").execute().get("files", [])]
+
+
+def list_export_files(service: Any, prefix: str, folder: str | None = None, page_size: int = 100) -> list[DriveFile]:
+    """Every non-trashed file whose name starts with ``prefix`` (in ``folder`` if given), across all pages."""
     query = f"name contains '{prefix}' and trashed = false"
+    if folder:
+        parents = folder_ids(service, folder)
+        if not parents:
+            return []
+        query += " and (" + " or ".join(f"'{i}' in parents" for i in parents) + ")"
     files: list[DriveFile] = []
     token = None
     while True:

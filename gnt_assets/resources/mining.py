@@ -111,7 +111,7 @@ class GoogleDrive(DriveResource):
         return self._service
 
     def list_files(self, prefix: str) -> list[DriveFile]:
-        return drive_api.list_export_files(self._client(), prefix)
+        return drive_api.list_export_files(self._client(), prefix, self.folder)
 
     def download(self, file: DriveFile, dest: Path) -> None:
         drive_api.download_file(self._client(), file, dest)

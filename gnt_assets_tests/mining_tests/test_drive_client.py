@@ -18,12 +18,17 @@ def _service(responses):
 def test_lists_every_page_of_shards():
     prefix = "LANDSAT_C02_T1_L2_ZAF_0a1b2c3d_2020"
     pages = [
+        ({"status": "200"}, json.dumps({"files": [{"id": "folder1"}]})),  # the export folder, found by name
         ({"status": "200"}, json.dumps({"files": [{"id": "a", "name": f"{prefix}-0000000000-0000000000.tif", "size": "10"}], "nextPageToken": "t2"})),
         ({"status": "200"}, json.dumps({"files": [{"id": "b", "name": f"{prefix}-0000000000-0000000512.tif", "size": "12"},
                                                   {"id": "c", "name": f"OTHER_{prefix}.tif", "size": "1"}]})),
     ]
-    files = list_export_files(_service(pages), prefix)
+    http = HttpMockSequence(pages)
+    service = build("drive", "v3", http=http, static_discovery=True, cache_discovery=False)
+    files = list_export_files(service, prefix, "landsat_mining")
     assert [f.file_id for f in files] == ["a", "b"]  # both shards, across pages; a name merely containing it is skipped
+    assert "%27folder1%27+in+parents" in http.request_sequence[1][0] and "pageToken=t2" in http.request_sequence[2][0]
+    assert not list_export_files(_service([({"status": "200"}, json.dumps({"files": []}))]), prefix, "missing_folder")
 
 
 def test_download_resumes_after_503_and_delete(tmp_path):
