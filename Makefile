@@ -41,8 +41,11 @@ test: $(STAMP) $(NODE_STAMP)
 dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
+# Reference tools: exactextract/rasterstats from PyPI, gdal_translate from Debian (benchmarks/cog.py),
+# TorchGeo into .gnt/bench by benchmarks/tile_loading.py itself (never into the venv).
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -r requirements/bench.txt
+	command -v gdal_translate >/dev/null || (apt-get update -qq && apt-get install -y -qq gdal-bin)
 	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
