@@ -76,7 +76,7 @@ def mining_clusters(context: dg.AssetExecutionContext, config: ClustersConfig, m
 @dg.asset(
     group_name="mining", partitions_def=mining_country_year, pool="gee",
     ins={"mining_clusters": dg.AssetIn(partition_mapping=by_country)},
-    backfill_policy=dg.BackfillPolicy.multi_run(4),
+    backfill_policy=dg.BackfillPolicy.multi_run(1),  # one country-year per run: the code reads one partition key
 )
 def landsat_exports(context: dg.AssetExecutionContext, storage: StorageResource, earthengine: EarthEngineResource,
                     mining_clusters: gpd.GeoDataFrame) -> dg.MaterializeResult:
@@ -97,7 +97,7 @@ def landsat_exports(context: dg.AssetExecutionContext, storage: StorageResource,
 @dg.asset(
     group_name="mining", partitions_def=mining_country_year, deps=[landsat_exports],
     ins={"mining_clusters": dg.AssetIn(partition_mapping=by_country)},
-    backfill_policy=dg.BackfillPolicy.multi_run(4),
+    backfill_policy=dg.BackfillPolicy.multi_run(1),  # one country-year per run: the code reads one partition key
 )
 def landsat_regions(context: dg.AssetExecutionContext, storage: StorageResource, drive: DriveResource,
                     mining_clusters: gpd.GeoDataFrame) -> dg.MaterializeResult:
