@@ -44,9 +44,15 @@ def test_pipeline_through_dagster(storage_root, instance, stac_url):
     assert all(_checks(committed).values())
     assert committed.asset_materializations_for_node("sentinel_mosaic")[0].metadata["files"].value == metadata["files"].value
 
-    empty = dg.MultiPartitionKey({"month": "2024-09-01", "chunk": chunks[0]})
-    no_scenes = dg.materialize(ASSETS, selection=["sentinel_mosaic"], partition_key=str(empty), instance=instance, resources=resources)
-    assert _checks(no_scenes)["scenes_found"] is False and no_scenes.success  # WARN, not a failure
+    # A backfill-style run of every chunk of a month with no scenes: one run, chunks mapped on the cluster,
+    # the cube extended by the new month, fill written and a WARN (not a failure) per partition.
+    first, last = (str(dg.MultiPartitionKey({"month": "2024-09-01", "chunk": c})) for c in (chunks[0], chunks[-1]))
+    no_scenes = dg.materialize(ASSETS, selection=["sentinel_mosaic"], instance=instance, resources=resources,
+                               tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last})
+    assert no_scenes.success and _checks(no_scenes)["scenes_found"] is False and _checks(no_scenes)["region_written"]
+    written = no_scenes.asset_materializations_for_node("sentinel_mosaic")
+    assert {m.partition for m in written} == {str(dg.MultiPartitionKey({"month": "2024-09-01", "chunk": c})) for c in chunks}
+    assert len(written[0].metadata["chunk_results"].value.records) == len(chunks)
 
     log = dg.materialize(ASSETS, selection=["sentinel_run_log"], instance=instance, resources=resources)
     assert _checks(log) == {"no_failed_chunks": True}
