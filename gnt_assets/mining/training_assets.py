@@ -38,7 +38,7 @@ def _country_year(context: dg.AssetExecutionContext) -> tuple[str, str]:
     io_manager_key="mmap_tensor_io_manager",
     ins={"mining_clusters": dg.AssetIn(partition_mapping=by_country), "mine_polygons": dg.AssetIn()},
     deps=[dg.AssetDep("landsat_regions")],
-    backfill_policy=dg.BackfillPolicy.multi_run(4),
+    backfill_policy=dg.BackfillPolicy.multi_run(1),  # one country-year per run: the code reads one partition key
 )
 def mining_training_tiles(
     context: dg.AssetExecutionContext, storage: StorageResource, mining_clusters: gpd.GeoDataFrame, mine_polygons: gpd.GeoDataFrame
@@ -71,7 +71,7 @@ def mining_training_tiles(
     return dg.Output(pack, metadata=metadata)
 
 
-@dg.asset(partitions_def=mining_country_year, group_name="mining", backfill_policy=dg.BackfillPolicy.multi_run(4))
+@dg.asset(partitions_def=mining_country_year, group_name="mining", backfill_policy=dg.BackfillPolicy.multi_run(1))
 def mining_hpc_transfer(
     context: dg.AssetExecutionContext, hpc: HPCTargetResource, mining_training_tiles: PackedIndex
 ) -> dg.MaterializeResult:
