@@ -8,7 +8,6 @@ inside the cluster's region; anything else raises naming the file and the proble
 from __future__ import annotations
 
 import numpy as np
-import rasterio
 from rasterio.io import MemoryFile
 
 from gnt_assets.core.worldgrid import RESOLUTION
