@@ -58,6 +58,9 @@ def sorting_network(n: int) -> list[tuple[int, int]]:
     return pairs
 
 
+BLOCK_ROWS = 16  # rows sorted at a time: a month's slices of 16 rows stay in cache across the network's passes
+
+
 def masked_median(bands: np.ndarray, bad: np.ndarray) -> np.ndarray:
     """Median over time of (time, y, x, band) values ignoring masked and zero (nodata) ones; uint16, fill 0.
 
@@ -70,6 +73,15 @@ def masked_median(bands: np.ndarray, bad: np.ndarray) -> np.ndarray:
         values = np.where(bad[..., np.newaxis] | (bands == 0), np.float32(np.nan), bands.astype(np.float32))
         median = np.nan_to_num(np.rint(bn.nanmedian(values, axis=0)), nan=0.0)
         return np.clip(median, 0, 65535).astype(np.uint16)
+    median = np.empty(bands.shape[1:], np.uint16)
+    for row in range(0, bands.shape[1], BLOCK_ROWS):
+        rows = slice(row, row + BLOCK_ROWS)
+        median[rows] = _network_median(bands[:, rows], bad[:, rows])
+    return median
+
+
+def _network_median(bands: np.ndarray, bad: np.ndarray) -> np.ndarray:
+    dates = bands.shape[0]
     shifted = bands - np.uint16(1)  # nodata 0 wraps to 65535, the "ignore" marker; data is value - 1
     np.copyto(shifted, np.uint16(65535), where=bad[..., np.newaxis])
     count = (shifted != 65535).sum(axis=0, dtype=np.int32)
