@@ -6,7 +6,17 @@ import os
 
 import dagster as dg
 import pytest
+from dagster._core.storage.defs_state.base import set_defs_state_storage
 from upath import UPath
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_defs_state_storage():
+    """Each test starts without a state storage left behind by an instance an earlier test dropped:
+    loading definitions would otherwise ask that dead instance (order-dependent failures under xdist)."""
+    with set_defs_state_storage(None):
+        yield
+
 
 os.environ.setdefault("GNT_PROFILE", "local")
 
