@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import dagster as dg
 import pytest
@@ -57,3 +60,25 @@ def s3_root(s3_endpoint, request):
     import uuid
 
     return UPath(f"{s3_endpoint.root}/{request.node.name[:40]}-{uuid.uuid4().hex[:8]}", **s3_endpoint.storage_options())
+
+
+@pytest.fixture
+def webhook():
+    """A webhook on loopback: its URL and the JSON bodies POSTed to it, in order."""
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
+    server.shutdown()
+    server.server_close()

@@ -1,8 +1,5 @@
 """The janitor: corrupt storage six ways, check finds each, clean + the repair runs fix each."""
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import dagster as dg
 import numpy as np
@@ -35,30 +32,12 @@ def run_janitor(instance, resources, mode):
     return result, failure.metadata
 
 
-def alerts_sent(instance) -> list[dict]:
-    """What the shared alert sensor posts to a webhook served on loopback for this test."""
-    received: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"])))["alert"])
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        sinks = {"alerts": AlertSinksResource(webhook_url=f"http://127.0.0.1:{server.server_address[1]}/hook")}
-        with dg.build_sensor_context(instance=instance, resources=sinks) as context:
-            check_failure_alert_sensor(context)
-    finally:
-        server.shutdown()
-        server.server_close()
-    return received
+def alerts_sent(instance, webhook) -> list[dict]:
+    """What the shared alert sensor posts to the loopback webhook for this test."""
+    url, received = webhook
+    with dg.build_sensor_context(instance=instance, resources={"alerts": AlertSinksResource(webhook_url=url)}) as context:
+        check_failure_alert_sensor(context)
+    return [body["alert"] for body in received]
 
 
 def corrupt(storage_root: UPath, hpc_root: UPath) -> None:
@@ -88,7 +67,7 @@ def corrupt(storage_root: UPath, hpc_root: UPath) -> None:
     leftover.write_bytes(b"II*\0")
 
 
-def test_check_finds_each_corruption_and_clean_plus_backfill_repairs_it(storage_root, tmp_path, instance):
+def test_check_finds_each_corruption_and_clean_plus_backfill_repairs_it(storage_root, tmp_path, instance, webhook):
     hpc_root = UPath(tmp_path) / "hpc"
     resources = fx.mining_ii_resources(storage_root, hpc_root)
     fx.materialize_pipeline(instance, resources, PARTITIONS)
@@ -108,7 +87,7 @@ def test_check_finds_each_corruption_and_clean_plus_backfill_repairs_it(storage_
     assert "transfer NAM|2021" in problems and "differs from the source" in problems
     assert "drive ZAF|2020 export file still on Drive after its region was written" in problems
     # The failed check run reaches the alert sinks through the shared alert sensor.
-    janitor_alerts = [a for a in alerts_sent(instance) if a["kind"] == "run_failure" and a["job"] == "janitor"]
+    janitor_alerts = [a for a in alerts_sent(instance, webhook) if a["kind"] == "run_failure" and a["job"] == "janitor"]
     assert len(janitor_alerts) == 1 and janitor_alerts[0]["run_id"] == result.run_id
     # Check mode changes nothing.
     assert tensor_folder(storage_root, ASSET_KEY, "ZAF|1999").exists()
