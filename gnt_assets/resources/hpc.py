@@ -16,6 +16,8 @@ import dagster as dg
 from pydantic import Field
 from upath import UPath
 
+from gnt_assets.resources.storage import s3_options
+
 
 class HPCTargetResource(dg.ConfigurableResource):
     """Where ``mining_hpc_transfer`` copies each partition's packed tiles and index."""
@@ -39,12 +41,7 @@ class HPCTargetResource(dg.ConfigurableResource):
             if not self.verify_host_key:
                 options["known_hosts"] = None
         elif scheme == "s3":
-            if self.endpoint_url:
-                options["client_kwargs"] = {"endpoint_url": self.endpoint_url}
-            if self.key:
-                options["key"] = self.key
-            if self.secret:
-                options["secret"] = self.secret
+            options = s3_options(self.endpoint_url, self.key, self.secret)
         return options
 
     def root_path(self) -> UPath:

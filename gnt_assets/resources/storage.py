@@ -15,6 +15,18 @@ class StorageConfigError(RuntimeError):
     pass
 
 
+def s3_options(endpoint_url: str | None, key: str | None, secret: str | None) -> dict:
+    """s3fs storage options for an S3-compatible endpoint and credentials, leaving out what is unset."""
+    options: dict = {}
+    if endpoint_url:
+        options["client_kwargs"] = {"endpoint_url": endpoint_url}
+    if key:
+        options["key"] = key
+    if secret:
+        options["secret"] = secret
+    return options
+
+
 class StorageResource(dg.ConfigurableResource):
     """A root folder or fsspec URL (``./data``, ``s3://bucket/gnt``, ``az://...``).
 
@@ -29,13 +41,7 @@ class StorageResource(dg.ConfigurableResource):
 
     def storage_options(self) -> dict:
         """fsspec options for a remote root; empty for a local folder."""
-        options: dict = {}
-        if self.endpoint_url:
-            options["client_kwargs"] = {"endpoint_url": self.endpoint_url}
-        if self.key:
-            options["key"] = self.key
-        if self.secret:
-            options["secret"] = self.secret
+        options = s3_options(self.endpoint_url, self.key, self.secret)
         if self.anon:
             options["anon"] = True
         return options
