@@ -107,6 +107,14 @@ def with_exact_transform(template: xr.Dataset) -> xr.Dataset:
     return template
 
 
+def portable_strings(dataset: xr.Dataset) -> xr.Dataset:
+    """Fixed-width numpy strings (band names) as variable-length strings: zarr v3 has no portable
+    spec for numpy's ``<U`` type, so other readers might not open it."""
+    fixed = {name: var.astype(object) for name, var in dataset.variables.items() if var.dtype.kind == "U"}
+    return dataset.assign_coords({n: v for n, v in fixed.items() if n in dataset.coords}).assign(
+        {n: v for n, v in fixed.items() if n not in dataset.coords})
+
+
 def create_store(path: UPath, template: xr.Dataset, *, encoding: dict | None = None) -> None:
     """Write the store's metadata and coordinates once; a compatible existing store is left alone.
 
@@ -116,7 +124,7 @@ def create_store(path: UPath, template: xr.Dataset, *, encoding: dict | None = N
     if store_exists(path):
         _check_compatible(path, template)
         return
-    template = with_exact_transform(template)
+    template = with_exact_transform(portable_strings(template))
     try:
         template.to_zarr(
             **_store_args(path),
@@ -138,7 +146,7 @@ def append_along(path: UPath, dim: str, template: xr.Dataset) -> None:
     if new_labels.size == 0:
         return
     _check_compatible(path, template, growable=dim)
-    template.sel({dim: new_labels}).to_zarr(
+    portable_strings(template.sel({dim: new_labels})).to_zarr(
         **_store_args(path), append_dim=dim, compute=False, consolidated=False, zarr_format=3, safe_chunks=False
     )
 
@@ -225,7 +233,7 @@ def write_region(path: UPath, dataset: xr.Dataset) -> dict[str, slice]:
         marker.unlink()
     region_dims = set(region)
     unrelated = [name for name, var in dataset.variables.items() if not set(var.dims) & region_dims]
-    dataset.drop_vars(unrelated).to_zarr(
+    portable_strings(dataset.drop_vars(unrelated)).to_zarr(
         **_store_args(path), region=region, mode="r+", consolidated=False, zarr_format=3, write_empty_chunks=True
     )
     atomic_write_text(marker, json.dumps({dim: [s.start, s.stop] for dim, s in region.items()}))

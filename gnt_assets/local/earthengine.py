@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 
-import geopandas as gpd
 import shapely
 from pydantic import Field
 from upath import UPath
@@ -19,6 +18,7 @@ from upath import UPath
 from gnt_assets.core.atomic import atomic_write_bytes, atomic_write_text
 from gnt_assets.local.mining import ensure_sample_polygons, geotiff_bytes, render_composite
 from gnt_assets.mining.exports import ExportSpec, TaskState
+from gnt_assets.mining.pipeline import read_polygon_file
 from gnt_assets.resources.mining import EarthEngineResource
 
 FAILURE_TEXT = "Earth Engine memory capacity exceeded. (local failure requested by configuration)"
@@ -80,8 +80,7 @@ class LocalEarthEngine(EarthEngineResource):
     def _pixels(self, spec: ExportSpec):
         path = UPath(self.polygons_path) if self.polygons_path else ensure_sample_polygons(UPath(self.root))
         clip = shapely.from_wkt(spec.clip_wkt)
-        with path.open("rb") as handle:
-            mines = gpd.read_file(handle)
+        mines = read_polygon_file(path)
         mines = [g for g in mines.geometry if g is not None and not g.is_empty and g.intersects(clip)]
         return render_composite(spec.geobox, clip, mines, spec.year)
 
