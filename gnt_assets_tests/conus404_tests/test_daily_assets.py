@@ -160,13 +160,16 @@ def test_catchup_schedule_requests_the_window_days_not_yet_materialized(storage_
     assert len({r.run_key for r in requests}) == 3
 
 
+def _ranged_run(storage_root, instance, first: str, last: str, faults: dict) -> dg.ExecuteInProcessResult:
+    """One run over a range of days, as BackfillPolicy.multi_run launches it."""
+    return dg.materialize(assets=[*defs.assets, *defs.asset_checks], selection=["conus404_daily"], instance=instance,
+                          resources=local_resources(storage_root, faults=faults), raise_on_error=False,
+                          tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last})
+
+
 def test_a_ranged_backfill_run_fails_only_the_corrupted_day(storage_root, instance):
     """BackfillPolicy.multi_run hands one run a range of days; the report still names only the bad one."""
-    resources = local_resources(storage_root, faults={"2020-07-02": "impossible_temperature"})
-    result = dg.materialize(assets=[*defs.assets, *defs.asset_checks], selection=["conus404_daily"], instance=instance,
-                            resources=resources, raise_on_error=False,
-                            tags={"dagster/asset_partition_range_start": "2020-07-01",
-                                  "dagster/asset_partition_range_end": "2020-07-03"})
+    result = _ranged_run(storage_root, instance, "2020-07-01", "2020-07-03", faults={"2020-07-02": "impossible_temperature"})
     assert not result.success
     evaluation = next(e for e in result.get_asset_check_evaluations() if e.check_name == "t2_plausible")
     assert evaluation.metadata["failed_days"].value == "2020-07-02"
@@ -177,11 +180,7 @@ def test_a_ranged_backfill_run_fails_only_the_corrupted_day(storage_root, instan
 
 def test_a_ranged_run_that_fails_a_read_still_checks_the_days_it_wrote(storage_root, instance):
     """07-05 lies outside the window (the step fails); 07-03 and 07-04 are written and checked in the step."""
-    resources = local_resources(storage_root, faults={"2020-07-04": "impossible_temperature"})
-    result = dg.materialize(assets=[*defs.assets, *defs.asset_checks], selection=["conus404_daily"], instance=instance,
-                            resources=resources, raise_on_error=False,
-                            tags={"dagster/asset_partition_range_start": "2020-07-03",
-                                  "dagster/asset_partition_range_end": "2020-07-05"})
+    result = _ranged_run(storage_root, instance, "2020-07-03", "2020-07-05", faults={"2020-07-04": "impossible_temperature"})
     assert not result.success
     assert "[2020-07-05] SourceWindowError" in _failure_text(result)
     assert "[2020-07-04] BlockingChecksFailed" in _failure_text(result)
