@@ -14,10 +14,14 @@ Two rules make concurrent partitions safe:
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import odc.geo.xr  # noqa: F401  (registers the .odc accessor with_exact_transform reads)
@@ -25,7 +29,7 @@ import xarray as xr
 import zarr
 from upath import UPath
 
-from gnt_assets.core.atomic import atomic_write_text
+from gnt_assets.core.atomic import TEMP_PREFIX, atomic_write_text, is_local, temp_sibling
 
 
 
@@ -119,24 +123,53 @@ def create_store(path: UPath, template: xr.Dataset, *, encoding: dict | None = N
     """Write the store's metadata and coordinates once; a compatible existing store is left alone.
 
     ``encoding`` takes xarray's zarr encoding per variable (``chunks``, ``shards``,
-    ``compressors``, ``_FillValue``). Safe when several partitions race to create it.
+    ``compressors``, ``_FillValue``). Safe when several partitions race to create it:
+    the store is built aside and appears complete or not at all (one rename on local
+    disk; on object stores the root ``zarr.json`` is uploaded last, and
+    ``store_exists`` looks for exactly that object).
     """
     if store_exists(path):
         _check_compatible(path, template)
         return
     template = with_exact_transform(portable_strings(template))
-    try:
-        template.to_zarr(
-            **_store_args(path),
-            mode="w-",
-            compute=False,
-            encoding=encoding or {},
-            consolidated=False,
-            zarr_format=3,
-            safe_chunks=False,  # metadata only: the template's dask chunks are never written
-        )
-    except (FileExistsError, zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError):
+    with tempfile.TemporaryDirectory(prefix=TEMP_PREFIX) as scratch:
+        staged = UPath(scratch) / "store.zarr" if not is_local(path) else temp_sibling(path)
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            template.to_zarr(
+                staged.path,
+                mode="w-",
+                compute=False,
+                encoding=encoding or {},
+                consolidated=False,
+                zarr_format=3,
+                safe_chunks=False,  # metadata only: the template's dask chunks are never written
+            )
+            published = _publish(staged, path)
+        finally:
+            if staged.exists():
+                shutil.rmtree(staged.path, ignore_errors=True)
+    if not published:
         _check_compatible(path, template)
+
+
+def _publish(staged: UPath, path: UPath) -> bool:
+    """Move a staged store into place; False when another writer published one first."""
+    if is_local(path):
+        try:
+            os.rename(staged.path, path.path)  # replaces only a missing or empty folder
+        except OSError as error:
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            return False
+        return True
+    if store_exists(path):
+        return False
+    files = sorted(p for p in Path(staged.path).rglob("*") if p.is_file())
+    root = Path(staged.path) / "zarr.json"
+    for file in [f for f in files if f != root] + [root]:
+        (path / file.relative_to(staged.path).as_posix()).write_bytes(file.read_bytes())
+    return True
 
 
 def append_along(path: UPath, dim: str, template: xr.Dataset) -> None:

@@ -7,6 +7,7 @@ import multiprocessing
 import numpy as np
 import pytest
 import xarray as xr
+import zarr
 from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_zeros
 from upath import UPath
@@ -17,6 +18,7 @@ from gnt_assets.core.zarr_regions import (
     create_store,
     open_store,
     region_status,
+    store_exists,
     write_region,
 )
 
@@ -91,17 +93,26 @@ def test_append_grows_the_axis_without_touching_written_regions(tmp_path):
     assert np.all(cube.value.isel(time=1).values[:, :64] == 5.0)
 
 
-def _create(path: str) -> None:
+def _create(path: str, start) -> None:
+    start.wait(60)
     create_store(UPath(path), template(), encoding=ENCODING)
 
 
-def test_concurrent_creation_from_two_processes(tmp_path):
+def test_concurrent_creation_from_several_processes(tmp_path):
+    """Writers released together: each sees no store, a complete one, or wins; none sees half of one."""
     path = str(tmp_path / "cube.zarr")
     context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_create, args=(path,)) for _ in range(2)]
+    start = context.Barrier(4)
+    workers = [context.Process(target=_create, args=(path, start)) for _ in range(4)]
     for worker in workers:
         worker.start()
+    seen = set()
+    while any(w.is_alive() for w in workers):  # a reader looking on meanwhile sees all or nothing
+        if store_exists(UPath(path)):
+            seen.add(tuple(sorted(zarr.open_group(path, mode="r").array_keys())))
     for worker in workers:
         worker.join(60)
-    assert [w.exitcode for w in workers] == [0, 0]
+    assert [w.exitcode for w in workers] == [0, 0, 0, 0]
+    assert len(seen) == 1 and "value" in seen.pop()
+    assert not [p.name for p in tmp_path.iterdir() if p.name != "cube.zarr"]  # no staged copies left
     assert open_store(UPath(path)).sizes["longitude"] == 128
