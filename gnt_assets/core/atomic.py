@@ -11,6 +11,7 @@ absent).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import uuid
@@ -89,6 +90,26 @@ def atomic_directory(path: UPath) -> Iterator[UPath]:
     except BaseException:
         shutil.rmtree(temp.path, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def local_lock(path: UPath) -> Iterator[None]:
+    """Writers on one machine take turns on ``path`` (a ``.lock`` file beside it).
+
+    For metadata changes that have no safe concurrent form on local disk; object
+    stores get no lock (use a transactional backend there).
+    """
+    if not is_local(path):
+        yield
+        return
+    lock_path = path.parent / f"{path.name}.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path.path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def remove_stale_temps(folder: UPath) -> list[UPath]:

@@ -29,7 +29,7 @@ import xarray as xr
 import zarr
 from upath import UPath
 
-from gnt_assets.core.atomic import TEMP_PREFIX, atomic_write_text, is_local, temp_sibling
+from gnt_assets.core.atomic import TEMP_PREFIX, atomic_write_text, is_local, local_lock, temp_sibling
 
 
 
@@ -173,15 +173,21 @@ def _publish(staged: UPath, path: UPath) -> bool:
 
 
 def append_along(path: UPath, dim: str, template: xr.Dataset) -> None:
-    """Grow the store along ``dim`` by the template's new labels (e.g. a new month); data stays unwritten."""
-    existing = open_store(path)
-    new_labels = np.setdiff1d(template[dim].values, existing[dim].values)
-    if new_labels.size == 0:
-        return
-    _check_compatible(path, template, growable=dim)
-    portable_strings(template.sel({dim: new_labels})).to_zarr(
-        **_store_args(path), append_dim=dim, compute=False, consolidated=False, zarr_format=3, safe_chunks=False
-    )
+    """Grow the store along ``dim`` by the template's new labels (e.g. a new month); data stays unwritten.
+
+    Appenders on one machine take turns, so labels racing in from several partitions each land
+    once. On object stores there is no lock: grow an axis from one run at a time there (the
+    Sentinel-2 cube's Icechunk backend commits such changes as transactions instead).
+    """
+    with local_lock(path):
+        existing = open_store(path)
+        new_labels = np.setdiff1d(template[dim].values, existing[dim].values)
+        if new_labels.size == 0:
+            return
+        _check_compatible(path, template, growable=dim)
+        portable_strings(template.sel({dim: new_labels})).to_zarr(
+            **_store_args(path), append_dim=dim, compute=False, consolidated=False, zarr_format=3, safe_chunks=False
+        )
 
 
 def _locate(store_index: np.ndarray, labels: np.ndarray, dim: str, path: UPath) -> slice:

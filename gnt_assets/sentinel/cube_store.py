@@ -8,8 +8,6 @@ concurrent partitions rebase onto each other (disjoint chunks never conflict).
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +15,7 @@ import xarray as xr
 from upath import UPath
 
 from gnt_assets.core import zarr_regions
+from gnt_assets.core.atomic import local_lock
 from gnt_assets.core.zarr_regions import RegionStatus, ZarrLayoutError
 from gnt_assets.sentinel.cube import VARIABLE, CubeLayout, cube_encoding, cube_template
 
@@ -121,20 +120,9 @@ class CubeStore:
         except icechunk.IcechunkError:  # another partition created it in between
             return icechunk.Repository.open(self._storage())
 
-    @contextlib.contextmanager
     def _commit_lock(self):
         """Local disk has no conditional writes, so commits on one machine take turns; S3 needs no lock."""
-        if self.path.protocol not in ("", "file", "local"):
-            yield
-            return
-        lock_path = UPath(f"{self.path.path}.lock")
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock_path.path, "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        return local_lock(self.path)
 
     @staticmethod
     def _commit(session, message: str, metadata: dict) -> bool:

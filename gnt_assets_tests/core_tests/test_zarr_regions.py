@@ -116,3 +116,23 @@ def test_concurrent_creation_from_several_processes(tmp_path):
     assert len(seen) == 1 and "value" in seen.pop()
     assert not [p.name for p in tmp_path.iterdir() if p.name != "cube.zarr"]  # no staged copies left
     assert open_store(UPath(path)).sizes["longitude"] == 128
+
+
+def _append(path: str, time: int, start) -> None:
+    start.wait(60)
+    append_along(UPath(path), "time", template(times=(time,)))
+
+
+def test_concurrent_appends_keep_every_label_once(tmp_path):
+    """Partitions of different new months grow the same axis at once: each label lands exactly once."""
+    path = str(tmp_path / "cube.zarr")
+    create_store(UPath(path), template(times=(0,)), encoding=ENCODING)
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(4)
+    workers = [context.Process(target=_append, args=(path, time, start)) for time in (1, 2, 3, 1)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert [w.exitcode for w in workers] == [0, 0, 0, 0]
+    assert sorted(open_store(UPath(path)).time.values.tolist()) == [0, 1, 2, 3]
