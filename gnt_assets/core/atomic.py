@@ -33,8 +33,12 @@ def temp_sibling(path: UPath) -> UPath:
 
 
 @contextlib.contextmanager
-def atomic_open(path: UPath, mode: str = "wb") -> Iterator[IO]:
-    """Open ``path`` for writing so that readers see the file only once it is complete."""
+def atomic_open(path: UPath, mode: str = "wb", *, durable: bool = True) -> Iterator[IO]:
+    """Open ``path`` for writing so that readers see the file only once it is complete.
+
+    ``durable`` also flushes it to disk before the rename (survives power loss, not just a
+    killed process); pointless for a record of data that was itself written without fsync.
+    """
     if "w" not in mode:
         raise ValueError(f"atomic_open writes; got mode {mode!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -47,7 +51,8 @@ def atomic_open(path: UPath, mode: str = "wb") -> Iterator[IO]:
         with open(temp.path, mode) as handle:
             yield handle
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(temp.path, path.path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -55,13 +60,13 @@ def atomic_open(path: UPath, mode: str = "wb") -> Iterator[IO]:
         raise
 
 
-def atomic_write_bytes(path: UPath, data: bytes) -> None:
-    with atomic_open(path, "wb") as handle:
+def atomic_write_bytes(path: UPath, data: bytes, *, durable: bool = True) -> None:
+    with atomic_open(path, "wb", durable=durable) as handle:
         handle.write(data)
 
 
-def atomic_write_text(path: UPath, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: UPath, text: str, *, durable: bool = True) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), durable=durable)
 
 
 @contextlib.contextmanager

@@ -217,34 +217,62 @@ def _locate(store_index: np.ndarray, labels: np.ndarray, dim: str, path: UPath) 
 
 def write_units(path: UPath) -> dict[str, dict[str, int]]:
     """Per variable and dimension, the size of the unit one write replaces (shard, else chunk)."""
-    group = _open_group(path)
-    units = {}
-    for name, array in group.arrays():
-        dims = array.metadata.dimension_names or ()
-        shape = array.shards or array.chunks
-        units[name] = dict(zip(dims, shape, strict=False))
-    return units
+    return StoreLayout.read(path).units
 
 
-def region_of(path: UPath, dataset: xr.Dataset, existing: xr.Dataset | None = None) -> dict[str, slice]:
+@dataclass(frozen=True)
+class StoreLayout:
+    """A store's shape as its zarr metadata states it: enough to place and check a region
+    without decoding the whole dataset (which reads and indexes every coordinate)."""
+
+    group: zarr.Group
+    dims: dict[str, tuple[str, ...]]  # per array
+    units: dict[str, dict[str, int]]  # per array: dimension -> write unit (shard, else chunk)
+    data_vars: tuple[str, ...]
+
+    @classmethod
+    def read(cls, path: UPath) -> StoreLayout:
+        group = _open_group(path)
+        arrays = dict(group.arrays())
+        dims = {name: tuple(a.metadata.dimension_names or ()) for name, a in arrays.items()}
+        units = {name: dict(zip(dims[name], a.shards or a.chunks, strict=False)) for name, a in arrays.items()}
+        coordinates = {dim for names in dims.values() for dim in names}
+        for attrs in [group.attrs, *(a.attrs for a in arrays.values())]:
+            coordinates |= set(str(attrs.get("coordinates", "")).split())
+        data_vars = tuple(name for name in arrays if name not in coordinates)
+        return cls(group, dims, units, data_vars)
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        """Sizes of the dimensions the data variables span (what a region is cut from)."""
+        return {dim: size for name in self.data_vars
+                for dim, size in zip(self.dims[name], self.group[name].shape, strict=True)}
+
+    def labels(self, dim: str) -> np.ndarray:
+        """A coordinate's values decoded as xarray would (CF times become datetime64)."""
+        array = self.group[dim]
+        raw = xr.Variable((dim,), array[...], dict(array.attrs))
+        return xr.conventions.decode_cf_variable(dim, raw).values
+
+
+def region_of(path: UPath, dataset: xr.Dataset, layout: StoreLayout | None = None) -> dict[str, slice]:
     """The integer region the dataset's coordinate labels select, checked against whole write units."""
-    existing = open_store(path) if existing is None else existing
+    layout = StoreLayout.read(path) if layout is None else layout
+    sizes = layout.sizes
     region = {}
     for dim in dataset.dims:
         if dim in dataset.coords:
-            region[dim] = _locate(existing[dim].values, dataset[dim].values, dim, path)
-        elif dataset.sizes[dim] == existing.sizes[dim]:
-            region[dim] = slice(0, existing.sizes[dim])
+            region[dim] = _locate(layout.labels(dim), dataset[dim].values, dim, path)
+        elif dataset.sizes[dim] == sizes.get(dim):
+            region[dim] = slice(0, sizes[dim])
         else:
             raise ZarrLayoutError(f"zarr store {path}: {dim!r} has no coordinate to place a partial region")
-    units = write_units(path)
     for name in dataset.data_vars:
-        for dim, unit in units.get(name, {}).items():
+        for dim, unit in layout.units.get(name, {}).items():
             span = region.get(dim)
             if span is None:
                 continue
-            size = existing.sizes[dim]
-            if span.start % unit or (span.stop % unit and span.stop != size):
+            if span.start % unit or (span.stop % unit and span.stop != sizes[dim]):
                 raise ZarrLayoutError(
                     f"zarr store {path}: region {dim}[{span.start}:{span.stop}] of {name!r} does not cover whole "
                     f"write units of {unit}; another partition could share them"
@@ -259,15 +287,11 @@ def _marker(path: UPath, region: dict[str, slice], sizes: dict[str, int]) -> UPa
     return path.parent / f".{path.name}.regions" / f"{name}.json"
 
 
-def _region_sizes(existing: xr.Dataset) -> dict[str, int]:
-    return {dim: existing.sizes[dim] for name in existing.data_vars for dim in existing[name].dims}
-
-
 def write_region(path: UPath, dataset: xr.Dataset) -> dict[str, slice]:
     """Write ``dataset`` where its coordinates place it; idempotent, and marked complete only at the end."""
-    existing = open_store(path)  # opened once: each open reads every coordinate
-    region = region_of(path, dataset, existing)
-    marker = _marker(path, region, _region_sizes(existing))
+    layout = StoreLayout.read(path)
+    region = region_of(path, dataset, layout)
+    marker = _marker(path, region, layout.sizes)
     if marker.exists():
         marker.unlink()
     region_dims = set(region)
@@ -275,7 +299,8 @@ def write_region(path: UPath, dataset: xr.Dataset) -> dict[str, slice]:
     portable_strings(dataset.drop_vars(unrelated)).to_zarr(
         **_store_args(path), region=region, mode="r+", consolidated=False, zarr_format=3, write_empty_chunks=True
     )
-    atomic_write_text(marker, json.dumps({dim: [s.start, s.stop] for dim, s in region.items()}))
+    # Atomic against a killed writer; no fsync, as zarr does not sync the chunks it marks either.
+    atomic_write_text(marker, json.dumps({dim: [s.start, s.stop] for dim, s in region.items()}), durable=False)
     return region
 
 
@@ -293,21 +318,20 @@ def _unit_keys(name: str, dims: tuple[str, ...], units: dict[str, int], region: 
 
 def region_status(path: UPath, region: dict[str, slice], variables: list[str] | None = None) -> RegionStatus:
     """How many of the region's stored objects exist, and whether its completion marker is there."""
-    existing = open_store(path)
-    units = write_units(path)
+    layout = StoreLayout.read(path)
+    sizes = layout.sizes
     expected = present = stored_bytes = 0
     fs = path.fs
     root = path.path.rstrip("/")
-    names = variables or [n for n in existing.data_vars if set(existing[n].dims) & set(region)]
+    names = variables or [n for n in layout.data_vars if set(layout.dims[n]) & set(region)]
     for name in names:
-        dims = existing[name].dims
-        keys = _unit_keys(name, dims, units[name], region, dict(existing.sizes))
+        keys = _unit_keys(name, layout.dims[name], layout.units[name], region, sizes)
         # List only below the keys' common folder: a day of a 15,000-day store lists its own chunks.
         folder = f"{root}/{os.path.commonprefix(sorted(keys)).rsplit('/', 1)[0]}"
         found = fs.find(folder, detail=True) if fs.exists(folder) else {}
-        sizes = {p[len(root) + 1 :]: int(info.get("size") or 0) for p, info in found.items()}
+        found_sizes = {p[len(root) + 1 :]: int(info.get("size") or 0) for p, info in found.items()}
         expected += len(keys)
-        present += len(keys & sizes.keys())
-        stored_bytes += sum(sizes[key] for key in keys & sizes.keys())
-    marked = _marker(path, region, _region_sizes(existing)).exists()
+        present += len(keys & found_sizes.keys())
+        stored_bytes += sum(found_sizes[key] for key in keys & found_sizes.keys())
+    marked = _marker(path, region, sizes).exists()
     return RegionStatus(expected=expected, present=present, marked=marked, stored_bytes=stored_bytes)

@@ -136,3 +136,22 @@ def test_concurrent_appends_keep_every_label_once(tmp_path):
         worker.join(60)
     assert [w.exitcode for w in workers] == [0, 0, 0, 0]
     assert sorted(open_store(UPath(path)).time.values.tolist()) == [0, 1, 2, 3]
+
+
+def test_regions_are_placed_by_decoded_time_and_string_labels(tmp_path):
+    """Placement reads labels from zarr metadata alone: CF-encoded days and band names must still match."""
+    days = np.array(["2020-01-01", "2020-01-02", "2020-01-03"], dtype="datetime64[ns]")
+    bands = np.array(["red", "nir"])
+    empty = xr.Dataset(
+        {"value": (("time", "band", "y"), np.zeros((3, 2, 4), "float32"))},
+        coords={"time": days, "band": bands, "y": np.arange(4.0)},
+    )
+    store = UPath(tmp_path) / "days.zarr"
+    create_store(store, empty.chunk({"time": 1}), encoding={"value": {"chunks": (1, 2, 4)}})
+    day = empty.isel(time=[1]) + 3.0
+    assert write_region(store, day) == {"time": slice(1, 2), "band": slice(0, 2), "y": slice(0, 4)}
+    stored = open_store(store)
+    assert stored.value.sel(time="2020-01-02").values.tolist() == [[3.0] * 4] * 2
+    assert region_status(store, {"time": slice(1, 2)}).complete
+    with pytest.raises(ZarrLayoutError, match="not in the store"):
+        write_region(store, empty.assign_coords(time=days + np.timedelta64(9, "D")).isel(time=[0]))
