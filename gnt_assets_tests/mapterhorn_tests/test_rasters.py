@@ -53,6 +53,19 @@ def test_read_back_catches_values_and_masks_that_drifted(tmp_path):
     assert "nodata mask differs" in rasters.cog_problems(cog, tmp_path / "holed.tif")[0]
 
 
+def test_read_back_reports_the_first_drifted_strip_of_a_large_raster(tmp_path):
+    """Strips are checked on parallel threads; the report still names the first bad rows."""
+    cog = rasters.write_cog(_tif(tmp_path / "in.tif", size=2100), tmp_path / "out.tif")
+    with rasterio.open(tmp_path / "in.tif") as src:
+        data, profile = src.read(1), src.profile
+    data[1600, 5] += 0.5
+    data[1030, 7] += 0.5
+    with rasterio.open(tmp_path / "drifted.tif", "w", **profile) as dst:
+        dst.write(data, 1)
+    assert rasters.cog_problems(cog, tmp_path / "drifted.tif") == [
+        "values differ by 0.5 (more than MAX_Z_ERROR) in rows 1024-1536"]
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     st.floats(-180, 180), st.floats(-180, 180), st.floats(-90, 90), st.floats(-90, 90),
