@@ -4,13 +4,13 @@ median over time and write the cell's region of the cube. Runs on a Dask worker 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import bottleneck as bn
 import numpy as np
-from scipy import ndimage
 
 from gnt_assets.core.quicklook import QuickLook, quicklook
 from gnt_assets.sentinel.cube import CubeLayout, region_dataset
@@ -25,19 +25,45 @@ class SceneLoadError(RuntimeError):
     pass
 
 
-def _disk(radius: int) -> np.ndarray:
-    yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
-    return (xx * xx + yy * yy) <= radius * radius
-
-
 def cloud_mask(scl: np.ndarray, radius: int = MORPHOLOGY_RADIUS) -> np.ndarray:
-    """True where a (time, y, x) pixel is unusable: not SCL 4/5, closed then opened with a disk (the seed's cleanup)."""
+    """True where a (time, y, x) pixel is unusable: not SCL 4/5, closed then opened with a disk (the seed's cleanup).
+
+    Outside the image counts as unusable for the erosions (as ``scipy.ndimage`` with
+    ``border_value=1``), so a clear area touching the edge is not widened by the closing.
+    """
     bad = ~np.isin(scl, CLEAR_SCL)
     if radius <= 0:
         return bad
-    structure = _disk(radius)[np.newaxis]
-    closed = ndimage.binary_erosion(ndimage.binary_dilation(bad, structure), structure, border_value=1)
-    return ndimage.binary_dilation(ndimage.binary_erosion(closed, structure, border_value=1), structure)
+    for date in bad:  # one date at a time: its few MB stay in cache across the passes
+        closed = ~disk_dilation(~disk_dilation(date, radius), radius)  # erosion = not dilation of not
+        date[...] = disk_dilation(~disk_dilation(~closed, radius), radius)
+    return bad
+
+
+def disk_dilation(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Binary dilation of a (y, x) mask by the disk ``dx² + dy² <= radius²``, outside counting as False.
+
+    The disk is a stack of row segments, so the dilation is an OR of the mask widened along x
+    (one segment width at a time) and shifted along y: about 3 radius array passes, against
+    scipy's one pass per disk element (81 for radius 5).
+    """
+    half_widths = {dy: math.isqrt(radius * radius - dy * dy) for dy in range(-radius, radius + 1)}
+    widened, row = {0: mask}, mask.copy()
+    for width in range(1, radius + 1):
+        row[:, width:] |= mask[:, :-width]
+        row[:, :-width] |= mask[:, width:]
+        if width in half_widths.values():
+            widened[width] = row.copy()
+    out = np.zeros_like(mask)
+    height = mask.shape[0]
+    for dy, width in half_widths.items():
+        if abs(dy) >= height:
+            continue
+        if dy >= 0:
+            out[: height - dy] |= widened[width][dy:]
+        else:
+            out[-dy:] |= widened[width][:dy]
+    return out
 
 
 NETWORK_MAX_DATES = 16  # above this bottleneck's per-pixel selection beats a sorting network's whole-array passes
@@ -83,7 +109,7 @@ def masked_median(bands: np.ndarray, bad: np.ndarray) -> np.ndarray:
 def _network_median(bands: np.ndarray, bad: np.ndarray) -> np.ndarray:
     dates = bands.shape[0]
     shifted = bands - np.uint16(1)  # nodata 0 wraps to 65535, the "ignore" marker; data is value - 1
-    np.copyto(shifted, np.uint16(65535), where=bad[..., np.newaxis])
+    shifted |= (np.uint16(0) - bad.astype(np.uint16))[..., np.newaxis]  # masked dates: all bits set, 65535
     count = (shifted != 65535).sum(axis=0, dtype=np.int32)
     slices = list(shifted)
     spare = np.empty_like(slices[0])
@@ -91,15 +117,23 @@ def _network_median(bands: np.ndarray, bad: np.ndarray) -> np.ndarray:
         np.minimum(slices[a], slices[b], out=spare)
         np.maximum(slices[a], slices[b], out=slices[b])
         slices[a], spare = spare, slices[a]
-    values = np.stack(slices)
     middle = np.maximum(count, 1)
-    low = np.take_along_axis(values, ((middle - 1) // 2)[np.newaxis], 0)[0].astype(np.uint32)
-    high = np.take_along_axis(values, (middle // 2)[np.newaxis], 0)[0].astype(np.uint32)
+    low = _pick(slices, (middle - 1) // 2).astype(np.uint32)
+    high = _pick(slices, middle // 2).astype(np.uint32)
     total = low + high + 2  # undo the shift of both
     half = total >> 1
     median = (half + (total & 1) * (half & 1)).astype(np.uint16)  # (low + high) / 2 rounded half to even
     median[count == 0] = 0
     return median
+
+
+def _pick(slices: list[np.ndarray], index: np.ndarray) -> np.ndarray:
+    """Per pixel, ``slices[index]``: one masked copy per rank (a few for a month's dates), cheaper
+    than ``take_along_axis`` on a stacked copy."""
+    picked = slices[0].copy()
+    for rank in range(1, int(index.max(initial=0)) + 1):
+        np.copyto(picked, slices[rank], where=index == rank)
+    return picked
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,21 @@ def test_masked_median_ignores_masked_and_nodata():
     assert not mask[0, 10, 10] and mask[0, :6, :6].all()
 
 
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 40), st.integers(0, 7), st.floats(0.05, 0.95), st.integers(0, 2**32 - 1))
+def test_cloud_mask_equals_scipy_morphology_with_a_disk(height, width, radius, cloudy, seed):
+    """The row-segment dilation is exact: the same closing and opening as scipy.ndimage with the disk."""
+    from scipy import ndimage
+
+    scl = np.where(np.random.default_rng(seed).random((2, height, width)) < cloudy, 9, 4).astype("uint8")
+    yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    disk = ((xx * xx + yy * yy) <= radius * radius)[np.newaxis]
+    bad = scl != 4
+    closed = ndimage.binary_erosion(ndimage.binary_dilation(bad, disk), disk, border_value=1)
+    expected = ndimage.binary_dilation(ndimage.binary_erosion(closed, disk, border_value=1), disk)
+    assert np.array_equal(cloud_mask(scl, radius), expected if radius else bad)
+
+
 def _job(url, cube, layout, chunk, month, attempts=1):
     return ChunkJob(chunk=chunk, month=month, query=SceneQuery(url, COLLECTION, DEMO_BBOX, date.fromisoformat(month)),
                     band_assets=BANDS, scl_asset="scl", layout=layout, cube=cube, attempts=attempts, backoff_s=0.0)
