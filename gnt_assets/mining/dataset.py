@@ -14,7 +14,9 @@ data files on first access (``torch.from_file``, a private copy-on-write
 mapping: the file never changes), so the dataset pickles cheaply into
 ``DataLoader(num_workers>0)`` workers, reading a sample touches only its
 record, and a sample's tensors are views of the mapping: the DataLoader's
-collate is the only copy. ``export_tile_folders`` writes the seed's per-tile
+collate is the only copy. That makes ``num_workers=0`` the fastest way to read
+plain tiles; workers add a trip through shared memory per batch and pay off
+only with CPU-heavy ``transforms``. ``export_tile_folders`` writes the seed's per-tile
 ``.pt`` layout for code that expects it. Samples are ``(image, mask)`` tensors, or with ``return_dict=True`` a
 dict in TorchGeo's style: ``image`` float32 (7, 64, 64), ``mask`` uint8
 (1, 64, 64), ``valid`` uint8 (1, 64, 64), plus ``country``, ``year``,
