@@ -35,7 +35,7 @@ class WorldGridError(ValueError):
 
 def _pixel(lon: float, lat: float) -> tuple[int, int]:
     """Column and row of the pixel containing a point (west and north edges inclusive)."""
-    col, row = ~WORLD.affine * (lon, lat)
+    col, row = ~WORLD.affine @ (lon, lat)
     return math.floor(col + 1e-9), math.floor(row + 1e-9)
 
 
@@ -52,7 +52,7 @@ def check_tile(ix: int, iy: int) -> None:
 def world_tile(ix: int, iy: int) -> GeoBox:
     """Tile ``(ix, iy)`` as a 64 x 64 GeoBox whose pixels are world pixels."""
     check_tile(ix, iy)
-    return GeoBox((TILE_SIZE, TILE_SIZE), WORLD.affine * Affine.translation(ix * TILE_SIZE, iy * TILE_SIZE), WORLD.crs)
+    return GeoBox((TILE_SIZE, TILE_SIZE), WORLD.affine @ Affine.translation(ix * TILE_SIZE, iy * TILE_SIZE), WORLD.crs)
 
 
 def tile_of_point(lon: float, lat: float) -> tuple[int, int]:
@@ -76,7 +76,7 @@ def split_antimeridian(bbox: BBox) -> list[BBox]:
 def _tile_ranges(bbox: BBox) -> tuple[range, range]:
     minx, miny, maxx, maxy = bbox
     left, top = _pixel(minx, min(maxy, 90.0))
-    right, bottom = ~WORLD.affine * (maxx, max(miny, -90.0))
+    right, bottom = ~WORLD.affine @ (maxx, max(miny, -90.0))
     last_col = max(left, math.ceil(right - 1e-9) - 1)
     last_row = max(top, math.ceil(bottom - 1e-9) - 1)
     columns = range(max(left, 0) // TILE_SIZE, min(last_col // TILE_SIZE, TILE_COLUMNS - 1) + 1)
@@ -100,7 +100,7 @@ def tile_span_geobox(columns: range, rows: range) -> GeoBox:
     """The GeoBox of a rectangle of whole tiles."""
     return GeoBox(
         (len(rows) * TILE_SIZE, len(columns) * TILE_SIZE),
-        WORLD.affine * Affine.translation(columns.start * TILE_SIZE, rows.start * TILE_SIZE),
+        WORLD.affine @ Affine.translation(columns.start * TILE_SIZE, rows.start * TILE_SIZE),
         WORLD.crs,
     )
 
@@ -112,7 +112,7 @@ def region_geoboxes(bbox: BBox) -> list[GeoBox]:
 
 def tile_index_in(region: GeoBox) -> Iterator[tuple[int, int, GeoBox]]:
     """The world tiles of a tile-aligned region, with each tile's GeoBox."""
-    col, row = ~WORLD.affine * (region.affine.c, region.affine.f)
+    col, row = ~WORLD.affine @ (region.affine.c, region.affine.f)
     col, row = round(col), round(row)
     if col % TILE_SIZE or row % TILE_SIZE or region.shape.x % TILE_SIZE or region.shape.y % TILE_SIZE:
         raise WorldGridError(f"region {region!r} is not aligned to whole world tiles")

@@ -88,9 +88,9 @@ def export_spec(cluster, year: int) -> ExportSpec:
             f"{cluster.country} cluster crosses the antimeridian; "
             "Earth Engine cannot export it as one EPSG:4326 grid region"
         )
-    col0, row0 = (round(v) for v in ~WORLD.affine * (cluster.minx, cluster.maxy))
-    col1, row1 = (round(v) for v in ~WORLD.affine * (cluster.maxx, cluster.miny))
-    a = WORLD.affine * Affine.translation(col0, row0)
+    col0, row0 = (round(v) for v in ~WORLD.affine @ (cluster.minx, cluster.maxy))
+    col1, row1 = (round(v) for v in ~WORLD.affine @ (cluster.maxx, cluster.miny))
+    a = WORLD.affine @ Affine.translation(col0, row0)
     return ExportSpec(
         cluster_id=cluster.cluster_id,
         country=cluster.country,

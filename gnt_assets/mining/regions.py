@@ -57,8 +57,8 @@ def country_geobox(region_bounds: list[tuple[float, float, float, float]]) -> Ge
     miny = min(b[1] for b in region_bounds)
     maxx = max(b[2] for b in region_bounds)
     maxy = max(b[3] for b in region_bounds)
-    col0, row0 = (round(v) for v in ~WORLD.affine * (minx, maxy))
-    col1, row1 = (round(v) for v in ~WORLD.affine * (maxx, miny))
+    col0, row0 = (round(v) for v in ~WORLD.affine @ (minx, maxy))
+    col1, row1 = (round(v) for v in ~WORLD.affine @ (maxx, miny))
     if col0 % TILE_SIZE or row0 % TILE_SIZE or col1 % TILE_SIZE or row1 % TILE_SIZE:
         raise ZarrLayoutError(f"cluster regions {region_bounds} are not aligned to whole world tiles")
     return WORLD[row0:row1, col0:col1]
@@ -96,7 +96,7 @@ def tile_chunks_present(path: UPath, tiles) -> dict[tuple[int, int], bool]:
     present = {}
     for ix, iy in tiles:
         corner = world_tile(int(ix), int(iy)).affine
-        col, row = (round(v) for v in ~geobox.affine * (corner.c, corner.f))
+        col, row = (round(v) for v in ~geobox.affine @ (corner.c, corner.f))
         inside = 0 <= col < geobox.shape.x and 0 <= row < geobox.shape.y
         present[(int(ix), int(iy))] = inside and f"0/{row // TILE_SIZE}/{col // TILE_SIZE}" in stored
     return present
@@ -108,7 +108,7 @@ def tile_array(path: UPath, ix: int, iy: int) -> np.ndarray:
         raise ZarrLayoutError(f"no zarr region at {path}")
     region = open_store(path)[VARIABLE]
     tile = world_tile(ix, iy)
-    col, row = (round(v) for v in ~region.odc.geobox.affine * (tile.affine.c, tile.affine.f))
+    col, row = (round(v) for v in ~region.odc.geobox.affine @ (tile.affine.c, tile.affine.f))
     if col < 0 or row < 0 or col + TILE_SIZE > region.sizes["longitude"] or row + TILE_SIZE > region.sizes["latitude"]:
         raise ZarrLayoutError(f"world tile ({ix}, {iy}) is outside the region {path}")
     window = region.isel(latitude=slice(row, row + TILE_SIZE), longitude=slice(col, col + TILE_SIZE))

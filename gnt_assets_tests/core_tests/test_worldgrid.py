@@ -39,8 +39,8 @@ def test_world_matches_the_seed():
 def test_tile_is_an_exact_64_pixel_subgrid_and_round_trips(ix, iy):
     tile = world_tile(ix, iy)
     assert (tile.shape.y, tile.shape.x) == (TILE_SIZE, TILE_SIZE)
-    assert tile.affine == WORLD.affine * Affine.translation(ix * TILE_SIZE, iy * TILE_SIZE)
-    centre_lon, centre_lat = tile.affine * (TILE_SIZE / 2, TILE_SIZE / 2)
+    assert tile.affine == WORLD.affine @ Affine.translation(ix * TILE_SIZE, iy * TILE_SIZE)
+    centre_lon, centre_lat = tile.affine @ (TILE_SIZE / 2, TILE_SIZE / 2)
     if centre_lat >= -90 and centre_lon < 180:  # the last column reaches past 180 E, where longitudes wrap
         assert tile_of_point(centre_lon, centre_lat) == (ix, iy)
 

@@ -29,7 +29,7 @@ def test_shards_assemble_into_the_region(spec):
 
 def test_bad_files_name_the_file_and_problem(spec):
     pixels = np.ones((7, spec.height, spec.width), "float32")
-    shifted = GeoBox(spec.geobox.shape, spec.geobox.affine * Affine.translation(0.5, 0), spec.geobox.crs)
+    shifted = GeoBox(spec.geobox.shape, spec.geobox.affine @ Affine.translation(0.5, 0), spec.geobox.crs)
     with pytest.raises(ExportFileError, match=r"off\.tif: origin .* is off the world grid"):
         assemble(spec, {"off.tif": geotiff_bytes(pixels, shifted)})
     good = geotiff_bytes(pixels, spec.geobox)
