@@ -110,17 +110,21 @@ class PlanetaryComputerConus404Source(Conus404Source):
         from planetary_computer.settings import Settings
         from pystac_client.stac_api_io import StacApiIO
 
-        settings = Settings.get()
-        if self.sas_url:
-            settings.sas_url = self.sas_url
-        if self.subscription_key:
-            settings.subscription_key = self.subscription_key
         stac_io = StacApiIO(timeout=self.timeout_seconds, max_retries=self.request_retries or None)
         catalog = pystac_client.Client.open(self.stac_url, stac_io=stac_io, timeout=self.timeout_seconds)
         collection = catalog.get_collection(self.collection)
         if self.asset not in collection.assets:
             raise KeyError(f"STAC collection {self.collection!r} at {self.stac_url} has no asset {self.asset!r}")
-        asset = planetary_computer.sign(collection.assets[self.asset])
+        # planetary_computer keeps its settings process-wide: set ours only while signing, so another
+        # resource in the same process (the Sentinel-2 signer) still gets the default token endpoint.
+        settings = Settings.get()
+        saved = settings.sas_url, settings.subscription_key
+        try:
+            settings.sas_url = self.sas_url or settings.sas_url
+            settings.subscription_key = self.subscription_key or settings.subscription_key
+            asset = planetary_computer.sign(collection.assets[self.asset])
+        finally:
+            settings.sas_url, settings.subscription_key = saved
         options = dict(asset.extra_fields.get("xarray:storage_options", {}))
         if options.get("connection_string") and options.get("credential"):
             # adlfs ignores `credential` once a connection string is given (the public PC asset has none;

@@ -66,11 +66,15 @@ def _retries(result) -> int:
 
 
 def test_daily_from_the_signed_azure_store(storage_root, instance, azure_store, hourly):
+    from planetary_computer.settings import Settings
+
     behaviour = StacBehaviour()
+    default_sas_url = Settings.get().sas_url
     with planetary_computer_api(*azure_store, behaviour) as base:
         result = materialize_days(instance, _resources(storage_root, base), [DAY])[DAY]
     assert result.success
     assert "/api/sas/v1/token/devstoreaccount1/noaa" in behaviour.requests
+    assert Settings.get().sas_url == default_sas_url  # other signers in the process keep the real endpoint
     expected = aggregate_day(hourly, date(2020, 7, 1), resolve_variables(VARIABLES))
     stored = open_daily(storage_root / "conus404" / "daily.zarr")
     np.testing.assert_array_equal(stored["T2"].sel(time=DAY).values, expected.fields["T2"])
