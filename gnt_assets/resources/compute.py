@@ -63,6 +63,7 @@ class DaskComputeResource(dg.ConfigurableResource):
     def get_client(self, cluster_factory: Callable[..., Any] | None = None) -> Iterator[Any]:
         """A ``distributed.Client`` for the configured mode; ``cluster_factory`` replaces
         ``coiled.Cluster`` (tests use it to inspect the request without an account)."""
+        import dask
         from distributed import Client, LocalCluster
 
         mode = self.mode
@@ -73,14 +74,14 @@ class DaskComputeResource(dg.ConfigurableResource):
         if mode == "coiled":
             if cluster_factory is None:
                 import coiled
-                import dask
 
-                if self.coiled_token:
-                    dask.config.set({"coiled.token": self.coiled_token})
                 cluster_factory = coiled.Cluster
-            cluster = cluster_factory(**self.coiled_cluster_kwargs())
-            with Client(cluster) as client:
-                yield client
+            # The token only for this cluster's lifetime: dask's config is process-wide.
+            token = {"coiled.token": self.coiled_token} if self.coiled_token else {}
+            with dask.config.set(token):
+                cluster = cluster_factory(**self.coiled_cluster_kwargs())
+                with Client(cluster) as client:
+                    yield client
             return
         with LocalCluster(
             n_workers=self.n_workers,

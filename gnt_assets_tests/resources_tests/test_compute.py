@@ -43,6 +43,22 @@ def test_coiled_request_is_built_from_config():
     ]
 
 
+def test_coiled_token_is_set_only_for_the_cluster():
+    """dask's config is process-wide: the account token must not outlive the cluster that needed it."""
+    import dask
+
+    seen = []
+
+    def fake_coiled_cluster(**kwargs):
+        seen.append(dask.config.get("coiled.token", None))
+        return LocalCluster(n_workers=1, processes=False, dashboard_address=None)
+
+    compute = DaskComputeResource(coiled_cluster={"name": "gnt"}, coiled_token="token-from-env")
+    with compute.get_client(cluster_factory=fake_coiled_cluster):
+        pass
+    assert seen == ["token-from-env"] and dask.config.get("coiled.token", None) is None
+
+
 def test_scheduler_and_coiled_together_is_a_config_error():
     with pytest.raises(ComputeConfigError, match="not both"):
         DaskComputeResource(scheduler_address="tcp://127.0.0.1:8786", coiled_cluster={}).mode
