@@ -59,5 +59,5 @@ def run(instance: dg.DagsterInstance) -> None:
     from gnt_assets.demo import DEMO_LOG_LEVEL
 
     quiet = {"loggers": {"console": {"config": {"log_level": DEMO_LOG_LEVEL}}}}
-    janitor = defs.get_job_def("janitor").execute_in_process(instance=instance, run_config=quiet, raise_on_error=False)
+    janitor = defs.resolve_job_def("janitor").execute_in_process(instance=instance, run_config=quiet, raise_on_error=False)
     print(f"   janitor check: {'storage agrees with Dagster' if janitor.success else 'found problems (see the janitor run)'}", flush=True)

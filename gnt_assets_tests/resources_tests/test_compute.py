@@ -68,7 +68,7 @@ def reference_data_job():
     """Reconstructable entry point: Dask workers load the job from here in their own processes."""
     from gnt_assets.definitions import defs
 
-    return defs.get_job_def("reference_data_on_dask")
+    return defs.resolve_job_def("reference_data_on_dask")
 
 
 def test_reference_data_job_runs_its_steps_on_the_dask_executor(storage_root, instance):
