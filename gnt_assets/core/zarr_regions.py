@@ -133,7 +133,8 @@ def create_store(path: UPath, template: xr.Dataset, *, encoding: dict | None = N
         return
     template = with_exact_transform(portable_strings(template))
     with tempfile.TemporaryDirectory(prefix=TEMP_PREFIX) as scratch:
-        staged = UPath(scratch) / "store.zarr" if not is_local(path) else temp_sibling(path)
+        # On local disk, stage beside the store so the final rename stays on one device.
+        staged = temp_sibling(path) if is_local(path) else UPath(scratch) / "store.zarr"
         staged.parent.mkdir(parents=True, exist_ok=True)
         try:
             template.to_zarr(
@@ -215,20 +216,16 @@ def _locate(store_index: np.ndarray, labels: np.ndarray, dim: str, path: UPath) 
     return slice(start, stop)
 
 
-def write_units(path: UPath) -> dict[str, dict[str, int]]:
-    """Per variable and dimension, the size of the unit one write replaces (shard, else chunk)."""
-    return StoreLayout.read(path).units
-
-
 @dataclass(frozen=True)
 class StoreLayout:
     """A store's shape as its zarr metadata states it: enough to place and check a region
     without decoding the whole dataset (which reads and indexes every coordinate)."""
 
-    group: zarr.Group
+    arrays: dict[str, zarr.Array]
     dims: dict[str, tuple[str, ...]]  # per array
     units: dict[str, dict[str, int]]  # per array: dimension -> write unit (shard, else chunk)
     data_vars: tuple[str, ...]
+    sizes: dict[str, int]  # the dimensions the data variables span (what a region is cut from)
 
     @classmethod
     def read(cls, path: UPath) -> StoreLayout:
@@ -240,17 +237,12 @@ class StoreLayout:
         for attrs in [group.attrs, *(a.attrs for a in arrays.values())]:
             coordinates |= set(str(attrs.get("coordinates", "")).split())
         data_vars = tuple(name for name in arrays if name not in coordinates)
-        return cls(group, dims, units, data_vars)
-
-    @property
-    def sizes(self) -> dict[str, int]:
-        """Sizes of the dimensions the data variables span (what a region is cut from)."""
-        return {dim: size for name in self.data_vars
-                for dim, size in zip(self.dims[name], self.group[name].shape, strict=True)}
+        sizes = {dim: size for name in data_vars for dim, size in zip(dims[name], arrays[name].shape, strict=True)}
+        return cls(arrays, dims, units, data_vars, sizes)
 
     def labels(self, dim: str) -> np.ndarray:
         """A coordinate's values decoded as xarray would (CF times become datetime64)."""
-        array = self.group[dim]
+        array = self.arrays[dim]
         raw = xr.Variable((dim,), array[...], dict(array.attrs))
         return xr.conventions.decode_cf_variable(dim, raw).values
 
