@@ -28,8 +28,8 @@ class SceneLoadError(RuntimeError):
 def cloud_mask(scl: np.ndarray, radius: int = MORPHOLOGY_RADIUS) -> np.ndarray:
     """True where a (time, y, x) pixel is unusable: not SCL 4/5, closed then opened with a disk (the seed's cleanup).
 
-    Outside the image counts as unusable for the erosions (as ``scipy.ndimage`` with
-    ``border_value=1``), so a clear area touching the edge is not widened by the closing.
+    Outside the image counts as unusable for the erosions (the seed's ``scipy.ndimage`` call
+    with ``border_value=1``), so a masked area touching the edge is not eroded away from it.
     """
     bad = ~np.isin(scl, CLEAR_SCL)
     if radius <= 0:
@@ -44,7 +44,7 @@ def disk_dilation(mask: np.ndarray, radius: int) -> np.ndarray:
     """Binary dilation of a (y, x) mask by the disk ``dx² + dy² <= radius²``, outside counting as False.
 
     The disk is a stack of row segments, so the dilation is an OR of the mask widened along x
-    (one segment width at a time) and shifted along y: about 3 radius array passes, against
+    (one segment width at a time) and shifted along y: about 5 x radius array passes, against
     scipy's one pass per disk element (81 for radius 5).
     """
     half_widths = {dy: math.isqrt(radius * radius - dy * dy) for dy in range(-radius, radius + 1)}
