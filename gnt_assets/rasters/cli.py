@@ -40,7 +40,9 @@ def _launch(args, job: str, key: str | None = None, run_config: dict | None = No
 
 
 def register(args) -> int:
-    from gnt_assets.core.atomic import atomic_write_bytes
+    import shutil
+
+    from gnt_assets.core.atomic import atomic_open
     from gnt_assets.core.keys import sanitize_key
     from gnt_assets.resources.rasters import resource_set
 
@@ -59,7 +61,8 @@ def register(args) -> int:
     if sidecar and not any(source.with_suffix(s).exists() for s in (".yaml", ".yml", ".json")):
         (folder / f"{key}.json").write_text(json.dumps(sidecar))
     # Raster last and atomically: the sensor never sees a half-copied file or one without its sidecar.
-    atomic_write_bytes(folder / f"{key}{source.suffix.lower()}", source.read_bytes())
+    with source.open("rb") as raster, atomic_open(folder / f"{key}{source.suffix.lower()}") as copy:
+        shutil.copyfileobj(raster, copy, 16 * 2**20)  # streamed: rasters can be larger than memory
     result = _client(args)._execute(ADD_PARTITION, {"selector": _selector(args), "name": "raster_sources", "key": key})
     outcome = result["addDynamicPartition"]
     if outcome["__typename"] not in ("AddDynamicPartitionSuccess", "DuplicateDynamicPartitionError"):
