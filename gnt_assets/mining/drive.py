@@ -27,11 +27,11 @@ def folder_ids(service: Any, folder: str) -> list[str]:
     return [f["id"] for f in service.files().list(q=query, fields="files(id)").execute().get("files", [])]
 
 
-def list_export_files(service: Any, prefix: str, folder: str | None = None, page_size: int = 100) -> list[DriveFile]:
-    """Every non-trashed file whose name starts with ``prefix`` (in ``folder`` if given), across all pages."""
+def list_export_files(service: Any, prefix: str, parents: list[str] | None = None, page_size: int = 100) -> list[DriveFile]:
+    """Every non-trashed file whose name starts with ``prefix``, across all pages; only inside the
+    folders ``parents`` (from ``folder_ids``) if given, so none when that list is empty."""
     query = f"name contains '{prefix}' and trashed = false"
-    if folder:
-        parents = folder_ids(service, folder)
+    if parents is not None:
         if not parents:
             return []
         query += " and (" + " or ".join(f"'{i}' in parents" for i in parents) + ")"

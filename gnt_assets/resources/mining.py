@@ -101,6 +101,7 @@ class GoogleDrive(DriveResource):
     service_account_key: str | None = Field(default=None, description="Service account JSON key; use EnvVar.")
     access_token: str | None = Field(default=None, description="OAuth token instead of a key; use EnvVar.")
     _service: Any = PrivateAttr(default=None)
+    _folder_ids: list[str] = PrivateAttr(default_factory=list)
 
     def _client(self) -> Any:
         if self._service is None:
@@ -111,7 +112,11 @@ class GoogleDrive(DriveResource):
         return self._service
 
     def list_files(self, prefix: str) -> list[DriveFile]:
-        return drive_api.list_export_files(self._client(), prefix, self.folder)
+        if not self.folder:
+            return drive_api.list_export_files(self._client(), prefix)
+        if not self._folder_ids:  # looked up once found (Earth Engine creates the folder with its first export)
+            self._folder_ids = drive_api.folder_ids(self._client(), self.folder)
+        return drive_api.list_export_files(self._client(), prefix, self._folder_ids)
 
     def download(self, file: DriveFile, dest: Path) -> None:
         drive_api.download_file(self._client(), file, dest)

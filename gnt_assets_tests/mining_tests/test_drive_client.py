@@ -6,7 +6,7 @@ import pytest
 from googleapiclient.discovery import build
 from googleapiclient.http import HttpMockSequence
 
-from gnt_assets.mining.drive import DriveFile, delete_file, download_file, list_export_files
+from gnt_assets.mining.drive import DriveFile, delete_file, download_file, folder_ids, list_export_files
 
 DATA = bytes(range(256)) * 10  # 2,560 bytes
 
@@ -25,10 +25,23 @@ def test_lists_every_page_of_shards():
     ]
     http = HttpMockSequence(pages)
     service = build("drive", "v3", http=http, static_discovery=True, cache_discovery=False)
-    files = list_export_files(service, prefix, "landsat_mining")
+    files = list_export_files(service, prefix, folder_ids(service, "landsat_mining"))
     assert [f.file_id for f in files] == ["a", "b"]  # both shards, across pages; a name merely containing it is skipped
     assert "%27folder1%27+in+parents" in http.request_sequence[1][0] and "pageToken=t2" in http.request_sequence[2][0]
-    assert not list_export_files(_service([({"status": "200"}, json.dumps({"files": []}))]), prefix, "missing_folder")
+    missing = _service([({"status": "200"}, json.dumps({"files": []}))])
+    assert not list_export_files(missing, prefix, folder_ids(missing, "missing_folder"))
+
+
+def test_resource_looks_the_export_folder_up_once():
+    """Every cluster's listing would otherwise cost a second Drive call for the same folder."""
+    from gnt_assets.resources.mining import GoogleDrive
+
+    listing = ({"status": "200"}, json.dumps({"files": []}))
+    http = HttpMockSequence([({"status": "200"}, json.dumps({"files": [{"id": "folder1"}]})), listing, listing])
+    drive = GoogleDrive(access_token="token")
+    drive._service = build("drive", "v3", http=http, static_discovery=True, cache_discovery=False)
+    assert drive.list_files("A_") == [] and drive.list_files("B_") == []
+    assert len(http.request_sequence) == 3 and all("folder1" in uri for uri, *_ in http.request_sequence[1:])
 
 
 def test_download_resumes_after_503_and_delete(tmp_path):
