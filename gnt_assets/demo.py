@@ -20,7 +20,7 @@ import dagster as dg
 from gnt_assets.resources import PIPELINES
 
 # The demo prints its own progress; Dagster's per-event console log is there when asked for.
-DEMO_LOG_LEVEL = os.environ.get("GNT_DEMO_LOG_LEVEL", "WARNING")
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": os.environ.get("GNT_DEMO_LOG_LEVEL", "WARNING")}}}}
 
 
 def demo_selection_job(selection: dg.AssetSelection | Sequence[str]) -> dg.AssetSelection:
@@ -45,7 +45,7 @@ def materialize_partitions(
             partition_key=str(key) if key is not None else None,
             instance=instance,
             resources=defs.resources,
-            run_config={"loggers": {"console": {"config": {"log_level": DEMO_LOG_LEVEL}}}},
+            run_config=QUIET_RUN_CONFIG,
             raise_on_error=True,
         )
         results.append(result)

@@ -9,12 +9,12 @@ RUN_CONFIG = {"ops": {"mining_clusters": {"config": {"buffer_degrees": 0.005}}}}
 
 
 def _materialize(instance, defs, resources, selection, partition=None) -> dg.ExecuteInProcessResult:
-    from gnt_assets.demo import DEMO_LOG_LEVEL
+    from gnt_assets.demo import QUIET_RUN_CONFIG
 
-    config = {"loggers": {"console": {"config": {"log_level": DEMO_LOG_LEVEL}}}}
     return dg.materialize(
         [*defs.assets, *(defs.asset_checks or [])], selection=selection, partition_key=partition, instance=instance,
-        resources=resources, run_config={**config, **RUN_CONFIG} if "mining_clusters" in selection else config, raise_on_error=True,
+        resources=resources, raise_on_error=True,
+        run_config={**QUIET_RUN_CONFIG, **RUN_CONFIG} if "mining_clusters" in selection else QUIET_RUN_CONFIG,
     )
 
 
@@ -56,8 +56,7 @@ def run(instance: dg.DagsterInstance) -> None:
         tiles = _materialize(instance, defs, resources, ["mining_training_tiles", "mining_hpc_transfer"], key)
         meta = tiles.asset_materializations_for_node("mining_training_tiles")[0].metadata
         print(f"   training tiles {key}: {meta['tiles'].value} tiles, {meta['bytes'].value:,} bytes", flush=True)
-    from gnt_assets.demo import DEMO_LOG_LEVEL
+    from gnt_assets.demo import QUIET_RUN_CONFIG
 
-    quiet = {"loggers": {"console": {"config": {"log_level": DEMO_LOG_LEVEL}}}}
-    janitor = defs.resolve_job_def("janitor").execute_in_process(instance=instance, run_config=quiet, raise_on_error=False)
+    janitor = defs.resolve_job_def("janitor").execute_in_process(instance=instance, run_config=QUIET_RUN_CONFIG, raise_on_error=False)
     print(f"   janitor check: {'storage agrees with Dagster' if janitor.success else 'found problems (see the janitor run)'}", flush=True)

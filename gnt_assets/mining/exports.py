@@ -119,9 +119,14 @@ def ledger_paths(root: UPath) -> list[UPath]:
     return sorted(folder.glob("*/*.json")) if folder.exists() else []
 
 
+def active_tasks(records: list[ExportRecord]) -> int:
+    """Earth Engine tasks of one ledger that were submitted and have not finished."""
+    return sum(1 for r in records if r.task_id and r.state in ACTIVE)
+
+
 def in_flight(root: UPath) -> int:
-    """Drive tasks submitted and not finished, over every country-year's ledger."""
-    return sum(1 for path in ledger_paths(root) for r in read_ledger(path) if r.task_id and r.state in ACTIVE)
+    """Earth Engine tasks submitted and not finished, over every country-year's ledger."""
+    return sum(active_tasks(read_ledger(path)) for path in ledger_paths(root))
 
 
 def write_ledger(path: UPath, records: list[ExportRecord]) -> None:

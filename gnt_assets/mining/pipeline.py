@@ -12,7 +12,7 @@ from pathlib import Path
 import geopandas as gpd
 from upath import UPath
 
-from gnt_assets.core.atomic import atomic_write_bytes
+from gnt_assets.core.atomic import atomic_write_bytes, is_local
 from gnt_assets.io_managers.geoparquet import write_table
 from gnt_assets.mining.downloads import ExportFileError, assemble
 from gnt_assets.mining.exports import (
@@ -34,7 +34,7 @@ from gnt_assets.mining.regions import country_geobox, create_region, region_path
 
 def read_polygon_file(path: UPath) -> gpd.GeoDataFrame:
     """A GeoParquet (``.parquet``) or any OGR vector file (GeoPackage, ...), local or remote."""
-    local = path.protocol in ("", "file", "local")
+    local = is_local(path)
     try:
         if path.suffix == ".parquet":
             return gpd.read_parquet(path.path if local else path)

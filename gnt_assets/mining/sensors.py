@@ -14,7 +14,7 @@ from gnt_assets.mining.exports import (
     FAILED_STATES,
     QUEUED,
     ExportError,
-    in_flight,
+    active_tasks,
     ledger_paths,
     partition_state,
     read_ledger,
@@ -60,11 +60,11 @@ def gee_export_sensor(context: dg.SensorEvaluationContext, storage: StorageResou
     partitions whose exports failed ``MAX_ATTEMPTS`` times with the Earth Engine error text."""
     cursor = json.loads(context.cursor or "{}")  # partition -> "requested:<attempts>" or "failed:<attempts>"
     requests = []
-    free = earthengine.max_in_flight - in_flight(storage.root_path)
-    for ledger in ledger_paths(storage.root_path):
+    ledgers = {path: read_ledger(path) for path in ledger_paths(storage.root_path)}  # each read once per tick
+    free = earthengine.max_in_flight - sum(active_tasks(records) for records in ledgers.values())
+    for ledger, records in ledgers.items():
         country, year = ledger.parent.name, ledger.stem
         partition = f"{country}|{year}"
-        records = read_ledger(ledger)
         if not records or all(r.downloaded for r in records):
             continue
         records, notes, free = poll_ledger(records, earthengine, free)

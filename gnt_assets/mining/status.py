@@ -7,7 +7,7 @@ from collections import Counter
 import pandas as pd
 from upath import UPath
 
-from gnt_assets.mining.exports import read_ledger
+from gnt_assets.mining.exports import ledger_paths, read_ledger
 
 STATES = ("QUEUED", "READY", "RUNNING", "FAILED", "CANCELLED", "COMPLETED", "downloaded")
 COLUMNS = ("partition", *STATES, "errors")
@@ -15,9 +15,8 @@ COLUMNS = ("partition", *STATES, "errors")
 
 def status_table(root: UPath) -> pd.DataFrame:
     """One row per country-year with exports: clusters per state (``downloaded`` = in the zarr region) and errors."""
-    folder = root / "mining" / "exports"
     rows = []
-    for ledger in sorted(folder.glob("*/*.json")) if folder.exists() else []:
+    for ledger in ledger_paths(root):
         records = read_ledger(ledger)
         counts = Counter("downloaded" if r.downloaded else r.state for r in records)
         errors = "; ".join(f"{r.spec.description}: {r.errors[-1]}" for r in records if r.errors)
