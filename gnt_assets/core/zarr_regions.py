@@ -279,9 +279,9 @@ def _marker(path: UPath, region: dict[str, slice], sizes: dict[str, int]) -> UPa
     return path.parent / f".{path.name}.regions" / f"{name}.json"
 
 
-def write_region(path: UPath, dataset: xr.Dataset) -> dict[str, slice]:
+def write_region(path: UPath, dataset: xr.Dataset, layout: StoreLayout | None = None) -> dict[str, slice]:
     """Write ``dataset`` where its coordinates place it; idempotent, and marked complete only at the end."""
-    layout = StoreLayout.read(path)
+    layout = StoreLayout.read(path) if layout is None else layout
     region = region_of(path, dataset, layout)
     marker = _marker(path, region, layout.sizes)
     if marker.exists():
@@ -308,9 +308,10 @@ def _unit_keys(name: str, dims: tuple[str, ...], units: dict[str, int], region: 
     return {f"{name}/c{key}" for key in keys}
 
 
-def region_status(path: UPath, region: dict[str, slice], variables: list[str] | None = None) -> RegionStatus:
+def region_status(path: UPath, region: dict[str, slice], variables: list[str] | None = None,
+                  layout: StoreLayout | None = None) -> RegionStatus:
     """How many of the region's stored objects exist, and whether its completion marker is there."""
-    layout = StoreLayout.read(path)
+    layout = StoreLayout.read(path) if layout is None else layout
     sizes = layout.sizes
     expected = present = stored_bytes = 0
     fs = path.fs

@@ -21,7 +21,7 @@ from upath import UPath
 
 from gnt_assets.core.atomic import atomic_write_text
 from gnt_assets.core.keys import check_key
-from gnt_assets.core.zarr_regions import create_store, open_store, region_status, write_region
+from gnt_assets.core.zarr_regions import StoreLayout, create_store, open_store, region_status, write_region
 from gnt_assets.resources.storage import StorageResource
 
 
@@ -55,8 +55,9 @@ class ZarrRegionIOManager(dg.ConfigurableIOManager):
         # checked before anything is written: a key with ".." or "/" fails with nothing in the store
         record = _partition_record(store, context.partition_key) if context.has_partition_key else None
         create_store(store, obj.template, encoding=obj.encoding)
-        region = write_region(store, obj.data)
-        status = region_status(store, region)
+        layout = StoreLayout.read(store)  # one metadata read for the write and its verification
+        region = write_region(store, obj.data, layout)
+        status = region_status(store, region, layout=layout)
         if not status.complete:
             raise RuntimeError(f"zarr store {store}: region {region} incomplete after writing ({status})")
         if record is not None:
