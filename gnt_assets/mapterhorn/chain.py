@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from upath import UPath
+
+from gnt_assets.core.atomic import atomic_write_text
 from gnt_assets.mapterhorn.catalog import source_of
 
 STEPS = ("download", "unpacked", "georeferenced", "cog", "bounds", "polygon")
@@ -111,20 +113,13 @@ class FileWork:
             "work_bytes": folder_bytes(self.work),
             **facts,
         }
-        path = self.record_path(step)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.with_name(".tmp-" + path.name)
-        temp.write_text(json.dumps(record, indent=1, sort_keys=True))
-        os.replace(temp, path)
+        atomic_write_text(UPath(self.record_path(step)), json.dumps(record, indent=1, sort_keys=True))
         return record
 
     def mark_merged(self, step: str) -> None:
         """Note that the source merge consumed (and deleted) this step's output."""
         record = {**self.record(step), "merged": True}
-        path = self.record_path(step)
-        temp = path.with_name(".tmp-" + path.name)
-        temp.write_text(json.dumps(record, indent=1, sort_keys=True))
-        os.replace(temp, path)
+        atomic_write_text(UPath(self.record_path(step)), json.dumps(record, indent=1, sort_keys=True))
 
     def inputs(self, step: str) -> list[Path]:
         """The previous step's outputs, which this step consumes."""

@@ -17,6 +17,7 @@ import pyogrio
 import shapely
 from upath import UPath
 
+from gnt_assets.core.atomic import atomic_write_text
 from gnt_assets.core.tarball import TarMember
 from gnt_assets.mapterhorn.catalog import SourceMetadata
 from gnt_assets.mapterhorn.chain import FileWork, cog_folder, source_fingerprint
@@ -47,10 +48,7 @@ def bounds_csv(root: Path, source: str, keys: list[str]) -> Path:
                 raise MergeError(f"source {source}: two files produce {name}; rename one in the file list")
             rows[name] = row
     path = merged_dir(root, source) / "bounds.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(".tmp-" + path.name)
-    temp.write_text("\n".join([BOUNDS_HEADER, *(rows[name] for name in sorted(rows))]) + "\n")
-    os.replace(temp, path)
+    atomic_write_text(UPath(path), "\n".join([BOUNDS_HEADER, *(rows[name] for name in sorted(rows))]) + "\n")
     return path
 
 
@@ -79,7 +77,7 @@ def coverage_gpkg(root: Path, source: str, keys: list[str]) -> Path:
     if len(check) != 1 or not check.geometry.is_valid.all() or check.area.sum() + 1e-6 < parts.area.max():
         raise MergeError(f"source {source}: merged coverage failed verification")
     os.replace(temp, path)
-    record_path.write_text(json.dumps({"keys": sorted(keys), "fingerprint": fingerprint, "area": float(union.area)}))
+    atomic_write_text(UPath(record_path), json.dumps({"keys": sorted(keys), "fingerprint": fingerprint, "area": float(union.area)}))
     _polygons_merged(root, keys)
     return path
 
@@ -106,8 +104,5 @@ def tarball_members(root: Path, metadata: SourceMetadata, license_pdf: Path, cog
 def write_report(root: Path, source: str, report: dict) -> Path:
     """``report.json`` beside the merged outputs, so the state table survives outside Dagster too."""
     path = merged_dir(root, source) / "report.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(".tmp-" + path.name)
-    temp.write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
-    os.replace(temp, path)
+    atomic_write_text(UPath(path), json.dumps(report, indent=1, sort_keys=True) + "\n")
     return path

@@ -17,7 +17,7 @@ from upath import UPath
 from gnt_assets.core import zarr_regions
 from gnt_assets.core.atomic import local_lock
 from gnt_assets.core.zarr_regions import RegionStatus, ZarrLayoutError
-from gnt_assets.sentinel.cube import VARIABLE, CubeLayout, cube_encoding, cube_template
+from gnt_assets.sentinel.cube import VARIABLE, CubeLayout, cube_encoding, cube_template, region_slices
 
 BACKENDS = ("zarr", "icechunk")
 COMMIT_TRIES = 50
@@ -57,10 +57,7 @@ class CubeStore:
         times = [str(t)[:10] for t in data["time"].values]
         if month[:10] not in times:
             raise KeyError(f"month {month} chunk {chunk}: the cube {self.path} has no time step for the month")
-        index = times.index(month[:10])
-        rows, cols = layout.regions[chunk]
-        ydim, xdim = data.dims[1:3]
-        return {"time": slice(index, index + 1), ydim: rows, xdim: cols}
+        return region_slices(layout, chunk, times.index(month[:10]), *data.dims[1:3])
 
     def write(self, dataset: xr.Dataset, layout: CubeLayout, chunk: str, month: str) -> dict[str, slice]:
         """Write one cell's region for one month (idempotent; all or nothing with Icechunk)."""
