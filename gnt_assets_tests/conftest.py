@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import threading
@@ -16,9 +17,17 @@ from upath import UPath
 @pytest.fixture(autouse=True)
 def no_leaked_defs_state_storage():
     """Each test starts without a state storage left behind by an instance an earlier test dropped:
-    loading definitions would otherwise ask that dead instance (order-dependent failures under xdist)."""
+    loading definitions would otherwise ask that dead instance (order-dependent failures under xdist).
+
+    Dagster keeps the storage in a context variable that an entered instance resets on exit. An
+    instance context some earlier code entered and abandoned (a run result, a generator) exits
+    only when the garbage collector gets to it, and its reset then restores a storage whose
+    instance is gone, in the middle of whichever test is running. Collecting before and after
+    each test makes those resets happen here, where they are overridden."""
+    gc.collect()
     with set_defs_state_storage(None):
         yield
+        gc.collect()
 
 
 os.environ.setdefault("GNT_PROFILE", "local")
