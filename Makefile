@@ -9,7 +9,7 @@ NODE_DIR := .gnt/node
 NODE_STAMP := $(NODE_DIR)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.gnt/dagster_home
 
-.PHONY: demo test dev bench install node-tools clean
+.PHONY: demo test lint dev bench install node-tools clean
 
 $(STAMP): pyproject.toml setup.py requirements/base.txt requirements/dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,7 +35,12 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m gnt_assets.demo
 
-test: $(STAMP) $(NODE_STAMP)
+# Lint and import contracts first (rules and contracts in pyproject.toml): a violation fails `make test`.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+
+test: lint $(NODE_STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml

@@ -31,13 +31,13 @@ import rasterio
 import rasterio.shutil
 from rasterio.transform import from_origin
 
-from gnt_assets.local.mapterhorn import SourceServer, license_pdf
 from gnt_assets.mapterhorn import assets, rasters, steps
 from gnt_assets.mapterhorn.catalog import list_files
 from gnt_assets.mapterhorn.chain import FileWork
 from gnt_assets.mapterhorn.download import download
+from gnt_assets.mapterhorn.local import SourceServer, license_pdf
 from gnt_assets.mapterhorn.rasters import COG_OPTIONS
-from gnt_assets.resources.mapterhorn import MapterhornSourcesResource
+from gnt_assets.mapterhorn.resources import MapterhornSourcesResource
 
 NODATA = -9999.0
 FILE_ASSETS = [assets.mapterhorn_download, assets.mapterhorn_unpacked, assets.mapterhorn_georeferenced,
@@ -99,7 +99,7 @@ def bench_cog(tmp: Path, size: int, repeat: int) -> None:
     labels = [f"gdal_translate ({gdal_version.split(',')[0]})", f"ours, translation only (rasterio, GDAL {rasterio.__gdal_version__})",
               "ours, whole step (translate + validate + read-back)"]
     (wall_ref, cpu_ref), size_ref = timings[0], sizes[0]
-    for label, (wall, cpu), size_bytes in zip(labels, timings, sizes):
+    for label, (wall, cpu), size_bytes in zip(labels, timings, sizes, strict=False):
         print(f"  {label:<53} wall {wall:6.2f} s (x{wall / wall_ref:.2f})  cpu {cpu:6.2f} s (x{cpu / cpu_ref:.2f})"
               f"  {size_bytes:>11,} bytes ({100 * (size_bytes / size_ref - 1):+.3f}%)")
     for path in (src, gdal_out, ours_out, plain_out):

@@ -27,7 +27,7 @@ START = date(2020, 7, 2)
 def ensure_store(workdir: Path) -> Path:
     from upath import UPath
 
-    from gnt_assets.local.conus404 import FULL_SHAPE, ensure_hourly_store
+    from gnt_assets.conus404.local import FULL_SHAPE, ensure_hourly_store
 
     # 1 day + the 00:00 step after it; the generator writes one chunk per hour like the real store
     return Path(ensure_hourly_store(UPath(workdir), START, 1, FULL_SHAPE).path)

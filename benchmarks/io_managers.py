@@ -34,10 +34,10 @@ from upath import UPath
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gnt_assets.core.zarr_regions import create_store, write_region  # noqa: E402
-from gnt_assets.io_managers.geoparquet import GeoParquetIOManager  # noqa: E402
-from gnt_assets.io_managers.zarr import ZarrRegionIOManager, ZarrRegionWrite  # noqa: E402
-from gnt_assets.resources.storage import StorageResource  # noqa: E402
+from gnt_assets.core.zarr_regions import create_store, write_region
+from gnt_assets.io_managers.geoparquet import GeoParquetIOManager
+from gnt_assets.io_managers.zarr import ZarrRegionIOManager, ZarrRegionWrite
+from gnt_assets.resources.storage import StorageResource
 
 
 def cube(size: int, regions: int) -> xr.Dataset:

@@ -17,11 +17,11 @@ import xarray as xr
 from shapely.geometry import box
 from upath import UPath
 
-from gnt_assets.local.sentinel import COLLECTION, ensure_sample_scenes, stac_api_server
 from gnt_assets.sentinel.chunk_runs import layout_for
-from gnt_assets.sentinel.cube_store import CubeStore
 from gnt_assets.sentinel.cube import region_dataset
+from gnt_assets.sentinel.cube_store import CubeStore
 from gnt_assets.sentinel.grid import GridSpec, named_grid
+from gnt_assets.sentinel.local import COLLECTION, ensure_sample_scenes, stac_api_server
 from gnt_assets.sentinel.mosaic import ChunkJob, cloud_mask, load_scenes, masked_median
 from gnt_assets.sentinel.stac import SceneQuery, search_scenes
 
@@ -64,11 +64,21 @@ def main(workdir: Path) -> None:
         job = ChunkJob(chunk=chunk, month=MONTH, query=SceneQuery(url, COLLECTION, bbox, date.fromisoformat(MONTH)),
                        band_assets=BANDS, scl_asset="scl", layout=layout, cube=store)
         split = {}
-        t = time.perf_counter(); scenes = search_scenes(job.query); split["search"] = time.perf_counter() - t
-        t = time.perf_counter(); bands, scl = load_scenes(job, scenes); split["load"] = time.perf_counter() - t
-    t = time.perf_counter(); bad = cloud_mask(scl) | (bands == 0).any(axis=-1); split["mask"] = time.perf_counter() - t
-    t = time.perf_counter(); median = masked_median(bands, bad); split["median"] = time.perf_counter() - t
-    t = time.perf_counter(); store.write(region_dataset(layout, chunk, MONTH, list(BANDS), median), layout, chunk, MONTH); split["write"] = time.perf_counter() - t
+        t = time.perf_counter()
+        scenes = search_scenes(job.query)
+        split["search"] = time.perf_counter() - t
+        t = time.perf_counter()
+        bands, scl = load_scenes(job, scenes)
+        split["load"] = time.perf_counter() - t
+    t = time.perf_counter()
+    bad = cloud_mask(scl) | (bands == 0).any(axis=-1)
+    split["mask"] = time.perf_counter() - t
+    t = time.perf_counter()
+    median = masked_median(bands, bad)
+    split["median"] = time.perf_counter() - t
+    t = time.perf_counter()
+    store.write(region_dataset(layout, chunk, MONTH, list(BANDS), median), layout, chunk, MONTH)
+    split["write"] = time.perf_counter() - t
     print(f"chunk {chunk}: {len(scenes)} scenes, array {bands.shape} (time, y, x, band) {bands.dtype}")
     total = sum(split.values())
     print("end-to-end per chunk: " + ", ".join(f"{k} {v:.2f} s" for k, v in split.items()) + f"; total {total:.2f} s")

@@ -6,8 +6,8 @@ from gnt_assets.conus404 import definitions as conus404
 from gnt_assets.jobs import reference_data_on_dask
 from gnt_assets.mapterhorn import definitions as mapterhorn
 from gnt_assets.mining import definitions as mining
+from gnt_assets.profiles import resources_for_profile
 from gnt_assets.rasters import definitions as rasters
-from gnt_assets.resources import resources_for_profile
 from gnt_assets.sensors.check_failure_alerts import check_failure_alert_sensor
 from gnt_assets.sentinel import definitions as sentinel
 

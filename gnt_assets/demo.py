@@ -12,44 +12,12 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import dagster as dg
 
-from gnt_assets.resources import PIPELINES
-
-# The demo prints its own progress; Dagster's per-event console log is there when asked for.
-QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": os.environ.get("GNT_DEMO_LOG_LEVEL", "WARNING")}}}}
-
-
-def demo_selection_job(selection: dg.AssetSelection | Sequence[str]) -> dg.AssetSelection:
-    if isinstance(selection, dg.AssetSelection):
-        return selection
-    return dg.AssetSelection.assets(*selection)
-
-
-def materialize_partitions(
-    instance: dg.DagsterInstance,
-    selection: dg.AssetSelection | Sequence[str],
-    partition_keys: Iterable[str | dg.MultiPartitionKey | None] = (None,),
-) -> list[dg.ExecuteInProcessResult]:
-    """Materialize a selection (with its checks) once per partition, failing loudly on error."""
-    from gnt_assets.definitions import defs
-
-    results = []
-    for key in partition_keys:
-        result = dg.materialize(
-            assets=[*defs.assets, *(defs.asset_checks or [])],
-            selection=demo_selection_job(selection),
-            partition_key=str(key) if key is not None else None,
-            instance=instance,
-            resources=defs.resources,
-            run_config=QUIET_RUN_CONFIG,
-            raise_on_error=True,
-        )
-        results.append(result)
-    return results
+from gnt_assets.profiles import PIPELINES
 
 
 @dataclass(frozen=True)
@@ -136,12 +104,14 @@ def _quiet_dagster_warnings() -> None:
 
 def main(pipelines: Sequence[str] = PIPELINES) -> int:
     _quiet_dagster_warnings()
+    from gnt_assets.definitions import defs
+
     instance = dg.DagsterInstance.get()
     print(f"demo instance: {os.environ.get('DAGSTER_HOME')}  storage root: {os.environ.get('GNT_STORAGE_ROOT', './data')}")
     for pipeline in pipelines:
         started = time.perf_counter()
         print(f"== {pipeline}", flush=True)
-        importlib.import_module(f"gnt_assets.{pipeline}.demo").run(instance)
+        importlib.import_module(f"gnt_assets.{pipeline}.demo").run(instance, defs)
         print(f"   {pipeline} done in {time.perf_counter() - started:.1f} s", flush=True)
     print()
     print(format_summary(summarize(instance)))

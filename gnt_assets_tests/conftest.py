@@ -57,7 +57,7 @@ def instance(tmp_path):
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """A loopback S3-protocol server (moto) with one bucket, shared by a test session."""
-    from gnt_assets.local.s3 import s3_server
+    from gnt_assets_tests.s3_server import s3_server
 
     with s3_server() as endpoint:
         yield endpoint

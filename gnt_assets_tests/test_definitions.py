@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from gnt_assets.definitions import defs
-from gnt_assets.resources import ProfileError, resources_for_profile
+from gnt_assets.profiles import resources_for_profile
+from gnt_assets.resources import ProfileError
 
 PIPELINE_GROUPS = {"mining", "conus404", "rasters", "sentinel", "mapterhorn"}
 

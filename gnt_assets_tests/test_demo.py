@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from gnt_assets.demo import format_summary, summarize
-from gnt_assets.resources import resources_for_profile
+from gnt_assets.profiles import resources_for_profile
 
 DAYS = ["2020-07-05", "2020-07-06"]  # inside the local CONUS404 source window
 

@@ -15,6 +15,7 @@ import pyproj
 import xarray as xr
 
 from gnt_assets.conus404.variables import WIND_SPEED, SourceVariable
+from gnt_assets.core.errors import InputError
 
 HOURS = 24
 
@@ -22,7 +23,7 @@ HOURS = 24
 def hour_offsets(variable: SourceVariable, accumulation_offset: int = 1) -> range:
     """Hours after 00:00 of the day that the daily value of ``variable`` reads."""
     if variable.kind == "instant":
-        return range(0, HOURS)
+        return range(HOURS)
     if variable.kind == "hourly_accumulation":
         return range(accumulation_offset, accumulation_offset + HOURS)
     # bucket: the step before the window start and the window end
@@ -80,7 +81,7 @@ class DailyFields:
     missing_hours: list[str] = field(default_factory=list)
 
 
-class SourceWindowError(LookupError):
+class SourceWindowError(InputError, LookupError):
     pass
 
 

@@ -11,21 +11,23 @@ from gnt_assets.conus404 import run_history
 from gnt_assets.conus404.aggregation import aggregate_day
 from gnt_assets.conus404.daily_store import daily_template, day_dataset, day_objects, day_summary, read_day, store_encoding
 from gnt_assets.conus404.day_checks import BlockingChecksFailed, evaluate_written_days
-from gnt_assets.conus404.failures import is_transient, report_document
+from gnt_assets.conus404.failures import report_document
+from gnt_assets.conus404.resources import Conus404Source
 from gnt_assets.core.atomic import atomic_write_bytes
+from gnt_assets.core.errors import is_transient
 from gnt_assets.core.quicklook import quicklook
 from gnt_assets.core.zarr_regions import create_store, write_region
 from gnt_assets.materialization import output_metadata, quicklook_metadata
 from gnt_assets.partitions import conus404_day
 from gnt_assets.resources.compute import DaskComputeResource
-from gnt_assets.resources.conus404 import Conus404Source
 from gnt_assets.resources.storage import StorageResource
+from gnt_assets.retries import TRANSIENT_RETRY, failure_for
 
 GROUP = "conus404"
 DAILY_STORE = ("conus404", "daily.zarr")
 
 # Transient source errors (network, throttling, 5xx, timeouts) back off 5, 10, 20, 40 s, each +-50 % jitter.
-SOURCE_RETRY = dg.RetryPolicy(max_retries=4, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+SOURCE_RETRY = TRANSIENT_RETRY
 
 
 def _store_bounds() -> tuple[str, str]:
@@ -51,7 +53,7 @@ def conus404_daily(context: dg.AssetExecutionContext, storage: StorageResource, 
         template = daily_template(hourly, variables, *_store_bounds())
         create_store(path, template, encoding=store_encoding(template))
     except Exception as error:
-        raise _failure(f"conus404 days {days[0]}..{days[-1]}: source could not be opened: {type(error).__name__}: {error}", error) from error
+        raise failure_for(error, f"conus404 days {days[0]}..{days[-1]}: source could not be opened: {type(error).__name__}: {error}") from error
     written, failed = [], {}
     for index, day in enumerate(days, start=1):
         try:
@@ -76,7 +78,7 @@ def conus404_daily(context: dg.AssetExecutionContext, storage: StorageResource, 
         failed.update({day: BlockingChecksFailed("see its failed check evaluations") for day in sorted(invalid)})
         summary = "; ".join(f"[{d}] {type(e).__name__}: {e}" for d, e in failed.items())  # [day]: read by run_history
         retryable = next((e for e in failed.values() if is_transient(e)), next(iter(failed.values())))
-        raise _failure(f"conus404 daily failed for {len(failed)} of {len(days)} days: {summary}", retryable)
+        raise failure_for(retryable, f"conus404 daily failed for {len(failed)} of {len(days)} days: {summary}")
     return dg.MaterializeResult(metadata={**_daily_metadata(path, days[-1]), "days": dg.MetadataValue.text(", ".join(map(str, days)))})
 
 
@@ -92,13 +94,6 @@ def _daily_metadata(path, day: date) -> dict:
         title = f"{precip} daily sum (mm)"  # only the picture: shape/min/mean/max above are T2's
         metadata[title] = quicklook_metadata(quicklook(stored[precip].values[0][::-1]), title=title)[title]
     return metadata
-
-
-def _failure(message: str, error: BaseException) -> BaseException:
-    """Transient errors propagate (the retry policy retries them); others fail without retry."""
-    if is_transient(error):
-        return error
-    return dg.Failure(description=message, allow_retries=False)
 
 
 @dg.asset(

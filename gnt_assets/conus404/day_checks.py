@@ -15,6 +15,7 @@ import xarray as xr
 
 from gnt_assets.conus404.daily_store import read_day
 from gnt_assets.conus404.validation import BLOCKING, WARNINGS, Finding
+from gnt_assets.core.errors import InputError
 
 DESCRIPTIONS = {
     "hours_complete": "All 24 hourly source steps of the day were present.",
@@ -31,7 +32,7 @@ DAY_CHECKS: dict[str, tuple[Callable[[xr.Dataset], Finding], bool]] = {
 }
 
 
-class BlockingChecksFailed(ValueError):
+class BlockingChecksFailed(InputError):
     """A day of a failed ranged run that was written but failed a blocking check."""
 
 

@@ -1,9 +1,25 @@
-"""The conus404 pipeline's assets, checks, sensors and schedules."""
+"""The conus404 pipeline's assets, checks, sensors and schedules, and its resources for a profile."""
+
+import os
+from typing import Any
 
 import dagster as dg
+from upath import UPath
 
-from gnt_assets.conus404.assets import conus404_analysis_ready, conus404_daily, conus404_daily_summary, conus404_failure_report
-from gnt_assets.conus404.checks import analysis_ready_layout, daily_checks, no_ultimate_failures, summary_covers_variables
+from gnt_assets.conus404.assets import (
+    conus404_analysis_ready,
+    conus404_daily,
+    conus404_daily_summary,
+    conus404_failure_report,
+)
+from gnt_assets.conus404.checks import (
+    analysis_ready_layout,
+    daily_checks,
+    no_ultimate_failures,
+    summary_covers_variables,
+)
+from gnt_assets.conus404.local import LocalConus404Source
+from gnt_assets.conus404.resources import PC_STAC_URL, PlanetaryComputerConus404Source
 from gnt_assets.conus404.schedules import conus404_catchup_schedule
 from gnt_assets.conus404.sensors import conus404_failure_report_sensor
 
@@ -13,3 +29,16 @@ defs = dg.Definitions(
     sensors=[conus404_failure_report_sensor],
     schedules=[conus404_catchup_schedule],
 )
+
+
+def resource_set(profile: str) -> dict[str, Any]:
+    if profile == "local":
+        root = UPath(os.environ.get("GNT_STORAGE_ROOT", "./data"))
+        root = root if "://" in str(root) else root.absolute()
+        return {"conus404_source": LocalConus404Source(root=str(root / "sources" / "conus404"))}
+    return {
+        "conus404_source": PlanetaryComputerConus404Source(
+            stac_url=os.environ.get("GNT_CONUS404_STAC_URL", PC_STAC_URL),
+            subscription_key=dg.EnvVar("PC_SDK_SUBSCRIPTION_KEY") if os.environ.get("PC_SDK_SUBSCRIPTION_KEY") else None,
+        )
+    }

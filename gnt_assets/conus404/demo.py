@@ -3,12 +3,12 @@ the failure report and the analysis-ready copy."""
 
 import dagster as dg
 
-from gnt_assets.demo import materialize_partitions
+from gnt_assets.demo_runs import materialize_partitions
 
 DEMO_DAYS = ["2020-07-01", "2020-07-02", "2020-07-03", "2020-07-04", "2020-07-05"]
 
 
-def run(instance: dg.DagsterInstance) -> None:
+def run(instance: dg.DagsterInstance, defs: dg.Definitions) -> None:
     """Materializes the conus404 demo partitions on the local backends."""
-    materialize_partitions(instance, ["conus404_daily", "conus404_daily_summary"], DEMO_DAYS)
-    materialize_partitions(instance, ["conus404_failure_report", "conus404_analysis_ready"])
+    materialize_partitions(defs, instance, ["conus404_daily", "conus404_daily_summary"], DEMO_DAYS)
+    materialize_partitions(defs, instance, ["conus404_failure_report", "conus404_analysis_ready"])

@@ -9,7 +9,7 @@ the failure report, a later successful run takes it out again. A ranged
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import dagster as dg
 
@@ -87,7 +87,7 @@ def failed_days(instance: dg.DagsterInstance, key: dg.AssetKey) -> list[DayFailu
         text, named = explained.setdefault(run.run_id, _run_failure(instance, run.run_id))
         if named and day not in named:  # a ranged run whose other days succeeded
             continue
-        ended = datetime.fromtimestamp(record.end_time or record.update_timestamp.timestamp(), tz=timezone.utc)
+        ended = datetime.fromtimestamp(record.end_time or record.update_timestamp.timestamp(), tz=UTC)
         failures.append(DayFailure(day=day, error=text, failed_at=ended.isoformat(timespec="seconds"), run_id=run.run_id))
     return failures
 

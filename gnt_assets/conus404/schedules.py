@@ -6,8 +6,8 @@ from datetime import timedelta
 import dagster as dg
 
 from gnt_assets.conus404.assets import conus404_daily
+from gnt_assets.conus404.resources import Conus404Source
 from gnt_assets.partitions import conus404_day
-from gnt_assets.resources.conus404 import Conus404Source
 
 MAX_DAYS_PER_TICK = 62
 

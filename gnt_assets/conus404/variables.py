@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from gnt_assets.core.errors import InputError
+
 Kind = Literal["instant", "hourly_accumulation", "bucket_accumulation"]
 
 
@@ -51,7 +53,7 @@ DEFAULT_VARIABLES: tuple[str, ...] = tuple(CATALOG)
 WIND_SPEED = "WIND10"
 
 
-class VariableConfigError(ValueError):
+class VariableConfigError(InputError):
     pass
 
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import re
 
+from gnt_assets.core.errors import InputError
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]+")
 _DOTS = re.compile(r"\.{2,}")
 MAX_KEY_LENGTH = 200
 
 
-class PartitionKeyError(ValueError):
+class PartitionKeyError(InputError):
     """A partition key that would be unsafe as a Dagster key or a path segment."""
 
 

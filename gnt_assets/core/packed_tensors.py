@@ -31,6 +31,7 @@ import numpy as np
 from upath import UPath
 
 from gnt_assets.core.atomic import atomic_open, is_local, remove_stale_temps
+from gnt_assets.core.errors import InputError
 
 FORMAT = "gnt-packed-tensors/1"
 INDEX_NAME = "index.json"
@@ -39,7 +40,7 @@ RECORD_ALIGNMENT = 64  # every record (and so every field) starts on a 64-byte b
 WRITE_BATCH = 128
 
 
-class PackedTensorError(RuntimeError):
+class PackedTensorError(InputError, RuntimeError):
     """A packed folder that is missing, truncated, or disagrees with its index."""
 
 

@@ -21,13 +21,14 @@ from typing import IO
 from upath import UPath
 
 from gnt_assets.core.atomic import atomic_open, atomic_write_text
+from gnt_assets.core.errors import InputError
 
 # 2000-01-01T00:00:00Z: a fixed member mtime makes tarballs reproducible.
 MEMBER_MTIME = 946684800
 CHUNK = 1 << 20
 
 
-class TarballError(ValueError):
+class TarballError(InputError):
     """A tarball that cannot be written or does not match its checksum."""
 
 

@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from affine import Affine
 from odc.geo.geobox import GeoBox
 
+from gnt_assets.core.errors import InputError
+
 RESOLUTION = 0.000269495
 TILE_SIZE = 64
 WORLD = GeoBox.from_bbox((-180, -90, 180, 90), crs="EPSG:4326", resolution=RESOLUTION)
@@ -29,7 +31,7 @@ TILE_ROWS = math.ceil(WORLD.shape.y / TILE_SIZE)
 BBox = tuple[float, float, float, float]
 
 
-class WorldGridError(ValueError):
+class WorldGridError(InputError):
     """A tile index or box that is not on the world grid."""
 
 

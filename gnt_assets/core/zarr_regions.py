@@ -30,10 +30,10 @@ import zarr
 from upath import UPath
 
 from gnt_assets.core.atomic import TEMP_PREFIX, atomic_write_text, is_local, local_lock, temp_sibling
+from gnt_assets.core.errors import InputError
 
 
-
-class ZarrLayoutError(ValueError):
+class ZarrLayoutError(InputError):
     """A store or region that does not fit the expected layout."""
 
 
@@ -320,7 +320,7 @@ def region_status(path: UPath, region: dict[str, slice], variables: list[str] | 
     for name in names:
         keys = _unit_keys(name, layout.dims[name], layout.units[name], region, sizes)
         # List only below the keys' common folder: a day of a 15,000-day store lists its own chunks.
-        folder = f"{root}/{os.path.commonprefix(sorted(keys)).rsplit('/', 1)[0]}"
+        folder = f"{root}/{os.path.commonprefix(sorted(keys)).rsplit('/', 1)[0]}"  # noqa: RUF071 (a string prefix on purpose: the folder is cut at its last '/')
         found = fs.find(folder, detail=True) if fs.exists(folder) else {}
         found_sizes = {p[len(root) + 1 :]: int(info.get("size") or 0) for p, info in found.items()}
         expected += len(keys)

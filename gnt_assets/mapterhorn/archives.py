@@ -16,10 +16,12 @@ from pathlib import Path, PurePosixPath
 
 import py7zr
 
+from gnt_assets.core.errors import InputError
+
 RASTER_SUFFIXES = (".tif", ".tiff", ".asc", ".xyz", ".grd", ".img")
 
 
-class ArchiveError(ValueError):
+class ArchiveError(InputError):
     """An archive member that is unsafe or an archive over the limits."""
 
 

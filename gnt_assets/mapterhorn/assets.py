@@ -14,10 +14,10 @@ from gnt_assets.mapterhorn import checks, merge, steps
 from gnt_assets.mapterhorn.catalog import catalog_files, license_pdf, list_files, read_metadata
 from gnt_assets.mapterhorn.chain import FileWork
 from gnt_assets.mapterhorn.progress import source_progress
+from gnt_assets.mapterhorn.resources import MapterhornSourcesResource
 from gnt_assets.materialization import output_metadata, quicklook_metadata
 from gnt_assets.partitions import mapterhorn_files
 from gnt_assets.partitions import mapterhorn_sources as source_partitions
-from gnt_assets.resources.mapterhorn import MapterhornSourcesResource
 from gnt_assets.resources.storage import StorageResource
 
 GROUP = "mapterhorn"

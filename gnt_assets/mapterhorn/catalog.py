@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
+from gnt_assets.core.errors import InputError
 from gnt_assets.core.keys import sanitize_key, unique_keys
 
 METADATA_FIELDS = ("name", "resolution-m", "website", "license", "producer")
 
 
-class CatalogError(ValueError):
+class CatalogError(InputError):
     """A source catalog entry (file list line, metadata) that cannot be used."""
 
 
@@ -78,7 +79,7 @@ def list_files(catalog: Path, source: str) -> list[SourceFile]:
     lines = [(number, line.strip()) for number, line in enumerate(path.read_text().splitlines(), 1)]
     entries = [(number, line) for number, line in lines if line and not line.startswith("#")]
     keys = unique_keys([f"{source}.{_stem(line)}" for _, line in entries])
-    return [SourceFile(source=source, key=key, url=line, line=number) for key, (number, line) in zip(keys, entries)]
+    return [SourceFile(source=source, key=key, url=line, line=number) for key, (number, line) in zip(keys, entries, strict=False)]
 
 
 def catalog_files(catalog: Path) -> dict[str, SourceFile]:

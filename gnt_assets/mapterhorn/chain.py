@@ -27,6 +27,7 @@ from pathlib import Path
 from upath import UPath
 
 from gnt_assets.core.atomic import atomic_write_text
+from gnt_assets.core.errors import InputError
 from gnt_assets.mapterhorn.catalog import source_of
 
 STEPS = ("download", "unpacked", "georeferenced", "cog", "bounds", "polygon")
@@ -34,7 +35,7 @@ STEPS = ("download", "unpacked", "georeferenced", "cog", "bounds", "polygon")
 INPUT_OF = {"unpacked": "download", "georeferenced": "unpacked", "cog": "georeferenced", "bounds": "cog", "polygon": "cog"}
 
 
-class ChainError(RuntimeError):
+class ChainError(InputError, RuntimeError):
     """A step whose input is missing (an upstream step must be re-materialized)."""
 
 
@@ -101,7 +102,7 @@ class FileWork:
         for path in (self.root / "state" / self.source).glob("*/cog.json"):
             record = json.loads(path.read_text())
             if record["key"] != self.key:
-                owners.update({name: record["key"] for name in record["names"]})
+                owners.update(dict.fromkeys(record["names"], record["key"]))
         return owners
 
     def write_record(self, step: str, outputs: list[Path], **facts) -> dict:

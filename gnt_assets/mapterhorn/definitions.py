@@ -1,9 +1,19 @@
-"""The mapterhorn pipeline's assets, checks, sensors and jobs."""
+"""The mapterhorn pipeline's assets, checks, sensors and jobs, and its resources for a profile."""
+
+import os
+from typing import Any
 
 import dagster as dg
 
 from gnt_assets.mapterhorn import assets
-from gnt_assets.mapterhorn.sensors import mapterhorn_file_job, mapterhorn_file_list_sensor, mapterhorn_source_job, mapterhorn_source_merge_sensor
+from gnt_assets.mapterhorn.local import LocalMapterhornSourcesResource
+from gnt_assets.mapterhorn.resources import MapterhornSourcesResource
+from gnt_assets.mapterhorn.sensors import (
+    mapterhorn_file_job,
+    mapterhorn_file_list_sensor,
+    mapterhorn_source_job,
+    mapterhorn_source_merge_sensor,
+)
 
 defs = dg.Definitions(
     assets=[
@@ -21,3 +31,15 @@ defs = dg.Definitions(
     sensors=[mapterhorn_file_list_sensor, mapterhorn_source_merge_sensor],
     jobs=[mapterhorn_file_job, mapterhorn_source_job],
 )
+
+
+def resource_set(profile: str) -> dict[str, Any]:
+    if profile == "local":
+        work = os.path.join(os.environ.get("GNT_STORAGE_ROOT", "./data"), "mapterhorn")
+        return {"mapterhorn_sources": LocalMapterhornSourcesResource(work_dir=work)}
+    return {
+        "mapterhorn_sources": MapterhornSourcesResource(
+            work_dir=os.environ.get("GNT_MAPTERHORN_WORK_DIR", "/tmp/gnt-mapterhorn"),
+            catalog_dir=dg.EnvVar("GNT_MAPTERHORN_CATALOG"),
+        )
+    }

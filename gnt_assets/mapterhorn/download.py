@@ -19,15 +19,17 @@ from pathlib import Path
 
 import requests
 
+from gnt_assets.core.errors import TransientError
+
 CHUNK = 1 << 20
 _TOTAL = re.compile(r"bytes \d+-\d+/(\d+)")
 
 
-class DownloadError(RuntimeError):
+class DownloadError(TransientError):
     """A download that failed for good (or kept failing after every retry)."""
 
 
-class _Retryable(RuntimeError):
+class _Retryable(TransientError):
     pass
 
 

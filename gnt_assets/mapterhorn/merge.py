@@ -18,6 +18,7 @@ import shapely
 from upath import UPath
 
 from gnt_assets.core.atomic import atomic_write_text
+from gnt_assets.core.errors import InputError
 from gnt_assets.core.tarball import TarMember
 from gnt_assets.mapterhorn.catalog import SourceMetadata
 from gnt_assets.mapterhorn.chain import FileWork, cog_folder, source_fingerprint
@@ -27,7 +28,7 @@ from gnt_assets.mapterhorn.rasters import BOUNDS_HEADER
 GPKG_DATE = "2000-01-01T00:00:00Z"
 
 
-class MergeError(RuntimeError):
+class MergeError(InputError, RuntimeError):
     """A source that cannot be merged yet, or whose merged output failed verification."""
 
 

@@ -25,6 +25,8 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 from rio_cogeo.cogeo import cog_validate
 
+from gnt_assets.core.errors import InputError
+
 COG_OPTIONS = {
     "COMPRESS": "LERC",
     "MAX_Z_ERROR": "0.001",
@@ -37,7 +39,7 @@ MAX_LATITUDE = 85.051129
 BOUNDS_HEADER = "filename,left,bottom,right,top,width,height"
 
 
-class RasterError(ValueError):
+class RasterError(InputError):
     """A raster that cannot be read, georeferenced or converted; the message names the file."""
 
 

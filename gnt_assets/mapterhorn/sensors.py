@@ -7,9 +7,9 @@ import dagster as dg
 
 from gnt_assets.mapterhorn.catalog import list_files, sources, unusable_sources
 from gnt_assets.mapterhorn.chain import source_fingerprint
+from gnt_assets.mapterhorn.resources import MapterhornSourcesResource
 from gnt_assets.partitions import mapterhorn_files
 from gnt_assets.partitions import mapterhorn_sources as source_partitions
-from gnt_assets.resources.mapterhorn import MapterhornSourcesResource
 
 FILE_ASSETS = ["mapterhorn_download", "mapterhorn_unpacked", "mapterhorn_georeferenced", "mapterhorn_cog", "mapterhorn_bounds", "mapterhorn_coverage"]
 SOURCE_ASSETS = ["mapterhorn_bounds_csv", "mapterhorn_source_coverage", "mapterhorn_tarball", "mapterhorn_report"]

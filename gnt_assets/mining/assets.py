@@ -7,20 +7,20 @@ year, so one clusters table per country serves every year's exports.
 import dagster as dg
 import geopandas as gpd
 import numpy as np
+from upath import UPath
 
 from gnt_assets.core.atomic import atomic_write_text
 from gnt_assets.core.quicklook import quicklook
-from gnt_assets.local.mining import ensure_sample_polygons
 from gnt_assets.materialization import output_metadata, quicklook_metadata
 from gnt_assets.mining.clusters import BUFFER_DEGREES, cluster_country
 from gnt_assets.mining.exports import ledger_path
+from gnt_assets.mining.local.samples import ensure_sample_polygons
 from gnt_assets.mining.pipeline import load_polygons, submit_exports, write_regions
 from gnt_assets.mining.regions import tile_array
+from gnt_assets.mining.resources import DriveResource, EarthEngineResource
 from gnt_assets.mining.status import status_table
 from gnt_assets.partitions import mining_country, mining_country_year
-from gnt_assets.resources.mining import DriveResource, EarthEngineResource
 from gnt_assets.resources.storage import StorageResource
-from upath import UPath
 
 by_country = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="country")
 

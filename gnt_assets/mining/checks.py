@@ -7,12 +7,19 @@ from pandera.errors import SchemaErrors
 
 from gnt_assets.core.zarr_regions import open_store, store_exists
 from gnt_assets.io_managers.geoparquet import read_table
-from gnt_assets.mining.assets import landsat_exports, landsat_regions, mine_polygons, mining_clusters, mining_export_status, status_path
+from gnt_assets.mining.assets import (
+    landsat_exports,
+    landsat_regions,
+    mine_polygons,
+    mining_clusters,
+    mining_export_status,
+    status_path,
+)
 from gnt_assets.mining.clusters import SCHEMA
 from gnt_assets.mining.exports import ledger_path, read_ledger
 from gnt_assets.mining.regions import BANDS, VARIABLE, region_path, tile_array, tile_chunks_present
+from gnt_assets.mining.resources import DriveResource
 from gnt_assets.partitions import mining_country, mining_country_year
-from gnt_assets.resources.mining import DriveResource
 from gnt_assets.resources.storage import StorageResource
 
 

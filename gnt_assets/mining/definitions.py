@@ -1,8 +1,22 @@
-"""The mining pipeline's assets, checks, sensors and schedules."""
+"""The mining pipeline's assets, checks, sensors and schedules, and its resources for a profile."""
+
+import os
+from typing import Any
 
 import dagster as dg
 
-from gnt_assets.mining import assets, checks, janitor_checks, schedules, sensors, training_assets
+from gnt_assets.mining import (
+    assets,
+    checks,
+    janitor_checks,
+    schedules,
+    sensors,
+    training_assets,
+)
+from gnt_assets.mining.hpc import HPCTargetResource
+from gnt_assets.mining.local.drive import LocalDrive
+from gnt_assets.mining.local.earthengine import LocalEarthEngine
+from gnt_assets.mining.resources import GoogleDrive, GoogleEarthEngine
 
 defs = dg.Definitions(
     assets=[
@@ -27,3 +41,34 @@ defs = dg.Definitions(
     schedules=[schedules.janitor_daily],
     jobs=[janitor_checks.janitor],
 )
+
+
+def mining_service_resources(profile: str) -> dict[str, Any]:
+    if profile == "local":
+        root = os.environ.get("GNT_STORAGE_ROOT", "./data")
+        return {"earthengine": LocalEarthEngine(root=root), "drive": LocalDrive(root=root)}
+    key = dg.EnvVar("GNT_GEE_SERVICE_ACCOUNT_KEY")
+    return {
+        "earthengine": GoogleEarthEngine(project=dg.EnvVar("GNT_GEE_PROJECT"), service_account_key=key),
+        "drive": GoogleDrive(service_account_key=key),
+    }
+
+
+def resource_set(profile: str) -> dict[str, Any]:
+    return {
+        **mining_service_resources(profile),  # Mining I: Earth Engine and Drive
+        **hpc_resources(profile),  # Mining II: the HPC transfer target
+    }
+
+
+def hpc_resources(profile: str) -> dict[str, Any]:
+    """The ``hpc`` transfer target for a profile."""
+    if profile == "local":
+        root = os.environ.get("GNT_STORAGE_ROOT", "./data").rstrip("/")
+        return {"hpc": HPCTargetResource(url=os.environ.get("GNT_HPC_TARGET_URL") or f"{root}/hpc_target")}
+    optional = {name: dg.EnvVar(env) for name, env in (("password", "GNT_HPC_PASSWORD"), ("key", "GNT_HPC_S3_KEY"), ("secret", "GNT_HPC_S3_SECRET")) if os.environ.get(env)}
+    return {
+        "hpc": HPCTargetResource(
+            url=dg.EnvVar("GNT_HPC_TARGET_URL"), endpoint_url=os.environ.get("GNT_HPC_S3_ENDPOINT_URL"), **optional
+        )
+    }

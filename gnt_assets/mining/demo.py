@@ -2,6 +2,8 @@
 
 import dagster as dg
 
+from gnt_assets.demo_runs import QUIET_RUN_CONFIG
+
 COUNTRIES = ("BWA", "NAM")
 YEARS = ("2019", "2020")
 # Small clusters (a few world tiles each) keep the local composites small; the seed's buffer is 0.05 degrees.
@@ -9,8 +11,6 @@ RUN_CONFIG = {"ops": {"mining_clusters": {"config": {"buffer_degrees": 0.005}}}}
 
 
 def _materialize(instance, defs, resources, selection, partition=None) -> dg.ExecuteInProcessResult:
-    from gnt_assets.demo import QUIET_RUN_CONFIG
-
     return dg.materialize(
         [*defs.assets, *(defs.asset_checks or [])], selection=selection, partition_key=partition, instance=instance,
         resources=resources, raise_on_error=True,
@@ -22,12 +22,10 @@ def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
     return {k: v.value for k, v in result.asset_materializations_for_node(asset)[0].metadata.items()}
 
 
-def run(instance: dg.DagsterInstance) -> None:
+def run(instance: dg.DagsterInstance, defs: dg.Definitions) -> None:
     """Materializes the mining demo partitions on the local backends."""
-    from gnt_assets.definitions import defs
+    from gnt_assets.mining.local.earthengine import LocalEarthEngine
     from gnt_assets.mining.sensors import gee_export_sensor
-
-    from gnt_assets.local.earthengine import LocalEarthEngine
 
     # Regions under ~300 kB take the direct computePixels path, larger ones go through Drive in 128 px shards;
     # at most 6 Earth Engine tasks in flight, so the sensor also submits queued exports.
@@ -56,7 +54,5 @@ def run(instance: dg.DagsterInstance) -> None:
         tiles = _materialize(instance, defs, resources, ["mining_training_tiles", "mining_hpc_transfer"], key)
         meta = tiles.asset_materializations_for_node("mining_training_tiles")[0].metadata
         print(f"   training tiles {key}: {meta['tiles'].value} tiles, {meta['bytes'].value:,} bytes", flush=True)
-    from gnt_assets.demo import QUIET_RUN_CONFIG
-
     janitor = defs.resolve_job_def("janitor").execute_in_process(instance=instance, run_config=QUIET_RUN_CONFIG, raise_on_error=False)
     print(f"   janitor check: {'storage agrees with Dagster' if janitor.success else 'found problems (see the janitor run)'}", flush=True)

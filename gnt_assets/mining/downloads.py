@@ -10,12 +10,13 @@ from __future__ import annotations
 import numpy as np
 from rasterio.io import MemoryFile
 
+from gnt_assets.core.errors import InputError
 from gnt_assets.core.worldgrid import RESOLUTION
 from gnt_assets.mining.exports import ExportSpec
 from gnt_assets.mining.regions import BANDS
 
 
-class ExportFileError(ValueError):
+class ExportFileError(InputError):
     """An export file that is truncated, unreadable, or not on the expected grid."""
 
 

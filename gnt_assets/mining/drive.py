@@ -76,9 +76,9 @@ def download_file(service: Any, file: DriveFile, dest: Path, chunk_size: int = 4
             except Exception as error:  # a 5xx or dropped connection: keep the bytes, resume
                 failures += 1
                 if failures > retries:
-                    raise IOError(f"Drive file {file.name} ({file.file_id}): download failed {failures} times: {error}") from error
+                    raise OSError(f"Drive file {file.name} ({file.file_id}): download failed {failures} times: {error}") from error
     if file.size and part.stat().st_size != file.size:
-        raise IOError(f"Drive file {file.name}: downloaded {part.stat().st_size} bytes, Drive lists {file.size}")
+        raise OSError(f"Drive file {file.name}: downloaded {part.stat().st_size} bytes, Drive lists {file.size}")
     part.replace(dest)
 
 

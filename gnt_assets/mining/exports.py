@@ -24,6 +24,7 @@ from odc.geo.geobox import GeoBox
 from upath import UPath
 
 from gnt_assets.core.atomic import atomic_write_text
+from gnt_assets.core.errors import InputError
 from gnt_assets.core.worldgrid import WORLD
 
 COLLECTION = "LANDSAT/COMPOSITES/C02/T1_L2_ANNUAL"
@@ -34,7 +35,7 @@ QUEUED = "QUEUED"  # not submitted yet: waits for a free slot under the in-fligh
 MAX_IN_FLIGHT = 10
 
 
-class ExportError(ValueError):
+class ExportError(InputError):
     """A cluster that cannot be exported as asked."""
 
 
@@ -154,7 +155,7 @@ def partition_state(records: list[ExportRecord], max_attempts: int) -> str:
 
 
 def with_state(record: ExportRecord, task: TaskState) -> ExportRecord:
-    errors = record.errors + [task.error] if task.error and task.error not in record.errors else record.errors
+    errors = [*record.errors, task.error] if task.error and task.error not in record.errors else record.errors
     return replace(record, task_id=task.task_id, state=task.state, errors=errors)
 
 

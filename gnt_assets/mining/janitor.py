@@ -90,7 +90,7 @@ def tile_findings(root: UPath, partition: str, clusters: gpd.GeoDataFrame) -> li
     findings = [Finding("tiles", partition, str(index.data_path), problem) for problem in verify_packed(index)]
     nan_only = {tuple(t) for t in index.attrs.get("nan_only", [])}
     expected = {(t.ix, t.iy, t.cluster_id) for t in cluster_tiles(clusters) if (t.ix, t.iy) not in nan_only}
-    present = set(zip(index.rows["tile_ix"], index.rows["tile_iy"], index.rows["cluster_id"]))
+    present = set(zip(index.rows["tile_ix"], index.rows["tile_iy"], index.rows["cluster_id"], strict=False))
     for ix, iy, cluster in sorted(expected - present):
         findings.append(Finding("tiles", partition, str(folder), f"tile ({ix}, {iy}) of cluster {cluster[:8]} is missing from the index"))
     for ix, iy, cluster in sorted(present - expected):

@@ -17,6 +17,7 @@ import dagster as dg
 
 from gnt_assets.core.packed_tensors import open_packed
 from gnt_assets.io_managers.mmap_tensors import tensor_folder
+from gnt_assets.mining.hpc import HPCTargetResource
 from gnt_assets.mining.janitor import (
     STAGE_ASSETS,
     STAGES,
@@ -29,10 +30,9 @@ from gnt_assets.mining.janitor import (
     tile_findings,
     transfer_findings,
 )
+from gnt_assets.mining.resources import DriveResource
 from gnt_assets.mining.training_assets import mining_hpc_transfer, mining_training_tiles
 from gnt_assets.partitions import mining_country_year
-from gnt_assets.resources.hpc import HPCTargetResource
-from gnt_assets.resources.mining import DriveResource
 from gnt_assets.resources.storage import StorageResource
 
 MAX_LISTED = 50

@@ -17,8 +17,8 @@ from gnt_assets.io_managers.geoparquet import write_table
 from gnt_assets.mining.downloads import ExportFileError, assemble
 from gnt_assets.mining.exports import (
     DONE,
-    ExportError,
     QUEUED,
+    ExportError,
     ExportRecord,
     export_spec,
     in_flight,

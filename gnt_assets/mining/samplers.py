@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Collection, Iterator, Sequence
 
 import numpy as np
@@ -97,7 +98,7 @@ def random_cluster_assignment(
     bounds = np.round(np.cumsum([0, *lengths]) * count).astype(int)
     bounds[1:-1] = np.clip(bounds[1:-1], np.arange(1, len(lengths)), count - np.arange(len(lengths) - 1, 0, -1))
     split_of_group = {}
-    for split, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:])):
+    for split, (start, stop) in enumerate(itertools.pairwise(bounds)):
         for group in order[start:stop]:
             split_of_group[group] = split
     tile_split = dataset.tiles["cluster_id"].map(groups).map(split_of_group).to_numpy()

@@ -21,8 +21,8 @@ from gnt_assets.mining.exports import (
     with_state,
     write_ledger,
 )
+from gnt_assets.mining.resources import EarthEngineResource
 from gnt_assets.resources.alerts import AlertSinksResource
-from gnt_assets.resources.mining import EarthEngineResource
 from gnt_assets.resources.storage import StorageResource
 
 MAX_ATTEMPTS = 3  # the seed's MAX_RETRIES

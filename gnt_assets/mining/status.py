@@ -21,4 +21,4 @@ def status_table(root: UPath) -> pd.DataFrame:
         counts = Counter("downloaded" if r.downloaded else r.state for r in records)
         errors = "; ".join(f"{r.spec.description}: {r.errors[-1]}" for r in records if r.errors)
         rows.append({"partition": f"{ledger.parent.name}|{ledger.stem}", **{s: counts.get(s, 0) for s in STATES}, "errors": errors})
-    return pd.DataFrame(rows, columns=list(COLUMNS)).astype({s: "int64" for s in STATES})
+    return pd.DataFrame(rows, columns=list(COLUMNS)).astype(dict.fromkeys(STATES, "int64"))

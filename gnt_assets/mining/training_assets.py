@@ -10,18 +10,18 @@ import numpy as np
 from gnt_assets.core.packed_tensors import PackedIndex, TensorPack
 from gnt_assets.core.quicklook import quicklook
 from gnt_assets.materialization import quicklook_metadata
+from gnt_assets.mining.hpc import HPCTargetResource
 from gnt_assets.mining.regions import region_path
 from gnt_assets.mining.training_tiles import (
     LABEL_RULE,
     cluster_tiles,
     open_region,
-    region_chunks_present,
     preview_tile,
+    region_chunks_present,
     training_tiles,
 )
 from gnt_assets.mining.transfer import partition_target, transfer_partition
 from gnt_assets.partitions import mining_country_year
-from gnt_assets.resources.hpc import HPCTargetResource
 from gnt_assets.resources.storage import StorageResource
 
 by_country = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="country")

@@ -29,6 +29,7 @@ from odc.geo.geobox import GeoBox
 from rasterio.features import rasterize
 from upath import UPath
 
+from gnt_assets.core.errors import InputError
 from gnt_assets.core.packed_tensors import TensorField, TensorPack
 from gnt_assets.core.worldgrid import TILE_SIZE as TILE
 from gnt_assets.core.worldgrid import world_tile
@@ -43,7 +44,7 @@ FIELDS = (
 LABEL_RULE = "pixel centre inside a mine polygon (rasterio all_touched=False)"
 
 
-class TrainingTileError(ValueError):
+class TrainingTileError(InputError):
     """A region or tile that cannot give a complete, aligned training tile."""
 
 
@@ -107,7 +108,7 @@ def tile_window(region: xr.Dataset, geobox: GeoBox, label: str) -> tuple[slice, 
     row = (centre_y - latitude[0]) / (latitude[1] - latitude[0])
     if abs(col - round(col)) > 1e-3 or abs(row - round(row)) > 1e-3:
         raise TrainingTileError(f"{label}: region pixels are offset from the world grid by ({col % 1:.3f}, {row % 1:.3f}) px")
-    col, row = int(round(col)), int(round(row))
+    col, row = round(col), round(row)
     height, width = geobox.shape.y, geobox.shape.x
     if row < 0 or col < 0 or row + height > len(latitude) or col + width > len(longitude):
         raise TrainingTileError(f"{label}: tile lies outside the region (window rows {row}..{row + height}, cols {col}..{col + width})")

@@ -18,12 +18,13 @@ from dataclasses import dataclass
 
 from upath import UPath
 
+from gnt_assets.core.errors import TransientError
 from gnt_assets.core.packed_tensors import DATA_PREFIX, INDEX_NAME, PackedIndex
 
 BLOCK = 4 * 1024 * 1024
 
 
-class TransferError(RuntimeError):
+class TransferError(TransientError):
     """The target refused, lost or corrupted a copy; the message names partition and file."""
 
 

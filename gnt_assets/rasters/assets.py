@@ -23,8 +23,8 @@ from gnt_assets.io_managers.geoparquet import read_table, write_table
 from gnt_assets.materialization import output_metadata, quicklook_metadata
 from gnt_assets.partitions import raster_sources
 from gnt_assets.rasters import catalog, grids, resample, sources, tiling
+from gnt_assets.rasters.resources import RasterFolderResource
 from gnt_assets.resources.compute import DaskComputeResource
-from gnt_assets.resources.rasters import RasterFolderResource
 from gnt_assets.resources.storage import StorageResource
 
 CODE_VERSION = "1"

@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 import shapely
-import numpy as np
 from pyproj import Transformer
 from pyproj.exceptions import ProjError
 from upath import UPath

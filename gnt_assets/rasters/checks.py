@@ -2,13 +2,12 @@
 averages inside the source's range."""
 
 
-import numpy as np
-
 import dagster as dg
-from gnt_assets.io_managers.geoparquet import read_table
-from gnt_assets.partitions import raster_sources
+import numpy as np
 from upath import UPath
 
+from gnt_assets.io_managers.geoparquet import read_table
+from gnt_assets.partitions import raster_sources
 from gnt_assets.rasters import catalog, grids, resample, sources, tiling
 from gnt_assets.rasters.assets import GRIDS, raster_catalog, raster_source, raster_tiles, state_folder
 from gnt_assets.resources.storage import StorageResource
@@ -42,7 +41,7 @@ def tiles_complete_and_recount(context: dg.AssetCheckExecutionContext, storage: 
     array = tiling.open_array(str(folder / "tiles.zarr") if "://" in str(folder) else (folder / "tiles.zarr").path, storage.storage_options(), mode="r")
     size = array.chunks[1]
     expected = {(b, r, c) for b in range(1, info.band_count + 1) for r in range(-(-info.height // size)) for c in range(-(-info.width // size))}
-    seen = list(zip(index.band, index.tile_row, index.tile_col))
+    seen = list(zip(index.band, index.tile_row, index.tile_col, strict=False))
     once = len(seen) == len(set(seen)) and set(seen) == expected
     sample = index.sample(min(SAMPLE_TILES, len(index)), random_state=0)
     mismatched = []

@@ -44,7 +44,7 @@ def register(args) -> int:
 
     from gnt_assets.core.atomic import atomic_open
     from gnt_assets.core.keys import sanitize_key
-    from gnt_assets.resources.rasters import resource_set
+    from gnt_assets.rasters.definitions import resource_set
 
     source = Path(args.path)
     if not source.is_file():

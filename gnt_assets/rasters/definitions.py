@@ -1,10 +1,26 @@
-"""The rasters pipeline's assets, checks, sensors and schedules."""
+"""The rasters pipeline's assets, checks, sensors and schedules, and its resources for a profile."""
+
+import os
+from typing import Any
 
 import dagster as dg
-from gnt_assets.rasters.assets import grid_assets, raster_catalog, raster_source, raster_tiles, resampled_assets
+
+from gnt_assets.rasters.assets import (
+    grid_assets,
+    raster_catalog,
+    raster_source,
+    raster_tiles,
+    resampled_assets,
+)
 from gnt_assets.rasters.checks import checks
 from gnt_assets.rasters.jobs import raster_cache_cleanup, raster_cache_cleanup_schedule
-from gnt_assets.rasters.sensors import raster_folder_sensor, raster_registration_job, raster_resample_job, raster_tile_job
+from gnt_assets.rasters.resources import RasterFolderResource
+from gnt_assets.rasters.sensors import (
+    raster_folder_sensor,
+    raster_registration_job,
+    raster_resample_job,
+    raster_tile_job,
+)
 
 defs = dg.Definitions(
     assets=[raster_source, raster_catalog, raster_tiles, *grid_assets, *resampled_assets],
@@ -13,3 +29,13 @@ defs = dg.Definitions(
     jobs=[raster_registration_job, raster_tile_job, raster_resample_job, raster_cache_cleanup],
     schedules=[raster_cache_cleanup_schedule],
 )
+
+
+def resource_set(profile: str) -> dict[str, Any]:
+    return {
+        "raster_folder": RasterFolderResource(
+            folder=os.environ.get("GNT_RASTER_FOLDER", "rasters/incoming"),
+            registry=os.environ.get("GNT_RASTER_REGISTRY", "rasters/registry.yaml"),
+            tile_size=int(os.environ.get("GNT_RASTER_TILE_SIZE", "1000")),
+        )
+    }

@@ -4,12 +4,11 @@ folder sensor, tiled, and resampled onto one square and one hexagon grid."""
 import dagster as dg
 
 
-def run(instance: dg.DagsterInstance) -> None:
+def run(instance: dg.DagsterInstance, defs: dg.Definitions) -> None:
     """Materializes the rasters demo partitions on the local backends."""
-    from gnt_assets.definitions import defs
-    from gnt_assets.demo import materialize_partitions
-    from gnt_assets.local.rasters import sample_rasters
+    from gnt_assets.demo_runs import materialize_partitions
     from gnt_assets.rasters.assets import grid_assets, raster_source, raster_tiles, resampled_assets
+    from gnt_assets.rasters.local import sample_rasters
     from gnt_assets.rasters.sensors import raster_folder_sensor
 
     resources = defs.resources
@@ -21,6 +20,6 @@ def run(instance: dg.DagsterInstance) -> None:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
     keys = [request.partition_key for request in result.run_requests] or instance.get_dynamic_partitions("raster_sources")
     print(f"rasters: registered {', '.join(keys)}")
-    materialize_partitions(instance, [a.key for a in grid_assets])
-    materialize_partitions(instance, [raster_source.key, raster_tiles.key, *(a.key for a in resampled_assets)], keys)
-    materialize_partitions(instance, ["raster_catalog"])
+    materialize_partitions(defs, instance, [a.key for a in grid_assets])
+    materialize_partitions(defs, instance, [raster_source.key, raster_tiles.key, *(a.key for a in resampled_assets)], keys)
+    materialize_partitions(defs, instance, ["raster_catalog"])

@@ -18,12 +18,14 @@ import shapely
 import yaml
 from pyproj import Transformer
 
+from gnt_assets.core.errors import InputError
+
 SQUARE_CRS = "EPSG:6933"
 EASE_XMIN, EASE_YMAX = -17367530.44516138, 7314540.830638089
 REGISTRY = Path(__file__).with_name("grids.yaml")
 
 
-class GridError(ValueError):
+class GridError(InputError):
     """A grid definition or a grid/raster combination that cannot work."""
 
 
@@ -58,14 +60,14 @@ def square_cells(study_area, resolution_m: float) -> gpd.GeoDataFrame:
         )
     to_ease = Transformer.from_crs("EPSG:4326", SQUARE_CRS, always_xy=True)
     x0, y0, x1, y1 = to_ease.transform_bounds(lon0, lat0, lon1, lat1, densify_pts=21)
-    i0, i1 = int((x0 - EASE_XMIN) // resolution_m), int(math.ceil((x1 - EASE_XMIN) / resolution_m))
-    j0, j1 = int((EASE_YMAX - y1) // resolution_m), int(math.ceil((EASE_YMAX - y0) / resolution_m))
+    i0, i1 = int((x0 - EASE_XMIN) // resolution_m), math.ceil((x1 - EASE_XMIN) / resolution_m)
+    j0, j1 = int((EASE_YMAX - y1) // resolution_m), math.ceil((EASE_YMAX - y0) / resolution_m)
     i, j = np.meshgrid(np.arange(i0, i1), np.arange(j0, j1))
     i, j = i.ravel(), j.ravel()
     left, top = EASE_XMIN + i * resolution_m, EASE_YMAX - j * resolution_m
     geometry = shapely.box(left, top - resolution_m, left + resolution_m, top)
     res = int(resolution_m) if float(resolution_m).is_integer() else resolution_m
-    ids = [f"C{res}_{a:05d}_{b:05d}" for a, b in zip(i, j)]
+    ids = [f"C{res}_{a:05d}_{b:05d}" for a, b in zip(i, j, strict=False)]
     return gpd.GeoDataFrame({"cell_id": ids, "i": i, "j": j}, geometry=geometry, crs=SQUARE_CRS)
 
 

@@ -2,6 +2,7 @@
 
 
 import dagster as dg
+
 from gnt_assets.rasters import resample
 from gnt_assets.rasters.assets import state_folder
 from gnt_assets.resources.storage import StorageResource

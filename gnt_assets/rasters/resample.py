@@ -29,7 +29,6 @@ from gnt_assets.rasters.grids import GridError, cell_centres
 from gnt_assets.rasters.tiling import valid_mask
 from gnt_assets.rasters.zonal import AREA_METHODS, METHODS, CoverageWeights, coverage_weights, point_sample, zonal
 
-
 # Bump when resampled values change for the same inputs: it is part of the result-store key
 # and of the resampled assets' code_version, so old results are neither served nor shown fresh.
 ALGORITHM_VERSION = "2"
@@ -196,7 +195,7 @@ def choropleth_png(cells: gpd.GeoDataFrame, values: pd.Series, size: int = 480) 
     draw = ImageDraw.Draw(image)
     finite = values[np.isfinite(values)]
     lo, hi = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
-    for geom, value in zip(cells.geometry.values, values.to_numpy()):
+    for geom, value in zip(cells.geometry.values, values.to_numpy(), strict=False):
         if not np.isfinite(value):
             continue
         level = int(40 + 215 * (value - lo) / (hi - lo)) if hi > lo else 160

@@ -5,10 +5,11 @@ import json
 
 import dagster as dg
 from upath import UPath
+
 from gnt_assets.partitions import raster_sources
 from gnt_assets.rasters import sources
 from gnt_assets.rasters.assets import raster_source, raster_tiles, resampled_assets
-from gnt_assets.resources.rasters import RasterFolderResource
+from gnt_assets.rasters.resources import RasterFolderResource
 from gnt_assets.resources.storage import StorageResource
 
 raster_registration_job = dg.define_asset_job(

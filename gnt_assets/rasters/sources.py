@@ -16,6 +16,7 @@ import rasterio
 import yaml
 from upath import UPath
 
+from gnt_assets.core.errors import InputError
 from gnt_assets.core.keys import PartitionKeyError, sanitize_key
 
 RASTER_SUFFIXES = (".tif", ".tiff")
@@ -23,7 +24,7 @@ KINDS = ("continuous", "categorical", "count")
 DEFAULT_METHODS = {"continuous": ("mean", "bilinear"), "categorical": ("majority", "nearest"), "count": ("sum",)}
 
 
-class RasterSourceError(ValueError):
+class RasterSourceError(InputError):
     """A raster that cannot be registered; the message names the file and the problem."""
 
 

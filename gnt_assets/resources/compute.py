@@ -13,8 +13,10 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from gnt_assets.core.errors import InputError
 
-class ComputeConfigError(RuntimeError):
+
+class ComputeConfigError(InputError, RuntimeError):
     pass
 
 

@@ -8,10 +8,11 @@ import dagster as dg
 from pydantic import Field
 from upath import UPath
 
+from gnt_assets.core.errors import InputError
 from gnt_assets.core.keys import check_key
 
 
-class StorageConfigError(RuntimeError):
+class StorageConfigError(InputError, RuntimeError):
     pass
 
 

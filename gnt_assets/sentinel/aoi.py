@@ -11,8 +11,10 @@ from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 from shapely.validation import explain_validity
 
+from gnt_assets.core.errors import InputError
 
-class AoiError(ValueError):
+
+class AoiError(InputError):
     """An AOI that cannot drive a grid: the message names the source and the problem."""
 
 

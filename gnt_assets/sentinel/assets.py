@@ -1,18 +1,18 @@
 """Sentinel-2 pipeline: AOI -> grid (cells become chunk partitions) -> monthly median cube -> run log."""
 
-import geopandas as gpd
 import dagster as dg
+import geopandas as gpd
 import pandas as pd
 from pydantic import Field
 
 from gnt_assets.materialization import quicklook_metadata
 from gnt_assets.partitions import sentinel_month_chunk
 from gnt_assets.resources.compute import DaskComputeResource
-from gnt_assets.resources.sentinel import SentinelCubeResource, SentinelStacResource
 from gnt_assets.resources.storage import StorageResource
 from gnt_assets.sentinel import chunk_runs as pipeline
 from gnt_assets.sentinel.aoi import aoi_from_bbox, load_geometry_file
 from gnt_assets.sentinel.grid import GridSpec, named_grid
+from gnt_assets.sentinel.resources import SentinelCubeResource, SentinelStacResource
 
 
 class GridConfig(dg.Config):
@@ -62,7 +62,7 @@ def sentinel_grid(config: SentinelGridConfig, sentinel_aoi: gpd.GeoDataFrame) ->
         for g in config.grids
     ]
     cells = gpd.GeoDataFrame(pd.concat(grids, ignore_index=True), crs="EPSG:4326")
-    for name, group in cells.groupby("grid"):
+    for _grid, group in cells.groupby("grid"):
         pipeline.layout_for(group)  # refuses a grid whose cells would share a zarr chunk
     return cells
 

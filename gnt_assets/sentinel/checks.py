@@ -11,10 +11,10 @@ import shapely.validation
 
 from gnt_assets.io_managers.geoparquet import read_table
 from gnt_assets.partitions import sentinel_month_chunk
-from gnt_assets.resources.sentinel import SentinelCubeResource
 from gnt_assets.resources.storage import StorageResource
 from gnt_assets.sentinel import chunk_runs
 from gnt_assets.sentinel.assets import sentinel_aoi, sentinel_mosaic, sentinel_run_log
+from gnt_assets.sentinel.resources import SentinelCubeResource
 
 VALID_SHARE_FLOOR = 0.5
 REFLECTANCE_RANGE = (1, 20_000)  # DN of C1 L2A: (rho + 0.1) * 1e4; above 2.0 reflectance is not a surface
@@ -90,7 +90,7 @@ def no_failed_chunks(storage: StorageResource) -> dg.AssetCheckResult:
     log = chunk_runs.run_log(storage)
     failed = log[log["success"] == False]  # noqa: E712 (pandas element-wise)
     return dg.AssetCheckResult(passed=failed.empty, severity=dg.AssetCheckSeverity.WARN, metadata={
-        "attempts": len(log), "failed": dg.MetadataValue.text(", ".join(f"{m}|{c}" for m, c in zip(failed["month"], failed["chunk"])) or "none")})
+        "attempts": len(log), "failed": dg.MetadataValue.text(", ".join(f"{m}|{c}" for m, c in zip(failed["month"], failed["chunk"], strict=False)) or "none")})
 
 
 @dg.asset_check(asset="sentinel_grid", blocking=True, description="The grid has cells and no two cells share a zarr chunk.")

@@ -21,7 +21,7 @@ DURATIONS = ("search_s", "load_s", "mask_s", "median_s", "write_s", "total_s")
 
 
 def demo_aoi_path(storage) -> Path:
-    from gnt_assets.local.sentinel import ensure_demo_aoi
+    from gnt_assets.sentinel.local import ensure_demo_aoi
 
     root = storage.root_path
     if root.protocol not in ("", "file", "local"):

@@ -2,13 +2,12 @@
 
 import dagster as dg
 
-from gnt_assets.local.sentinel import DEMO_MONTHS
 from gnt_assets.partitions import sentinel_chunk
+from gnt_assets.sentinel.local import DEMO_MONTHS
 
 
-def add_chunk_partitions(instance: dg.DagsterInstance) -> list[str]:
+def add_chunk_partitions(instance: dg.DagsterInstance, defs: dg.Definitions) -> list[str]:
     """Evaluate the chunk sensor once and apply its partition requests (what the daemon does)."""
-    from gnt_assets.definitions import defs
     from gnt_assets.sentinel.sensors import sentinel_chunk_sensor
 
     context = dg.build_sensor_context(instance=instance, definitions=defs, resources={"storage": defs.resources["storage"]})
@@ -18,13 +17,13 @@ def add_chunk_partitions(instance: dg.DagsterInstance) -> list[str]:
     return instance.get_dynamic_partitions(sentinel_chunk.name)
 
 
-def run(instance: dg.DagsterInstance) -> None:
+def run(instance: dg.DagsterInstance, defs: dg.Definitions) -> None:
     """Materializes the sentinel demo partitions on the local backends."""
-    from gnt_assets.demo import materialize_partitions
+    from gnt_assets.demo_runs import materialize_partitions
 
-    materialize_partitions(instance, ["sentinel_aoi", "sentinel_grid"])
-    chunks = add_chunk_partitions(instance)
+    materialize_partitions(defs, instance, ["sentinel_aoi", "sentinel_grid"])
+    chunks = add_chunk_partitions(instance, defs)
     print(f"   {len(chunks)} chunks x {len(DEMO_MONTHS)} months", flush=True)
     keys = [dg.MultiPartitionKey({"month": month, "chunk": chunk}) for month in DEMO_MONTHS for chunk in chunks]
-    materialize_partitions(instance, ["sentinel_mosaic"], keys)
-    materialize_partitions(instance, ["sentinel_run_log"])
+    materialize_partitions(defs, instance, ["sentinel_mosaic"], keys)
+    materialize_partitions(defs, instance, ["sentinel_run_log"])

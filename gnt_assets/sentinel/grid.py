@@ -17,13 +17,14 @@ from pyproj import CRS
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
+from gnt_assets.core.errors import InputError
 from gnt_assets.core.keys import sanitize_key
 
 GridGenerator = Callable[[BaseGeometry], gpd.GeoDataFrame]
 METRES_PER_DEGREE = 111_320.0
 
 
-class GridError(ValueError):
+class GridError(InputError):
     pass
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import bottleneck as bn
 import numpy as np
 
+from gnt_assets.core.errors import TransientError
 from gnt_assets.core.quicklook import QuickLook, quicklook
 from gnt_assets.sentinel.cube import CubeLayout, region_dataset
 from gnt_assets.sentinel.cube_store import CubeStore
@@ -21,7 +22,7 @@ CLEAR_SCL = (4, 5)
 MORPHOLOGY_RADIUS = 5
 
 
-class SceneLoadError(RuntimeError):
+class SceneLoadError(TransientError):
     pass
 
 

@@ -11,8 +11,10 @@ import pystac
 import pystac_client
 from pystac_client.conformance import ConformanceClasses
 
+from gnt_assets.core.errors import TransientError
 
-class StacSearchError(RuntimeError):
+
+class StacSearchError(TransientError):
     """The API failed to answer (worth retrying)."""
 
 

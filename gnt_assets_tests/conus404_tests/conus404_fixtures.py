@@ -5,8 +5,8 @@ from __future__ import annotations
 import dagster as dg
 from upath import UPath
 
-from gnt_assets.resources import shared_resources
-from gnt_assets.resources.conus404 import LocalConus404Source
+from gnt_assets.conus404.local import LocalConus404Source
+from gnt_assets.profiles import shared_resources
 
 WINDOW_START = "2020-07-01"
 

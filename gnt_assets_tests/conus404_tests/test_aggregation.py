@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gnt_assets.conus404.aggregation import SourceWindowError, aggregate_day
+from gnt_assets.conus404.local import CRS_ATTRS
 from gnt_assets.conus404.variables import CATALOG, VariableConfigError, resolve_variables
-from gnt_assets.local.conus404 import CRS_ATTRS
 
 VARIABLES = ["T2", "U10", "V10", "PREC_ACC_NC", "ACSWDNB"]
 

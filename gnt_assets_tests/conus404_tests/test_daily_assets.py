@@ -15,12 +15,12 @@ import pytest
 import xarray as xr
 
 from gnt_assets.conus404.daily_store import open_daily
-from gnt_assets.conus404.run_history import failed_days, good_days
 from gnt_assets.conus404.definitions import defs
+from gnt_assets.conus404.local import LocalConus404Source
+from gnt_assets.conus404.run_history import failed_days, good_days
 from gnt_assets.conus404.schedules import conus404_catchup_schedule
 from gnt_assets.conus404.sensors import conus404_failure_report_sensor
 from gnt_assets.resources.alerts import AlertSinksResource
-from gnt_assets.resources.conus404 import LocalConus404Source
 from gnt_assets.sensors.check_failure_alerts import check_failure_alert_sensor
 from gnt_assets_tests.conus404_tests.conus404_fixtures import local_resources, materialize_days
 

@@ -3,8 +3,9 @@
 import dagster as dg
 
 from gnt_assets.conus404.assets import SOURCE_RETRY, conus404_daily
-from gnt_assets.conus404.definitions import defs
-from gnt_assets.resources.conus404 import LocalConus404Source, PlanetaryComputerConus404Source, resource_set
+from gnt_assets.conus404.definitions import defs, resource_set
+from gnt_assets.conus404.local import LocalConus404Source
+from gnt_assets.conus404.resources import PlanetaryComputerConus404Source
 
 
 def test_every_asset_is_grouped_described_and_checked():

@@ -15,8 +15,7 @@ import pytest
 
 from gnt_assets.conus404.aggregation import aggregate_day
 from gnt_assets.conus404.daily_store import open_daily
-from gnt_assets.conus404.variables import resolve_variables
-from gnt_assets.local.conus404 import (
+from gnt_assets.conus404.local import (
     StacBehaviour,
     azurite_binary,
     azurite_blob,
@@ -25,8 +24,9 @@ from gnt_assets.local.conus404 import (
     planetary_computer_api,
     upload_hourly,
 )
-from gnt_assets.resources import shared_resources
-from gnt_assets.resources.conus404 import PlanetaryComputerConus404Source
+from gnt_assets.conus404.resources import PlanetaryComputerConus404Source
+from gnt_assets.conus404.variables import resolve_variables
+from gnt_assets.profiles import shared_resources
 from gnt_assets_tests.conus404_tests.conus404_fixtures import materialize_days
 
 pytestmark = pytest.mark.skipif(azurite_binary() is None, reason="azurite-blob not installed (run `make node-tools`)")

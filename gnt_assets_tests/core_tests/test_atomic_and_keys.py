@@ -52,5 +52,5 @@ def test_sanitized_keys_are_always_safe(name):
 
 def test_colliding_names_get_distinct_keys():
     assert unique_keys(["tile 1.tif", "tile_1.tif", "x"]) == ["tile_1.tif", "tile_1.tif-2", "x"]
-    with pytest.raises(PartitionKeyError, match="'..'"):
+    with pytest.raises(PartitionKeyError, match=r"'..'"):
         check_key("../etc")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from affine import Affine
 from hypothesis import example, given, settings
-from odc.geo.geobox import GeoboxTiles
 from hypothesis import strategies as st
+from odc.geo.geobox import GeoboxTiles
 
 from gnt_assets.core.worldgrid import (
     RESOLUTION,

@@ -85,7 +85,7 @@ def test_io_manager_through_s3fs(s3_root, s3_endpoint, instance):
 def test_multi_partition_keys_become_folders(tmp_path):
     key = dg.MultiPartitionKey({"year": "2020", "country": "ZAF"})
     assert tensor_folder(UPath(tmp_path), dg.AssetKey("t"), key) == UPath(tmp_path) / "tensors" / "t" / "ZAF" / "2020"
-    with pytest.raises(ValueError, match="contains '..'"):
+    with pytest.raises(ValueError, match=r"contains '..'"):
         tensor_folder(UPath(tmp_path), dg.AssetKey("t"), "..")
 
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import py7zr
 import pytest
 
-from gnt_assets.local.mapterhorn import SourceServer
 from gnt_assets.mapterhorn import steps
 from gnt_assets.mapterhorn.archives import ArchiveError, extract
 from gnt_assets.mapterhorn.catalog import CatalogError, SourceFile, check_url, list_files, sources, unusable_sources
 from gnt_assets.mapterhorn.chain import FileWork
 from gnt_assets.mapterhorn.download import DownloadError, download
+from gnt_assets.mapterhorn.local import SourceServer
 
 LIMITS = dict(max_total_bytes=10_000_000, max_ratio=50)
 
@@ -110,7 +110,7 @@ def test_404_fails_at_once_naming_the_url(server, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "url, problem",
+    ("url", "problem"),
     [("ftp://host/a.tif", "only http"), ("http://host/a b.tif", "spaces"), ("https://host/a.tif#x", "fragment"), ("/local/a.tif", "only http")],
 )
 def test_bad_file_list_lines_are_named(url, problem):
@@ -146,7 +146,7 @@ def _zip(path: Path, members: dict[str, bytes], link: str | None = None) -> Path
 
 
 @pytest.mark.parametrize(
-    "members, link, problem",
+    ("members", "link", "problem"),
     [
         ({"../evil.tif": b"x"}, None, "escapes the archive"),
         ({"/abs/evil.tif": b"x"}, None, "escapes the archive"),

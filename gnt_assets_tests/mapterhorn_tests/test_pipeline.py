@@ -6,19 +6,19 @@ from __future__ import annotations
 
 import io
 import json
-import zipfile
 import subprocess
+import zipfile
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from gnt_assets.io_managers.tar import TarIOManager
-from gnt_assets.local.mapterhorn import SourceServer, generate_sources, write_catalog
 from gnt_assets.mapterhorn.chain import FileWork
 from gnt_assets.mapterhorn.definitions import defs as mapterhorn_defs
+from gnt_assets.mapterhorn.local import SourceServer, generate_sources, write_catalog
+from gnt_assets.mapterhorn.resources import MapterhornSourcesResource
 from gnt_assets.mapterhorn.sensors import FILE_ASSETS, SOURCE_ASSETS, mapterhorn_file_list_sensor, mapterhorn_source_merge_sensor
-from gnt_assets.resources.mapterhorn import MapterhornSourcesResource
 from gnt_assets.resources.storage import StorageResource
 
 
@@ -126,7 +126,7 @@ def test_removed_lines_keep_their_partitions(pipeline, instance):
     tick(instance, mapterhorn_file_list_sensor, resources, ticks=ticks)
     file_list = resources["mapterhorn_sources"].catalog() / "alpine_tiles" / "file_list.txt"
     lines = file_list.read_text().splitlines()
-    file_list.write_text("\n".join(lines[:-1] + ["http://127.0.0.1:9/alpine_tiles/tile.tif#v2"]) + "\n")
+    file_list.write_text("\n".join([*lines[:-1], "http://127.0.0.1:9/alpine_tiles/tile.tif#v2"]) + "\n")
     new = tick(instance, mapterhorn_file_list_sensor, resources, ticks=ticks)
     assert new == ["alpine_tiles.tile"]  # the fragment line becomes a partition that will fail naming itself
     assert "alpine_tiles.tile_2600_1201" in instance.get_dynamic_partitions("mapterhorn_files")

@@ -17,9 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rasterio.transform import from_origin
 
-from gnt_assets.local.mapterhorn import ascii_grid, xyz_grid
 from gnt_assets.mapterhorn import rasters, steps
 from gnt_assets.mapterhorn.chain import FileWork
+from gnt_assets.mapterhorn.local import ascii_grid, xyz_grid
 from gnt_assets.mapterhorn.rasters import MAX_LATITUDE, RasterError, web_mercator_bounds
 
 EDGE = 20037508.342789244
@@ -96,20 +96,20 @@ def test_bounds_that_become_non_finite_are_an_error(tmp_path):
     ortho = _tif(tmp_path / "ortho.tif", crs="+proj=ortho +lat_0=0 +lon_0=0 +R=6371000")
     with rasterio.open(ortho, "r+") as dataset:
         dataset.transform = from_origin(7_000_000, 8_000_000, 10_000, 10_000)
-    with pytest.raises(RasterError, match="ortho.tif: bounds .* non-finite"):
+    with pytest.raises(RasterError, match=r"ortho.tif: bounds .* non-finite"):
         rasters.raster_bounds(ortho)
 
 
 def test_corrupt_tiff_irregular_xyz_and_missing_crs_are_named(tmp_path):
     (tmp_path / "bad.tif").write_bytes(b"II*\x00garbage" * 10)
-    with pytest.raises(RasterError, match="bad.tif: not a readable raster"):
+    with pytest.raises(RasterError, match=r"bad.tif: not a readable raster"):
         rasters.needs_crs(tmp_path / "bad.tif")
     (tmp_path / "odd.xyz").write_bytes(xyz_grid(1, 8, (0.0, 0.0), 10.0, irregular=True))
-    with pytest.raises(RasterError, match="odd.xyz"):
+    with pytest.raises(RasterError, match=r"odd.xyz"):
         rasters.needs_crs(tmp_path / "odd.xyz")
     (tmp_path / "g.asc").write_bytes(ascii_grid(1, 8, (0.0, 0.0), 10.0))
     assert rasters.needs_crs(tmp_path / "g.asc")
-    with pytest.raises(RasterError, match="g.asc has no CRS and the source's metadata.json configures none"):
+    with pytest.raises(RasterError, match=r"g.asc has no CRS and the source's metadata.json configures none"):
         rasters.assign_crs(tmp_path / "g.asc", tmp_path / "g.tif", None, what="mapterhorn file src.g")
 
 

@@ -6,10 +6,10 @@ import dagster as dg
 from upath import UPath
 
 from gnt_assets.io_managers.geoparquet import GeoParquetIOManager
-from gnt_assets.local.drive import LocalDrive
-from gnt_assets.local.earthengine import LocalEarthEngine
-from gnt_assets.mining.checks import checks
 from gnt_assets.mining import assets as mining_assets
+from gnt_assets.mining.checks import checks
+from gnt_assets.mining.local.drive import LocalDrive
+from gnt_assets.mining.local.earthengine import LocalEarthEngine
 from gnt_assets.resources.alerts import AlertSinksResource
 from gnt_assets.resources.storage import StorageResource
 

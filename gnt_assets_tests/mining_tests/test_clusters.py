@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from scipy.sparse.csgraph import connected_components
 
 from gnt_assets.core.worldgrid import tiles_covering
-from gnt_assets.local.mining import sample_polygons
 from gnt_assets.mining.clusters import SCHEMA, cluster_country, envelopes
+from gnt_assets.mining.local.samples import sample_polygons
 from gnt_assets.mining.polygons import PolygonFileError, validate_polygons
 
 mine = st.tuples(st.floats(20.0, 20.3), st.floats(-10.3, -10.0), st.floats(0.0005, 0.02), st.floats(0.0005, 0.02))
@@ -75,7 +75,7 @@ def test_validation_reports_each_bad_row_and_whole_file_errors():
     reasons = set(checked.rejects["reason"])
     assert {"empty geometry", "unknown ISO3 code 'XXA'", "Point is not a polygon"} <= reasons
     assert checked.made_valid == 1 and len(checked.valid) + len(checked.rejects) == len(frame)
-    with pytest.raises(PolygonFileError, match="sample.gpkg: the file has no CRS"):
+    with pytest.raises(PolygonFileError, match=r"sample.gpkg: the file has no CRS"):
         validate_polygons(frame.set_crs(None, allow_override=True), "sample.gpkg")
     with pytest.raises(PolygonFileError, match="projected"):
         validate_polygons(frame.dropna(subset=["geometry"]).iloc[:5].to_crs(3857), "sample.gpkg")

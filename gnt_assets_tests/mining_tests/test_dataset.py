@@ -16,7 +16,6 @@ from gnt_assets.mining.samplers import PreChippedTileSampler, cluster_groups, ra
 from gnt_assets.mining.training_tiles import ClusterTile, geometry_hash, training_tiles
 from gnt_assets_tests.mining_tests import training_fixtures as fx
 
-
 IX0 = {"ZAF": fx.IX0, "NAM": fx.IX0 + 100}  # NAM's clusters lie far from ZAF's
 
 
@@ -59,7 +58,7 @@ def test_dataloader_with_two_workers_gives_aligned_tiles_and_labels(root):
         assert batch["image"].shape[1:] == (7, 64, 64) and batch["image"].dtype == torch.float32
         assert batch["mask"].shape[1:] == (1, 64, 64) and batch["mask"].dtype == torch.uint8
         for image, mask, valid, ix, iy, year, country in zip(
-            batch["image"], batch["mask"], batch["valid"], batch["tile_ix"], batch["tile_iy"], batch["year"], batch["country"]
+            batch["image"], batch["mask"], batch["valid"], batch["tile_ix"], batch["tile_iy"], batch["year"], batch["country"], strict=False
         ):
             np.testing.assert_array_equal(mask[0].numpy(), expected_labels(int(ix), int(iy)))
             r, c = (int(iy) - fx.IY0) * 64, (int(ix) - IX0[country]) * 64

@@ -7,10 +7,10 @@ import shapely
 from affine import Affine
 from odc.geo.geobox import GeoBox
 
-from gnt_assets.local.mining import geotiff_bytes
 from gnt_assets.mining.clusters import cluster_country
 from gnt_assets.mining.downloads import ExportFileError, assemble
 from gnt_assets.mining.exports import export_spec
+from gnt_assets.mining.local.samples import geotiff_bytes
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def test_bad_files_name_the_file_and_problem(spec):
     with pytest.raises(ExportFileError, match=r"off\.tif: origin .* is off the world grid"):
         assemble(spec, {"off.tif": geotiff_bytes(pixels, shifted)})
     good = geotiff_bytes(pixels, spec.geobox)
-    with pytest.raises(ExportFileError, match="cut.tif: not a readable GeoTIFF"):
+    with pytest.raises(ExportFileError, match=r"cut.tif: not a readable GeoTIFF"):
         assemble(spec, {"cut.tif": good[: len(good) // 3]})
     with pytest.raises(ExportFileError, match="no export files"):
         assemble(spec, {})

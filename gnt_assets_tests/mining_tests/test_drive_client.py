@@ -34,7 +34,7 @@ def test_lists_every_page_of_shards():
 
 def test_resource_looks_the_export_folder_up_once():
     """Every cluster's listing would otherwise cost a second Drive call for the same folder."""
-    from gnt_assets.resources.mining import GoogleDrive
+    from gnt_assets.mining.resources import GoogleDrive
 
     listing = ({"status": "200"}, json.dumps({"files": []}))
     http = HttpMockSequence([({"status": "200"}, json.dumps({"files": [{"id": "folder1"}]})), listing, listing])
@@ -62,6 +62,6 @@ def test_download_resumes_after_503_and_delete(tmp_path):
 
 def test_truncated_download_is_an_error_naming_the_file(tmp_path):
     responses = [({"status": "200", "content-length": "500"}, DATA[:500])]
-    with pytest.raises(IOError, match="export.tif: downloaded 500 bytes, Drive lists 2560"):
+    with pytest.raises(IOError, match=r"export.tif: downloaded 500 bytes, Drive lists 2560"):
         download_file(_service(responses), DriveFile("f1", "export.tif", len(DATA)), tmp_path / "export.tif")
     assert not (tmp_path / "export.tif").exists()

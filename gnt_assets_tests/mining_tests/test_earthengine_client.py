@@ -19,12 +19,12 @@ from odc.geo.geobox import GeoBox
 from upath import UPath
 
 from gnt_assets.core.worldgrid import world_tile
-from gnt_assets.local.mining import geotiff_bytes
 from gnt_assets.mining.clusters import cluster_country
 from gnt_assets.mining.downloads import assemble
 from gnt_assets.mining.exports import export_spec, ledger_path, read_ledger
+from gnt_assets.mining.local.samples import geotiff_bytes
 from gnt_assets.mining.pipeline import direct_path, submit_exports
-from gnt_assets.resources.mining import GoogleEarthEngine
+from gnt_assets.mining.resources import GoogleEarthEngine
 
 TESTS = Path(ee.__file__).parent / "tests"
 

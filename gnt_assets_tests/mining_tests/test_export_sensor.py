@@ -1,12 +1,11 @@
 """gee_export_sensor with build_sensor_context: polling, a FAILED task resubmitted, a partition failed for good."""
 
-from gnt_assets.local.mining import sample_polygons
 from gnt_assets.mining.clusters import cluster_country
 from gnt_assets.mining.exports import ledger_path, read_ledger
+from gnt_assets.mining.local.samples import sample_polygons
 from gnt_assets.mining.pipeline import submit_exports
 from gnt_assets.mining.polygons import validate_polygons
-
-from .mining_fixtures import mining_resources, sensor_tick
+from gnt_assets_tests.mining_tests.mining_fixtures import mining_resources, sensor_tick
 
 
 def _submit(root, resources, country="NAM", year=2021):

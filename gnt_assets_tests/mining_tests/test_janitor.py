@@ -8,10 +8,10 @@ from upath import UPath
 from gnt_assets.core.packed_tensors import open_packed, write_packed
 from gnt_assets.io_managers.mmap_tensors import tensor_folder
 from gnt_assets.mining.dataset import ASSET_KEY
-from gnt_assets.mining.janitor_checks import janitor, janitor_repair_sensor
-from gnt_assets.mining.training_assets import mining_hpc_transfer, mining_training_tiles
 from gnt_assets.mining.exports import description
+from gnt_assets.mining.janitor_checks import janitor, janitor_repair_sensor
 from gnt_assets.mining.regions import region_path
+from gnt_assets.mining.training_assets import mining_hpc_transfer, mining_training_tiles
 from gnt_assets.resources.alerts import AlertSinksResource
 from gnt_assets.sensors.check_failure_alerts import check_failure_alert_sensor
 from gnt_assets_tests.mining_tests import training_fixtures as fx
@@ -28,7 +28,7 @@ def run_janitor(instance, resources, mode):
     )
     if result.success:
         return result, result.output_for_node("janitor_sweep")
-    failure = [e for e in result.all_events if e.is_step_failure][0].step_failure_data.user_failure_data
+    failure = next(e for e in result.all_events if e.is_step_failure).step_failure_data.user_failure_data
     return result, failure.metadata
 
 

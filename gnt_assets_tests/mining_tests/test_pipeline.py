@@ -9,8 +9,7 @@ from gnt_assets.io_managers.geoparquet import read_table
 from gnt_assets.mining.exports import ledger_path, read_ledger
 from gnt_assets.mining.pipeline import staging_folder
 from gnt_assets.mining.regions import region_path, tile_array
-
-from .mining_fixtures import materialize, mining_resources, sensor_tick
+from gnt_assets_tests.mining_tests.mining_fixtures import materialize, mining_resources, sensor_tick
 
 
 def _checks(result):
@@ -85,9 +84,8 @@ def test_polygons_to_regions_with_sensor(storage_root, instance):
 
 
 def test_polygon_file_as_geoparquet_and_without_crs(storage_root, instance, tmp_path):
-    from gnt_assets.local.mining import sample_polygons
-
-    from .mining_fixtures import ASSETS
+    from gnt_assets.mining.local.samples import sample_polygons
+    from gnt_assets_tests.mining_tests.mining_fixtures import ASSETS
 
     resources = mining_resources(storage_root)
 

@@ -33,7 +33,7 @@ def pipeline(tmp_path_factory, module_instance):
 
 def test_tiles_and_transfer_materialize_with_metadata_and_checks(pipeline):
     storage_root, hpc_root, results = pipeline
-    for partition, result in zip(PARTITIONS, results):
+    for partition, result in zip(PARTITIONS, results, strict=False):
         assert result.success
         tiles = result.asset_materializations_for_node("mining_training_tiles")[0].metadata
         assert tiles["tiles"].value == 7 and tiles["files"].value == 2 and tiles["bytes"].value > 7 * 122880
@@ -76,7 +76,7 @@ def test_missing_region_fails_only_its_partition(pipeline, module_instance):
         instance=instance, resources=resources, raise_on_error=False,
     )
     assert not result.success
-    failure = [e for e in result.all_events if e.is_step_failure][0]
+    failure = next(e for e in result.all_events if e.is_step_failure)
     assert "ZAF|2019: no zarr region" in failure.step_failure_data.error.to_string()
     assert open_packed(tensor_folder(storage_root, ASSET_KEY, "ZAF|2020")).count == 7
 
@@ -92,7 +92,7 @@ def test_dataloader_with_two_workers_over_materialized_tiles(pipeline):
     for batch in DataLoader(dataset, batch_size=5, num_workers=2):
         assert batch["image"].dtype == torch.float32 and batch["image"].shape[1:] == (7, 64, 64)
         assert batch["mask"].dtype == torch.uint8 and batch["mask"].shape[1:] == (1, 64, 64)
-        for mask, ix, iy in zip(batch["mask"], batch["tile_ix"], batch["tile_iy"]):
+        for mask, ix, iy in zip(batch["mask"], batch["tile_ix"], batch["tile_iy"], strict=False):
             coords = fx.world_tile(int(ix), int(iy)).coordinates
             lon, lat = np.meshgrid(coords["longitude"].values, coords["latitude"].values)
             np.testing.assert_array_equal(mask[0].numpy(), shapely.contains_xy(union, lon, lat))

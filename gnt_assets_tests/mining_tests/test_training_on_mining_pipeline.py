@@ -10,12 +10,15 @@ from gnt_assets.core.worldgrid import world_tile
 from gnt_assets.io_managers.geoparquet import read_table
 from gnt_assets.io_managers.mmap_tensors import MmapTensorIOManager
 from gnt_assets.mining.dataset import MiningTiles
-from gnt_assets.mining.training_assets import mining_hpc_transfer, mining_training_tiles
-from gnt_assets.mining.janitor_checks import hpc_copy_matches_source, training_tiles_have_data_and_labels, training_tiles_match_clusters
+from gnt_assets.mining.hpc import HPCTargetResource
+from gnt_assets.mining.janitor_checks import (
+    hpc_copy_matches_source,
+    training_tiles_have_data_and_labels,
+    training_tiles_match_clusters,
+)
 from gnt_assets.mining.regions import region_path, tile_array
-from gnt_assets.resources.hpc import HPCTargetResource
-
-from .mining_fixtures import ASSETS, SMALL_CLUSTERS, mining_resources, sensor_tick
+from gnt_assets.mining.training_assets import mining_hpc_transfer, mining_training_tiles
+from gnt_assets_tests.mining_tests.mining_fixtures import ASSETS, SMALL_CLUSTERS, mining_resources, sensor_tick
 
 PARTITION = dg.MultiPartitionKey({"country": "BWA", "year": "2020"})
 
@@ -54,7 +57,7 @@ def test_dataloader_with_two_workers_over_tiles_of_the_mining_pipeline(storage_r
     for batch in DataLoader(dataset, batch_size=8, num_workers=2, shuffle=True):
         assert batch["image"].dtype == torch.float32 and batch["image"].shape[1:] == (7, 64, 64)
         assert batch["mask"].dtype == torch.uint8 and batch["mask"].shape[1:] == (1, 64, 64)
-        for image, mask, valid, ix, iy in zip(batch["image"], batch["mask"], batch["valid"], batch["tile_ix"], batch["tile_iy"]):
+        for image, mask, valid, ix, iy in zip(batch["image"], batch["mask"], batch["valid"], batch["tile_ix"], batch["tile_iy"], strict=False):
             coords = world_tile(int(ix), int(iy)).coordinates
             lon, lat = np.meshgrid(coords["longitude"].values, coords["latitude"].values)
             np.testing.assert_array_equal(mask[0].numpy(), shapely.contains_xy(mines, lon, lat))

@@ -58,7 +58,7 @@ def test_tiles_are_exact_windows_with_nan_mask_and_centre_rule_labels(region):
     assert len(pack.rows["tile_ix"]) == 7 and pack.arrays["features"].shape == (7, 7, 64, 64)
     assert pack.arrays["features"].dtype == np.float32 and pack.arrays["labels"].dtype == np.uint8
     truth = fx.reflectance(2020)
-    for i, (ix, iy) in enumerate(zip(pack.rows["tile_ix"], pack.rows["tile_iy"])):
+    for i, (ix, iy) in enumerate(zip(pack.rows["tile_ix"], pack.rows["tile_iy"], strict=False)):
         r, c = (iy - fx.IY0) * 64, (ix - fx.IX0) * 64
         window = truth[:, r : r + 64, c : c + 64]
         np.testing.assert_array_equal(pack.arrays["features"][i], np.nan_to_num(window, nan=0.0))

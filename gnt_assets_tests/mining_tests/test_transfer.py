@@ -7,9 +7,9 @@ import pytest
 from upath import UPath
 
 from gnt_assets.core.packed_tensors import INDEX_NAME, TensorField, open_packed, write_packed
-from gnt_assets.local.hpc import sftp_server
+from gnt_assets.mining.hpc import HPCTargetResource
+from gnt_assets.mining.local.sftp_server import sftp_server
 from gnt_assets.mining.transfer import TransferError, file_digest, transfer_partition, transfer_problems
-from gnt_assets.resources.hpc import HPCTargetResource
 
 FIELDS = (TensorField("features", "<f4", (7, 64, 64)), TensorField("labels", "|u1", (1, 64, 64)))
 
@@ -87,7 +87,7 @@ def test_target_vanishing_mid_copy_then_resume(tmp_path):
 
 
 def test_target_settings_keep_secrets_out_of_metadata(monkeypatch, tmp_path):
-    from gnt_assets.resources.hpc import hpc_resources
+    from gnt_assets.mining.definitions import resource_set
 
     resource = HPCTargetResource(url="sftp://alice:hunter2@login.hpc.example:2222/scratch/gnt", password="pw", verify_host_key=False)
     assert resource.describe() == "sftp://alice@login.hpc.example:2222/scratch/gnt"
@@ -96,8 +96,8 @@ def test_target_settings_keep_secrets_out_of_metadata(monkeypatch, tmp_path):
     assert s3.storage_options() == {"client_kwargs": {"endpoint_url": "http://127.0.0.1:9"}, "key": "k", "secret": "s"}
     monkeypatch.setenv("GNT_STORAGE_ROOT", str(tmp_path))
     monkeypatch.delenv("GNT_HPC_TARGET_URL", raising=False)
-    assert hpc_resources("local")["hpc"].url == f"{tmp_path}/hpc_target"
+    assert resource_set("local")["hpc"].url == f"{tmp_path}/hpc_target"
     monkeypatch.setenv("GNT_HPC_TARGET_URL", "sftp://bob@hpc/x")
     monkeypatch.setenv("GNT_HPC_PASSWORD", "secret")
-    cloud = hpc_resources("cloud")["hpc"].process_config_and_initialize()  # EnvVars resolve at run time
+    cloud = resource_set("cloud")["hpc"].process_config_and_initialize()  # EnvVars resolve at run time
     assert cloud.describe() == "sftp://bob@hpc/x" and cloud.password == "secret"

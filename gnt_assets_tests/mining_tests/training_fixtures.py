@@ -15,6 +15,7 @@ from upath import UPath
 
 from gnt_assets.core.worldgrid import RESOLUTION, WORLD, world_tile
 from gnt_assets.mining.training_tiles import BANDS, TILE
+
 # A 4 x 3 tile block in southern Africa.
 IX0, IY0, NX, NY = 12030, 6020, 4, 3
 
@@ -90,8 +91,8 @@ def write_region(path: UPath, year: int, *, nan_tiles=((3, 2),), missing=(), ix0
 # training tiles, transfer and janitor run through Dagster on this fixture data.
 import dagster as dg  # noqa: E402
 
-from gnt_assets.partitions import mining_country, mining_country_year  # noqa: E402
 from gnt_assets.mining.regions import region_path  # noqa: E402
+from gnt_assets.partitions import mining_country, mining_country_year  # noqa: E402
 from gnt_assets.resources.storage import StorageResource  # noqa: E402
 
 FIXTURE_IX0 = {"ZAF": IX0, "NAM": IX0 + 100}
@@ -121,8 +122,8 @@ STANDINS = [mine_polygons_standin, mining_clusters_standin, landsat_regions_stan
 def mining_ii_resources(storage_root: UPath, hpc_root: UPath) -> dict:
     from gnt_assets.io_managers.geoparquet import GeoParquetIOManager
     from gnt_assets.io_managers.mmap_tensors import MmapTensorIOManager
-    from gnt_assets.local.drive import LocalDrive
-    from gnt_assets.resources.hpc import HPCTargetResource
+    from gnt_assets.mining.hpc import HPCTargetResource
+    from gnt_assets.mining.local.drive import LocalDrive
 
     storage = StorageResource(root=str(storage_root))
     return {

@@ -3,7 +3,7 @@
 
 import dagster as dg
 
+from gnt_assets.profiles import resources_for_profile
 from gnt_assets.rasters import definitions as rasters
-from gnt_assets.resources import resources_for_profile
 
 defs = dg.Definitions.merge(rasters.defs, dg.Definitions(resources=resources_for_profile()))

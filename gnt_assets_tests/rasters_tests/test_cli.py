@@ -10,10 +10,10 @@ import pytest
 from upath import UPath
 
 from gnt_assets.io_managers.geoparquet import read_table, write_table
-from gnt_assets.local.rasters import sample_rasters
 from gnt_assets.rasters import catalog, grids
 from gnt_assets.rasters.assets import GRIDS, STUDY_AREA
 from gnt_assets.rasters.cli import main
+from gnt_assets.rasters.local import sample_rasters
 from gnt_assets_tests.dagster_dev import running_dagster_dev
 
 pytestmark = pytest.mark.servers

@@ -1,22 +1,22 @@
 """The rasters pipeline through Dagster on generated rasters: sensor registration, tiles,
 resampling onto the square and H3 grids, the result cache, and bad input failing only its partition."""
 
+import dagster as dg
 import numpy as np
 import pytest
 import rasterio
 from exactextract import exact_extract
 from rasterio.transform import from_origin
 
-import dagster as dg
 from gnt_assets.io_managers.geoparquet import read_table
-from gnt_assets.local.rasters import sample_rasters, write_geotiff
+from gnt_assets.profiles import resources_for_profile
 from gnt_assets.rasters import catalog as raster_catalog
 from gnt_assets.rasters import definitions, resample, sources, tiling
 from gnt_assets.rasters.assets import grid_assets, raster_source, raster_tiles, resampled_assets
 from gnt_assets.rasters.jobs import raster_cache_cleanup
+from gnt_assets.rasters.local import sample_rasters, write_geotiff
+from gnt_assets.rasters.resources import RasterFolderResource
 from gnt_assets.rasters.sensors import raster_folder_sensor
-from gnt_assets.resources import resources_for_profile
-from gnt_assets.resources.rasters import RasterFolderResource
 
 
 @pytest.fixture

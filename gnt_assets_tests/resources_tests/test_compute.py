@@ -61,7 +61,7 @@ def test_coiled_token_is_set_only_for_the_cluster():
 
 def test_scheduler_and_coiled_together_is_a_config_error():
     with pytest.raises(ComputeConfigError, match="not both"):
-        DaskComputeResource(scheduler_address="tcp://127.0.0.1:8786", coiled_cluster={}).mode
+        _ = DaskComputeResource(scheduler_address="tcp://127.0.0.1:8786", coiled_cluster={}).mode
 
 
 def reference_data_job():

@@ -2,7 +2,7 @@
 
 import pytest
 
-from gnt_assets.local.sentinel import ensure_sample_scenes, stac_api_server
+from gnt_assets.sentinel.local import ensure_sample_scenes, stac_api_server
 
 
 @pytest.fixture(scope="session")

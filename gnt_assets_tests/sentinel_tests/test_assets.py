@@ -1,11 +1,13 @@
 """Through Dagster: AOI -> grid -> chunk sensor adds partitions -> one mosaic partition with its checks -> run log."""
 
+from datetime import UTC
+
 import dagster as dg
 
 from gnt_assets.definitions import defs
-from gnt_assets.local.sentinel import DEMO_BBOX
-from gnt_assets.resources import resources_for_profile
-from gnt_assets.resources.sentinel import LocalSentinelStac, SentinelCubeResource
+from gnt_assets.profiles import resources_for_profile
+from gnt_assets.sentinel.local import DEMO_BBOX, LocalSentinelStac
+from gnt_assets.sentinel.resources import SentinelCubeResource
 from gnt_assets.sentinel.sensors import sentinel_chunk_sensor
 
 ASSETS = [*defs.assets, *(defs.asset_checks or [])]
@@ -73,11 +75,11 @@ def test_an_aoi_that_is_not_an_area_stops_before_the_grid(storage_root, instance
 
 
 def test_monthly_schedule_requests_the_finished_month_for_every_chunk(instance):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from gnt_assets.sentinel.schedules import sentinel_monthly_schedule
 
-    when = datetime(2024, 8, 5, 6, tzinfo=timezone.utc)
+    when = datetime(2024, 8, 5, 6, tzinfo=UTC)
     assert isinstance(sentinel_monthly_schedule(dg.build_schedule_context(instance=instance, scheduled_execution_time=when)),
                       dg.SkipReason)  # no chunks yet
     instance.add_dynamic_partitions("sentinel_chunk", ["square-a", "majortom-b"])

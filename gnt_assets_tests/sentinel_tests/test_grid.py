@@ -7,7 +7,15 @@ from hypothesis import strategies as st
 from shapely.geometry import Polygon, box
 
 from gnt_assets.sentinel.aoi import AoiError, aoi_from_bbox, load_geometry_file
-from gnt_assets.sentinel.grid import GridError, GridSpec, custom_generator, grid_cells, majortom_generator, named_grid, square_tiling_generator
+from gnt_assets.sentinel.grid import (
+    GridError,
+    GridSpec,
+    custom_generator,
+    grid_cells,
+    majortom_generator,
+    named_grid,
+    square_tiling_generator,
+)
 
 AOI = box(-123.1332, 49.2738, -123.1263, 49.2774)
 

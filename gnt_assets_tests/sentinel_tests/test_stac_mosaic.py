@@ -1,21 +1,21 @@
 """The STAC path against the loopback rustac API: paging, page cap, masked median chunk, bad hrefs, empty month."""
 
 import json
-from datetime import date
+from datetime import UTC, date
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-import pytest
 from shapely.geometry import box
 from upath import UPath
 
-from gnt_assets.local.sentinel import COLLECTION, DEMO_BBOX, stac_api_server
 from gnt_assets.sentinel.chunk_runs import layout_for
 from gnt_assets.sentinel.cube import VARIABLE
 from gnt_assets.sentinel.cube_store import CubeStore
 from gnt_assets.sentinel.grid import GridSpec, named_grid
+from gnt_assets.sentinel.local import COLLECTION, DEMO_BBOX, stac_api_server
 from gnt_assets.sentinel.mosaic import ChunkJob, cloud_mask, masked_median, mosaic_chunk, mosaic_chunk_logged
 from gnt_assets.sentinel.stac import SceneQuery, StacSearchError, search_scenes
 
@@ -76,7 +76,7 @@ def test_chunk_mosaic_bad_href_and_empty_month(stac_url, scenes_dir, tmp_path):
     store.ensure(layout, ["2024-06-01", "2024-08-01"], list(BANDS))
     result = mosaic_chunk(_job(stac_url, store, layout, chunk, "2024-06-01"))
     assert result.success and result.scenes == 3 and result.valid_share > 0.5 and result.clear_pixels_unfilled == 0
-    assert 1 <= result.minimum and result.maximum < 20000
+    assert result.minimum >= 1 and result.maximum < 20000
     rows, cols = layout.regions[chunk]
     written = store.open()[VARIABLE].isel(time=0, y=rows, x=cols).values.copy()
     assert store.status({"time": slice(0, 1), "y": rows, "x": cols}).complete
@@ -102,18 +102,18 @@ def test_chunk_mosaic_bad_href_and_empty_month(stac_url, scenes_dir, tmp_path):
 def test_planetary_computer_signs_item_hrefs_with_the_sas_token(scenes_dir):
     """The real signing client against a recorded SAS token response (no network): every asset href
     of a Planetary Computer item gets the container's token before odc.stac reads it."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     import pystac
     import responses
 
-    from gnt_assets.resources.sentinel import PlanetaryComputerStac
+    from gnt_assets.sentinel.resources import PlanetaryComputerStac
 
     stac = PlanetaryComputerStac()
     item = pystac.Item.from_dict(json.loads((scenes_dir / "items.json").read_text())["features"][0])
     for asset in item.assets.values():
         asset.href = f"https://sentinel2l2a01.blob.core.windows.net/sentinel2-l2/10/U/DV/{Path(asset.href).name}"
-    expiry = (datetime.now(timezone.utc) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    expiry = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     with responses.RequestsMock() as recorded:
         recorded.get("https://planetarycomputer.microsoft.com/api/sas/v1/token/sentinel2l2a01/sentinel2-l2",
                      json={"msft:expiry": expiry, "token": "sv=2024&sig=recorded"})

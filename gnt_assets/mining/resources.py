@@ -8,7 +8,6 @@ account's JSON key (``GNT_GEE_SERVICE_ACCOUNT_KEY``) and project (``GNT_GEE_PROJ
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,12 @@ from pydantic import Field, PrivateAttr
 from gnt_assets.mining import drive as drive_api
 from gnt_assets.mining import earthengine as ee_api
 from gnt_assets.mining.drive import DriveFile
-from gnt_assets.mining.exports import COMPUTE_PIXELS_MAX_BYTES, MAX_IN_FLIGHT, ExportSpec, TaskState
-from gnt_assets.resources.hpc import hpc_resources
+from gnt_assets.mining.exports import (
+    COMPUTE_PIXELS_MAX_BYTES,
+    MAX_IN_FLIGHT,
+    ExportSpec,
+    TaskState,
+)
 
 SCOPES = ["https://www.googleapis.com/auth/earthengine", "https://www.googleapis.com/auth/drive"]
 
@@ -123,24 +126,3 @@ class GoogleDrive(DriveResource):
 
     def delete(self, file_id: str) -> None:
         drive_api.delete_file(self._client(), file_id)
-
-
-def mining_service_resources(profile: str) -> dict[str, Any]:
-    if profile == "local":
-        from gnt_assets.local.drive import LocalDrive
-        from gnt_assets.local.earthengine import LocalEarthEngine
-
-        root = os.environ.get("GNT_STORAGE_ROOT", "./data")
-        return {"earthengine": LocalEarthEngine(root=root), "drive": LocalDrive(root=root)}
-    key = dg.EnvVar("GNT_GEE_SERVICE_ACCOUNT_KEY")
-    return {
-        "earthengine": GoogleEarthEngine(project=dg.EnvVar("GNT_GEE_PROJECT"), service_account_key=key),
-        "drive": GoogleDrive(service_account_key=key),
-    }
-
-
-def resource_set(profile: str) -> dict[str, Any]:
-    return {
-        **mining_service_resources(profile),  # Mining I: Earth Engine and Drive
-        **hpc_resources(profile),  # Mining II: the HPC transfer target
-    }

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from datetime import date, timedelta
-from typing import Any
 
 import dagster as dg
 import xarray as xr
 from pydantic import Field, field_validator
-from upath import UPath
 
-from gnt_assets.conus404.variables import DEFAULT_VARIABLES, SourceVariable, resolve_variables
+from gnt_assets.conus404.variables import (
+    DEFAULT_VARIABLES,
+    SourceVariable,
+    resolve_variables,
+)
 
 PC_STAC_URL = "https://planetarycomputer.microsoft.com/api/stac/v1"
 
@@ -57,42 +58,6 @@ class Conus404Source(dg.ConfigurableResource):
         return first, last
 
 
-class LocalConus404Source(Conus404Source):
-    """A generated hourly zarr (real names, units, projection) under ``root``, covering ``days`` from ``start``."""
-
-    root: str = Field(description="Folder for the generated store (below the storage root).")
-    start: str = Field(default="2020-07-01", description="First day of the source window.")
-    days: int = Field(default=21, description="Days in the source window; a day outside it fails saying so.")
-    shape: list[int] = Field(default=[36, 48], description="Grid (y, x) spanning the real 1015 x 1367 domain.")
-    faults: dict[str, str] = Field(
-        default_factory=dict, description="Day -> missing_hour | nan_field | impossible_temperature (corrupted source days)."
-    )
-    transient_failures: dict[str, int] = Field(
-        default_factory=dict, description="Day -> how many reads time out before one succeeds (exercises the retry policy)."
-    )
-
-    def open_hourly(self) -> xr.Dataset:
-        from gnt_assets.local.conus404 import ensure_hourly_store
-
-        path = ensure_hourly_store(
-            UPath(self.root), date.fromisoformat(self.start), self.days, tuple(self.shape), self.faults
-        )
-        return xr.open_zarr(path.path if path.protocol in ("", "file", "local") else path.fs.get_mapper(path.path),
-                            consolidated=True, chunks=None)
-
-    def read_attempt(self, day: date) -> None:
-        """Counts reads of ``day`` and times out the first ``transient_failures[day]`` of them."""
-        allowed = self.transient_failures.get(str(day), 0)
-        if not allowed:
-            return
-        marker = UPath(self.root) / ".attempts" / str(day)
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        attempts = int(marker.read_text()) if marker.exists() else 0
-        marker.write_text(str(attempts + 1))
-        if attempts < allowed:
-            raise TimeoutError(f"conus404 local source: read of {day} timed out (simulated, attempt {attempts + 1})")
-
-
 class PlanetaryComputerConus404Source(Conus404Source):
     """Planetary Computer collection ``conus404``, asset ``zarr-abfs``, signed with a SAS token."""
 
@@ -132,17 +97,3 @@ class PlanetaryComputerConus404Source(Conus404Source):
             options["connection_string"] = f"{options['connection_string'].rstrip(';')};SharedAccessSignature={options.pop('credential')}"
         open_kwargs = {**asset.extra_fields.get("xarray:open_kwargs", {}), "chunks": None}
         return xr.open_zarr(asset.href, storage_options=options, **open_kwargs)
-
-
-
-def resource_set(profile: str) -> dict[str, Any]:
-    if profile == "local":
-        root = UPath(os.environ.get("GNT_STORAGE_ROOT", "./data"))
-        root = root if "://" in str(root) else root.absolute()
-        return {"conus404_source": LocalConus404Source(root=str(root / "sources" / "conus404"))}
-    return {
-        "conus404_source": PlanetaryComputerConus404Source(
-            stac_url=os.environ.get("GNT_CONUS404_STAC_URL", PC_STAC_URL),
-            subscription_key=dg.EnvVar("PC_SDK_SUBSCRIPTION_KEY") if os.environ.get("PC_SDK_SUBSCRIPTION_KEY") else None,
-        )
-    }

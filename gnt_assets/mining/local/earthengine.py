@@ -16,10 +16,14 @@ from pydantic import Field
 from upath import UPath
 
 from gnt_assets.core.atomic import atomic_write_bytes, atomic_write_text
-from gnt_assets.local.mining import ensure_sample_polygons, geotiff_bytes, render_composite
 from gnt_assets.mining.exports import ExportSpec, TaskState
+from gnt_assets.mining.local.samples import (
+    ensure_sample_polygons,
+    geotiff_bytes,
+    render_composite,
+)
 from gnt_assets.mining.pipeline import read_polygon_file
-from gnt_assets.resources.mining import EarthEngineResource
+from gnt_assets.mining.resources import EarthEngineResource
 
 FAILURE_TEXT = "Earth Engine memory capacity exceeded. (local failure requested by configuration)"
 

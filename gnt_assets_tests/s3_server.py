@@ -34,8 +34,8 @@ class S3Endpoint:
 @contextlib.contextmanager
 def s3_server(bucket: str = "gnt-test") -> Iterator[S3Endpoint]:
     """Start moto on 127.0.0.1 with a free port and one empty bucket; stop it on exit."""
-    from moto.server import ThreadedMotoServer
     import boto3
+    from moto.server import ThreadedMotoServer
 
     for name, value in DUMMY_CREDENTIALS.items():
         os.environ.setdefault(name, value)

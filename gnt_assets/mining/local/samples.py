@@ -9,6 +9,7 @@ antimeridian, and a handful of rows the validation must reject or repair.
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -66,15 +67,14 @@ def ensure_sample_polygons(root: UPath) -> UPath:
     path = root / SAMPLE_NAME
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        import io
         import tempfile
 
         with tempfile.TemporaryDirectory() as tmp:
             local = f"{tmp}/mining_polygons.gpkg"
             sample_polygons().to_file(local, driver="GPKG")
-            data = open(local, "rb").read()
+            data = Path(local).read_bytes()
         with atomic_open(path, "wb") as out:
-            out.write(io.BytesIO(data).getvalue())
+            out.write(data)
     return path
 
 

@@ -23,10 +23,16 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
+import dagster as dg
 import numpy as np
 import rasterio
+from pydantic import Field, PrivateAttr
 from rasterio.transform import from_origin
+
+from gnt_assets.mapterhorn.download import Download
+from gnt_assets.mapterhorn.resources import MapterhornSourcesResource
 
 NODATA = -9999.0
 SOURCES = ("alpine_tiles", "lowland_grids")
@@ -226,3 +232,42 @@ class SourceServer(contextlib.AbstractContextManager):
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join()
+
+
+class LocalMapterhornSourcesResource(MapterhornSourcesResource):
+    """Generated sources served on 127.0.0.1; the server starts on first download and stops with the run."""
+
+    port: int = Field(default=0, description="Server port; 0 picks a free one once and keeps it in local-server/port.")
+    backoff_seconds: float = 0.05
+    _server: Any = PrivateAttr(default=None)
+
+    def _www(self) -> Path:
+        return self.root / "local-server" / "www"
+
+    def _port(self) -> int:
+        saved = self.root / "local-server" / "port"
+        if self.port:
+            return self.port
+        return int(saved.read_text()) if saved.exists() else 0
+
+    def catalog(self) -> Path:
+        catalog = super().catalog()
+        if not (catalog / ".generated").exists():
+            files = generate_sources(self._www())
+            with SourceServer(self._www(), self._port()) as server:  # binds the port the lists will name
+                port = server.httpd.server_address[1]
+            write_catalog(catalog, f"http://127.0.0.1:{port}", files)
+            (self.root / "local-server" / "port").write_text(str(port))
+            (catalog / ".generated").write_text("ok")
+        return catalog
+
+    def fetch(self, url: str, dest: Path) -> Download:
+        if self._server is None:
+            self.catalog()
+            self._server = SourceServer(self._www(), self._port()).__enter__()
+        return super().fetch(url, dest)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._server is not None:
+            self._server.__exit__(None, None, None)
+            self._server = None

@@ -25,15 +25,17 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyproj
 import xarray as xr
+from pydantic import Field
 from upath import UPath
 
+from gnt_assets.conus404.resources import Conus404Source
 from gnt_assets.conus404.variables import CATALOG
 
 # WRF's CONUS404 projection (cen_lat 39.100006, cen_lon -97.9, true latitudes 30/50, sphere R=6370 km).
@@ -132,7 +134,7 @@ def generate_hourly(
             "lat": (("y", "x"), lat.astype(np.float32), {"units": "degrees_north", "standard_name": "latitude"}),
             "lon": (("y", "x"), lon.astype(np.float32), {"units": "degrees_east", "standard_name": "longitude"}),
         },
-        attrs={"title": "CONUS404 hourly (local generated stand-in)", "source": "gnt_assets.local.conus404"},
+        attrs={"title": "CONUS404 hourly (local generated stand-in)", "source": "gnt_assets.conus404.local"},
     )
 
 
@@ -235,7 +237,7 @@ def container_sas(container: str, hours: float = 1.0) -> tuple[str, str]:
     """A read/list SAS token for ``container`` signed with the azurite key, and its expiry."""
     from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 
-    expiry = datetime.now(timezone.utc) + timedelta(hours=hours)
+    expiry = datetime.now(UTC) + timedelta(hours=hours)
     token = generate_container_sas(AZURITE_ACCOUNT, container, account_key=AZURITE_KEY,
                                    permission=ContainerSasPermissions(read=True, list=True), expiry=expiry)
     return token, expiry.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -323,3 +325,37 @@ def planetary_computer_api(href: str, blob_endpoint: str, behaviour: StacBehavio
     finally:
         server.shutdown()
         server.server_close()
+
+
+class LocalConus404Source(Conus404Source):
+    """A generated hourly zarr (real names, units, projection) under ``root``, covering ``days`` from ``start``."""
+
+    root: str = Field(description="Folder for the generated store (below the storage root).")
+    start: str = Field(default="2020-07-01", description="First day of the source window.")
+    days: int = Field(default=21, description="Days in the source window; a day outside it fails saying so.")
+    shape: list[int] = Field(default=[36, 48], description="Grid (y, x) spanning the real 1015 x 1367 domain.")
+    faults: dict[str, str] = Field(
+        default_factory=dict, description="Day -> missing_hour | nan_field | impossible_temperature (corrupted source days)."
+    )
+    transient_failures: dict[str, int] = Field(
+        default_factory=dict, description="Day -> how many reads time out before one succeeds (exercises the retry policy)."
+    )
+
+    def open_hourly(self) -> xr.Dataset:
+        path = ensure_hourly_store(
+            UPath(self.root), date.fromisoformat(self.start), self.days, tuple(self.shape), self.faults
+        )
+        return xr.open_zarr(path.path if path.protocol in ("", "file", "local") else path.fs.get_mapper(path.path),
+                            consolidated=True, chunks=None)
+
+    def read_attempt(self, day: date) -> None:
+        """Counts reads of ``day`` and times out the first ``transient_failures[day]`` of them."""
+        allowed = self.transient_failures.get(str(day), 0)
+        if not allowed:
+            return
+        marker = UPath(self.root) / ".attempts" / str(day)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        attempts = int(marker.read_text()) if marker.exists() else 0
+        marker.write_text(str(attempts + 1))
+        if attempts < allowed:
+            raise TimeoutError(f"conus404 local source: read of {day} timed out (simulated, attempt {attempts + 1})")

@@ -4,11 +4,9 @@ Planetary Computer implementations, and the local one (generated COGs behind ``r
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Iterator
 from datetime import date
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import dagster as dg
 from pydantic import Field
@@ -63,37 +61,8 @@ class PlanetaryComputerStac(SentinelStacResource):
         return planetary_computer.sign_inplace
 
 
-class LocalSentinelStac(SentinelStacResource):
-    """Generated Sentinel-2-like COGs (under ``data_root``) served by ``rustac serve`` on loopback."""
-
-    url: str = ""
-    data_root: str = Field(default="./data/sentinel_source", description="Local folder of the generated scenes.")
-    aws_unsigned: bool = False
-
-    @contextlib.contextmanager
-    def api_url(self) -> Iterator[str]:
-        from gnt_assets.local.sentinel import ensure_sample_scenes, stac_api_server
-
-        if self.url:
-            yield self.url
-            return
-        with stac_api_server(ensure_sample_scenes(Path(self.data_root))) as url:
-            yield url
-
-
 class SentinelCubeResource(dg.ConfigurableResource):
     """How each grid's cube is stored under the storage root: plain zarr (default) or an Icechunk
     repository where every partition's write is one commit (rebased past concurrent partitions)."""
 
     backend: Literal["zarr", "icechunk"] = Field(default="zarr", description="'zarr' or 'icechunk'.")
-
-
-def resource_set(profile: str) -> dict[str, Any]:
-    cube = {"sentinel_cube": SentinelCubeResource(backend=os.environ.get("GNT_SENTINEL_CUBE", "zarr"))}
-    if profile == "local":
-        root = os.environ.get("GNT_STORAGE_ROOT", "./data")
-        local_root = root if "://" not in root else "./data"
-        return {"sentinel_stac": LocalSentinelStac(data_root=str(Path(local_root) / "sentinel_source")), **cube}
-    if os.environ.get("GNT_SENTINEL_STAC", "earth-search") == "planetary-computer":
-        return {"sentinel_stac": PlanetaryComputerStac(), **cube}
-    return {"sentinel_stac": EarthSearchStac(), **cube}

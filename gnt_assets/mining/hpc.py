@@ -2,13 +2,12 @@
 
 ``sftp://user@login-node:22/scratch/gnt`` (sshfs), ``s3://bucket/prefix`` (s3fs)
 or a plain folder. The local profile copies to ``{storage root}/hpc_target``;
-tests also serve the ``sftp://`` path from ``gnt_assets.local.hpc.sftp_server``.
+tests also serve the ``sftp://`` path from ``gnt_assets.mining.local.sftp_server.sftp_server``.
 Secrets (password, S3 keys) come from ``EnvVar``s and never appear in metadata.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -58,16 +57,3 @@ class HPCTargetResource(dg.ConfigurableResource):
         if parts.port:
             netloc = f"{netloc}:{parts.port}"
         return urlunsplit((parts.scheme, netloc, parts.path, "", "")) if parts.scheme else self.url
-
-
-def hpc_resources(profile: str) -> dict[str, Any]:
-    """The ``hpc`` resource for a profile (registered through ``resources/mining.py``)."""
-    if profile == "local":
-        root = os.environ.get("GNT_STORAGE_ROOT", "./data").rstrip("/")
-        return {"hpc": HPCTargetResource(url=os.environ.get("GNT_HPC_TARGET_URL") or f"{root}/hpc_target")}
-    optional = {name: dg.EnvVar(env) for name, env in (("password", "GNT_HPC_PASSWORD"), ("key", "GNT_HPC_S3_KEY"), ("secret", "GNT_HPC_S3_SECRET")) if os.environ.get(env)}
-    return {
-        "hpc": HPCTargetResource(
-            url=dg.EnvVar("GNT_HPC_TARGET_URL"), endpoint_url=os.environ.get("GNT_HPC_S3_ENDPOINT_URL"), **optional
-        )
-    }

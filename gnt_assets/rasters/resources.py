@@ -6,9 +6,6 @@ any fsspec URL via GNT_RASTER_FOLDER), so one resource class serves both profile
 
 from __future__ import annotations
 
-import os
-from typing import Any
-
 import dagster as dg
 from pydantic import Field
 from upath import UPath
@@ -29,13 +26,3 @@ class RasterFolderResource(dg.ConfigurableResource):
 
     def registry_path(self, root: UPath) -> UPath:
         return self._resolve(root, self.registry)
-
-
-def resource_set(profile: str) -> dict[str, Any]:
-    return {
-        "raster_folder": RasterFolderResource(
-            folder=os.environ.get("GNT_RASTER_FOLDER", "rasters/incoming"),
-            registry=os.environ.get("GNT_RASTER_REGISTRY", "rasters/registry.yaml"),
-            tile_size=int(os.environ.get("GNT_RASTER_TILE_SIZE", "1000")),
-        )
-    }

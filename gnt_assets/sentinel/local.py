@@ -15,17 +15,19 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import rasterio
+from pydantic import Field
 from pyproj import Transformer
 from rasterio.transform import from_origin
 from scipy import ndimage
 from upath import UPath
 
 from gnt_assets.core.atomic import atomic_write_text
+from gnt_assets.sentinel.resources import SentinelStacResource
 
 COLLECTION = "sentinel-2-c1-l2a"
 BANDS = ("red", "green", "blue", "nir")
@@ -116,7 +118,7 @@ def ensure_sample_scenes(root: Path, bbox: tuple[float, float, float, float] = D
     bbox4326 = (min(lons), min(lats), max(lons), max(lats))
     features = []
     for month in months:
-        first = datetime.fromisoformat(month).replace(tzinfo=timezone.utc)
+        first = datetime.fromisoformat(month).replace(tzinfo=UTC)
         for index in range(scenes_per_month):
             when = first + timedelta(days=3 + max(1, 27 // scenes_per_month) * index, hours=19, minutes=12)
             scene_id = f"S2A_10UDV_{when:%Y%m%d}_0_L2A"
@@ -190,3 +192,19 @@ def stac_api_server(*hrefs: Path, timeout_s: float = 30) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+class LocalSentinelStac(SentinelStacResource):
+    """Generated Sentinel-2-like COGs (under ``data_root``) served by ``rustac serve`` on loopback."""
+
+    url: str = ""
+    data_root: str = Field(default="./data/sentinel_source", description="Local folder of the generated scenes.")
+    aws_unsigned: bool = False
+
+    @contextlib.contextmanager
+    def api_url(self) -> Iterator[str]:
+        if self.url:
+            yield self.url
+            return
+        with stac_api_server(ensure_sample_scenes(Path(self.data_root))) as url:
+            yield url

@@ -9,7 +9,7 @@ from pathlib import Path
 from upath import UPath
 
 from gnt_assets.mining.drive import DriveFile
-from gnt_assets.resources.mining import DriveResource
+from gnt_assets.mining.resources import DriveResource
 
 
 def file_id(name: str) -> str:

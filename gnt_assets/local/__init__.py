@@ -1,1 +1,0 @@
-"""Local backends and the deterministic sample-data generators behind the local profile."""

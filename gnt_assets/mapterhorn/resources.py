@@ -1,0 +1,38 @@
+"""Mapterhorn source downloads: one interface, HTTP(S) for real sources, a loopback server locally.
+
+Both implementations run the same download code (Range resume, retries with
+backoff, size and Content-MD5 verification); the local one generates the
+sample sources and their catalog under the work folder and serves them on
+127.0.0.1 with a port that stays stable across runs (it is in the file lists).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from gnt_assets.mapterhorn.download import Download, download
+
+
+class MapterhornSourcesResource(dg.ConfigurableResource):
+    """Where the source catalog and the per-file work live, and how files are fetched over HTTP(S)."""
+
+    work_dir: str = Field(description="Local folder for the per-file chain (GDAL needs a file system).")
+    catalog_dir: str | None = Field(default=None, description="source-catalog folder; default {work_dir}/source-catalog.")
+    retries: int = 5
+    backoff_seconds: float = 1.0
+    timeout_seconds: float = 120.0
+    max_unpacked_bytes: int = 50 * 2**30
+    max_compression_ratio: float = 200.0
+
+    @property
+    def root(self) -> Path:
+        return Path(self.work_dir).absolute()
+
+    def catalog(self) -> Path:
+        return Path(self.catalog_dir).absolute() if self.catalog_dir else self.root / "source-catalog"
+
+    def fetch(self, url: str, dest: Path) -> Download:
+        return download(url, dest, retries=self.retries, backoff_s=self.backoff_seconds, timeout_s=self.timeout_seconds)
