@@ -3,6 +3,8 @@
 A file is accepted only if it opens as a raster with seven float bands in
 EPSG:4326, the world grid's pixel size, and an origin on a world-grid pixel edge
 inside the cluster's region; anything else raises naming the file and the problem.
+Pixels equal to the export's declared nodata (``spec.nodata``) become NaN; a file
+whose nodata tag declares another value is refused (it was not exported as asked).
 """
 
 from __future__ import annotations
@@ -38,7 +40,11 @@ def place(spec: ExportSpec, name: str, data: bytes) -> tuple[int, int, np.ndarra
             row, col = round(row), round(col)
             if row < 0 or col < 0 or row + raster.height > spec.height or col + raster.width > spec.width:
                 raise ExportFileError(f"{name}: {raster.width} x {raster.height} px at ({col}, {row}) lies outside the region")
+            tagged = raster.nodata
+            if tagged is not None and not np.isnan(tagged) and tagged != spec.nodata:
+                raise ExportFileError(f"{name}: nodata {tagged}, the export declared {spec.nodata}")
             pixels = raster.read().astype("float32")
+            pixels[pixels == np.float32(spec.nodata)] = np.nan
     except ExportFileError:
         raise
     except Exception as error:  # rasterio raises several types for truncated or corrupt files

@@ -10,12 +10,13 @@ from typing import Any
 
 import shapely
 
-from gnt_assets.mining.exports import COLLECTION, ExportError, ExportSpec, TaskState
+from gnt_assets.mining.exports import COLLECTION, ExportError, ExportSpec, TaskState, export_request
 from gnt_assets.mining.regions import BANDS
 
 
 def landsat_composite(ee: Any, spec: ExportSpec) -> Any:
-    """The year's annual composite, seven bands as float, clipped to the cluster footprint."""
+    """The year's annual composite, seven bands as float, clipped to the cluster's tiles, masked pixels set to
+    the spec's nodata (Earth Engine would write them as 0 otherwise)."""
     roi = ee.Geometry(shapely.geometry.mapping(shapely.from_wkt(spec.clip_wkt)), "EPSG:4326", False)
     composite = (
         ee.ImageCollection(COLLECTION)
@@ -23,7 +24,7 @@ def landsat_composite(ee: Any, spec: ExportSpec) -> Any:
         .filterBounds(roi)
         .first()
     )
-    return ee.Image(composite).select(list(BANDS)).toFloat().clip(roi)
+    return ee.Image(composite).select(list(BANDS)).toFloat().clip(roi).unmask(export_request(spec)["unmask"], False)
 
 
 def _task(operation: dict) -> TaskState:
@@ -64,6 +65,7 @@ def _start_export(ee: Any, spec: ExportSpec, folder: str) -> Any:
         crsTransform=list(spec.crs_transform),
         maxPixels=int(1e13),
         fileFormat="GeoTIFF",
+        formatOptions=dict(export_request(spec)["format_options"]),
     )
     task.start()
     return task

@@ -6,6 +6,15 @@ the cluster footprint, on the world grid (EPSG:4326 with the grid's
 resampling. The description ``LANDSAT_C02_T1_L2_{ISO3}_{cluster8}_{year}`` is the
 idempotency key: an existing task with it is reused, never submitted twice.
 
+Nodata: Earth Engine writes masked pixels as 0 in GeoTIFFs unless told otherwise,
+and 0 is a valid reflectance. Every export therefore states its nodata: the
+image is unmasked to :data:`NODATA` (-9999, recorded in the spec and the ledger)
+and Drive GeoTIFFs carry it as their nodata tag (``formatOptions.noData``);
+:func:`export_request` is that request, used by the real client and the local
+stand-in alike. Downloads turn the declared value into NaN, the region stores'
+"no data". The clip is the union of the cluster's whole world tiles (the seed's
+rule), so tiles at a cluster's edge are never partly empty by construction.
+
 The ledger (``mining/exports/{ISO3}/{year}.json``) records each cluster's task,
 route (``drive`` or ``direct``), state and attempts; the sensor updates it. At most
 ``max_in_flight`` Drive tasks (all partitions together) are submitted and not yet
@@ -18,6 +27,7 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 
 import geopandas as gpd
+import numpy as np
 import shapely
 from affine import Affine
 from odc.geo.geobox import GeoBox
@@ -25,7 +35,7 @@ from upath import UPath
 
 from gnt_assets.core.atomic import atomic_write_text
 from gnt_assets.core.errors import InputError
-from gnt_assets.core.worldgrid import WORLD
+from gnt_assets.core.worldgrid import TILE_SIZE, WORLD
 
 COLLECTION = "LANDSAT/COMPOSITES/C02/T1_L2_ANNUAL"
 COMPUTE_PIXELS_MAX_BYTES = 48 * 2**20
@@ -33,6 +43,7 @@ COMPUTE_PIXELS_MAX_SIDE = 32768
 DONE, FAILED_STATES, ACTIVE = "COMPLETED", ("FAILED", "CANCELLED"), ("READY", "RUNNING", "PENDING", "SUBMITTED", "CANCEL_REQUESTED")
 QUEUED = "QUEUED"  # not submitted yet: waits for a free slot under the in-flight limit (the seed's MAX_SUBMITTED_TASKS)
 MAX_IN_FLIGHT = 10
+NODATA = -9999.0  # masked pixels in every export (unmask value and GeoTIFF nodata tag); no band can take it
 
 
 class ExportError(InputError):
@@ -49,6 +60,7 @@ class ExportSpec:
     height: int
     crs_transform: tuple[float, float, float, float, float, float]  # EE order: a, b, c, d, e, f
     clip_wkt: str
+    nodata: float = NODATA
 
     @property
     def nbytes(self) -> int:
@@ -82,6 +94,22 @@ def description(country: str, cluster_id: str, year: int | str) -> str:
     return f"LANDSAT_C02_T1_L2_{country}_{cluster_id[:8]}_{year}"
 
 
+def export_request(spec: ExportSpec) -> dict:
+    """How masked pixels are written: the unmask value and the Drive GeoTIFF's format options.
+
+    Without it Earth Engine writes 0 for masked pixels (the local stand-in does the same).
+    """
+    return {"unmask": spec.nodata, "format_options": {"noData": spec.nodata}}
+
+
+def tiles_geometry(tiles) -> shapely.Geometry:
+    """The union of whole world tiles ``[[ix, iy], ...]`` (one polygon per connected block)."""
+    pairs = np.asarray([[int(ix), int(iy)] for ix, iy in tiles], dtype=np.float64).reshape(-1, 2)
+    blocks = shapely.coverage_union_all(shapely.box(pairs[:, 0], pairs[:, 1], pairs[:, 0] + 1, pairs[:, 1] + 1))  # exact in tile units
+    a, size = WORLD.affine, TILE_SIZE * WORLD.affine.a
+    return shapely.affinity.affine_transform(blocks, [size, 0, 0, -size, a.c, a.f])
+
+
 def export_spec(cluster, year: int) -> ExportSpec:
     """The export of one clusters-table row for a year, on the world grid."""
     if cluster.crosses_antimeridian:
@@ -100,7 +128,7 @@ def export_spec(cluster, year: int) -> ExportSpec:
         width=col1 - col0,
         height=row1 - row0,
         crs_transform=(a.a, a.b, a.c, a.d, a.e, a.f),
-        clip_wkt=shapely.to_wkt(cluster.geometry),
+        clip_wkt=shapely.to_wkt(tiles_geometry(cluster.tiles), rounding_precision=-1),
     )
 
 

@@ -37,3 +37,31 @@ def test_bad_files_name_the_file_and_problem(spec):
         assemble(spec, {"cut.tif": good[: len(good) // 3]})
     with pytest.raises(ExportFileError, match="no export files"):
         assemble(spec, {})
+
+
+def test_declared_nodata_becomes_nan_and_a_file_declaring_another_is_refused(spec):
+    pixels = np.full((7, spec.height, spec.width), 0.25, "float32")
+    pixels[:, 3, 5] = spec.nodata  # masked, as Earth Engine writes it when told to unmask to the sentinel
+    pixels[2, 4, 6] = 0.0  # a real zero reflectance stays a value
+    out = assemble(spec, {"a.tif": geotiff_bytes(pixels, spec.geobox, spec.nodata)})
+    assert np.isnan(out[:, 3, 5]).all() and out[2, 4, 6] == 0.0 and np.isfinite(out).sum() == out.size - 7
+    untagged = assemble(spec, {"a.tif": geotiff_bytes(pixels, spec.geobox, None)})  # computePixels: no tag
+    np.testing.assert_array_equal(untagged, out)
+    with pytest.raises(ExportFileError, match=r"b.tif: nodata 0.0, the export declared -9999.0"):
+        assemble(spec, {"b.tif": geotiff_bytes(pixels, spec.geobox, 0.0)})
+
+
+def test_clip_is_the_union_of_the_cluster_whole_world_tiles(spec):
+    from gnt_assets.core.worldgrid import world_tile
+
+    clip = shapely.from_wkt(spec.clip_wkt)
+    bounds = spec.geobox.extent.boundingbox
+    assert clip.geom_type == "Polygon" and clip.symmetric_difference(shapely.box(*bounds)).area < 1e-12  # edge tiles whole
+    tile = world_tile(*next(iter(_cluster_tiles(spec))))
+    assert clip.contains(shapely.box(*tile.extent.boundingbox).buffer(-1e-7))
+
+
+def _cluster_tiles(spec):
+    from gnt_assets.core.worldgrid import tiles_covering
+
+    return tiles_covering(spec.geobox.extent.boundingbox)

@@ -106,9 +106,11 @@ def test_export_submitted_once_on_the_world_grid_and_polled(earthengine_server):
     assert client.find_task(spec.description).task_id == task.task_id  # a re-run finds it instead of resubmitting
     sent = _EarthEngine.exports[0]
     assert sent["description"] == spec.description
-    assert sent["fileExportOptions"] == {"fileFormat": "GEO_TIFF", "driveDestination": {"folder": "landsat_mining", "filenamePrefix": spec.description}}
+    assert sent["fileExportOptions"] == {"fileFormat": "GEO_TIFF", "driveDestination": {"folder": "landsat_mining", "filenamePrefix": spec.description},
+                                         "geoTiffOptions": {"noData": {"floatValue": -9999.0}}}  # the file states its nodata
     expression = json.dumps(sent["expression"])  # the grid travels inside the expression (a reprojection)
     assert "LANDSAT/COMPOSITES/C02/T1_L2_ANNUAL" in expression and "EPSG:4326" in expression
+    assert '"Image.unmask"' in expression and "-9999" in expression  # masked pixels are not left to Earth Engine's 0
     assert repr(spec.crs_transform[2]) in expression and repr(spec.crs_transform[0]) in expression
     _EarthEngine.operations[task.task_id].update(
         done=True, error={"message": "Image.clip: too many pixels"}, metadata={**_EarthEngine.operations[task.task_id]["metadata"], "state": "FAILED"})
@@ -142,6 +144,7 @@ def test_refused_export_names_its_cluster_others_go_on_and_small_regions_use_com
     assert counts == {"submitted": 1, "reused": 0, "queued": 0, "direct": 1, "drive": 1}
     direct = next(r for r in records if r.route == "direct")
     assert direct.spec.cluster_id == by_mine[0].cluster_id and direct.state == "COMPLETED"
+    assert '"Image.unmask"' in json.dumps(_EarthEngine.pixels[0]["expression"])
     grid = _EarthEngine.pixels[0]["grid"]
     assert grid["crsCode"] == "EPSG:4326" and grid["dimensions"] == {"width": 64, "height": 64}
     assert grid["affineTransform"]["translateX"] == direct.spec.crs_transform[2]

@@ -4,9 +4,11 @@ import dagster as dg
 import numpy as np
 from pandas import read_csv
 
+from gnt_assets.core.worldgrid import world_tile
 from gnt_assets.core.zarr_regions import open_store
 from gnt_assets.io_managers.geoparquet import read_table
-from gnt_assets.mining.exports import ledger_path, read_ledger
+from gnt_assets.mining.exports import export_spec, ledger_path, read_ledger
+from gnt_assets.mining.local.samples import scene_gaps
 from gnt_assets.mining.pipeline import staging_folder
 from gnt_assets.mining.regions import region_path, tile_array
 from gnt_assets_tests.mining_tests.mining_fixtures import materialize, mining_resources, sensor_tick
@@ -55,6 +57,8 @@ def test_polygons_to_regions_with_sensor(storage_root, instance):
     ix, iy = table["tiles"].iloc[0][0]
     tile = tile_array(region_path(storage_root, "BWA", "2020"), int(ix), int(iy))
     assert tile.shape == (7, 64, 64) and np.isfinite(tile).any()
+    gaps = scene_gaps(world_tile(int(ix), int(iy)), 2020)  # masked in the composite: NaN in the region, never 0
+    assert gaps.any() and np.isnan(tile[:, gaps]).all() and np.isfinite(tile[:, ~gaps]).all()
 
     # a truncated Drive file fails its cluster only: named in the error, kept on Drive; the other clusters are written
     materialize(instance, resources, ["landsat_exports"], "BWA|2019")
@@ -110,3 +114,33 @@ def test_polygon_file_as_geoparquet_and_without_crs(storage_root, instance, tmp_
     assert not unknown.success
     message = unknown.get_step_failure_events()[0].event_specific_data.error.to_string()
     assert "country ATA: no valid mine polygons with this ISO3 code; known: ['BWA', 'CHL', 'FJI', 'NAM', 'ZAF']" in message
+
+
+def test_local_earth_engine_writes_zero_for_masked_pixels_unless_the_request_unmasks(storage_root, monkeypatch):
+    import geopandas as gpd
+    import shapely
+    from rasterio.io import MemoryFile
+
+    from gnt_assets.mining import exports
+    from gnt_assets.mining.clusters import cluster_country
+    from gnt_assets.mining.local import earthengine as local_ee
+
+    mines = gpd.GeoDataFrame({"mine_id": [0], "ISO3_CODE": ["BWA"]}, geometry=[shapely.box(25.36, -24.62, 25.37, -24.61)], crs=4326)
+    spec = export_spec(next(cluster_country(mines, "BWA", 0.005).itertuples()), 2020)
+    gaps = scene_gaps(spec.geobox, 2020)
+    client = mining_resources(storage_root)["earthengine"]
+
+    def pixels(data):
+        with MemoryFile(data) as memory, memory.open() as raster:
+            return raster.read(), raster.nodata
+
+    values, tag = pixels(client.compute_pixels(spec))
+    assert (values[:, gaps] == exports.NODATA).all() and (values[:, ~gaps] != exports.NODATA).all() and tag is None
+    task = client.submit(spec)
+    client.status(task.task_id), client.status(task.task_id)
+    values, tag = pixels(next(client.drive_path().glob(f"{spec.description}*.tif")).read_bytes())
+    assert tag == exports.NODATA and (values[:, gaps] == exports.NODATA).all()
+
+    monkeypatch.setattr(local_ee, "export_request", lambda spec: {})  # a request that states no nodata
+    values, tag = pixels(client.compute_pixels(spec))
+    assert (values[:, gaps] == 0).all() and tag is None  # what Earth Engine does: masked pixels become 0

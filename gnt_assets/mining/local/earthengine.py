@@ -4,6 +4,11 @@ Each status poll moves a task one step: READY -> RUNNING -> COMPLETED (the
 GeoTIFF appears in the Drive folder then), or FAILED for descriptions listed in
 ``fail_descriptions`` on their first ``fail_attempts`` attempts. Wide exports are
 sharded like Earth Engine does (``{prefix}-{row:010d}-{col:010d}.tif``).
+
+Masked pixels are written as Earth Engine writes them: 0, unless the request
+(:func:`~gnt_assets.mining.exports.export_request`, kept with the task as
+submitted) unmasks them to a value; the Drive GeoTIFF's nodata tag is set only
+when the request's format options give ``noData``.
 """
 
 from __future__ import annotations
@@ -11,12 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 
+import numpy as np
 import shapely
 from pydantic import Field
 from upath import UPath
 
 from gnt_assets.core.atomic import atomic_write_bytes, atomic_write_text
-from gnt_assets.mining.exports import ExportSpec, TaskState
+from gnt_assets.mining.exports import ExportSpec, TaskState, export_request
 from gnt_assets.mining.local.samples import (
     ensure_sample_polygons,
     geotiff_bytes,
@@ -64,7 +70,8 @@ class LocalEarthEngine(EarthEngineResource):
     def submit(self, spec: ExportSpec) -> TaskState:
         attempt = 1 + sum(t["description"] == spec.description for t in self._all())
         task_id = "L" + hashlib.sha256(f"{spec.description}/{attempt}".encode()).hexdigest()[:23].upper()
-        self._save({"id": task_id, "description": spec.description, "state": "READY", "attempt": attempt, "spec": spec.__dict__})
+        self._save({"id": task_id, "description": spec.description, "state": "READY", "attempt": attempt, "spec": spec.__dict__,
+                    "request": export_request(spec)})
         return TaskState(task_id, spec.description, "READY")
 
     def status(self, task_id: str) -> TaskState:
@@ -76,25 +83,30 @@ class LocalEarthEngine(EarthEngineResource):
             if failing:
                 task["state"], task["error"] = "FAILED", FAILURE_TEXT
             else:
-                self._render_to_drive(ExportSpec(**{**task["spec"], "crs_transform": tuple(task["spec"]["crs_transform"])}))
+                spec = ExportSpec(**{**task["spec"], "crs_transform": tuple(task["spec"]["crs_transform"])})
+                self._render_to_drive(spec, task.get("request", {}))
                 task["state"] = "COMPLETED"
         self._save(task)
         return TaskState(task_id, task["description"], task["state"], task.get("error", ""))
 
-    def _pixels(self, spec: ExportSpec):
+    def _pixels(self, spec: ExportSpec, request: dict):
+        """The composite with masked pixels as Earth Engine writes them: 0 unless the request unmasks them."""
         path = UPath(self.polygons_path) if self.polygons_path else ensure_sample_polygons(UPath(self.root))
         clip = shapely.from_wkt(spec.clip_wkt)
         mines = read_polygon_file(path)
         mines = [g for g in mines.geometry if g is not None and not g.is_empty and g.intersects(clip)]
-        return render_composite(spec.geobox, clip, mines, spec.year)
+        pixels = render_composite(spec.geobox, clip, mines, spec.year)
+        return np.where(np.isnan(pixels), np.float32(request.get("unmask", 0.0)), pixels)
 
-    def _render_to_drive(self, spec: ExportSpec) -> None:
-        pixels, geobox = self._pixels(spec), spec.geobox
+    def _render_to_drive(self, spec: ExportSpec, request: dict) -> None:
+        pixels, geobox = self._pixels(spec, request), spec.geobox
+        nodata = request.get("format_options", {}).get("noData")
         starts = list(range(0, spec.width, self.shard_width))
         for start in starts:
             stop = min(start + self.shard_width, spec.width)
             name = spec.description if len(starts) == 1 else f"{spec.description}-{0:010d}-{start:010d}"
-            atomic_write_bytes(self.drive_path() / f"{name}.tif", geotiff_bytes(pixels[:, :, start:stop], geobox[:, start:stop]))
+            atomic_write_bytes(self.drive_path() / f"{name}.tif", geotiff_bytes(pixels[:, :, start:stop], geobox[:, start:stop], nodata))
 
     def compute_pixels(self, spec: ExportSpec) -> bytes:
-        return geotiff_bytes(self._pixels(spec), spec.geobox)
+        """computePixels has no format options: masked pixels hold the unmask value (else 0), no nodata tag."""
+        return geotiff_bytes(self._pixels(spec, export_request(spec)), spec.geobox, None)

@@ -78,10 +78,21 @@ def ensure_sample_polygons(root: UPath) -> UPath:
     return path
 
 
+def _world_pixels(geobox: GeoBox) -> tuple[np.ndarray, np.ndarray]:
+    col0, row0 = (round(v) for v in ~_world_affine() @ (geobox.affine.c, geobox.affine.f))
+    return np.mgrid[row0 : row0 + geobox.shape.y, col0 : col0 + geobox.shape.x]
+
+
+def scene_gaps(geobox: GeoBox, year: int) -> np.ndarray:
+    """Pixels no scene covers (masked in the composite), keyed by world position and year: thin diagonal
+    stripes like Landsat 7's SLC-off gaps, so every export has masked pixels inside its clip."""
+    rows, cols = _world_pixels(geobox)
+    return (cols + 2 * rows + 13 * year) % 53 < 2
+
+
 def _noise(geobox: GeoBox, year: int, band: int) -> np.ndarray:
     """Smooth, deterministic texture keyed by world pixel position, year and band."""
-    col0, row0 = (round(v) for v in ~_world_affine() @ (geobox.affine.c, geobox.affine.f))
-    rows, cols = np.mgrid[row0 : row0 + geobox.shape.y, col0 : col0 + geobox.shape.x].astype("float64")
+    rows, cols = (v.astype("float64") for v in _world_pixels(geobox))
     phase = int(hashlib.sha256(f"{year}-{band}".encode()).hexdigest()[:6], 16) / 2**24 * 2 * np.pi
     return 0.5 + 0.25 * np.sin(cols / 23.0 + phase) * np.cos(rows / 31.0 - phase) + 0.1 * np.sin((cols + rows) / 7.0)
 
@@ -97,8 +108,10 @@ MINE = np.array([0.12, 0.15, 0.20, 0.22, 0.35, 0.32, 312.0])
 
 
 def render_composite(geobox: GeoBox, clip: shapely.Geometry, mines: list[shapely.Geometry], year: int) -> np.ndarray:
-    """Landsat-like annual composite (7, H, W) float32: bright, warm mines; NaN outside the clip."""
+    """Landsat-like annual composite (7, H, W) float32: bright, warm mines; NaN (masked) outside the clip and
+    in the scene gaps. Earth Engine's masked pixels: what a GeoTIFF holds there depends on the request."""
     inside = rasterize([clip], out_shape=geobox.shape, transform=geobox.affine, fill=0, default_value=1).astype(bool)
+    inside &= ~scene_gaps(geobox, year)
     mine = rasterize(mines, out_shape=geobox.shape, transform=geobox.affine, fill=0, default_value=1).astype(bool) if mines else np.zeros(geobox.shape, bool)
     out = np.empty((7, *geobox.shape), dtype="float32")
     for band in range(7):
@@ -109,16 +122,18 @@ def render_composite(geobox: GeoBox, clip: shapely.Geometry, mines: list[shapely
     return out
 
 
-def geotiff_bytes(pixels: np.ndarray, geobox: GeoBox) -> bytes:
-    """A 7-band float32 GeoTIFF on the geobox, band descriptions = band names, NaN nodata."""
+def geotiff_bytes(pixels: np.ndarray, geobox: GeoBox, nodata: float | None = float("nan")) -> bytes:
+    """A 7-band float32 GeoTIFF on the geobox, band descriptions = band names, tagged with ``nodata`` (None: no tag)."""
     from rasterio.io import MemoryFile
 
     from gnt_assets.mining.regions import BANDS
 
     profile = {
         "driver": "GTiff", "width": geobox.shape.x, "height": geobox.shape.y, "count": len(BANDS), "dtype": "float32",
-        "crs": "EPSG:4326", "transform": geobox.affine, "nodata": float("nan"), "compress": "deflate",
+        "crs": "EPSG:4326", "transform": geobox.affine, "compress": "deflate",
     }
+    if nodata is not None:
+        profile["nodata"] = nodata
     with MemoryFile() as memory:
         with memory.open(**profile) as dataset:
             dataset.write(pixels.astype("float32"))
