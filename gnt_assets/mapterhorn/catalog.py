@@ -1,20 +1,25 @@
 """The source catalog: ``source-catalog/{source}/file_list.txt``, ``metadata.json``, ``LICENSE.pdf``.
 
-One partition per listed file, keyed ``<source>.<file stem>`` (sanitised, made
-unique when two URLs share a stem). Lines are validated when a file is
-processed, so a bad line fails its own partition and names itself.
+One partition per listed file, keyed ``<source>.<file stem>`` (sanitised); when
+two distinct URLs of a source share a stem, each of them gets ``-<8 hex of the
+URL's SHA-256>`` appended (longer where even that collides). A key depends only on
+the set of URLs, never on line order, and a URL listed twice is one file. Lines
+are validated when a file is processed, so a bad line fails its own partition
+and names itself.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
 from gnt_assets.core.errors import InputError
-from gnt_assets.core.keys import sanitize_key, unique_keys
+from gnt_assets.core.keys import PartitionKeyError, sanitize_key
 
 METADATA_FIELDS = ("name", "resolution-m", "website", "license", "producer")
 
@@ -73,13 +78,49 @@ def _stem(url: str) -> str:
     return name.split(".", 1)[0] if not name.startswith(".") else name
 
 
+def _url_hash(url: str, length: int) -> str:
+    return hashlib.sha256(url.encode()).hexdigest()[:length]
+
+
+def file_keys(source: str, urls: list[str]) -> dict[str, str]:
+    """URL -> key for every distinct URL: ``<source>.<stem>``, plus a hash of the URL where stems collide.
+
+    Depends only on the set of URLs (shuffling the list changes no key) and never gives two URLs
+    one key: colliding keys get an 8-hex hash, then 16, then the full 64 (distinct URLs, distinct hashes).
+    """
+    distinct = sorted(set(urls))
+    base = {}
+    for url in distinct:
+        try:
+            base[url] = f"{source}.{sanitize_key(_stem(url))}"[:180]
+        except PartitionKeyError:  # a stem of only unsafe characters: the hash alone names it
+            base[url] = f"{source}.file"
+    keys = dict(base)
+    for length in (8, 16, 64):
+        counts = Counter(keys.values())
+        clashing = [url for url in distinct if counts[keys[url]] > 1]
+        if not clashing:
+            break
+        for url in clashing:
+            keys[url] = f"{base[url]}-{_url_hash(url, length)}"
+    return keys
+
+
+def parse_file_list(source: str, text: str) -> list[SourceFile]:
+    """Every distinct non-comment line of a file list, in order (a repeated URL keeps its first line)."""
+    entries, seen = [], set()
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if line and not line.startswith("#") and line not in seen:
+            seen.add(line)
+            entries.append((number, line))
+    keys = file_keys(source, [line for _, line in entries])
+    return [SourceFile(source=source, key=keys[line], url=line, line=number) for number, line in entries]
+
+
 def list_files(catalog: Path, source: str) -> list[SourceFile]:
-    """Every non-comment line of a source's file list, in order, with its partition key."""
-    path = catalog / source / "file_list.txt"
-    lines = [(number, line.strip()) for number, line in enumerate(path.read_text().splitlines(), 1)]
-    entries = [(number, line) for number, line in lines if line and not line.startswith("#")]
-    keys = unique_keys([f"{source}.{_stem(line)}" for _, line in entries])
-    return [SourceFile(source=source, key=key, url=line, line=number) for key, (number, line) in zip(keys, entries, strict=False)]
+    """Every file of a source's file list, in order, with its partition key."""
+    return parse_file_list(source, (catalog / source / "file_list.txt").read_text())
 
 
 def catalog_files(catalog: Path) -> dict[str, SourceFile]:

@@ -16,7 +16,7 @@ import pytest
 
 from gnt_assets.mapterhorn import steps
 from gnt_assets.mapterhorn.archives import ArchiveError, extract
-from gnt_assets.mapterhorn.catalog import CatalogError, SourceFile, check_url, list_files, sources, unusable_sources
+from gnt_assets.mapterhorn.catalog import CatalogError, SourceFile, check_url, sources, unusable_sources
 from gnt_assets.mapterhorn.chain import FileWork
 from gnt_assets.mapterhorn.download import DownloadError, download
 from gnt_assets.mapterhorn.local import SourceServer
@@ -117,13 +117,6 @@ def test_bad_file_list_lines_are_named(url, problem):
     with pytest.raises(CatalogError, match=problem) as error:
         check_url(SourceFile(source="src", key="src.a", url=url, line=3))
     assert "src/file_list.txt line 3" in str(error.value)
-
-
-def test_keys_are_sanitised_and_unique_when_stems_collide(tmp_path):
-    (tmp_path / "src").mkdir()
-    (tmp_path / "src" / "file_list.txt").write_text("# comment\nhttp://a/x/tile.tif\n\nhttp://b/y/tile.zip\nhttp://c/we|ird[1].tif\n")
-    keys = [entry.key for entry in list_files(tmp_path, "src")]
-    assert keys == ["src.tile", "src.tile-2", "src.we_ird_1"]
 
 
 def test_source_folders_whose_name_would_break_keys_are_skipped_and_listed(tmp_path):
