@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import py7zr
+import py7zr.exceptions
+import rasterio
+from rasterio.errors import RasterioIOError
 
 from gnt_assets.core.errors import InputError
 
@@ -93,6 +96,35 @@ def extract(path: Path, dest: Path, *, max_total_bytes: int, max_ratio: float) -
     shutil.rmtree(dest, ignore_errors=True)
     temp.rename(dest)
     return rasters_in(dest)
+
+
+def check_opens(path: Path) -> None:
+    """Raise ArchiveError unless ``path`` is an archive whose members pass their CRCs or a raster
+    GDAL opens: a download is only kept once it does (run before anything is deleted)."""
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError) as error:
+            raise ArchiveError(f"{path.name}: the zip does not read ({error})") from error
+        if bad is not None:
+            raise ArchiveError(f"{path.name}: member {bad!r} fails its CRC")
+    elif py7zr.is_7zfile(path):
+        try:
+            with py7zr.SevenZipFile(path) as archive:
+                bad = archive.testzip()
+        except (py7zr.exceptions.ArchiveError, OSError, EOFError) as error:
+            raise ArchiveError(f"{path.name}: the 7z archive does not read ({error})") from error
+        if bad is not None:
+            raise ArchiveError(f"{path.name}: member {bad!r} fails its CRC")
+    elif path.suffix.lower() in RASTER_SUFFIXES:
+        try:
+            with rasterio.open(path) as dataset:
+                dataset.read(1, window=((0, min(1, dataset.height)), (0, min(1, dataset.width))))
+        except RasterioIOError as error:
+            raise ArchiveError(f"{path.name}: GDAL cannot read it as a raster ({error})") from error
+    else:
+        raise ArchiveError(f"{path.name} is neither a zip/7z archive nor a raster ({'/'.join(RASTER_SUFFIXES)})")
 
 
 def rasters_in(folder: Path) -> list[Path]:

@@ -3,8 +3,8 @@
 Two sources are generated deterministically under ``{work}/local-server/www``:
 ``alpine_tiles`` (plain GeoTIFFs in EPSG:2056 with a nodata corner) and
 ``lowland_grids`` (zips of an ASCII grid and an XYZ file, no CRS; its
-metadata.json configures EPSG:25832). The server honours ``Range`` and can
-inject faults per path (connection reset mid-file, 503, wrong length), and
+metadata.json configures EPSG:25832). The server honours ``Range``, ``If-Range``
+and HEAD and can inject faults per path (see ``Faults``), and
 records the requests it saw so tests can show a resume.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import gzip
 import hashlib
 import io
 import json
@@ -136,20 +137,27 @@ def write_catalog(catalog: Path, base_url: str, files: dict[str, list[str]]) -> 
 
 @dataclass
 class Faults:
-    """Faults to inject, consumed one per request: ``reset``, ``503``, ``wrong_length``, and
-    ``slow`` (the body trickles out in 16 KiB pieces, so a test can kill the downloader mid-file)."""
+    """Faults to inject, consumed one per request: ``reset``, ``503``, ``wrong_length``, ``slow``
+    (the body trickles out in 16 KiB pieces, so a test can kill the downloader mid-file),
+    ``ignore_range`` (200 and the whole file whatever the Range), ``wrong_start`` (a 206 whose
+    Content-Range starts 4 KiB away from the byte asked for), ``gzip`` (the body gzip-encoded
+    although identity was asked for) and ``gzip_reset`` (that, cut off halfway), ``ignore_if_range`` (a range served whatever
+    the validator). Every response
+    carries an ETag (the MD5) and Last-Modified, and ``If-Range`` is honoured."""
 
     queued: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     requests: list[tuple[str, str | None]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, path: str, *faults: str) -> None:
         with self.lock:
             self.queued[path].extend(faults)
 
-    def take(self, path: str, range_header: str | None) -> str | None:
+    def take(self, path: str, range_header: str | None, headers: dict[str, str] | None = None) -> str | None:
         with self.lock:
             self.requests.append((path, range_header))
+            self.headers.append(dict(headers or {}))
             return self.queued[path].pop(0) if self.queued.get(path) else None
 
 
@@ -158,9 +166,15 @@ def _handler(www: Path, faults: Faults) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *args) -> None:  # quiet: tests read faults.requests instead
             pass
 
+        def do_HEAD(self) -> None:
+            self._serve(head=True)
+
         def do_GET(self) -> None:
+            self._serve(head=False)
+
+        def _serve(self, *, head: bool) -> None:
             path = (www / self.path.lstrip("/")).resolve()
-            fault = faults.take(self.path, self.headers.get("Range"))
+            fault = faults.take(self.path, "HEAD" if head else self.headers.get("Range"), dict(self.headers.items()))
             if fault == "503":
                 self.send_error(503, "injected: service unavailable")
                 return
@@ -168,27 +182,42 @@ def _handler(www: Path, faults: Faults) -> type[BaseHTTPRequestHandler]:
                 self.send_error(404)
                 return
             data = path.read_bytes()
+            etag = f'"{hashlib.md5(data).hexdigest()}"'
             start, end = 0, len(data) - 1
             range_header = self.headers.get("Range")
-            if range_header and range_header.startswith("bytes="):
+            if_range = self.headers.get("If-Range")
+            ranged = bool(range_header and range_header.startswith("bytes=")) and not head and fault not in ("ignore_range", "gzip", "gzip_reset")
+            if ranged and if_range is not None and if_range != etag and fault != "ignore_if_range":
+                ranged = False  # RFC 9110: the validator does not match, so the whole (new) file
+            if ranged:
                 first, _, last = range_header[6:].partition("-")
                 start, end = int(first), int(last) if last else len(data) - 1
                 if start >= len(data):
                     self.send_response(416)
                     self.send_header("Content-Range", f"bytes */{len(data)}")
+                    self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
+                if fault == "wrong_start":
+                    start = max(0, start - 4096) if start >= 4096 else start + 4096
                 self.send_response(206)
                 self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
             else:
                 self.send_response(200)
                 self.send_header("Content-MD5", base64.b64encode(hashlib.md5(data).digest()).decode())
             body = data[start : end + 1]
+            if fault in ("gzip", "gzip_reset"):  # a server that encodes although identity was asked for
+                body = gzip.compress(body, mtime=0)
+                self.send_header("Content-Encoding", "gzip")
+            self.send_header("ETag", etag)
+            self.send_header("Last-Modified", self.date_time_string(int(path.stat().st_mtime)))
             self.send_header("Accept-Ranges", "bytes")
             self.send_header("Content-Length", str(len(body) + (7 if fault == "wrong_length" else 0)))
             self.end_headers()
-            if fault in ("reset", "wrong_length"):
-                self.wfile.write(body[: len(body) // 2] if fault == "reset" else body)
+            if head:
+                return
+            if fault in ("reset", "wrong_length", "gzip_reset"):
+                self.wfile.write(body if fault == "wrong_length" else body[: len(body) // 2])
                 self.wfile.flush()
                 self.connection.shutdown(socket.SHUT_RDWR)
                 self.close_connection = True
@@ -216,6 +245,7 @@ class SourceServer(contextlib.AbstractContextManager):
     """Serves ``www`` on 127.0.0.1 (``port=0``: a free port) in a background thread."""
 
     def __init__(self, www: Path, port: int = 0):
+        self.www = www
         self.faults = Faults()
         self.httpd = _SharedPortServer(("127.0.0.1", port), _handler(www, self.faults))
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)

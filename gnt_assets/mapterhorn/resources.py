@@ -1,7 +1,7 @@
 """Mapterhorn source downloads: one interface, HTTP(S) for real sources, a loopback server locally.
 
-Both implementations run the same download code (Range resume, retries with
-backoff, size and Content-MD5 verification); the local one generates the
+Both implementations run the same download code (Range resume with If-Range,
+retries with backoff, size, MD5 and opens-as-archive-or-raster verification); the local one generates the
 sample sources and their catalog under the work folder and serves them on
 127.0.0.1 with a port that stays stable across runs (it is in the file lists).
 """
@@ -13,6 +13,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from gnt_assets.mapterhorn.archives import check_opens
 from gnt_assets.mapterhorn.download import Download, download
 
 
@@ -35,4 +36,4 @@ class MapterhornSourcesResource(dg.ConfigurableResource):
         return Path(self.catalog_dir).absolute() if self.catalog_dir else self.root / "source-catalog"
 
     def fetch(self, url: str, dest: Path) -> Download:
-        return download(url, dest, retries=self.retries, backoff_s=self.backoff_seconds, timeout_s=self.timeout_seconds)
+        return download(url, dest, retries=self.retries, backoff_s=self.backoff_seconds, timeout_s=self.timeout_seconds, validate=check_opens)

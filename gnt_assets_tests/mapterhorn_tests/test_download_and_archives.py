@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import signal
 import stat
@@ -18,10 +20,14 @@ from gnt_assets.mapterhorn import steps
 from gnt_assets.mapterhorn.archives import ArchiveError, extract
 from gnt_assets.mapterhorn.catalog import CatalogError, SourceFile, check_url, sources, unusable_sources
 from gnt_assets.mapterhorn.chain import FileWork
-from gnt_assets.mapterhorn.download import DownloadError, download
+from gnt_assets.mapterhorn.download import DownloadError, DownloadRefused, download
 from gnt_assets.mapterhorn.local import SourceServer
 
 LIMITS = dict(max_total_bytes=10_000_000, max_ratio=50)
+
+
+def server_www(server) -> Path:
+    return server.www
 
 
 @pytest.fixture
@@ -94,7 +100,7 @@ def test_a_resumed_download_is_checked_against_the_first_responses_md5(server, t
     with pytest.raises(DownloadError, match="differs from the published"):
         download(f"{server.base_url}/src/big.bin", dest, retries=0)  # the 206 carries no MD5; the kept one catches it
     assert server.faults.requests[-1][1].startswith("bytes=")
-    assert not part.exists() and not dest.exists() and not dest.with_name("big.bin.part.md5").exists()
+    assert not part.exists() and not dest.exists() and not dest.with_name("big.bin.part.json").exists()
 
 
 def test_503_and_wrong_length_are_retried(server, tmp_path):
@@ -104,9 +110,104 @@ def test_503_and_wrong_length_are_retried(server, tmp_path):
 
 
 def test_404_fails_at_once_naming_the_url(server, tmp_path):
-    with pytest.raises(DownloadError, match=r"/src/missing.tif: HTTP 404"):
+    with pytest.raises(DownloadRefused, match=r"/src/missing.tif: HTTP 404"):
         download(f"{server.base_url}/src/missing.tif", tmp_path / "m.tif", retries=3)
     assert len(server.faults.requests) == 1
+
+
+CONTENT = bytes(range(256)) * 4000
+
+
+def _cut_off(server, dest) -> int:
+    """A first attempt reset halfway: returns the bytes the .part holds."""
+    server.faults.add("/src/big.bin", "reset")
+    with pytest.raises(DownloadError, match="kept for resume"):
+        download(f"{server.base_url}/src/big.bin", dest, retries=0)
+    return dest.with_name(dest.name + ".part").stat().st_size
+
+
+def test_gzip_encoded_body_reset_mid_body_is_never_accepted(server, tmp_path):
+    """The server encodes although identity was asked for, and the connection drops halfway."""
+    url, dest = f"{server.base_url}/src/big.bin", tmp_path / "big.bin"
+    server.faults.add("/src/big.bin", "gzip_reset")
+    with pytest.raises(DownloadError, match=r"connection lost|got \d+ of \d+ bytes"):
+        download(url, dest, retries=0)
+    assert not dest.exists()
+    assert server.faults.headers[-1]["Accept-Encoding"] == "identity"
+    server.faults.add("/src/big.bin", "gzip_reset", "gzip")
+    result = download(url, dest, retries=1, backoff_s=0)
+    assert dest.read_bytes() == CONTENT and result.attempts == 2 and result.md5 == hashlib.md5(CONTENT).hexdigest()
+    assert server.faults.requests[-1] == ("/src/big.bin", None)  # an encoded body is never resumed
+    assert not list(tmp_path.glob("*.part*")) and not list(tmp_path.glob(".verify-*"))
+
+
+def test_a_server_ignoring_range_restarts_from_zero(server, tmp_path):
+    dest = tmp_path / "big.bin"
+    kept = _cut_off(server, dest)
+    server.faults.add("/src/big.bin", "ignore_range")
+    result = download(f"{server.base_url}/src/big.bin", dest, retries=0)
+    assert server.faults.requests[-1] == ("/src/big.bin", f"bytes={kept}-")  # asked for the rest, got a 200
+    assert dest.read_bytes() == CONTENT and result.size == len(CONTENT)
+
+
+def test_a_wrong_content_range_start_restarts_from_zero(server, tmp_path):
+    dest = tmp_path / "big.bin"
+    kept = _cut_off(server, dest)
+    server.faults.add("/src/big.bin", "wrong_start")
+    result = download(f"{server.base_url}/src/big.bin", dest, retries=1, backoff_s=0)
+    assert [r for _, r in server.faults.requests[-2:]] == [f"bytes={kept}-", None]
+    assert dest.read_bytes() == CONTENT and result.attempts == 2
+
+
+def test_a_file_replaced_between_attempts_is_not_stitched(server, tmp_path):
+    dest = tmp_path / "big.bin"
+    kept = _cut_off(server, dest)
+    first_etag = f'"{hashlib.md5(CONTENT).hexdigest()}"'
+    replaced = bytes(reversed(CONTENT))  # same size, other bytes
+    (server_www(server) / "src" / "big.bin").write_bytes(replaced)
+    download(f"{server.base_url}/src/big.bin", dest, retries=0)
+    assert server.faults.requests[-1] == ("/src/big.bin", f"bytes={kept}-")
+    assert server.faults.headers[-1]["If-Range"] == first_etag
+    assert dest.read_bytes() == replaced  # the server's If-Range answer was the whole new file
+
+
+def test_a_changed_etag_on_a_206_restarts_even_if_the_server_ignores_if_range(server, tmp_path):
+    dest = tmp_path / "big.bin"
+    _cut_off(server, dest)
+    state_path = dest.with_name("big.bin.part.json")
+    state_path.write_text(json.dumps({**json.loads(state_path.read_text()), "etag": '"00000000000000000000000000000000"'}))
+    server.faults.add("/src/big.bin", "ignore_if_range")
+    result = download(f"{server.base_url}/src/big.bin", dest, retries=1, backoff_s=0)
+    assert dest.read_bytes() == CONTENT and result.attempts == 2 and server.faults.requests[-1] == ("/src/big.bin", None)
+
+
+def test_416_is_believed_only_when_head_confirms_the_size(server, tmp_path):
+    dest = tmp_path / "big.bin"
+    part = dest.with_name("big.bin.part")
+    _cut_off(server, dest)
+    part.write_bytes(CONTENT)  # killed after the last byte, before the rename
+    assert download(f"{server.base_url}/src/big.bin", dest, retries=0).size == len(CONTENT)
+    assert [r for _, r in server.faults.requests[-2:]] == [f"bytes={len(CONTENT)}-", "HEAD"]
+    assert dest.read_bytes() == CONTENT
+
+    # The file shrank on the server and the part holds more than it: 416, HEAD disagrees, start again.
+    dest.unlink()
+    shorter = CONTENT[:300_000]
+    (server_www(server) / "src" / "big.bin").write_bytes(shorter)
+    part.write_bytes(CONTENT[:500_000])  # an old part without its state file: no If-Range to send
+    result = download(f"{server.base_url}/src/big.bin", dest, retries=1, backoff_s=0)
+    assert [r for _, r in server.faults.requests[-3:]] == ["bytes=500000-", "HEAD", None]
+    assert dest.read_bytes() == shorter and result.attempts == 2
+
+
+def test_a_verified_download_that_does_not_open_is_refused_for_good(server, tmp_path):
+    def refuse(path):
+        raise ArchiveError(f"{path.name}: not a zip")
+
+    dest = tmp_path / "out" / "big.bin"
+    with pytest.raises(DownloadRefused, match=r"does not open: \.verify-big\.bin: not a zip"):
+        download(f"{server.base_url}/src/big.bin", dest, retries=3, validate=refuse)
+    assert not list(dest.parent.iterdir()) and len(server.faults.requests) == 1
 
 
 @pytest.mark.parametrize(
