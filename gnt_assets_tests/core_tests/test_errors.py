@@ -55,17 +55,15 @@ def test_is_transient(error, transient):
 
 
 def test_cause_chain_decides_and_our_input_error_wins():
-    try:
+    with pytest.raises(RuntimeError) as wrapped:
         try:
             raise TimeoutError("socket")
         except TimeoutError as cause:
             raise RuntimeError("read failed") from cause
-    except RuntimeError as wrapped:
-        assert is_transient(wrapped)
-    try:
+    assert is_transient(wrapped.value)
+    with pytest.raises(InputError) as refused:
         try:
             raise TimeoutError("socket")
         except TimeoutError as cause:
             raise InputError("bad.tif is truncated") from cause
-    except InputError as refused:
-        assert not is_transient(refused)
+    assert not is_transient(refused.value)
