@@ -3,8 +3,10 @@
 The same members in the same order always give the same bytes: fixed mtime,
 owner and mode, so a re-run of a source publishes a byte-identical tarball and
 ``{name}.tar.md5`` (md5sum format, accepted by ``md5sum -c``). The tarball is
-published atomically (temp + rename on disk, one completed PUT on object
-stores) and the sidecar only after it, so a reader never sees a torn tarball.
+published atomically (temp + rename on disk; on object stores, which commit an
+object on close even after a failed write, temporary keys checked and then
+copied into place) and the sidecar only after it, so a reader never sees a
+torn tarball.
 Two files cannot be replaced in one step: a crash in the instant between the
 two publishes leaves the new tarball beside the old sidecar, which
 ``verify_tarball`` (and ``md5sum -c``) reports and the next write repairs.
@@ -12,6 +14,7 @@ two publishes leaves the new tarball beside the old sidecar, which
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import tarfile
 from collections.abc import Callable, Iterable
@@ -20,7 +23,7 @@ from typing import IO
 
 from upath import UPath
 
-from gnt_assets.core.atomic import atomic_open, atomic_write_text
+from gnt_assets.core.atomic import atomic_open, atomic_write_text, is_local, temp_sibling
 from gnt_assets.core.errors import InputError
 
 # 2000-01-01T00:00:00Z: a fixed member mtime makes tarballs reproducible.
@@ -117,21 +120,64 @@ class _SizedReader:
         return data
 
 
+def _stream(handle: IO[bytes], members: list[TarMember]) -> _HashingWriter:
+    writer = _HashingWriter(handle)
+    with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK) as tar:
+        for member in members:
+            with member.open() as source:
+                tar.addfile(_member_info(member), _SizedReader(source, member))
+                if source.read(1):  # else the tarball would silently hold a truncated file
+                    raise TarballError(f"tar member {member.arcname!r} grew beyond its listed {member.size} bytes")
+    return writer
+
+
+def _write_on_object_store(path: UPath, members: list[TarMember]) -> _HashingWriter:
+    """Object stores commit a file when it is closed, also when the write failed halfway, so the
+    tarball and its sidecar go to temporary keys, are checked (sizes), and only then copied into
+    place (server-side copies); a failed write deletes its temporary keys and leaves the old objects."""
+    temp, temp_md5 = temp_sibling(path), temp_sibling(md5_path(path))
+    try:
+        with temp.open("wb") as handle:  # a failure inside still commits this temporary key; finally deletes it
+            writer = _stream(handle, members)
+        stored = int(temp.fs.info(temp.path)["size"])
+        if stored != writer.size:
+            raise TarballError(f"tarball {path.name}: the store holds {stored} bytes of the {writer.size} written")
+        line = md5_line(writer.md5.hexdigest(), path.name)
+        temp_md5.write_text(line)
+        if temp_md5.read_text() != line:
+            raise TarballError(f"{md5_path(path).name}: the stored checksum line does not read back")
+        path.fs.copy(temp.path, path.path)
+        atomic_write_text(md5_path(path), line)  # one PUT of the verified line, after the tarball
+        return writer
+    finally:
+        for leftover in (temp, temp_md5):
+            with contextlib.suppress(FileNotFoundError, OSError):
+                leftover.fs.rm(leftover.path)
+
+
 def write_tarball(path: UPath, members: Iterable[TarMember]) -> Tarball:
     """Stream ``members`` (in the given order) into ``path`` and publish ``path.md5`` after it."""
     members = list(members)
     _check_members(members)
-    with atomic_open(path, "wb") as handle:
-        writer = _HashingWriter(handle)
-        with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK) as tar:
-            for member in members:
-                with member.open() as source:
-                    tar.addfile(_member_info(member), _SizedReader(source, member))
-                    if source.read(1):  # else the tarball would silently hold a truncated file
-                        raise TarballError(f"tar member {member.arcname!r} grew beyond its listed {member.size} bytes")
-    md5 = writer.md5.hexdigest()
-    atomic_write_text(md5_path(path), md5_line(md5, path.name))
-    return Tarball(path=path, md5=md5, size=writer.size, members=tuple(m.arcname for m in members))
+    if is_local(path):
+        with atomic_open(path, "wb") as handle:
+            writer = _stream(handle, members)
+        atomic_write_text(md5_path(path), md5_line(writer.md5.hexdigest(), path.name))
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writer = _write_on_object_store(path, members)
+    return Tarball(path=path, md5=writer.md5.hexdigest(), size=writer.size, members=tuple(m.arcname for m in members))
+
+
+def stored_md5(path: UPath) -> tuple[str, int]:
+    """The MD5 from the sidecar and the tarball's size, without reading the tarball."""
+    sidecar = md5_path(path)
+    if not path.exists() or not sidecar.exists():
+        raise TarballError(f"tarball {path} or its checksum {sidecar.name} is missing")
+    expected, _, name = sidecar.read_text().rstrip("\n").partition("  ")
+    if name != path.name or len(expected) != 32:
+        raise TarballError(f"{sidecar.name} is not an md5sum line for {path.name}")
+    return expected, int(path.stat().st_size)
 
 
 def file_md5(path: UPath) -> str:

@@ -46,6 +46,7 @@ class SourceMetadata:
     source: str
     fields: dict
     crs: str | None
+    require_all_files: bool = False
 
     def json_bytes(self) -> bytes:
         """metadata.json as it goes into the tarball (sorted keys, so re-runs are byte-identical)."""
@@ -123,10 +124,6 @@ def list_files(catalog: Path, source: str) -> list[SourceFile]:
     return parse_file_list(source, (catalog / source / "file_list.txt").read_text())
 
 
-def catalog_files(catalog: Path) -> dict[str, SourceFile]:
-    return {entry.key: entry for source in sources(catalog) for entry in list_files(catalog, source)}
-
-
 def check_url(entry: SourceFile) -> str:
     """The URL, or a CatalogError naming the source, line and problem."""
     where = f"{entry.source}/file_list.txt line {entry.line} ({entry.url!r})"
@@ -149,7 +146,10 @@ def read_metadata(catalog: Path, source: str) -> SourceMetadata:
     missing = [name for name in METADATA_FIELDS if name not in fields]
     if missing:
         raise CatalogError(f"source {source}: metadata.json lacks {', '.join(missing)}")
-    return SourceMetadata(source=source, fields=fields, crs=fields.get("crs"))
+    require_all = fields.get("require_all_files", False)
+    if not isinstance(require_all, bool):
+        raise CatalogError(f"source {source}: metadata.json require_all_files must be true or false, got {require_all!r}")
+    return SourceMetadata(source=source, fields=fields, crs=fields.get("crs"), require_all_files=require_all)
 
 
 def license_pdf(catalog: Path, source: str) -> Path:

@@ -9,6 +9,7 @@ Layout below the work folder (the seed's stores):
     bounds/{source}/{key}.csv            the file's bounds rows
     polygons/{source}/{key}.gpkg         the file's coverage polygon (until the merge)
     state/{source}/{key}/{step}.json     a step's record, written once its output is verified
+    state/{source}/{key}/failed.json     the step that failed last, its error and whether a retry may help
 
 A step writes its record only after validating its output and before deleting
 its input, so a rerun skips steps that have a record and whose output (or the
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,14 +98,24 @@ class FileWork:
             return record
         return None
 
-    def cog_names_of_other_files(self) -> dict[str, str]:
-        """COG names other files of the source already own, so no file overwrites another's COG."""
-        owners = {}
-        for path in (self.root / "state" / self.source).glob("*/cog.json"):
-            record = json.loads(path.read_text())
-            if record["key"] != self.key:
-                owners.update(dict.fromkeys(record["names"], record["key"]))
-        return owners
+    def claim_cog_names(self, names: list[str]) -> dict[str, str]:
+        """Claim each COG name for this file in the source's name index (``state/{source}/_cog_names/``,
+        one small file per name holding its owner's key, created exclusively). Returns the names
+        another file already owns (name -> owner): O(names), not a read of every file's record."""
+        index = self.root / "state" / self.source / "_cog_names"
+        index.mkdir(parents=True, exist_ok=True)
+        taken = {}
+        for name in names:
+            path, temp = index / name, index / f".{name}.{self.key}.tmp"
+            temp.write_text(self.key)
+            try:
+                os.link(temp, path)  # exclusive and whole: the name appears with its owner or not at all
+            except FileExistsError:
+                if (owner := path.read_text()) != self.key:
+                    taken[name] = owner
+            finally:
+                temp.unlink(missing_ok=True)
+        return taken
 
     def write_record(self, step: str, outputs: list[Path], **facts) -> dict:
         record = {
@@ -131,22 +143,61 @@ class FileWork:
             raise ChainError(f"mapterhorn file {self.key}: step {step} needs the output of {previous}, which is missing; materialize {previous} first")
         return paths
 
+    @property
+    def failure_path(self) -> Path:
+        return self.root / "state" / self.source / self.key / "failed.json"
+
+    def failure(self) -> dict | None:
+        return json.loads(self.failure_path.read_text()) if self.failure_path.exists() else None
+
+    def record_failure(self, step: str, error: BaseException, *, transient: bool) -> dict:
+        """Note that ``step`` failed: the source merge leaves this file out and the report names it."""
+        record = {"key": self.key, "step": step, "error": f"{type(error).__name__}: {error}", "transient": transient}
+        atomic_write_text(UPath(self.failure_path), json.dumps(record, indent=1, sort_keys=True))
+        return record
+
+    def clear_failure(self) -> None:
+        self.failure_path.unlink(missing_ok=True)
+
+    def verified(self) -> bool:
+        """Every step done: the file's COGs, bounds rows and polygon (or its merged record) exist."""
+        return all(self.record_path(step).exists() for step in ("cog", "bounds", "polygon"))
+
     def clean_work(self) -> None:
         shutil.rmtree(self.work, ignore_errors=True)
 
 
-def source_fingerprint(root: Path, keys: list[str]) -> str | None:
-    """A digest of the source's COG records, or None while some file has no polygon yet.
+@dataclass(frozen=True)
+class SourceState:
+    """Where a source's files stand for the merge: verified (every step done), failed (a step
+    failed and no later success cleared it; key -> failure record), pending (the rest)."""
 
-    It changes only when a COG is remade, so a merge that just marks polygons merged
-    does not ask for another merge.
-    """
-    if not keys:
-        return None
-    digest = hashlib.sha256()
+    verified: list[str]
+    failed: dict[str, dict]
+    pending: list[str]
+
+    def fingerprint(self, root: Path) -> str | None:
+        """A digest of the verified files' COG records and the failed files, or None while files are
+        pending or none is verified. It changes only when a COG is remade or a file fails or recovers,
+        so a merge that just marks polygons merged does not ask for another merge."""
+        if self.pending or not self.verified:
+            return None
+        digest = hashlib.sha256()
+        for key in self.verified:
+            digest.update(key.encode() + FileWork(root, key).record_path("cog").read_bytes())
+        for key in sorted(self.failed):
+            digest.update(f"failed:{key}:{self.failed[key]['step']}".encode())
+        return digest.hexdigest()[:16]
+
+
+def source_state(root: Path, keys: list[str]) -> SourceState:
+    verified, failed, pending = [], {}, []
     for key in sorted(keys):
         work = FileWork(root, key)
-        if not work.record_path("polygon").exists() or not work.record_path("cog").exists():
-            return None
-        digest.update(key.encode() + work.record_path("cog").read_bytes())
-    return digest.hexdigest()[:16]
+        if work.verified():
+            verified.append(key)
+        elif (failure := work.failure()) is not None:
+            failed[key] = failure
+        else:
+            pending.append(key)
+    return SourceState(verified, failed, pending)

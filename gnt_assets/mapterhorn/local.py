@@ -1,7 +1,8 @@
 """Local Mapterhorn sources: generated catalogs and an HTTP server on 127.0.0.1.
 
 Two sources are generated deterministically under ``{work}/local-server/www``:
-``alpine_tiles`` (plain GeoTIFFs in EPSG:2056 with a nodata corner) and
+``alpine_tiles`` (plain GeoTIFFs in EPSG:2056 with a nodata corner, and one
+"GeoTIFF" that is an HTML error page: the demo's deliberately failing file) and
 ``lowland_grids`` (zips of an ASCII grid and an XYZ file, no CRS; its
 metadata.json configures EPSG:25832). The server honours ``Range``, ``If-Range``
 and HEAD and can inject faults per path (see ``Faults``), and
@@ -37,6 +38,7 @@ from gnt_assets.mapterhorn.resources import MapterhornSourcesResource
 
 NODATA = -9999.0
 SOURCES = ("alpine_tiles", "lowland_grids")
+BROKEN_FILE = "tile_2600_1202.tif"
 
 
 def license_pdf(title: str) -> bytes:
@@ -103,13 +105,16 @@ def _zip(members: dict[str, bytes]) -> bytes:
 
 def generate_sources(www: Path, size: int = 96) -> dict[str, list[str]]:
     """Write the served files once; returns each source's file names in list order."""
-    files = {"alpine_tiles": ["tile_2600_1200.tif", "tile_2600_1201.tif"], "lowland_grids": ["block_a.zip", "block_b.zip"]}
-    marker = www / ".generated"
+    files = {"alpine_tiles": ["tile_2600_1200.tif", "tile_2600_1201.tif", BROKEN_FILE], "lowland_grids": ["block_a.zip", "block_b.zip"]}
+    marker = www / ".generated-2"
     if marker.exists():
         return files
     (www / "alpine_tiles").mkdir(parents=True, exist_ok=True)
     (www / "lowland_grids").mkdir(parents=True, exist_ok=True)
-    for i, name in enumerate(files["alpine_tiles"]):
+    # The deliberately failing file: the server answers 200 with an error page under the .tif name,
+    # as misconfigured mirrors do. The download verifies (size, MD5) but the file does not open.
+    (www / "alpine_tiles" / BROKEN_FILE).write_bytes(b"<html><body>503 Service Temporarily Unavailable</body></html>\n" * 40)
+    for i, name in enumerate(files["alpine_tiles"][:2]):
         _geotiff(www / "alpine_tiles" / name, i, size, (2_600_000.0 + 2.0 * size * i, 1_200_000.0))
     for i, name in enumerate(files["lowland_grids"]):
         origin = (500_000.0 + 10.0 * size * i, 5_700_000.0)
@@ -282,13 +287,13 @@ class LocalMapterhornSourcesResource(MapterhornSourcesResource):
 
     def catalog(self) -> Path:
         catalog = super().catalog()
-        if not (catalog / ".generated").exists():
+        if not (catalog / ".generated-2").exists():
             files = generate_sources(self._www())
             with SourceServer(self._www(), self._port()) as server:  # binds the port the lists will name
                 port = server.httpd.server_address[1]
             write_catalog(catalog, f"http://127.0.0.1:{port}", files)
             (self.root / "local-server" / "port").write_text(str(port))
-            (catalog / ".generated").write_text("ok")
+            (catalog / ".generated-2").write_text("ok")
         return catalog
 
     def fetch(self, url: str, dest: Path) -> Download:

@@ -1,9 +1,8 @@
 """Where a source's files stand: the seed's state table, read from the steps' records.
 
-Done comes from the records on disk, failed from the orchestrator (passed in),
-pending is the rest. A file counts as failed only at its first unfinished step:
-Dagster also marks the steps a failure skipped as failed, but they are waiting,
-not broken. The disk high-water mark is the largest per-file work folder any
+Done comes from the records on disk, failed from each file's ``failed.json``
+(passed in as key -> the step that failed), pending is the rest. A file counts as
+failed only at the step that failed; the later steps are waiting, not broken. The disk high-water mark is the largest per-file work folder any
 step recorded.
 """
 
@@ -22,7 +21,7 @@ class Progress:
     failed_files: int
 
 
-def source_progress(root: Path, keys: list[str], failed: dict[str, set[str]]) -> Progress:
+def source_progress(root: Path, keys: list[str], failed: dict[str, str]) -> Progress:
     counts = {step: {"step": step, "pending": 0, "done": 0, "failed": 0} for step in STEPS}
     high_water, failed_keys = 0, set()
     for key in keys:
@@ -32,7 +31,7 @@ def source_progress(root: Path, keys: list[str], failed: dict[str, set[str]]) ->
             if record:
                 counts[step]["done"] += 1
                 high_water = max(high_water, record.get("work_bytes", 0))
-            elif not blocked and key in failed.get(step, set()):
+            elif not blocked and failed.get(key) == step:
                 counts[step]["failed"] += 1
                 failed_keys.add(key)
                 blocked = True

@@ -82,8 +82,8 @@ def cog_step(work: FileWork) -> dict:
     if record := _resumed(work, "cog"):
         return record
     inputs = work.inputs("cog")
-    taken = work.cog_names_of_other_files()
-    clashes = sorted(f"{raster.stem}.tif" for raster in inputs if f"{raster.stem}.tif" in taken)
+    taken = work.claim_cog_names([f"{raster.stem}.tif" for raster in inputs])
+    clashes = sorted(taken)
     if clashes:
         raise rasters.RasterError(f"mapterhorn file {work.key}: {', '.join(clashes)} already made by {', '.join(sorted({taken[c] for c in clashes}))}; rename one of them")
     work.files_dir.mkdir(parents=True, exist_ok=True)

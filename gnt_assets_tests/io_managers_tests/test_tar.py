@@ -165,3 +165,29 @@ def _through_dagster(storage: StorageResource, instance) -> None:
     assert metadata["md5"].value == md5 and metadata["files"].value == 2
     dg.materialize(assets, partition_key="alpha", instance=instance, resources=resources)
     assert storage.path("tar-store", "alpha.tar").read_bytes() == written
+
+
+def test_a_write_failing_midway_on_s3_leaves_the_old_tarball_and_sidecar(s3_root):
+    """fsspec commits an object on close even when the write failed: the new bytes go to temporary
+    keys first, so the published tarball and its .md5 stay the old, verified ones."""
+    import io
+
+    from gnt_assets.core.tarball import write_tarball
+
+    path = s3_root / "tar-store" / "src.tar"
+    good = [TarMember(arcname=f"files/m{i}.tif", size=400_000, open=lambda i=i: io.BytesIO(bytes([i]) * 400_000)) for i in range(3)]
+    first = write_tarball(path, good)
+    old_bytes, old_sidecar = path.read_bytes(), (path.parent / "src.tar.md5").read_text()
+
+    class Failing(io.BytesIO):
+        def read(self, n=-1):
+            if self.tell() > 200_000:
+                raise OSError("disk read failed halfway through a member")
+            return super().read(n)
+
+    broken = [*good[:2], TarMember(arcname="files/m2.tif", size=400_000, open=lambda: Failing(b"\x07" * 400_000))]
+    with pytest.raises(OSError, match="halfway"):
+        write_tarball(path, broken)
+    assert path.read_bytes() == old_bytes and (path.parent / "src.tar.md5").read_text() == old_sidecar
+    assert verify_tarball(path).md5 == first.md5
+    assert sorted(p.name for p in path.parent.iterdir()) == ["src.tar", "src.tar.md5"]  # no temporary key left

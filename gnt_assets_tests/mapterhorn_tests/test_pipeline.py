@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster._serdes import serialize_value
 
 from gnt_assets.io_managers.tar import TarIOManager
 from gnt_assets.mapterhorn.chain import FileWork
@@ -61,7 +62,7 @@ def test_sources_to_verified_tarballs(pipeline, instance, storage_root):
     server, resources = pipeline
     root = resources["mapterhorn_sources"].root
     keys = tick(instance, mapterhorn_file_list_sensor, resources)
-    assert keys == ["alpine_tiles.tile_2600_1200", "alpine_tiles.tile_2600_1201", "lowland_grids.block_a", "lowland_grids.block_b"]
+    assert keys == ["alpine_tiles.tile_2600_1200", "alpine_tiles.tile_2600_1201", "alpine_tiles.tile_2600_1202", "lowland_grids.block_a", "lowland_grids.block_b"]
     assert set(instance.get_dynamic_partitions("mapterhorn_sources")) == {"alpine_tiles", "lowland_grids"}
 
     # A connection reset mid-download: the step's retry resumes the .part with Range.
@@ -83,9 +84,9 @@ def test_sources_to_verified_tarballs(pipeline, instance, storage_root):
     assert run(instance, resources, FILE_ASSETS, "lowland_grids.block_a").success
     assert len(server.faults.requests) == requests_before  # resumed from the verified unpack: no re-download
     assert run(instance, resources, FILE_ASSETS, "lowland_grids.block_b").success
-    for asset in ("mapterhorn_georeferenced", "mapterhorn_cog"):
-        look = instance.get_latest_materialization_event(dg.AssetKey(asset)).asset_materialization.metadata
-        assert look["crs"].value == "EPSG:25832" and 0.5 < look["valid_share"].value <= 1 and "data:image/png" in look["preview"].value
+    for asset in FILE_ASSETS:  # the event-log budget: per-file metadata is counts and sizes, no previews
+        event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+        assert "preview" not in event.asset_materialization.metadata and len(serialize_value(event.asset_materialization)) < 2048
 
     # Only the source whose files are all done is merged.
     merges = []
@@ -101,6 +102,8 @@ def test_sources_to_verified_tarballs(pipeline, instance, storage_root):
     bounds = (root / "merged" / "lowland_grids" / "bounds.csv").read_text().splitlines()
     assert bounds[0] == "filename,left,bottom,right,top,width,height" and len(bounds) == 5
 
+    coverage = instance.get_latest_materialization_event(dg.AssetKey("mapterhorn_source_coverage")).asset_materialization.metadata
+    assert "data:image/png" in coverage["coverage"].value and coverage["crs"].value == "EPSG:25832"
     report = instance.get_latest_materialization_event(dg.AssetKey("mapterhorn_report")).asset_materialization.metadata
     rows = {r.data["step"]: r.data for r in report["steps"].value.records}
     assert rows["polygon"] == {"step": "polygon", "pending": 0, "done": 2, "failed": 0}
@@ -126,22 +129,22 @@ def test_removed_lines_keep_their_partitions(pipeline, instance):
     tick(instance, mapterhorn_file_list_sensor, resources, ticks=ticks)
     file_list = resources["mapterhorn_sources"].catalog() / "alpine_tiles" / "file_list.txt"
     lines = file_list.read_text().splitlines()
-    file_list.write_text("\n".join([*lines[:-1], "http://127.0.0.1:9/alpine_tiles/tile.tif#v2"]) + "\n")
+    file_list.write_text("\n".join([*lines[:-2], lines[-1], "http://127.0.0.1:9/alpine_tiles/tile.tif#v2"]) + "\n")
     new = tick(instance, mapterhorn_file_list_sensor, resources, ticks=ticks)
     assert new == ["alpine_tiles.tile"]  # the fragment line becomes a partition that will fail naming itself
     assert "alpine_tiles.tile_2600_1201" in instance.get_dynamic_partitions("mapterhorn_files")
     (removal,) = ticks[-1].asset_events
     assert (removal.asset_key, removal.partition) == (dg.AssetKey("mapterhorn_download"), "alpine_tiles.tile_2600_1201")
-    assert removal.metadata["removed_from_file_list"].value.endswith("/alpine_tiles/tile_2600_1201.tif")
+    assert removal.metadata["removed_from_file_list"].value == "alpine_tiles/file_list.txt"
     assert tick(instance, mapterhorn_file_list_sensor, resources, ticks=ticks) == [] and not ticks[-1].asset_events
 
     # The fragment line fails its own partition, naming the line; the other files are untouched.
     failed = run(instance, resources, FILE_ASSETS, "alpine_tiles.tile")
     error = "".join(str(e.event_specific_data.error) for e in failed.all_events if e.is_step_failure)
-    assert not failed.success and "alpine_tiles/file_list.txt line 3" in error and "fragment" in error
+    assert not failed.success and "alpine_tiles/file_list.txt line 4" in error and "fragment" in error
 
 
-def test_an_unsafe_zip_fails_its_own_file_and_the_report_shows_it(pipeline, instance, tmp_path):
+def test_an_unsafe_zip_fails_its_own_file_and_the_source_goes_on_without_it(pipeline, instance, tmp_path, storage_root):
     _, resources = pipeline
     evil = io.BytesIO()
     with zipfile.ZipFile(evil, "w") as archive:
@@ -152,16 +155,52 @@ def test_an_unsafe_zip_fails_its_own_file_and_the_report_shows_it(pipeline, inst
     failed = run(instance, resources, FILE_ASSETS, "lowland_grids.block_b")
     error = "".join(str(e.event_specific_data.error) for e in failed.all_events if e.is_step_failure)
     assert not failed.success and "lowland_grids.block_b: block_b.zip: member '../escape.asc' escapes the archive" in error
-    assert tick(instance, mapterhorn_source_merge_sensor, resources) == []  # no merge while a file fails
+    (message,) = [e.event_specific_data.error.message for e in failed.all_events if e.is_step_failure]
+    assert message.startswith("dagster._core.definitions.events.Failure: mapterhorn file lowland_grids.block_b: block_b.zip: member '../escape.asc'")
+    assert "(step unpacked; ArchiveError: bad input, not retried)" in message  # the cause first, not "Exceeded max_retries"
+    assert not [e for e in failed.all_events if e.event_type_value == "STEP_RESTARTED"]  # a refused member is never retried
 
-    assert run(instance, resources, ["mapterhorn_report"], "lowland_grids").success
+    # The source goes on without its bad file: the merge takes block_a, the report names block_b.
+    assert tick(instance, mapterhorn_source_merge_sensor, resources) == ["lowland_grids"]
+    assert run(instance, resources, SOURCE_ASSETS, "lowland_grids").success
+    listing = subprocess.run(["tar", "tf", str(storage_root / "tar-store" / "lowland_grids.tar")], capture_output=True, text=True).stdout.split()
+    assert listing[4:] == ["files/block_a_dgm.tif", "files/block_a_points.tif"]
     event = instance.get_latest_materialization_event(dg.AssetKey("mapterhorn_report")).asset_materialization
     rows = {r.data["step"]: r.data for r in event.metadata["steps"].value.records}
     assert rows["download"] == {"step": "download", "pending": 0, "done": 2, "failed": 0}
     assert rows["unpacked"] == {"step": "unpacked", "pending": 0, "done": 1, "failed": 1}
     assert rows["cog"] == {"step": "cog", "pending": 1, "done": 1, "failed": 0}
+    (named,) = event.metadata["failed"].value.records
+    assert named.data["key"] == "lowland_grids.block_b" and named.data["url"].endswith("/lowland_grids/block_b.zip")
+    assert named.data["step"] == "unpacked" and "escapes the archive" in named.data["error"]
+    report = json.loads((resources["mapterhorn_sources"].root / "merged" / "lowland_grids" / "report.json").read_text())
+    assert [f["key"] for f in report["failed_files"]] == ["lowland_grids.block_b"] and report["merged_files"] == 1
     check = instance.event_log_storage.get_latest_asset_check_execution_by_key(
         [dg.AssetCheckKey(dg.AssetKey("mapterhorn_report"), "no_failed_files")]
     )[dg.AssetCheckKey(dg.AssetKey("mapterhorn_report"), "no_failed_files")]
     evaluation = check.event.dagster_event.event_specific_data
     assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
+
+    # A source that requires every file is not merged while one fails, and says which.
+    metadata_path = resources["mapterhorn_sources"].catalog() / "lowland_grids" / "metadata.json"
+    metadata_path.write_text(json.dumps({**json.loads(metadata_path.read_text()), "require_all_files": True}))
+    assert tick(instance, mapterhorn_source_merge_sensor, resources) == []
+    refused = run(instance, resources, ["mapterhorn_bounds_csv"], "lowland_grids")
+    error = "".join(str(e.event_specific_data.error) for e in refused.all_events if e.is_step_failure)
+    assert not refused.success and "sets require_all_files, but 1 file(s) failed" in error and "lowland_grids.block_b (unpacked:" in error
+
+
+def test_the_demo_broken_file_fails_for_good_at_download_and_is_left_out(pipeline, instance, storage_root):
+    server, resources = pipeline
+    tick(instance, mapterhorn_file_list_sensor, resources)
+    for key in ("alpine_tiles.tile_2600_1200", "alpine_tiles.tile_2600_1201"):
+        assert run(instance, resources, FILE_ASSETS, key).success
+    broken = run(instance, resources, FILE_ASSETS, "alpine_tiles.tile_2600_1202")
+    error = "".join(str(e.event_specific_data.error) for e in broken.all_events if e.is_step_failure)
+    assert not broken.success and "tile_2600_1202.tif: GDAL cannot read it as a raster" in error
+    assert len([p for p, _ in server.faults.requests if p.endswith("tile_2600_1202.tif")]) == 1  # not retried
+    assert tick(instance, mapterhorn_source_merge_sensor, resources) == ["alpine_tiles"]
+    assert run(instance, resources, SOURCE_ASSETS, "alpine_tiles").success
+    report = json.loads((resources["mapterhorn_sources"].root / "merged" / "alpine_tiles" / "report.json").read_text())
+    assert [(f["key"], f["step"], f["transient"]) for f in report["failed_files"]] == [("alpine_tiles.tile_2600_1202", "download", False)]
+    assert report["failed_files"][0]["url"].endswith("/alpine_tiles/tile_2600_1202.tif")
