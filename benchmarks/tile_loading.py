@@ -2,8 +2,12 @@
 
 All in one run on the same generated tiles (7 x 64 x 64 float32 features, labels, valid mask):
 
-* MiningTiles through a DataLoader (batch 64, random order) with 0 and 2 workers;
-* raw ``np.memmap`` fancy indexing of the same packed file (the ceiling, goal >= 0.7x);
+* MiningTiles through a DataLoader (batch 64, random order) with 0 and 2 workers, three ways:
+  "before" (the per-sample path that preceded batched fetching: views of the mapping, stacked by
+  the default collate), ``__getitems__`` under the default collate, and "after" (``MiningTiles.loader``:
+  the batch read with one sorted fancy index per field and handed over as is);
+  goals: 2 workers >= 0.5x raw memmap, 0 workers unchanged or better than before;
+* raw ``np.memmap`` fancy indexing of the same packed file (the ceiling);
 * TorchGeo ``RasterDataset`` + ``RandomGeoSampler`` over the same tiles written as
   64x64 GeoTIFFs on the world grid (goal: MiningTiles >= 100x);
 * tiles written per second: ``write_packed`` vs a plain ``np.save`` of the same arrays.
@@ -14,7 +18,11 @@ Its hard dependency torchvision ships only CUDA builds on PyPI whose compiled op
 do not load against this torch (2.13.0+cpu), so torchvision is replaced there by
 an import stub; RasterDataset and RandomGeoSampler never call torchvision.
 
-Run: ``.venv/bin/python benchmarks/tile_loading.py [--tiles 1024]``.
+Readers are timed in turn, round after round, and each is given as the median of its ratios to
+the same round's memmap rate, so load from other jobs on a shared machine falls on all alike; the
+load average is printed beside the figures.
+
+Run: ``.venv/bin/python benchmarks/tile_loading.py [--tiles 1024] [--rounds 5] [--skip-torchgeo]``.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -126,16 +135,52 @@ def time_writes(root: Path, arrays: dict[str, np.ndarray], positions) -> tuple[f
     return count / packed, count / plain
 
 
-def rate_dataloader(dataset: MiningTiles, samples: int, workers: int) -> tuple[float, float]:
-    """Samples/s of the first pass (includes starting workers) and of a second, steady-state pass."""
+class PerSampleTiles(torch.utils.data.Dataset):
+    """The loading path before batched fetching, kept as the "before" row: each sample is a view of
+    the ``torch.from_file`` mapping and the default collate stacks the views (in a worker, into
+    shared memory). Same mapping and layout as ``MiningTiles``."""
+
+    def __init__(self, folder: UPath) -> None:
+        self.folder, self.fields = folder, None
+        from gnt_assets.core.packed_tensors import open_packed
+
+        self.count = open_packed(folder).count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "fields": None}
+
+    def __getitem__(self, i: int):
+        if self.fields is None:
+            from gnt_assets.core.packed_tensors import open_packed
+
+            index = open_packed(self.folder)
+            records = index.torch_records()
+            self.fields = {}
+            for field in index.fields:
+                offset = index.record_dtype.fields[field.name][1]
+                dtype = torch.from_numpy(np.empty(0, field.dtype)).dtype
+                self.fields[field.name] = records[:, offset : offset + field.nbytes].view(dtype).view(index.count, *field.shape)
+        return self.fields["features"][i], self.fields["labels"][i]
+
+
+def make_loader(dataset, samples: int, workers: int, batched: bool) -> DataLoader:
+    """Batch 64 over the same seeded random sampler; ``batched``: ``MiningTiles.loader`` (one tensor per field
+    per batch handed over as is), else a plain ``DataLoader`` with the default collate."""
     sampler = RandomSampler(dataset, num_samples=samples, generator=torch.Generator().manual_seed(1))
-    loader = DataLoader(dataset, batch_size=64, sampler=sampler, num_workers=workers, persistent_workers=workers > 0)
-    rates = []
-    for _ in range(2):
-        start = time.perf_counter()
-        seen = sum(images.shape[0] for images, _ in loader)
-        rates.append(seen / (time.perf_counter() - start))
-    return rates[0], rates[1]
+    options = {"sampler": sampler, "num_workers": workers, "persistent_workers": workers > 0}
+    return dataset.loader(64, **options) if batched else DataLoader(dataset, batch_size=64, **options)
+
+
+def rate_pass(loader: DataLoader) -> float:
+    """Samples/s of one pass over the loader (the batch's tensors touched, as training would)."""
+    start = time.perf_counter()
+    seen = 0
+    for images, labels in loader:
+        seen += images.shape[0] + 0 * int(images[:, 0, 0, 0].sum() + labels[:, 0, 0, 0].sum())
+    return seen / (time.perf_counter() - start)
 
 
 def rate_memmap(folder: UPath, samples: int) -> float:
@@ -180,12 +225,19 @@ def rate_torchgeo(tiffs: Path, samples: int) -> tuple[float | None, str]:
     return result["samples"] / result["seconds"], f"{result['samples']} samples of shape {result['shape']}"
 
 
+def load_average() -> str:
+    return "load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiles", type=int, default=1024)
     parser.add_argument("--samples", type=int, default=64 * 48)
+    parser.add_argument("--rounds", type=int, default=5, help="timed passes per reader, taken in turn")
     parser.add_argument("--torchgeo-samples", type=int, default=256)
+    parser.add_argument("--skip-torchgeo", action="store_true")
     args = parser.parse_args()
+    loaded_before = load_average()
     with tempfile.TemporaryDirectory(prefix="gnt-tile-bench-") as tmp:
         root = Path(tmp)
         arrays = make_tiles(args.tiles)
@@ -195,21 +247,39 @@ def main() -> None:
         rows = {"tile_ix": [p[0] for p in positions], "tile_iy": [p[1] for p in positions], "year": [2020] * args.tiles,
                 "cluster_id": ["c"] * args.tiles, "geometry_hash": ["h"] * args.tiles}
         write_packed(folder, FIELDS, arrays, rows, {})
-        dataset = MiningTiles(folders=[folder])
-        rate_memmap(folder, 640)  # warm the page cache equally for every reader
-        memmap = rate_memmap(folder, args.samples)
-        loader0 = rate_dataloader(dataset, args.samples, 0)
-        loader2 = rate_dataloader(dataset, args.samples, 2)
-        write_geotiffs(root / "tiffs", arrays, positions)
-        torchgeo, note = rate_torchgeo(root / "tiffs", args.torchgeo_samples)
-    best = max(*loader0, *loader2)
+        dataset, before = MiningTiles(folders=[folder]), PerSampleTiles(folder)
+        readers = {"memmap": lambda: rate_memmap(folder, args.samples)}
+        for workers in (0, 2):
+            for label, data, batched in (("before", before, False), ("default", dataset, False), ("after", dataset, True)):
+                loader = make_loader(data, args.samples, workers, batched)
+                rate_pass(loader)  # starts the workers, maps the file, warms the page cache
+                readers[f"{label}{workers}"] = lambda loader=loader: rate_pass(loader)
+        rate_memmap(folder, 640)
+        # Turn about: every reader once per round, so load from other jobs falls on all of them alike;
+        # each round's rates are divided by that round's memmap rate, and the medians reported.
+        rates: dict[str, list[float]] = {name: [] for name in readers}
+        for _ in range(args.rounds):
+            for name, measure in readers.items():
+                rates[name].append(measure())
+        ratios = {name: statistics.median(r / m for r, m in zip(rates[name], rates["memmap"], strict=True)) for name in readers}
+        if args.skip_torchgeo:
+            torchgeo, note = None, "skipped (--skip-torchgeo)"
+        else:
+            write_geotiffs(root / "tiffs", arrays, positions)
+            torchgeo, note = rate_torchgeo(root / "tiffs", args.torchgeo_samples)
+    best = max(statistics.median(rates[name]) for name in readers if name != "memmap")
     print(f"tiles: {args.tiles} x {FIELDS[0].shape} float32 + labels + valid; random samples per pass: {args.samples}; batch 64")
-    print(f"raw np.memmap fancy indexing        {memmap:12,.0f} samples/s")
-    for workers, (first, steady) in ((0, loader0), (2, loader2)):
-        print(
-            f"MiningTiles DataLoader, {workers} workers   {steady:12,.0f} samples/s   {steady / memmap:6.2f}x raw memmap"
-            f"   (first pass incl. worker start: {first:,.0f}/s, {first / memmap:.2f}x)"
-        )
+    print(f"{args.rounds} rounds, readers in turn, ratio = median over rounds of (rate / same round's memmap rate)")
+    print(f"machine: {os.cpu_count()} cores, {loaded_before} at start, {load_average()} at end")
+    memmap = statistics.median(rates["memmap"])
+    print(f"raw np.memmap fancy indexing                        {memmap:10,.0f} samples/s")
+    goals = {"0": "goal: unchanged or better than before", "2": "goal: >= 0.50x"}
+    for workers in ("0", "2"):
+        for name, label in (("before", "before: per-sample views, default collate"), ("default", "__getitems__, default collate"),
+                            ("after", "after: MiningTiles.loader (batch as is)")):
+            key = f"{name}{workers}"
+            goal = goals[workers] if name == "after" else ""
+            print(f"{workers} workers, {label:42} {statistics.median(rates[key]):10,.0f} samples/s  {ratios[key]:5.2f}x memmap  {goal}")
     if torchgeo is None:
         print(f"TorchGeo RasterDataset + RandomGeoSampler: could not run ({note})")
     else:

@@ -9,34 +9,45 @@ mask. Layout on disk, one folder per country x year partition (written by the
     {storage root}/tensors/mining_training_tiles/{ISO3}/{year}/index.json
     {storage root}/tensors/mining_training_tiles/{ISO3}/{year}/tensors-<version>.bin
 
-Construction reads only the small JSON indexes; each worker process maps the
-data files on first access (``torch.from_file``, a private copy-on-write
-mapping: the file never changes), so the dataset pickles cheaply into
-``DataLoader(num_workers>0)`` workers, reading a sample touches only its
-record, and a sample's tensors are views of the mapping: the DataLoader's
-collate is the only copy. That makes ``num_workers=0`` the fastest way to read
-plain tiles; workers add a trip through shared memory per batch and pay off
-only with CPU-heavy ``transforms``. ``export_tile_folders`` writes the seed's per-tile
-``.pt`` layout for code that expects it. Samples are ``(image, mask)`` tensors, or with ``return_dict=True`` a
-dict in TorchGeo's style: ``image`` float32 (7, 64, 64), ``mask`` uint8
-(1, 64, 64), ``valid`` uint8 (1, 64, 64), plus ``country``, ``year``,
-``cluster_id``, ``tile_ix``, ``tile_iy``.
+Construction reads only the small JSON indexes. What a ``DataLoader`` pickles
+into each worker is small whatever the number of tiles: folders, the data file
+each index named, record layouts and per-partition start positions. Each
+process maps the data files itself on first access (``torch.from_file``, a
+private copy-on-write mapping: the file never changes) and reads an index's
+rows (``country``, ``cluster_id``...) only when it needs them (``tiles``,
+``return_dict``), so the per-tile index is never pickled.
+
+Batches: ``DataLoader`` with automatic batching calls ``__getitems__``, which
+reads the batch with one fancy index per field and partition straight into the
+batch, in the sampler's order (on object stores: the records sorted, one batch
+of ranged reads), allocated where it is going (shared memory in a worker, pinned memory with
+``pin_memory=True``). ``loader(...)`` builds a ``DataLoader`` whose collate
+hands that batch over as is: one tensor per field per batch crosses from a
+worker, instead of a stack of per-sample views. A plain ``DataLoader`` with
+the default collate gets the same samples in the same order (it stacks them
+once more). ``export_tile_folders`` writes the seed's per-tile ``.pt`` layout
+for code that expects it. Samples are ``(image, mask)`` tensors, or with
+``return_dict=True`` a dict in TorchGeo's style: ``image`` float32 (7, 64,
+64), ``mask`` uint8 (1, 64, 64), ``valid`` uint8 (1, 64, 64), plus
+``country``, ``year``, ``cluster_id``, ``tile_ix``, ``tile_iy``.
 """
 
 from __future__ import annotations
 
+import operator
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_info
 from upath import UPath
 
 from gnt_assets.core.atomic import is_local
-from gnt_assets.core.packed_tensors import PackedIndex, open_packed
+from gnt_assets.core.packed_tensors import PackedIndex, PackedTensorError, open_packed, read_index
 from gnt_assets.io_managers.mmap_tensors import ROOT_FOLDER, tensor_folder
 
 ASSET_KEY = dg.AssetKey("mining_training_tiles")
@@ -53,6 +64,45 @@ def partition_folders(root: UPath | str, partitions: Sequence[str] | None = None
     return sorted(index.parent for index in base.glob("*/*/index.json"))
 
 
+ROW_COLUMNS = ("year", "cluster_id", "tile_ix", "tile_iy")
+
+
+@dataclass(frozen=True)
+class _Part:
+    """What a worker needs to read one partition (pickled instead of its index rows)."""
+
+    folder: UPath
+    data_file: str
+    count: int
+    record_bytes: int
+    layout: tuple[tuple[str, int, int, torch.dtype, tuple[int, ...]], ...]  # (field, offset, bytes, dtype, shape)
+
+    @property
+    def data_path(self) -> UPath:
+        return self.folder / self.data_file
+
+
+class TileBatch(Sequence):
+    """A batch from ``MiningTiles.__getitems__``: the collated batch (what ``MiningTiles.collate``
+    hands over as is) that also reads as the list of its samples (views into the batch), which is
+    what the default collate expects."""
+
+    def __init__(self, collated, samples: Callable[[int], object], length: int) -> None:
+        self.collated = collated
+        self._samples = samples
+        self._length = length
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self._length))]
+        if not -self._length <= i < self._length:
+            raise IndexError(i)
+        return self._samples(i % self._length)
+
+
 class MiningTiles(Dataset):
     """Training tiles of one or many country-year partitions (see the module docstring for layout)."""
 
@@ -64,86 +114,232 @@ class MiningTiles(Dataset):
         folders: Sequence[UPath | str] | None = None,
         return_dict: bool = False,
         transforms: Callable[[dict], dict] | None = None,
+        pin_memory: bool = False,
     ) -> None:
         if folders is None:
             if root is None:
                 raise ValueError("MiningTiles needs a storage root (with optional partitions) or explicit folders")
             folders = partition_folders(root, partitions)
-        self.indexes: list[PackedIndex] = [open_packed(UPath(f)) for f in folders]
-        self._layouts = [self._layout(index) for index in self.indexes]
+        if pin_memory and not _accelerator_available():
+            raise ValueError("MiningTiles(pin_memory=True) needs a CUDA or other accelerator; torch sees none here")
+        indexes = [open_packed(UPath(f)) for f in folders]
+        self._parts_meta = tuple(
+            _Part(index.folder, index.data_file, index.count, index.record_dtype.itemsize, self._layout(index)) for index in indexes
+        )
+        self._starts = np.cumsum([0, *(p.count for p in self._parts_meta)]).astype(np.int64)  # tile i is in part searchsorted
         self.return_dict = return_dict
         self.transforms = transforms
-        frames = []
-        for part, index in enumerate(self.indexes):
-            rows = pd.DataFrame({k: v for k, v in index.rows.items() if k not in ("offset", "crc32")})
-            rows["country"] = index.folder.parent.name
-            rows["part"] = part
-            rows["record"] = np.arange(index.count)
-            frames.append(rows)
-        self.tiles = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["part", "record", "country", "year", "cluster_id", "tile_ix", "tile_iy"])
-        self._parts = self.tiles["part"].to_numpy(np.int64)
-        self._records_at = self.tiles["record"].to_numpy(np.int64)
+        self.pin_memory = pin_memory
+        self._reset_process_state()
+        self._indexes = dict(enumerate(indexes))  # this process read them already
+
+    def _reset_process_state(self) -> None:
         self._maps: dict[int, dict[str, torch.Tensor] | None] = {}
+        self._indexes: dict[int, PackedIndex] = {}
+        self._tiles: pd.DataFrame | None = None
         self._pid = os.getpid()
 
     def __len__(self) -> int:
-        return len(self.tiles)
+        return int(self._starts[-1])
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_maps"] = {}  # workers map the files themselves
+        for name in ("_maps", "_indexes", "_tiles"):
+            state.pop(name)  # workers map files and read index rows themselves, when they need them
         return state
 
-    def _layout(self, index: PackedIndex) -> list[tuple[str, int, int, torch.dtype, tuple[int, ...]]]:
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._reset_process_state()
+
+    @property
+    def indexes(self) -> list[PackedIndex]:
+        """Every partition's parsed index (read in this process on first use)."""
+        return [self._index(part) for part in range(len(self._parts_meta))]
+
+    @property
+    def tiles(self) -> pd.DataFrame:
+        """One row per tile: ``part``, ``record``, ``country`` and the index columns (built on first use)."""
+        if self._tiles is None:
+            frames = []
+            for part, index in enumerate(self.indexes):
+                rows = pd.DataFrame({k: v for k, v in index.rows.items() if k not in ("offset", "crc32")})
+                rows["country"] = index.folder.parent.name
+                rows["part"] = part
+                rows["record"] = np.arange(index.count)
+                frames.append(rows)
+            empty = pd.DataFrame(columns=["part", "record", "country", "year", "cluster_id", "tile_ix", "tile_iy"])
+            self._tiles = pd.concat(frames, ignore_index=True) if frames else empty
+        return self._tiles
+
+    def _index(self, part: int) -> PackedIndex:
+        """The partition's index, read once per process; refused if the partition was republished
+        since this dataset was made (its rows would describe another data file)."""
+        self._check_process()
+        if part not in self._indexes:
+            meta = self._parts_meta[part]
+            index = read_index(meta.folder)
+            if index.data_file != meta.data_file:
+                raise PackedTensorError(
+                    f"{meta.folder}: republished ({index.data_file}) since this MiningTiles opened {meta.data_file}; make a new one"
+                )
+            self._indexes[part] = index
+        return self._indexes[part]
+
+    def _check_process(self) -> None:
+        if self._pid != os.getpid():  # a forked copy: mappings and caches belong to the parent
+            self._reset_process_state()
+
+    @staticmethod
+    def _layout(index: PackedIndex) -> tuple[tuple[str, int, int, torch.dtype, tuple[int, ...]], ...]:
         """(field, byte offset in the record, bytes, torch dtype, shape) for slicing a record."""
-        return [
+        return tuple(
             (f.name, index.record_dtype.fields[f.name][1], f.nbytes, torch.from_numpy(np.empty(0, f.dtype)).dtype, f.shape)
             for f in index.fields
-        ]
+        )
 
     def _fields(self, part: int) -> dict[str, torch.Tensor] | None:
-        """Per field, a (count, *shape) view of the partition's data file mapped with ``torch.from_file``
+        """Per field, a (count, elements) view of the partition's data file mapped with ``torch.from_file``
         (read on access), made once per process; None for remote files."""
-        if self._pid != os.getpid():
-            self._maps, self._pid = {}, os.getpid()
+        self._check_process()
         if part not in self._maps:
-            index = self.indexes[part]
+            meta = self._parts_meta[part]
             fields = None
-            if is_local(index.data_path) and index.count:
-                records = index.torch_records()
-                fields = {
-                    name: records[:, offset : offset + nbytes].view(dtype).view(index.count, *shape)
-                    for name, offset, nbytes, dtype, shape in self._layouts[part]
-                }
+            if is_local(meta.data_path) and meta.count:
+                if not os.path.exists(meta.data_path.path):
+                    raise PackedTensorError(
+                        f"{meta.folder}: {meta.data_file} is gone (republished or removed since this MiningTiles was made); make a new one"
+                    )
+                flat = torch.from_file(meta.data_path.path, shared=False, size=meta.count * meta.record_bytes, dtype=torch.uint8)
+                records = flat.view(meta.count, meta.record_bytes)
+                # (count, elements) views: rows of contiguous elements are gathered with one memcpy each
+                fields = {name: records[:, offset : offset + nbytes].view(dtype) for name, offset, nbytes, dtype, _ in meta.layout}
             self._maps[part] = fields
         return self._maps[part]
 
-    def _record(self, part: int, record: int) -> dict[str, torch.Tensor]:
-        """One record's fields: zero-copy views of the mapping locally (the DataLoader's collate does the
-        only copy), one ranged read on object stores."""
-        fields = self._fields(part)
-        if fields is not None:
-            return {name: tensor[record] for name, tensor in fields.items()}
-        raw = torch.from_numpy(self.indexes[part].read_records([record]).view(np.uint8).reshape(-1).copy())
-        return {name: raw[offset : offset + nbytes].view(dtype).view(shape) for name, offset, nbytes, dtype, shape in self._layouts[part]}
+    def _locate(self, indices) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(tile positions, partitions, records within them) of dataset indices; negatives count from the end."""
+        positions = np.asarray(indices, dtype=np.int64).reshape(-1)
+        bad = (positions < -len(self)) | (positions >= len(self))
+        if bad.any():
+            raise IndexError(f"MiningTiles index {int(positions[bad][0])} out of range for {len(self)} tiles")
+        positions = positions % max(len(self), 1)
+        parts = np.searchsorted(self._starts, positions, side="right") - 1
+        return positions, parts, positions - self._starts[parts]
+
+    def _allocate(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        """Where the batch is going: pinned memory if asked (main process), shared memory in a
+        DataLoader worker (so sending it to the main process is a file descriptor, not a copy)."""
+        if get_worker_info() is not None:
+            numel = int(np.prod(shape, dtype=np.int64))
+            # what torch's default collate does for the same reason
+            storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(numel, device="cpu")
+            return torch.empty(0, dtype=dtype).new(storage).view(shape)
+        return torch.empty(shape, dtype=dtype, pin_memory=self.pin_memory)
+
+    def _read(self, indices) -> tuple[np.ndarray, dict[str, torch.Tensor]]:
+        """The fields of many tiles as batch tensors in the order asked: per partition and field one
+        fancy index (``index_select``) of the mapping straight into the batch, or on object stores one
+        batch of ranged reads in file order.
+
+        Locally the rows are gathered in the order asked, not sorted first: the pages are mapped,
+        so order does not change what is read, and sorting means gathering into a scratch batch and
+        permuting it, a second copy (7.7 ms instead of 1.9 ms per batch of 64 tiles, measured)."""
+        positions, parts, records = self._locate(indices)
+        if not len(positions):
+            return positions, {}
+        layout = self._parts_meta[int(parts[0])].layout
+        out = {name: self._allocate((len(positions), *shape), dtype) for name, _, _, dtype, shape in layout}
+        single = bool((parts == parts[0]).all())
+        for part in np.unique(parts):
+            where = np.nonzero(parts == part)[0]
+            fields = self._fields(int(part))
+            picks = torch.from_numpy(records[where])
+            if fields is None:
+                fields, picks = self._fetch_remote(int(part), records[where]), torch.arange(len(where))
+            for name, target in out.items():
+                flat = target.view(len(positions), -1)
+                if single:
+                    torch.index_select(fields[name], 0, picks, out=flat)
+                else:
+                    flat.index_copy_(0, torch.from_numpy(where), torch.index_select(fields[name], 0, picks))
+        return positions, out
+
+    def _fetch_remote(self, part: int, records: np.ndarray) -> dict[str, torch.Tensor]:
+        """Sorted records of a remote partition in one ``cat_ranges`` call (concurrent on async file systems)."""
+        meta = self._parts_meta[part]
+        fs, path = meta.data_path.fs, meta.data_path.path
+        unique, inverse = np.unique(records, return_inverse=True)
+        starts = (unique * meta.record_bytes).tolist()
+        blobs = fs.cat_ranges([path] * len(starts), starts, [s + meta.record_bytes for s in starts])
+        for record, blob in zip(unique, blobs, strict=True):
+            if isinstance(blob, Exception):
+                raise blob
+            if len(blob) != meta.record_bytes:
+                raise PackedTensorError(f"{meta.data_path}: record {record} is truncated ({len(blob)} of {meta.record_bytes} bytes)")
+        raw = torch.frombuffer(bytearray(b"".join(blobs)), dtype=torch.uint8).view(len(unique), meta.record_bytes)[torch.from_numpy(inverse)]
+        return {name: raw[:, offset : offset + nbytes].view(dtype) for name, offset, nbytes, dtype, _ in meta.layout}
+
+    def _row(self, position: int) -> dict:
+        part = int(np.searchsorted(self._starts, position, side="right") - 1)
+        index, record = self._index(part), position - int(self._starts[part])
+        row = {k: index.rows[k][record] for k in ROW_COLUMNS}
+        return {"country": index.folder.parent.name, "year": int(row["year"]), "cluster_id": row["cluster_id"],
+                "tile_ix": int(row["tile_ix"]), "tile_iy": int(row["tile_iy"])}
 
     def __getitem__(self, i: int):
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"MiningTiles index {i} out of range for {len(self)} tiles")
-        i %= len(self)
-        return self._sample(i, self._record(int(self._parts[i]), int(self._records_at[i])))
+        positions, fields = self._read([operator.index(i)])
+        return self._sample(int(positions[0]), {name: tensor[0] for name, tensor in fields.items()})
 
-    def _sample(self, i: int, fields: dict[str, torch.Tensor]):
+    def __getitems__(self, indices: Sequence[int]) -> TileBatch | list:
+        """A batch in the order given (what ``DataLoader`` calls with automatic batching)."""
+        positions, fields = self._read(indices)
+
+        def sample(k: int):
+            return self._sample(int(positions[k]), {name: tensor[k] for name, tensor in fields.items()})
+
+        if self.transforms is not None:  # per-sample transforms may change shapes: the default collate stacks them
+            return [sample(k) for k in range(len(positions))]
+        if not self.return_dict:
+            collated = (fields["features"], fields["labels"])
+        else:
+            rows = [self._row(int(p)) for p in positions]
+            collated = {
+                "image": fields["features"], "mask": fields["labels"], "valid": fields["valid"],
+                "country": [r["country"] for r in rows], "year": torch.tensor([r["year"] for r in rows]),
+                "cluster_id": [r["cluster_id"] for r in rows], "tile_ix": torch.tensor([r["tile_ix"] for r in rows]),
+                "tile_iy": torch.tensor([r["tile_iy"] for r in rows]),
+            }
+        return TileBatch(collated, sample, len(positions))
+
+    @staticmethod
+    def collate(batch):
+        """A ``DataLoader`` collate that hands a ``TileBatch`` over as is (default collate otherwise)."""
+        if isinstance(batch, TileBatch):
+            return batch.collated
+        return default_collate(batch)
+
+    def loader(self, batch_size: int = 64, **kwargs) -> DataLoader:
+        """A ``DataLoader`` over this dataset that passes ``__getitems__``'s batch through (``collate``);
+        keyword arguments as for ``DataLoader``. With ``pin_memory=True`` on the dataset and workers,
+        the DataLoader pins (pinned memory cannot cross processes)."""
+        kwargs.setdefault("collate_fn", self.collate)
+        if self.pin_memory and kwargs.get("num_workers", 0) > 0:
+            kwargs.setdefault("pin_memory", True)
+        return DataLoader(self, batch_size=batch_size, **kwargs)
+
+    def _sample(self, position: int, fields: dict[str, torch.Tensor]):
         if not self.return_dict and self.transforms is None:
             return fields["features"], fields["labels"]
-        row = self.tiles.iloc[i]
-        sample = {
-            "image": fields["features"], "mask": fields["labels"], "valid": fields["valid"], "country": row["country"],
-            "year": int(row["year"]), "cluster_id": row["cluster_id"], "tile_ix": int(row["tile_ix"]), "tile_iy": int(row["tile_iy"]),
-        }
+        sample = {"image": fields["features"], "mask": fields["labels"], "valid": fields["valid"], **self._row(position)}
         if self.transforms is not None:
             sample = self.transforms(sample)
         return sample if self.return_dict else (sample["image"], sample["mask"])
+
+
+def _accelerator_available() -> bool:
+    accelerator = getattr(torch, "accelerator", None)
+    return bool(accelerator.is_available()) if accelerator is not None else torch.cuda.is_available()
 
 
 def export_tile_folders(index: PackedIndex, target: UPath) -> list[UPath]:

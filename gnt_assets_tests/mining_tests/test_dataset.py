@@ -10,6 +10,7 @@ import xarray as xr
 from torch.utils.data import DataLoader
 from upath import UPath
 
+from gnt_assets.core.packed_tensors import PackedTensorError
 from gnt_assets.io_managers.mmap_tensors import tensor_folder
 from gnt_assets.mining.dataset import ASSET_KEY, MiningTiles, partition_folders
 from gnt_assets.mining.samplers import PreChippedTileSampler, cluster_groups, random_cluster_assignment
@@ -139,6 +140,9 @@ def test_tiles_on_an_object_store_read_with_ranged_requests(root, s3_root):
     image, mask = dataset[2]
     np.testing.assert_array_equal(image.numpy(), records["features"][2])
     np.testing.assert_array_equal(mask.numpy(), records["labels"][2])
+    images, masks = next(iter(dataset.loader(4, sampler=[5, 2, 5, 0])))  # one batch of ranged reads
+    np.testing.assert_array_equal(images.numpy(), records["features"][[5, 2, 5, 0]])
+    np.testing.assert_array_equal(masks.numpy(), records["labels"][[5, 2, 5, 0]])
 
 
 def write_packed_like(index, folder, records):
@@ -146,3 +150,112 @@ def write_packed_like(index, folder, records):
 
     rows = {k: v for k, v in index.rows.items() if k not in ("offset", "crc32")}
     write_packed(folder, index.fields, {f.name: np.array(records[f.name]) for f in index.fields}, rows, index.attrs)
+
+
+def reference_samples(root: UPath, dataset: MiningTiles, order: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(features, labels) of the tiles in ``order`` read straight from the packed files with np.memmap."""
+    from gnt_assets.core.packed_tensors import open_packed
+
+    records = {}
+    out = []
+    for i in order:
+        row = dataset.tiles.iloc[i]
+        part = int(row["part"])
+        if part not in records:
+            records[part] = open_packed(dataset.indexes[part].folder).memmap()
+        record = records[part][int(row["record"])]
+        out.append((np.array(record["features"]), np.array(record["labels"])))
+    return out
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_batched_loader_gives_the_same_samples_in_the_same_order(root, workers):
+    dataset = MiningTiles(root)  # three partitions: batches mix them
+    order = list(torch.utils.data.RandomSampler(dataset, generator=torch.Generator().manual_seed(5)))
+    expected = reference_samples(root, dataset, order)
+
+    def batches(loader):
+        return [(images.clone(), masks.clone()) for images, masks in loader]
+
+    def sampler():
+        return torch.utils.data.RandomSampler(dataset, generator=torch.Generator().manual_seed(5))
+
+    batched = batches(dataset.loader(5, sampler=sampler(), num_workers=workers))
+    plain = batches(DataLoader(dataset, batch_size=5, sampler=sampler(), num_workers=workers))  # default collate
+    per_sample = [dataset[i] for i in order]
+    assert [len(b[0]) for b in batched] == [5, 5, 5, 5, 1]
+    images = torch.cat([b[0] for b in batched])
+    masks = torch.cat([b[1] for b in batched])
+    for k, (features, labels) in enumerate(expected):
+        np.testing.assert_array_equal(images[k].numpy(), features)
+        np.testing.assert_array_equal(masks[k].numpy(), labels)
+        np.testing.assert_array_equal(per_sample[k][0].numpy(), features)
+    for (a_images, a_masks), (b_images, b_masks) in zip(batched, plain, strict=True):
+        assert torch.equal(a_images, b_images) and torch.equal(a_masks, b_masks)
+
+
+def test_batched_dicts_match_per_sample_dicts(root):
+    dataset = MiningTiles(root, return_dict=True)
+    indices = [20, 0, 7, 7, -1, 13]  # across partitions, a repeat, a negative index
+    batch = dataset.loader(len(indices), sampler=indices).__iter__().__next__()
+    assert batch["image"].shape == (6, 7, 64, 64) and batch["valid"].dtype == torch.uint8
+    for k, i in enumerate(indices):
+        sample = dataset[i]
+        for key in ("image", "mask", "valid"):
+            assert torch.equal(batch[key][k], sample[key])
+        for key in ("country", "cluster_id"):
+            assert batch[key][k] == sample[key]
+        for key in ("year", "tile_ix", "tile_iy"):
+            assert int(batch[key][k]) == sample[key]
+    with pytest.raises(IndexError):
+        dataset.__getitems__([0, len(dataset)])
+
+
+def test_transforms_apply_per_sample_on_their_own_copy(root):
+    def zero_first_band(sample):
+        sample["image"][0] = 0  # in place: must not reach the mapping or other samples
+        return sample
+
+    dataset = MiningTiles(root, ["ZAF|2020"], transforms=zero_first_band)
+    plain = MiningTiles(root, ["ZAF|2020"])
+    images, _ = next(iter(dataset.loader(4, sampler=[2, 2, 3, 1])))
+    assert images.shape == (4, 7, 64, 64) and not images[:, 0].any()
+    assert torch.equal(images[:, 1:], torch.stack([plain[i][0][1:] for i in (2, 2, 3, 1)]))
+    assert plain[2][0][0].any() and dataset._fields(0)["features"][2].any()
+
+
+def small_partition(folder: UPath, count: int) -> None:
+    from gnt_assets.core.packed_tensors import TensorField, write_packed
+
+    fields = (TensorField("features", "<f4", (7, 2, 2)), TensorField("labels", "|u1", (1, 2, 2)), TensorField("valid", "|u1", (1, 2, 2)))
+    arrays = {f.name: np.full((count, *f.shape), 1, f.dtype) for f in fields}
+    rows = {"year": [2020] * count, "cluster_id": [f"cluster-{i}" for i in range(count)], "tile_ix": list(range(count)), "tile_iy": [0] * count}
+    write_packed(folder, fields, arrays, rows, {})
+
+
+def test_workers_get_no_per_tile_index_and_read_rows_lazily(tmp_path):
+    import pickle
+
+    small, large = UPath(tmp_path) / "A" / "2020", UPath(tmp_path) / "B" / "2020"
+    small_partition(small, 3)
+    small_partition(large, 20_000)
+    pickled = {name: pickle.dumps(MiningTiles(folders=[folder], return_dict=True)) for name, folder in (("small", small), ("large", large))}
+    assert len(pickled["large"]) - len(pickled["small"]) < 64  # only the counts differ, not the rows
+    worker = pickle.loads(pickled["large"])
+    assert worker._indexes == {} and worker._maps == {} and worker._tiles is None
+    assert worker[19_999]["cluster_id"] == "cluster-19999" and list(worker._indexes) == [0]  # read on demand
+    assert len(worker.tiles) == 20_000
+    small_partition(large, 20_000)  # republished since the dataset was made: its rows describe another file
+    stale = pickle.loads(pickled["large"])
+    with pytest.raises(PackedTensorError, match="republished"):
+        stale[0]
+
+
+def test_pin_memory_needs_an_accelerator(root):
+    if torch.cuda.is_available():
+        dataset = MiningTiles(root, ["ZAF|2020"], pin_memory=True)
+        images, masks = next(iter(dataset.loader(4)))
+        assert images.is_pinned() and masks.is_pinned()
+    else:
+        with pytest.raises(ValueError, match="accelerator"):
+            MiningTiles(root, ["ZAF|2020"], pin_memory=True)
