@@ -8,6 +8,7 @@ folder that is renamed into place once every member's size is verified.
 
 from __future__ import annotations
 
+import re
 import shutil
 import stat
 import zipfile
@@ -21,7 +22,7 @@ from rasterio.errors import RasterioIOError
 
 from gnt_assets.core.errors import InputError
 
-RASTER_SUFFIXES = (".tif", ".tiff", ".asc", ".xyz", ".grd", ".img")
+RASTER_SUFFIXES = (".tif", ".tiff", ".asc", ".xyz", ".txt", ".grd", ".img")  # .txt: XYZ points, as upstream lists them
 
 
 class ArchiveError(InputError):
@@ -117,7 +118,7 @@ def check_opens(path: Path) -> None:
             raise ArchiveError(f"{path.name}: the 7z archive does not read ({error})") from error
         if bad is not None:
             raise ArchiveError(f"{path.name}: member {bad!r} fails its CRC")
-    elif path.suffix.lower() in RASTER_SUFFIXES:
+    elif is_raster_name(path):
         try:
             with rasterio.open(path) as dataset:
                 dataset.read(1, window=((0, min(1, dataset.height)), (0, min(1, dataset.width))))
@@ -127,5 +128,26 @@ def check_opens(path: Path) -> None:
         raise ArchiveError(f"{path.name} is neither a zip/7z archive nor a raster ({'/'.join(RASTER_SUFFIXES)})")
 
 
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def is_xyz_text(path: Path) -> bool:
+    """A ``.txt`` is a raster only when it holds XYZ points (its first line three numbers), not a readme."""
+    with open(path, "rb") as handle:
+        head = handle.read(4096).decode("latin-1")
+    lines = [line for line in head.splitlines() if line.strip()]
+    if not lines:
+        return False
+    first = re.split(r"[\s,;]+", lines[0].strip())
+    if not all(_NUMBER.fullmatch(v) for v in first):  # a header line (X Y Z) may come first
+        first = re.split(r"[\s,;]+", lines[1].strip()) if len(lines) > 1 else []
+    return len(first) >= 3 and all(_NUMBER.fullmatch(v) for v in first)
+
+
+def is_raster_name(path: Path) -> bool:
+    suffix = path.suffix.lower()
+    return suffix in RASTER_SUFFIXES and (suffix != ".txt" or is_xyz_text(path))
+
+
 def rasters_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES)
+    return sorted(p for p in folder.rglob("*") if p.is_file() and is_raster_name(p))

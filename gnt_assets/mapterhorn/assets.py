@@ -77,9 +77,14 @@ def mapterhorn_unpacked(context: dg.AssetExecutionContext, mapterhorn_sources: M
 
 @dg.asset(**FILE_CHAIN, deps=["mapterhorn_unpacked"], check_specs=[checks.spec("mapterhorn_georeferenced", "every_raster_has_crs", "Every raster has a CRS.")])
 def mapterhorn_georeferenced(context: dg.AssetExecutionContext, mapterhorn_sources: MapterhornSourcesResource) -> dg.MaterializeResult:
-    """The unpacked rasters with a CRS: the source's configured CRS assigned to those that have none."""
+    """The unpacked rasters with the source's CRS: metadata.json ``crs`` replaces every file's (``crs_mode`` override,
+    the default, as upstream's ``gdal_edit -a_srs``) or is given only to files without one (``crs_mode`` missing)."""
     work = FileWork(mapterhorn_sources.root, context.partition_key)
-    record = _step(work, "georeferenced", lambda: steps.georeference_step(work, read_metadata(mapterhorn_sources.catalog(), work.source).crs))
+    def georeference() -> dict:
+        metadata = read_metadata(mapterhorn_sources.catalog(), work.source)
+        return steps.georeference_step(work, metadata.crs, metadata.crs_mode)
+
+    record = _step(work, "georeferenced", georeference)
     return _file_result(record, checks.every_raster_has_crs(record))
 
 

@@ -22,6 +22,8 @@ from gnt_assets.core.errors import InputError
 from gnt_assets.core.keys import PartitionKeyError, sanitize_key
 
 METADATA_FIELDS = ("name", "resolution-m", "website", "license", "producer")
+# override: the configured crs replaces every file's (upstream's gdal_edit -a_srs); missing: only files without one get it.
+CRS_MODES = ("override", "missing")
 
 
 class CatalogError(InputError):
@@ -47,6 +49,7 @@ class SourceMetadata:
     fields: dict
     crs: str | None
     require_all_files: bool = False
+    crs_mode: str = "override"
 
     def json_bytes(self) -> bytes:
         """metadata.json as it goes into the tarball (sorted keys, so re-runs are byte-identical)."""
@@ -149,7 +152,10 @@ def read_metadata(catalog: Path, source: str) -> SourceMetadata:
     require_all = fields.get("require_all_files", False)
     if not isinstance(require_all, bool):
         raise CatalogError(f"source {source}: metadata.json require_all_files must be true or false, got {require_all!r}")
-    return SourceMetadata(source=source, fields=fields, crs=fields.get("crs"), require_all_files=require_all)
+    crs_mode = fields.get("crs_mode", "override")
+    if crs_mode not in CRS_MODES:
+        raise CatalogError(f"source {source}: metadata.json crs_mode must be one of {', '.join(CRS_MODES)}, got {crs_mode!r}")
+    return SourceMetadata(source=source, fields=fields, crs=fields.get("crs"), require_all_files=require_all, crs_mode=crs_mode)
 
 
 def license_pdf(catalog: Path, source: str) -> Path:

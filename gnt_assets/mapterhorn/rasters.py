@@ -55,6 +55,18 @@ def needs_crs(path: Path) -> bool:
         return dataset.crs is None
 
 
+def embedded_crs(path: Path) -> str | None:
+    with open_raster(path) as dataset:
+        return dataset.crs.to_string() if dataset.crs else None
+
+
+def same_crs(a: str, b: str) -> bool:
+    try:
+        return rasterio.crs.CRS.from_user_input(a) == rasterio.crs.CRS.from_user_input(b)
+    except rasterio.errors.CRSError:
+        return False
+
+
 def assign_crs(src: Path, dst: Path, crs: str | None, *, what: str) -> Path:
     """Copy ``src`` to a GeoTIFF carrying ``crs`` (the upstream ``-a_srs``); the CRS must be configured."""
     if crs is None:

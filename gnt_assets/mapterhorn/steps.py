@@ -52,7 +52,7 @@ def unpack_step(work: FileWork, *, max_total_bytes: int, max_ratio: float) -> di
         record = work.write_record("unpacked", found, archive=downloaded.name, resumed=False)
         downloaded.unlink()
         return record
-    if downloaded.suffix.lower() not in archives.RASTER_SUFFIXES:
+    if not archives.is_raster_name(downloaded):
         raise archives.ArchiveError(f"mapterhorn file {work.key}: {downloaded.name} is neither an archive nor a raster ({'/'.join(archives.RASTER_SUFFIXES)})")
     target.mkdir(parents=True, exist_ok=True)
     moved = target / downloaded.name
@@ -60,21 +60,28 @@ def unpack_step(work: FileWork, *, max_total_bytes: int, max_ratio: float) -> di
     return work.write_record("unpacked", [moved], archive=None, resumed=False)
 
 
-def georeference_step(work: FileWork, crs: str | None) -> dict:
+def georeference_step(work: FileWork, crs: str | None, crs_mode: str = "override") -> dict:
+    """Give every raster the source's CRS: with ``crs_mode`` override (upstream's ``gdal_edit -a_srs``)
+    the configured CRS replaces any embedded one; with missing, only rasters without one get it."""
     if record := _resumed(work, "georeferenced"):
         return record
-    outputs, assigned = [], []
+    outputs, assigned, overridden = [], [], []
     for raster in work.inputs("georeferenced"):
-        if rasters.needs_crs(raster):
+        embedded = rasters.embedded_crs(raster)
+        if embedded is None or (crs_mode == "override" and crs is not None and not rasters.same_crs(embedded, crs)):
             target = work.step_dir("georeferenced") / f"{raster.stem}.tif"
             target.parent.mkdir(parents=True, exist_ok=True)
             outputs.append(rasters.assign_crs(raster, target, crs, what=f"mapterhorn file {work.key}"))
             assigned.append(raster)
+            if embedded is not None:
+                overridden.append(f"{raster.name}: {embedded}")
         else:
             outputs.append(raster)
-    record = work.write_record("georeferenced", outputs, assigned_crs=crs if assigned else None, resumed=False)
+    record = work.write_record("georeferenced", outputs, assigned_crs=crs if assigned else None, crs_mode=crs_mode,
+                               overridden=overridden, resumed=False)
     for raster in assigned:
-        raster.unlink()
+        if raster not in outputs:
+            raster.unlink()
     return record
 
 
