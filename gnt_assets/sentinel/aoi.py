@@ -53,6 +53,8 @@ def load_geometry_file(geometry_path: str | Path, layer: str | None = None) -> B
         raise AoiError(f"AOI {source}: cannot be read as a vector file ({error})") from error
     if layer is not None and layer not in layers:
         raise AoiError(f"AOI {source}: no such layer; the file has {layers}")
+    if layer is None and len(layers) > 1:
+        raise AoiError(f"AOI {source}: the file has {len(layers)} layers {layers}; name the one to use (config 'layer')")
     frame = gpd.read_file(geometry_path, layer=layer)
     if frame.empty or frame.geometry.isna().all():
         raise AoiError(f"AOI {source}: has no features")

@@ -100,7 +100,8 @@ def sentinel_mosaic(
     keys = [(k.keys_by_dimension["month"], k.keys_by_dimension["chunk"]) for k in parsed]
     context.log.info(f"{len(keys)} chunk x month partitions")
     with sentinel_stac.api_url() as url:
-        jobs = pipeline.chunk_jobs(storage, sentinel_grid, sentinel_stac, url, keys, sentinel_cube.backend)
+        jobs = pipeline.chunk_jobs(storage, sentinel_grid, sentinel_stac, url, keys, sentinel_cube.backend,
+                                    sentinel_cube.end_month, sentinel_cube.block_months)
         with compute.get_client() as client:
             results = client.gather(client.map(pipeline.run_chunk, jobs, pure=False))
     for result in results:

@@ -14,10 +14,12 @@ from gnt_assets.partitions import sentinel_month_chunk
 from gnt_assets.resources.storage import StorageResource
 from gnt_assets.sentinel import chunk_runs
 from gnt_assets.sentinel.assets import sentinel_aoi, sentinel_mosaic, sentinel_run_log
+from gnt_assets.sentinel.cube import axis_problems, month_index
+from gnt_assets.sentinel.radiometry import CUBE_OFFSET, CUBE_SCALE
 from gnt_assets.sentinel.resources import SentinelCubeResource
 
 VALID_SHARE_FLOOR = 0.5
-REFLECTANCE_RANGE = (1, 20_000)  # DN of C1 L2A: (rho + 0.1) * 1e4; above 2.0 reflectance is not a surface
+REFLECTANCE_RANGE = (1, 20_000)  # cube DN: (rho + 0.1) * 1e4; above 1.9 reflectance is not a surface
 
 
 def _region_written(storage, grid, month, chunk, result, backend) -> tuple[bool, str]:
@@ -27,12 +29,13 @@ def _region_written(storage, grid, month, chunk, result, backend) -> tuple[bool,
 
 
 def _reflectance_plausible(storage, grid, month, chunk, result, backend) -> tuple[bool, str]:
-    values = chunk_runs.stored_region(storage, grid, month, chunk, backend)[2].values
+    values = chunk_runs.stored_region(storage, grid, month, chunk, backend)[2].values  # CF-decoded reflectance
     valid = values[np.isfinite(values)]
     if valid.size == 0:
         return True, "no valid pixels"
-    low, high = float(valid.min()), float(valid.max())
-    return REFLECTANCE_RANGE[0] <= low and high <= REFLECTANCE_RANGE[1], f"DN {low:.0f}..{high:.0f}"
+    low, high = (round((float(v) - CUBE_OFFSET) / CUBE_SCALE) for v in (valid.min(), valid.max()))
+    return REFLECTANCE_RANGE[0] <= low and high <= REFLECTANCE_RANGE[1], \
+        f"DN {low}..{high} (reflectance {float(valid.min()):.4f}..{float(valid.max()):.4f})"
 
 
 def _no_fill_where_clear(storage, grid, month, chunk, result, backend) -> tuple[bool, str]:
@@ -41,6 +44,17 @@ def _no_fill_where_clear(storage, grid, month, chunk, result, backend) -> tuple[
     expected = 1.0 - result["valid_share"]
     passed = result["clear_pixels_unfilled"] == 0 and abs(fill_share - expected) < 1e-9
     return passed, f"fill share {fill_share:.4f} stored, {expected:.4f} expected; {result['clear_pixels_unfilled']} clear pixels left as fill"
+
+
+def _time_axis_monthly(storage, grid, month, chunk, result, backend) -> tuple[bool, str]:
+    cube = chunk_runs.cube_store(storage, chunk_runs.grid_of(grid, chunk), backend)
+    times = cube.open()["time"].values
+    problems = axis_problems(times)
+    index = month_index(month)
+    if not problems and (index >= times.size or str(times[index])[:10] != month[:10]):
+        problems.append(f"month {month[:7]} is not at its index {index}")
+    span = f"{len(times)} months {str(times[0])[:7]}..{str(times[-1])[:7]}" if len(times) else "no months"
+    return not problems, f"{span}; " + ("strictly increasing, monthly, no gaps" if not problems else problems[0])
 
 
 def _scenes_found(storage, grid, month, chunk, result, backend) -> tuple[bool, str]:
@@ -53,6 +67,7 @@ def _valid_share(storage, grid, month, chunk, result, backend) -> tuple[bool, st
 
 CHECKS: dict[str, tuple[Callable, bool, str]] = {
     "region_written": (_region_written, True, "Every zarr chunk of the partition's region exists (zarr: its completion marker too; Icechunk: its commit)."),
+    "time_axis_monthly": (_time_axis_monthly, True, "The cube's time axis is strictly increasing, monthly from 2017-01 without gaps, and the month is at its own index."),
     "reflectance_plausible": (_reflectance_plausible, True, f"Stored DN within {REFLECTANCE_RANGE} (uint16 reflectance scale)."),
     "no_fill_where_clear": (_no_fill_where_clear, True, "Fill (0) only where no scene had a clear (SCL 4/5) observation."),
     "scenes_found": (_scenes_found, False, "The month had at least one scene for the cell (else the region is fill)."),

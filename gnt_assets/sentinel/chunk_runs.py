@@ -12,7 +12,8 @@ import pandas as pd
 from upath import UPath
 
 from gnt_assets.core.atomic import atomic_write_text
-from gnt_assets.sentinel.cube import VARIABLE, CubeLayout, cube_layout
+from gnt_assets.core.errors import InputError
+from gnt_assets.sentinel.cube import BLOCK_MONTHS, DEFAULT_END_MONTH, VARIABLE, CubeLayout, cube_layout
 from gnt_assets.sentinel.cube_store import CubeStore
 from gnt_assets.sentinel.mosaic import ChunkJob, ChunkResult, mosaic_chunk_logged
 
@@ -34,31 +35,46 @@ def layout_for(cells: gpd.GeoDataFrame) -> CubeLayout:
     return cube_layout(cells, first["crs"], float(first["resolution"]), int(first["chunk_px"]))
 
 
-def cube_store(storage, grid: str, backend: str = "zarr") -> CubeStore:
+def cube_store(storage, grid: str, backend: str = "zarr", end_month: str = DEFAULT_END_MONTH,
+               block_months: int = BLOCK_MONTHS) -> CubeStore:
     suffix = "zarr" if backend == "zarr" else "icechunk"
-    return CubeStore(storage.path("sentinel", f"cube_{grid}.{suffix}"), backend)
+    return CubeStore(storage.path("sentinel", f"cube_{grid}.{suffix}"), backend, end_month, block_months)
 
 
 def _result_path(storage, month: str, chunk: str) -> UPath:
     return storage.path("sentinel", "results", month, f"{chunk}.json")
 
 
+class GridChangedError(InputError):
+    """A partition's cell is not in the materialized grid any more (the AOI or grid settings changed)."""
+
+
 def _cell(grid_table: gpd.GeoDataFrame, chunk: str) -> pd.Series:
     rows = grid_table[grid_table["chunk"] == chunk]
     if rows.empty:
-        raise KeyError(f"chunk {chunk!r} is not a cell of the current sentinel_grid; re-materialize the grid or drop the partition")
+        counts = grid_table.groupby("grid").size().to_dict()
+        named = [g for g in counts if chunk.startswith(f"{g}-")]
+        now = (f"grid {named[0]!r} now has {counts[named[0]]} other cells" if named
+               else f"no grid of the current sentinel_grid is named like it (grids now: {counts})")
+        raise GridChangedError(
+            f"chunk {chunk!r} is not a cell of the current sentinel_grid: the grid changed after the partition was "
+            f"added ({now}; the AOI or the grid settings differ). Re-materialize the grid's chunks or drop the partition")
     return rows.iloc[0]
 
 
+def grid_of(grid_table: gpd.GeoDataFrame, chunk: str) -> str:
+    return str(_cell(grid_table, chunk)["grid"])
+
+
 def chunk_jobs(storage, grid_table: gpd.GeoDataFrame, stac, url: str, keys: list[tuple[str, str]],
-               backend: str = "zarr") -> list[ChunkJob]:
-    """One job per (month, chunk); each grid's cube is created or extended to the run's months first,
-    so the mapped jobs only write data (never metadata) and cannot conflict."""
+               backend: str = "zarr", end_month: str = DEFAULT_END_MONTH, block_months: int = BLOCK_MONTHS) -> list[ChunkJob]:
+    """One job per (month, chunk); each grid's cube is created with its whole monthly axis (or grown by
+    whole blocks to the run's months) first, so the mapped jobs only write data and cannot conflict."""
     bands = list(stac.band_assets)
     jobs, layouts = [], {}
     for month, chunk in keys:
         cell = _cell(grid_table, chunk)
-        cube = cube_store(storage, cell["grid"], backend)
+        cube = cube_store(storage, cell["grid"], backend, end_month, block_months)
         if cell["grid"] not in layouts:
             layouts[cell["grid"]] = layout_for(grid_table[grid_table["grid"] == cell["grid"]])
             months = sorted({m for m, c in keys if _cell(grid_table, c)["grid"] == cell["grid"]})

@@ -20,8 +20,48 @@ from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_zeros
 
 from gnt_assets.core.zarr_regions import ZarrLayoutError
+from gnt_assets.sentinel.radiometry import CUBE_OFFSET, CUBE_SCALE, dn_to_reflectance
 
 VARIABLE = "reflectance_median"
+TIME_START = "2017-01-01"  # first month of the cube's time axis (Sentinel-2 L2A's global archive starts here)
+DEFAULT_END_MONTH = "2026-12-01"
+BLOCK_MONTHS = 12
+
+
+def month_index(month: str) -> int:
+    """Index of a month on the cube's time axis: ``12 * (y - 2017) + (m - 1)`` (the seed's rule)."""
+    year, mon = int(month[:4]), int(month[5:7])
+    index = 12 * (year - int(TIME_START[:4])) + (mon - int(TIME_START[5:7]))
+    if index < 0:
+        raise ValueError(f"month {month} is before the cube's first month {TIME_START[:7]}")
+    return index
+
+
+def axis_months(length: int) -> list[str]:
+    """The first ``length`` months of the time axis as ``YYYY-MM-01``."""
+    y0, m0 = int(TIME_START[:4]), int(TIME_START[5:7]) - 1
+    return [f"{y0 + (m0 + i) // 12:04d}-{(m0 + i) % 12 + 1:02d}-01" for i in range(length)]
+
+
+def axis_length(months: list[str], end_month: str = DEFAULT_END_MONTH, block: int = BLOCK_MONTHS) -> int:
+    """Time steps a cube needs to hold ``months`` and the configured end, rounded up to whole blocks:
+    the axis only ever grows by whole blocks, so two runs asking for nearby months agree on its length."""
+    last = max(month_index(m) for m in [end_month, *months])
+    return -(-(last + 1) // block) * block
+
+
+def axis_problems(times) -> list[str]:
+    """Why stored time labels are not the monthly axis from TIME_START (empty list: they are)."""
+    labels = [str(t)[:10] for t in np.asarray(times).astype("datetime64[D]")]
+    expected = axis_months(len(labels))
+    problems = []
+    if not labels:
+        problems.append("the time axis is empty")
+    for index, (got, want) in enumerate(zip(labels, expected, strict=True)):
+        if got != want:
+            problems.append(f"time[{index}] is {got}, the monthly axis from {TIME_START[:7]} has {want} there")
+            break
+    return problems
 
 
 @dataclass(frozen=True)
@@ -82,22 +122,28 @@ def cube_template(layout: CubeLayout, months: list[str], bands: list[str]) -> xr
             .transpose("time", ydim, xdim, "band")
             .chunk({"time": 1, ydim: layout.chunk_px, xdim: layout.chunk_px, "band": len(bands)}))
     data.attrs = {"long_name": "cloud-masked monthly median surface reflectance", "units": "1",
-                  "scale_factor_note": "DN; reflectance = DN * 1e-4 - 0.1 (Sentinel-2 C1 L2A offset)",
+                  "comment": "stored as uint16 DN, reflectance = DN * 1e-4 - 0.1 (CF scale_factor/add_offset); every "
+                             "item harmonized to it from raster:bands or s2:processing_baseline",
                   "cell_methods": "time: median (SCL classes 4, 5 only)", "grid_mapping": "spatial_ref"}
     dataset = data.to_dataset(name=VARIABLE)
     dataset["time"].attrs["long_name"] = "first day of the month"
     return dataset
 
 
-def cube_encoding(layout: CubeLayout, bands: list[str]) -> dict:
-    return {VARIABLE: {"chunks": (1, layout.chunk_px, layout.chunk_px, len(bands)), "_FillValue": 0, "dtype": "uint16"}}
+def cube_encoding(layout: CubeLayout, bands: list[str], block: int = BLOCK_MONTHS) -> dict:
+    """Data one chunk per cell-chunk and month; the time labels one chunk per block, so a cube grown block
+    by block stores the same objects as one created at its final length."""
+    return {VARIABLE: {"chunks": (1, layout.chunk_px, layout.chunk_px, len(bands)), "_FillValue": 0, "dtype": "uint16",
+                       "scale_factor": CUBE_SCALE, "add_offset": CUBE_OFFSET},
+            "time": {"chunks": (block,), "units": f"days since {TIME_START}", "dtype": "int64"}}
 
 
 def region_dataset(layout: CubeLayout, chunk: str, month: str, bands: list[str], median: np.ndarray) -> xr.Dataset:
-    """One partition's data (1, h, w, band) with the labels that place it in the cube."""
+    """One partition's data (1, h, w, band) with the labels that place it in the cube: the median DN as
+    reflectance (NaN for fill), which the store's CF scale_factor/add_offset encode back to the same DN."""
     cell = xr_zeros(layout.cell_geobox(chunk), dtype="uint16")
     ydim, xdim = cell.dims
-    data = xr.DataArray(median[np.newaxis], dims=("time", ydim, xdim, "band"),
+    data = xr.DataArray(dn_to_reflectance(median)[np.newaxis], dims=("time", ydim, xdim, "band"),
                         coords={"time": [month_label(month)], ydim: cell[ydim], xdim: cell[xdim], "band": list(bands)})
     return data.to_dataset(name=VARIABLE)
 
@@ -105,6 +151,11 @@ def region_dataset(layout: CubeLayout, chunk: str, month: str, bands: list[str],
 def region_slices(layout: CubeLayout, chunk: str, time_index: int, ydim: str, xdim: str) -> dict[str, slice]:
     rows, cols = layout.regions[chunk]
     return {"time": slice(time_index, time_index + 1), ydim: rows, xdim: cols}
+
+
+def month_region(layout: CubeLayout, chunk: str, month: str, ydim: str = "y", xdim: str = "x") -> dict[str, slice]:
+    """Where one cell's month goes: the month's own index on the axis, the cell's rows and columns."""
+    return region_slices(layout, chunk, month_index(month), ydim, xdim)
 
 
 def chunk_size_px(d: float, res_m: float, per_side: int = 1) -> int:

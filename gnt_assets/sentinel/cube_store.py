@@ -1,7 +1,11 @@
 """Where the cube lives: a plain zarr store (the shared region API) or an Icechunk repository.
 
-Both backends create the store once (metadata only), add months at the end of the time axis,
-write one cell's region per partition and report which of its chunks exist. With Icechunk
+Both backends create the store once (metadata only) with the whole monthly time axis from
+2017-01 to the configured end month, rounded up to whole blocks of months; a month beyond it
+grows the axis by whole blocks in one step (plain zarr: under the local lock; Icechunk: one
+commit), never by single partitions. Each partition writes one cell at its month's own index
+(``12 * (y - 2017) + (m - 1)``), so the axis is in time order whatever order months arrive in,
+and a store reports which of a region's chunks exist. With Icechunk
 each partition's write is one transaction: a failed partition commits nothing, and
 concurrent partitions rebase onto each other (disjoint chunks never conflict).
 """
@@ -10,14 +14,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import xarray as xr
 from upath import UPath
 
 from gnt_assets.core import zarr_regions
 from gnt_assets.core.atomic import local_lock
 from gnt_assets.core.zarr_regions import RegionStatus, ZarrLayoutError
-from gnt_assets.sentinel.cube import VARIABLE, CubeLayout, cube_encoding, cube_template, region_slices
+from gnt_assets.sentinel.cube import (
+    BLOCK_MONTHS,
+    DEFAULT_END_MONTH,
+    VARIABLE,
+    CubeLayout,
+    axis_length,
+    axis_months,
+    axis_problems,
+    cube_encoding,
+    cube_template,
+    month_index,
+    month_region,
+)
 
 BACKENDS = ("zarr", "icechunk")
 COMMIT_TRIES = 50
@@ -27,6 +42,8 @@ COMMIT_TRIES = 50
 class CubeStore:
     path: UPath
     backend: str = "zarr"
+    end_month: str = DEFAULT_END_MONTH
+    block_months: int = BLOCK_MONTHS
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
@@ -34,15 +51,26 @@ class CubeStore:
 
     # -- shared by both backends -------------------------------------------------------------
     def ensure(self, layout: CubeLayout, months: list[str], bands: list[str]) -> None:
-        """Create the store (metadata only) once, then add any month it lacks at the end of the time axis."""
-        if self.backend == "zarr":
-            if not zarr_regions.store_exists(self.path):
-                zarr_regions.create_store(self.path, cube_template(layout, months[:1], bands),
-                                          encoding=cube_encoding(layout, bands))
-            for month in months:
-                zarr_regions.append_along(self.path, "time", cube_template(layout, [month], bands))
+        """Create the store (metadata only) with the whole time axis, or grow its axis by whole blocks
+        to hold ``months``; idempotent, and a no-op when the axis already holds them."""
+        length = axis_length(months, self.end_month, self.block_months)
+        if self.backend == "icechunk":
+            self._icechunk_ensure(layout, length, bands)
             return
-        self._icechunk_ensure(layout, months, bands)
+        if not zarr_regions.store_exists(self.path):
+            zarr_regions.create_store(self.path, cube_template(layout, axis_months(length), bands),
+                                      encoding=cube_encoding(layout, bands, self.block_months))
+        # One locked step (append_along takes the store's lock): the missing months of whole blocks.
+        # with_exact_transform: an append rewrites the group's attributes, which must keep spatial_ref a coordinate.
+        zarr_regions.append_along(self.path, "time",
+                                  zarr_regions.with_exact_transform(cube_template(layout, axis_months(length), bands)))
+        self._check_axis(self.open()["time"].values)
+
+    def _check_axis(self, times) -> None:
+        problems = axis_problems(times)
+        if problems:
+            raise ZarrLayoutError(f"sentinel cube {self.path}: {problems[0]}; the cube predates the fixed monthly "
+                                  "axis: move it aside and rebuild it")
 
     def open(self) -> xr.Dataset:
         """The latest committed cube, lazily."""
@@ -51,18 +79,34 @@ class CubeStore:
         session = self._repository().readonly_session(branch="main")
         return xr.open_zarr(session.store, consolidated=False, zarr_format=3)
 
-    def region(self, layout: CubeLayout, chunk: str, month: str) -> dict[str, slice]:
-        """The integer region of one cell and month in the stored cube."""
-        data = self.open()[VARIABLE]
-        times = [str(t)[:10] for t in data["time"].values]
-        if month[:10] not in times:
-            raise KeyError(f"month {month} chunk {chunk}: the cube {self.path} has no time step for the month")
-        return region_slices(layout, chunk, times.index(month[:10]), *data.dims[1:3])
+    def region(self, layout: CubeLayout, chunk: str, month: str, store_layout=None) -> dict[str, slice]:
+        """The integer region of one cell and month: the month's own index, checked against the stored label."""
+        if self.backend == "zarr":
+            store_layout = store_layout or zarr_regions.StoreLayout.read(self.path)
+            times, dims = store_layout.labels("time"), store_layout.dims[VARIABLE]
+        else:
+            data = self.open()[VARIABLE]
+            times, dims = data["time"].values, data.dims
+        index = month_index(month)
+        if index >= times.size:
+            raise KeyError(f"month {month} chunk {chunk}: the cube {self.path} ends at {str(times[-1])[:7]}; "
+                           "extend it (a run including the month does)")
+        if str(times[index])[:10] != month[:10]:
+            raise ZarrLayoutError(f"month {month} chunk {chunk}: the cube {self.path} holds {str(times[index])[:10]} "
+                                  f"at the month's index {index}")
+        return month_region(layout, chunk, month, *dims[1:3])
 
     def write(self, dataset: xr.Dataset, layout: CubeLayout, chunk: str, month: str) -> dict[str, slice]:
-        """Write one cell's region for one month (idempotent; all or nothing with Icechunk)."""
+        """Write one cell's region for one month at the month's index (idempotent; all or nothing with Icechunk)."""
         if self.backend == "zarr":
-            return zarr_regions.write_region(self.path, dataset)
+            store_layout = zarr_regions.StoreLayout.read(self.path)
+            region = self.region(layout, chunk, month, store_layout)
+            placed = zarr_regions.write_region(self.path, dataset, store_layout)
+            if any((int(placed[d].start), int(placed[d].stop)) != (s.start, s.stop) for d, s in region.items()):
+                # the labels' place and the month's index are one and the same
+                raise ZarrLayoutError(f"month {month} chunk {chunk}: labels place the region at {placed}, "
+                                      f"the month's index at {region}")
+            return placed
         region = self.region(layout, chunk, month)
         with self._commit_lock():
             repo = self._repository()
@@ -133,7 +177,8 @@ class CubeStore:
             return False
         return True
 
-    def _icechunk_ensure(self, layout: CubeLayout, months: list[str], bands: list[str]) -> None:
+    def _icechunk_ensure(self, layout: CubeLayout, length: int, bands: list[str]) -> None:
+        """Creation or growth of the time axis as one commit (conflicting commits retry on the new state)."""
         with self._commit_lock():
             repo = self._repository()
             for _ in range(COMMIT_TRIES):
@@ -144,20 +189,23 @@ class CubeStore:
                 except (FileNotFoundError, KeyError):
                     existing = None
                 if existing is None:
-                    template = zarr_regions.with_exact_transform(cube_template(layout, months[:1], bands))
-                    template.to_zarr(store, mode="w-", compute=False, encoding=cube_encoding(layout, bands),
+                    template = zarr_regions.with_exact_transform(cube_template(layout, axis_months(length), bands))
+                    template.to_zarr(store, mode="w-", compute=False, encoding=cube_encoding(layout, bands, self.block_months),
                                      consolidated=False, zarr_format=3, safe_chunks=False)
-                    existing = xr.open_zarr(store, consolidated=False, zarr_format=3)
-                if existing.sizes.get("band") != len(bands) or existing[VARIABLE].shape[1:3] != layout.geobox.shape:
-                    raise ZarrLayoutError(f"sentinel cube {self.path}: stored layout {dict(existing.sizes)} differs from "
-                                          f"the grid's {layout.geobox.shape} x {len(bands)} bands")
-                for month in months:
-                    template = cube_template(layout, [month], bands)
-                    if not np.isin(template["time"].values, existing["time"].values).all():
-                        template.to_zarr(store, append_dim="time", compute=False, consolidated=False,
-                                         zarr_format=3, safe_chunks=False)
-                        existing = xr.open_zarr(store, consolidated=False, zarr_format=3)
-                if self._commit(session, f"sentinel cube: months {', '.join(m[:7] for m in months)}", {}):
+                    message = f"sentinel cube: months {axis_months(length)[0][:7]}..{axis_months(length)[-1][:7]}"
+                else:
+                    if existing.sizes.get("band") != len(bands) or existing[VARIABLE].shape[1:3] != layout.geobox.shape:
+                        raise ZarrLayoutError(f"sentinel cube {self.path}: stored layout {dict(existing.sizes)} differs "
+                                              f"from the grid's {layout.geobox.shape} x {len(bands)} bands")
+                    self._check_axis(existing["time"].values)
+                    have = existing.sizes["time"]
+                    if have >= length:
+                        return
+                    template = zarr_regions.with_exact_transform(cube_template(layout, axis_months(length)[have:], bands))
+                    template.to_zarr(store, append_dim="time", compute=False, consolidated=False,
+                                     zarr_format=3, safe_chunks=False)
+                    message = f"sentinel cube: months {axis_months(length)[have][:7]}..{axis_months(length)[-1][:7]}"
+                if self._commit(session, message, {}):
                     return
         raise RuntimeError(f"sentinel cube {self.path}: initialising the Icechunk repository kept conflicting")
 

@@ -1,4 +1,5 @@
-"""The sentinel pipeline's part of `make demo`: the demo AOI's square and Major TOM cubes for two months."""
+"""The sentinel pipeline's part of `make demo`: the demo AOI's square and Major TOM cubes for two months,
+the newer one materialized first."""
 
 import dagster as dg
 
@@ -24,6 +25,8 @@ def run(instance: dg.DagsterInstance, defs: dg.Definitions) -> None:
     materialize_partitions(defs, instance, ["sentinel_aoi", "sentinel_grid"])
     chunks = add_chunk_partitions(instance, defs)
     print(f"   {len(chunks)} chunks x {len(DEMO_MONTHS)} months", flush=True)
-    keys = [dg.MultiPartitionKey({"month": month, "chunk": chunk}) for month in DEMO_MONTHS for chunk in chunks]
+    # Newest month first (as the chunk sensor requests it): each month still lands at its own time index.
+    keys = [dg.MultiPartitionKey({"month": month, "chunk": chunk}) for month in sorted(DEMO_MONTHS, reverse=True)
+            for chunk in chunks]
     materialize_partitions(defs, instance, ["sentinel_mosaic"], keys)
     materialize_partitions(defs, instance, ["sentinel_run_log"])

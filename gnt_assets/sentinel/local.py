@@ -30,12 +30,17 @@ from gnt_assets.core.atomic import atomic_write_text
 from gnt_assets.sentinel.resources import SentinelStacResource
 
 COLLECTION = "sentinel-2-c1-l2a"
+PC_COLLECTION = "sentinel-2-l2a"
 BANDS = ("red", "green", "blue", "nir")
+PC_ASSETS = {"red": "B04", "green": "B03", "blue": "B02", "nir": "B08", "scl": "SCL"}
+BASELINE_CHANGE = datetime(2022, 1, 25, tzinfo=UTC)  # processing baseline 04.00: L2A DN gain a +1000 offset
+CATALOG_VERSION = "2"  # bump when the generated scenes or items change: older sample folders are rebuilt
 SCENE_CRS = "EPSG:32610"
 SCENE_RES = 10.0
 # A few km around False Creek, Vancouver (the seed's test AOI city); lon/lat degrees.
 DEMO_BBOX = (-123.1332, 49.2738, -123.1263, 49.2774)
 DEMO_MONTHS = ("2024-06-01", "2024-07-01")
+PRE_BASELINE_MONTH = "2021-12-01"  # scenes before the baseline change (Planetary Computer DN without offset)
 SCENES_PER_MONTH = 3
 BASE_REFLECTANCE = {"red": 900, "green": 1100, "blue": 800, "nir": 2800}
 SCL_CLASSES = {"cloud_high": 9, "cloud_medium": 8, "shadow": 3, "vegetation": 4, "bare": 5, "water": 6}
@@ -80,35 +85,48 @@ def _write_cog(path: Path, array: np.ndarray, transform, nodata: int) -> None:
     tmp.replace(path)
 
 
-def _item(scene_id: str, when: datetime, assets: dict[str, Path], transform, shape, bbox4326, cloud: float) -> dict:
+def _item(scene_id: str, when: datetime, assets: dict[str, Path], transform, shape, bbox4326, cloud: float,
+          collection: str = COLLECTION) -> dict:
+    """Earth Search C1 items state scale and offset in raster:bands; Planetary Computer's do not (their DN
+    follow the processing baseline, stated as s2:processing_baseline)."""
     proj = {"proj:code": SCENE_CRS, "proj:shape": list(shape), "proj:transform": list(transform)[:6]}
     stac_assets = {}
     for name, path in assets.items():
-        dtype = "uint8" if name == "scl" else "uint16"
+        dtype = "uint8" if name in ("scl", "SCL") else "uint16"
+        band = {"data_type": dtype, "nodata": 0, "spatial_resolution": SCENE_RES}
+        if collection == COLLECTION and dtype == "uint16":
+            band.update(scale=0.0001, offset=-0.1)
         stac_assets[name] = {
             "href": path.resolve().as_uri(), "type": "image/tiff; application=geotiff; profile=cloud-optimized", "roles": ["data"],
-            "raster:bands": [{"data_type": dtype, "nodata": 0, "spatial_resolution": SCENE_RES}], **proj,
+            "raster:bands": [band], **proj,
         }
+    baseline = "05.10" if when >= BASELINE_CHANGE else "03.01"
     w, s, e, n = bbox4326
     return {
-        "type": "Feature", "stac_version": "1.0.0", "id": scene_id, "collection": COLLECTION,
+        "type": "Feature", "stac_version": "1.0.0", "id": scene_id, "collection": collection,
         "stac_extensions": ["https://stac-extensions.github.io/projection/v2.0.0/schema.json",
                             "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
                             "https://stac-extensions.github.io/eo/v1.1.0/schema.json"],
         "bbox": [w, s, e, n],
         "geometry": {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]},
         "properties": {"datetime": when.strftime("%Y-%m-%dT%H:%M:%SZ"), "eo:cloud_cover": cloud,
-                       "platform": "sentinel-2a", "proj:code": SCENE_CRS},
+                       "platform": "sentinel-2a", "proj:code": SCENE_CRS, "s2:processing_baseline": baseline},
         "links": [], "assets": stac_assets,
     }
 
 
 def ensure_sample_scenes(root: Path, bbox: tuple[float, float, float, float] = DEMO_BBOX,
-                         months: tuple[str, ...] = DEMO_MONTHS, scenes_per_month: int = SCENES_PER_MONTH) -> Path:
-    """Generate (once) the scenes and an ItemCollection file; returns the ItemCollection path."""
+                         months: tuple[str, ...] = (PRE_BASELINE_MONTH, *DEMO_MONTHS),
+                         scenes_per_month: int = SCENES_PER_MONTH) -> Path:
+    """Generate (once) the scenes as both providers serve them; returns the Earth Search ItemCollection
+    (``items.json``; Planetary Computer's is ``items_pc.json`` beside it, see ``sample_item_files``).
+
+    The same surface is written twice: Earth Search C1 DN (+1000 offset, raster:bands scale/offset) and
+    Planetary Computer DN (+1000 only from baseline 04.00 on, no offset in raster:bands), as the real
+    providers differ."""
     root = Path(root)
-    items_path = root / "items.json"
-    if items_path.exists():
+    items_path, pc_path, version = root / "items.json", root / "items_pc.json", root / "catalog_version"
+    if items_path.exists() and pc_path.exists() and version.exists() and version.read_text() == CATALOG_VERSION:
         return items_path
     root.mkdir(parents=True, exist_ok=True)
     left, top, width, height = _scene_grid(bbox)
@@ -116,23 +134,38 @@ def ensure_sample_scenes(root: Path, bbox: tuple[float, float, float, float] = D
     to_4326 = Transformer.from_crs(SCENE_CRS, "EPSG:4326", always_xy=True)
     lons, lats = to_4326.transform([left, left + width * SCENE_RES] * 2, [top, top, top - height * SCENE_RES, top - height * SCENE_RES])
     bbox4326 = (min(lons), min(lats), max(lons), max(lats))
-    features = []
+    features, pc_features = [], []
     for month in months:
         first = datetime.fromisoformat(month).replace(tzinfo=UTC)
         for index in range(scenes_per_month):
             when = first + timedelta(days=3 + max(1, 27 // scenes_per_month) * index, hours=19, minutes=12)
             scene_id = f"S2A_10UDV_{when:%Y%m%d}_0_L2A"
             bands, scl = _scene_arrays(int(when.strftime("%Y%m%d")), height, width)
-            assets = {}
+            assets, pc_assets = {}, {}
             for name, array in {**bands, "scl": scl}.items():
                 path = root / scene_id / f"{name}.tif"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 _write_cog(path, array, transform, 0)
                 assets[name] = path
+                if when < BASELINE_CHANGE and name != "scl":  # before 04.00: no +1000 offset in the DN
+                    path = root / "pc" / scene_id / f"{PC_ASSETS[name]}.tif"
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    _write_cog(path, np.where(array > 0, np.clip(array.astype(np.int32) - 1000, 1, None), 0).astype("uint16"),
+                               transform, 0)
+                pc_assets[PC_ASSETS[name]] = path  # from 04.00 on the same DN as Earth Search's C1
             cloud = round(float(np.isin(scl, (3, 8, 9)).mean() * 100), 2)
             features.append(_item(scene_id, when, assets, transform, (height, width), bbox4326, cloud))
+            pc_features.append(_item(scene_id, when, pc_assets, transform, (height, width), bbox4326, cloud, PC_COLLECTION))
+    atomic_write_text(UPath(pc_path), json.dumps({"type": "FeatureCollection", "features": pc_features}))
     atomic_write_text(UPath(items_path), json.dumps({"type": "FeatureCollection", "features": features}))
+    atomic_write_text(UPath(version), CATALOG_VERSION)
     return items_path
+
+
+def sample_item_files(root: Path) -> list[Path]:
+    """Both providers' ItemCollections (generated first if needed), for one STAC server."""
+    items = ensure_sample_scenes(Path(root))
+    return [items, items.with_name("items_pc.json")]
 
 
 def ensure_demo_aoi(root: Path, bbox: tuple[float, float, float, float] = DEMO_BBOX) -> Path:
@@ -206,5 +239,13 @@ class LocalSentinelStac(SentinelStacResource):
         if self.url:
             yield self.url
             return
-        with stac_api_server(ensure_sample_scenes(Path(self.data_root))) as url:
+        with stac_api_server(*sample_item_files(Path(self.data_root))) as url:
             yield url
+
+
+class LocalPlanetaryComputerStac(LocalSentinelStac):
+    """The same local server, searched as Planetary Computer's ``sentinel-2-l2a`` (its asset names, its DN)."""
+
+    collection: str = PC_COLLECTION
+    band_assets: dict[str, str] = Field(default_factory=lambda: {b: PC_ASSETS[b] for b in BANDS})
+    scl_asset: str = "SCL"

@@ -11,15 +11,27 @@ from dataclasses import dataclass, field
 
 import bottleneck as bn
 import numpy as np
+from affine import Affine
+from odc.geo.geobox import GeoBox
 
 from gnt_assets.core.errors import TransientError
 from gnt_assets.core.quicklook import QuickLook, quicklook
 from gnt_assets.sentinel.cube import CubeLayout, region_dataset
 from gnt_assets.sentinel.cube_store import CubeStore
+from gnt_assets.sentinel.radiometry import item_radiometry, to_cube_dn
 from gnt_assets.sentinel.stac import SceneQuery, StacPagingError, StacSearchError, search_scenes
 
 CLEAR_SCL = (4, 5)
 MORPHOLOGY_RADIUS = 5
+# Closing then opening is four disk passes: a pixel's mask depends on SCL up to 4 radii away. A cell
+# loaded with that much halo, masked and cropped, equals the same pixels of one whole-area run.
+HALO_PX = 4 * MORPHOLOGY_RADIUS
+
+
+def padded_geobox(geobox: GeoBox, halo: int) -> GeoBox:
+    """The geobox grown by ``halo`` pixels on every side, on the same pixel grid."""
+    height, width = geobox.shape
+    return GeoBox((height + 2 * halo, width + 2 * halo), geobox.affine @ Affine.translation(-halo, -halo), geobox.crs)
 
 
 class SceneLoadError(TransientError):
@@ -150,6 +162,11 @@ class ChunkJob:
     aws_unsigned: bool = False
     attempts: int = 3  # search/read failures are retried (flaky API or bucket) before the chunk counts as failed
     backoff_s: float = 2.0
+    halo_px: int = HALO_PX  # loaded and masked around the cell, then cropped: no seams between cells
+
+    @property
+    def load_geobox(self) -> GeoBox:
+        return padded_geobox(self.layout.cell_geobox(self.chunk), self.halo_px)
 
 
 @dataclass
@@ -169,21 +186,37 @@ class ChunkResult:
 
 
 def load_scenes(job: ChunkJob, items: list) -> tuple[np.ndarray, np.ndarray]:
-    """(time, y, x, band) reflectance (bilinear) and (time, y, x) SCL (nearest) on the cell's GeoBox."""
+    """(time, y, x, band) reflectance DN on the cube's one scale (bilinear) and (time, y, x) SCL (nearest)
+    on the cell's GeoBox. Items are loaded per radiometry (``raster:bands`` or processing baseline),
+    each group's DN converted to the cube's, then the groups' dates merged in time order."""
+    assets = list(job.band_assets.values())
+    groups: dict[tuple, list] = {}
+    for item in items:
+        groups.setdefault(item_radiometry(item, assets), []).append(item)
+    loaded = [_load_group(job, group, radiometry) for radiometry, group in groups.items()]
+    if len(loaded) == 1:
+        return loaded[0][1], loaded[0][2]
+    order = np.argsort(np.concatenate([times for times, _, _ in loaded]), kind="stable")
+    bands = np.concatenate([b for _, b, _ in loaded])[order]
+    scl = np.concatenate([s for _, _, s in loaded])[order]
+    return bands, scl
+
+
+def _load_group(job: ChunkJob, items: list, radiometry: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     import odc.stac
 
     if job.aws_unsigned:
         odc.stac.configure_rio(cloud_defaults=True, aws={"aws_unsigned": True})
     assets = list(job.band_assets.values())
     try:
-        data = odc.stac.load(items, bands=[job.scl_asset, *assets], geobox=job.layout.cell_geobox(job.chunk),
+        data = odc.stac.load(items, bands=[job.scl_asset, *assets], geobox=job.load_geobox,
                              resampling={job.scl_asset: "nearest", "*": "bilinear"}, groupby="solar_day",
                              fail_on_error=True)
     except Exception as error:
         raise SceneLoadError(f"month {job.month} chunk {job.chunk}: reading scenes failed "
                              f"({type(error).__name__}: {error})") from error
-    bands = np.stack([data[name].values for name in assets], axis=-1)
-    return bands, data[job.scl_asset].values
+    bands = to_cube_dn(np.stack([data[name].values for name in assets], axis=-1), radiometry)
+    return data["time"].values, bands, data[job.scl_asset].values
 
 
 def mosaic_chunk(job: ChunkJob) -> ChunkResult:
@@ -199,7 +232,9 @@ def mosaic_chunk(job: ChunkJob) -> ChunkResult:
         bands, scl = load_scenes(job, items)
         durations["load_s"] = time.perf_counter() - mark
         mark = time.perf_counter()
-        bad = cloud_mask(scl) | (bands == 0).any(axis=-1)
+        inner = (slice(None), slice(job.halo_px, job.halo_px + height), slice(job.halo_px, job.halo_px + width))
+        bad = (cloud_mask(scl) | (bands == 0).any(axis=-1))[inner]  # masked with the halo, then cropped
+        bands = bands[inner]
         durations["mask_s"] = time.perf_counter() - mark
         mark = time.perf_counter()
         median = masked_median(bands, bad)

@@ -66,3 +66,6 @@ class SentinelCubeResource(dg.ConfigurableResource):
     repository where every partition's write is one commit (rebased past concurrent partitions)."""
 
     backend: Literal["zarr", "icechunk"] = Field(default="zarr", description="'zarr' or 'icechunk'.")
+    end_month: str = Field(default="2026-12-01", pattern=r"^\d{4}-\d{2}-01$",
+                           description="The time axis is created from 2017-01 to this month (YYYY-MM-01) up front.")
+    block_months: int = Field(default=12, gt=0, description="A later month grows the axis by whole blocks of this many months.")

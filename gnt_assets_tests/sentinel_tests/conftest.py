@@ -2,7 +2,7 @@
 
 import pytest
 
-from gnt_assets.sentinel.local import ensure_sample_scenes, stac_api_server
+from gnt_assets.sentinel.local import ensure_sample_scenes, sample_item_files, stac_api_server
 
 
 @pytest.fixture(scope="session")
@@ -14,5 +14,5 @@ def scenes_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def stac_url(scenes_dir):
-    with stac_api_server(scenes_dir / "items.json") as url:
+    with stac_api_server(*sample_item_files(scenes_dir)) as url:
         yield url

@@ -10,7 +10,7 @@ from upath import UPath
 
 from gnt_assets.core.zarr_regions import ZarrLayoutError
 from gnt_assets.sentinel.chunk_runs import layout_for
-from gnt_assets.sentinel.cube import VARIABLE, cube_layout, region_dataset
+from gnt_assets.sentinel.cube import VARIABLE, axis_months, axis_problems, cube_layout, month_index, region_dataset
 from gnt_assets.sentinel.cube_store import CubeStore
 from gnt_assets.sentinel.grid import GridSpec, grid_cells, majortom_generator, named_grid
 
@@ -63,14 +63,15 @@ def _two_cells_concurrently(cube: CubeStore):
     [t.join() for t in threads]
     assert not errors
     data = cube.open()[VARIABLE]
-    assert [str(t)[:10] for t in data["time"].values] == ["2024-06-01", "2024-07-01"]
+    assert [str(t)[:10] for t in data["time"].values] == axis_months(120)  # 2017-01 .. 2026-12, made up front
     assert data.odc.geobox == layout.geobox
+    july = month_index("2024-07-01")
     for index, chunk in enumerate(chunks):
         rows, cols = layout.regions[chunk]
-        region = {"time": slice(1, 2), "y": rows, "x": cols}
+        region = {"time": slice(july, july + 1), "y": rows, "x": cols}
         assert cube.status(region).complete
         assert np.all(data.isel(region).values == 100 + index)
-    assert np.isnan(data.isel(time=0).values).all()  # June never written: fill
+    assert np.isnan(data.isel(time=july - 1).values).all()  # June never written: fill
 
 
 @pytest.mark.parametrize("backend", ["zarr", "icechunk"])
@@ -99,4 +100,73 @@ def test_icechunk_partitions_are_commits_and_a_failed_one_commits_nothing(tmp_pa
     messages = [snapshot.message for snapshot in repo.ancestry(branch="main")]
     assert messages[0] == f"sentinel 2024-06 {chunk}" and len(messages) == 3  # init, cube, one partition
     rows, cols = layout.regions[chunk]
-    assert (cube.open()[VARIABLE].isel(time=0, y=rows, x=cols).values == 7).all()
+    assert (cube.open()[VARIABLE].isel(time=month_index("2024-06-01"), y=rows, x=cols).values == 7).all()
+
+
+def test_month_index_is_the_seeds_rule():
+    assert month_index("2017-01-01") == 0 and month_index("2024-06-01") == 12 * 7 + 5
+    assert axis_months(14)[-2:] == ["2018-01-01", "2018-02-01"]
+    assert axis_problems(np.array(axis_months(30), "datetime64[ns]")) == []
+    shuffled = np.array(["2024-07-01", "2017-01-01", "2024-06-01"], "datetime64[ns]")  # the run-order axis of before
+    assert "time[0] is 2024-07-01" in axis_problems(shuffled)[0]
+    gap = np.array(["2017-01-01", "2017-03-01"], "datetime64[ns]")
+    assert axis_problems(gap) and not axis_problems(gap[:1])
+    with pytest.raises(ValueError, match="before the cube's first month"):
+        month_index("2016-12-01")
+
+
+def _stored_objects(cube: CubeStore) -> dict[str, bytes]:
+    """Every object of the store (plain zarr: the files, region markers included; Icechunk: the zarr keys)."""
+    if cube.backend == "zarr":
+        fs, root = cube.path.fs, cube.path.path.rstrip("/")
+        markers = f"{cube.path.parent.path.rstrip('/')}/.{cube.path.name}.regions"
+        found = {}
+        for base in (root, markers):
+            for key in fs.find(base):
+                found[key[len(base) - len(cube.path.name) - 1:]] = fs.cat_file(key)
+        return found
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import collect_aiterator, sync
+
+    store = cube._repository().readonly_session(branch="main").store
+    keys = collect_aiterator(store.list())
+    keys = sync(keys) if hasattr(keys, "__await__") else keys
+    return {key: sync(store.get(key, prototype=default_buffer_prototype())).to_bytes() for key in sorted(keys)}
+
+
+def _months_in_order(cube: CubeStore, months: list[str]) -> None:
+    cells = named_grid(AOI, "sq", "square", GridSpec(d=960, target_crs="EPSG:32610", res_m=20))
+    layout = layout_for(cells)
+    for month in months:  # one run per month, as a backfill in that order would do
+        cube.ensure(layout, [month], BANDS)
+        for index, chunk in enumerate(cells["chunk"].tolist()[:3]):
+            h, w = layout.cell_geobox(chunk).shape
+            values = np.random.default_rng([month_index(month), index]).integers(1, 12000, (h, w, 4), dtype="uint16")
+            cube.write(region_dataset(layout, chunk, month, BANDS, values), layout, chunk, month)
+
+
+def _out_of_order_equals_in_order(root: UPath, backend: str):
+    # A short configured axis (2017) so the newest month grows it: by whole blocks, in one step.
+    suffix = "zarr" if backend == "zarr" else "icechunk"
+    ordered = CubeStore(root / f"ordered/cube.{suffix}", backend, end_month="2017-12-01")
+    shuffled = CubeStore(root / f"shuffled/cube.{suffix}", backend, end_month="2017-12-01")
+    _months_in_order(ordered, ["2017-01-01", "2024-06-01", "2024-07-01"])
+    _months_in_order(shuffled, ["2024-07-01", "2017-01-01", "2024-06-01"])  # newest, oldest, middle
+    times = shuffled.open()["time"].values
+    assert len(times) == 96 and axis_problems(times) == []  # 2017-01 .. 2024-12: eight blocks of 12
+    ordered_objects, shuffled_objects = _stored_objects(ordered), _stored_objects(shuffled)
+    assert sorted(ordered_objects) == sorted(shuffled_objects)
+    assert ordered_objects == shuffled_objects  # byte for byte
+    assert shuffled.open().identical(ordered.open())
+    data = shuffled.open()[VARIABLE]
+    assert data.sel(time=slice("2024-06-01", "2024-07-01")).sizes["time"] == 2  # sel by time works
+
+
+@pytest.mark.parametrize("backend", ["zarr", "icechunk"])
+def test_months_out_of_order_equal_an_in_order_run_on_disk(tmp_path, backend):
+    _out_of_order_equals_in_order(UPath(tmp_path), backend)
+
+
+@pytest.mark.parametrize("backend", ["zarr", "icechunk"])
+def test_months_out_of_order_equal_an_in_order_run_on_s3(s3_root, backend):
+    _out_of_order_equals_in_order(s3_root, backend)
