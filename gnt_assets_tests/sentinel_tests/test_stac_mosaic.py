@@ -78,9 +78,9 @@ def test_chunk_mosaic_bad_href_and_empty_month(stac_url, scenes_dir, tmp_path):
     assert result.success and result.scenes == 3 and result.valid_share > 0.5 and result.clear_pixels_unfilled == 0
     assert result.minimum >= 1 and result.maximum < 20000
     rows, cols = layout.regions[chunk]
-    june = month_index("2024-06-01")
-    written = store.open()[VARIABLE].isel(time=june, y=rows, x=cols).values.copy()
-    assert store.status({"time": slice(june, june + 1), "y": rows, "x": cols}).complete
+    at = month_index("2024-06-01")
+    written = store.open()[VARIABLE].isel(time=at, y=rows, x=cols).values.copy()
+    assert store.status({"time": slice(at, at + 1), "y": rows, "x": cols}).complete
 
     empty = mosaic_chunk(_job(stac_url, store, layout, chunk, "2024-08-01"))  # no scenes in August
     assert empty.success and empty.scenes == 0 and empty.valid_share == 0
@@ -97,7 +97,7 @@ def test_chunk_mosaic_bad_href_and_empty_month(stac_url, scenes_dir, tmp_path):
     with stac_api_server(broken) as url:
         failed = mosaic_chunk_logged(_job(url, store, layout, chunk, "2024-06-01", attempts=2))
     assert not failed.success and f"month 2024-06-01 chunk {chunk}" in failed.error and failed.attempts == 2
-    assert np.array_equal(store.open()[VARIABLE].isel(time=june, y=rows, x=cols).values, written, equal_nan=True)
+    assert np.array_equal(store.open()[VARIABLE].isel(time=at, y=rows, x=cols).values, written, equal_nan=True)
 
 
 def test_planetary_computer_signs_item_hrefs_with_the_sas_token(scenes_dir):
