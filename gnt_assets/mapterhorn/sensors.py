@@ -22,7 +22,7 @@ FILE_ASSETS = ["mapterhorn_download", "mapterhorn_unpacked", "mapterhorn_georefe
 SOURCE_ASSETS = ["mapterhorn_bounds_csv", "mapterhorn_source_coverage", "mapterhorn_tarball", "mapterhorn_report"]
 # Dagster rebuilds the set of newly added partition keys once per run request, so a tick's cost grows
 # with (requests x added keys): batches keep every tick far below the sensor timeout.
-MAX_RUNS_PER_TICK = 500
+MAX_RUNS_PER_TICK = 5_000
 MAX_REMOVALS_SHOWN = 1000
 
 mapterhorn_file_job = dg.define_asset_job("mapterhorn_file_job", selection=dg.AssetSelection.assets(*FILE_ASSETS), partitions_def=mapterhorn_files)
