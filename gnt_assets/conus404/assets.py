@@ -88,11 +88,11 @@ def _daily_metadata(path, day: date) -> dict:
     metadata = {**output_metadata(day_objects(path, day, list(stored.data_vars))), "hours": dg.MetadataValue.int(int(stored["source_hours"].values[0])),
                 "path": dg.MetadataValue.path(str(path))}
     if "T2" in stored:  # rows flipped: y runs south -> north
-        metadata.update(quicklook_metadata(quicklook(stored["T2"].values[0][::-1]), title="T2 daily mean (K)"))
+        metadata.update(quicklook_metadata(quicklook(stored["T2"].values[0][::-1], variable="T2 daily mean", units="K"), title="T2 daily mean (K)"))
     precip = next((n for n in ("PREC_ACC_NC", "ACRAINLSM") if n in stored), None)
     if precip:
-        title = f"{precip} daily sum (mm)"  # only the picture: shape/min/mean/max above are T2's
-        metadata[title] = quicklook_metadata(quicklook(stored[precip].values[0][::-1]), title=title)[title]
+        title = f"{precip} daily sum (mm)"  # the picture, its legend and numbers; the min/mean/max keys above are T2's
+        metadata[title] = quicklook_metadata(quicklook(stored[precip].values[0][::-1], variable=f"{precip} daily sum", units="mm"), title=title)[title]
     return metadata
 
 
@@ -135,7 +135,7 @@ def conus404_analysis_ready(context: dg.AssetExecutionContext, storage: StorageR
         chunks = ready.rechunk_days(storage.path(*DAILY_STORE), days, target, client)
     context.log.info(f"analysis-ready copy of {len(days)} days, chunks {chunks}")
     last_t2 = ready.last_day_field(target, "T2")  # one time slice: reads one row of 36-day chunks
-    look = quicklook_metadata(quicklook(last_t2[::-1]), title=f"T2 daily mean (K), {days[-1]}") if last_t2 is not None else {}
+    look = quicklook_metadata(quicklook(last_t2[::-1], variable=f"T2 daily mean {days[-1]}", units="K"), title=f"T2 daily mean (K), {days[-1]}") if last_t2 is not None else {}
     return dg.MaterializeResult(metadata={
         **output_metadata([target]),
         **look,

@@ -152,7 +152,7 @@ def mapterhorn_source_coverage(context: dg.AssetExecutionContext, mapterhorn_sou
     keys, failed = _merge(mapterhorn_sources, context.partition_key)
     path = merge.coverage_gpkg(mapterhorn_sources.root, context.partition_key, keys)
     metadata = {**output_metadata([UPath(path)]), "merged_files": len(keys), "failed_files": len(failed),
-                **quicklook_metadata(merge.coverage_preview(path), title="coverage")}
+                **quicklook_metadata(merge.coverage_preview(path), title="coverage", variable="inside the merged coverage")}
     return dg.MaterializeResult(metadata=metadata, check_results=[checks.merged_coverage_valid(path)])
 
 

@@ -112,7 +112,7 @@ def landsat_regions(context: dg.AssetExecutionContext, storage: StorageResource,
     if len(first):
         ix, iy = first["tiles"].iloc[0][0]
         rgb = tile_array(result["path"], int(ix), int(iy))[[2, 1, 0]]
-        metadata |= quicklook_metadata(quicklook(rgb, nodata=np.nan, crs="EPSG:4326"), title="cluster_rgb")
+        metadata |= quicklook_metadata(quicklook(rgb, nodata=np.nan, crs="EPSG:4326", variable="Landsat red, green, blue"), title="cluster_rgb")
     return dg.MaterializeResult(metadata=metadata)
 
 

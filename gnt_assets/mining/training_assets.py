@@ -11,7 +11,7 @@ from gnt_assets.core.packed_tensors import PackedIndex, TensorPack
 from gnt_assets.core.quicklook import quicklook
 from gnt_assets.materialization import quicklook_metadata
 from gnt_assets.mining.hpc import HPCTargetResource
-from gnt_assets.mining.regions import region_path
+from gnt_assets.mining.regions import BANDS, region_path
 from gnt_assets.mining.training_tiles import (
     LABEL_RULE,
     cluster_tiles,
@@ -65,8 +65,12 @@ def mining_training_tiles(
         "mine_pixels": int(sum(pack.rows["label_pixels"])),
         "label_rule": LABEL_RULE,
     }
-    if (preview := preview_tile(pack)) is not None:
-        metadata |= quicklook_metadata(quicklook(preview[0], crs="EPSG:4326"), title="tile_preview")
+    if (preview := preview_tile(pack)) is not None:  # the tile with most mine pixels: nodata transparent, mines outlined
+        best = int(np.argmax(pack.rows["label_pixels"]))
+        features, labels, valid = (pack.arrays[name][best] for name in ("features", "labels", "valid"))
+        metadata |= quicklook_metadata(quicklook(
+            features[[BANDS.index(b) for b in ("red", "green", "blue")]], valid=valid[0], outline=labels[0],
+            outline_label="mine polygons (label pixels)", variable="Landsat red, green, blue", crs="EPSG:4326"), title="tile_preview")
         metadata["preview_tile"] = preview[1]
     return dg.Output(pack, metadata=metadata)
 

@@ -8,7 +8,6 @@ exactly that grid's resampled partitions stale.
 """
 
 
-import base64
 
 import dagster as dg
 import geopandas as gpd
@@ -18,7 +17,7 @@ import rasterio
 import shapely
 from upath import UPath
 
-from gnt_assets.core.quicklook import quicklook
+from gnt_assets.core.quicklook import choropleth, quicklook
 from gnt_assets.io_managers.geoparquet import read_table, write_table
 from gnt_assets.materialization import output_metadata, quicklook_metadata
 from gnt_assets.partitions import raster_sources
@@ -55,7 +54,7 @@ def raster_source(context: dg.AssetExecutionContext, storage: StorageResource, r
         data_version=dg.DataVersion(info.content_hash),
         metadata={
             **output_metadata([state_folder(storage) / "sources" / f"{key}.json"]),
-            **quicklook_metadata(quicklook(preview, nodata=info.nodata, crs=info.crs)),
+            **quicklook_metadata(quicklook(preview, nodata=info.nodata, crs=info.crs, variable="band 1")),
             "path": info.path, "kind": info.kind, "dtype": info.dtype, "bands": info.band_count,
             "pixel_size": info.pixel_size_x, "content_hash": info.content_hash,
         },
@@ -94,7 +93,7 @@ def raster_tiles(context: dg.AssetExecutionContext, storage: StorageResource, co
     means = np.full((int(first.tile_row.max()) + 1, int(first.tile_col.max()) + 1), np.nan)
     means[first.tile_row, first.tile_col] = first["mean"]
     return dg.MaterializeResult(metadata={
-        **output_metadata([folder]), **quicklook_metadata(quicklook(means, crs=info.crs), title="tile_means"),
+        **output_metadata([folder]), **quicklook_metadata(quicklook(means, crs=info.crs, variable="band 1 mean per tile"), title="tile_means"),
         "tiles": len(rows), "tile_size": raster_folder.tile_size,
         "valid_pixels": int(index.valid_count.sum()), "nodata_pixels": int(index.nodata_count.sum()),
     })
@@ -135,11 +134,10 @@ def resampled_asset(spec: grids.GridSpec) -> dg.AssetsDefinition:
         if spec.kind == "square":
             written.append(resample.write_square_zarr(out, folder / "resampled" / spec.name / f"{info.key}.zarr"))
         first = out[(out.band == 1) & (out.method == methods[0])]
-        png = resample.choropleth_png(first, first["value"])
         return dg.MaterializeResult(metadata={
             **output_metadata(written), "cells": int(first.cell_id.nunique()), "methods": ", ".join(methods),
             **counts, **{f"cache_{k}": v for k, v in store.stats().items()},
-            "choropleth": dg.MetadataValue.md(f"![choropleth](data:image/png;base64,{base64.b64encode(png).decode()})"),
+            **quicklook_metadata(choropleth(first.geometry.values, first["value"], variable=f"band 1 {methods[0]} per cell", crs=str(cells.crs)), title="choropleth"),
             "mean_valid_fraction": float(np.nanmean(first.valid_fraction)) if len(first) else 0.0,
         })
 

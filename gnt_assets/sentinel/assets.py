@@ -113,7 +113,7 @@ def sentinel_mosaic(
     files, size = pipeline.written_objects(storage, sentinel_grid, keys, sentinel_cube.backend)
     metadata = {"files": dg.MetadataValue.int(files), "bytes": dg.MetadataValue.int(size), **_result_metadata(results)}
     if len(results) == 1 and results[0].look is not None:
-        metadata.update(quicklook_metadata(results[0].look, title="rgb"))
+        metadata.update(quicklook_metadata(results[0].look, title="rgb", variable="Sentinel-2 red, green, blue monthly median"))
     return dg.MaterializeResult(metadata=metadata)
 
 

@@ -109,7 +109,7 @@ def test_backfill_with_a_corrupted_day_fails_only_that_day(storage_root, instanc
     assert ready.success and all(_checks(ready).values())
     ready_metadata = ready.get_asset_materialization_events()[0].materialization.metadata
     assert "data:image/png;base64," in ready_metadata["T2 daily mean (K), 2020-07-03"].value
-    assert ready_metadata["min"].value == pytest.approx(float(day3.min()), rel=1e-6)
+    assert ready_metadata["min (T2 daily mean 2020-07-03, K)"].value == pytest.approx(float(day3.min()), rel=1e-6)
     copy = xr.open_zarr(str(storage_root / "conus404" / "analysis_ready.zarr"), consolidated=False)
     assert copy.attrs["days"] == ["2020-07-01", "2020-07-03"]
     assert copy["T2"].encoding["chunks"] == (2, 12, 16)

@@ -38,7 +38,8 @@ def test_tiles_and_transfer_materialize_with_metadata_and_checks(pipeline):
         tiles = result.asset_materializations_for_node("mining_training_tiles")[0].metadata
         assert tiles["tiles"].value == 7 and tiles["files"].value == 2 and tiles["bytes"].value > 7 * 122880
         assert tiles["nan_only_tiles"].value == [[fx.FIXTURE_IX0[partition[:3]] + 3, fx.IY0 + 2]]
-        assert "data:image/png;base64," in tiles["tile_preview"].value and tiles["shape"].value == "3 x 256 x 256"
+        assert "data:image/png;base64," in tiles["tile_preview"].value and tiles["shape"].value == "3 x 64 x 64"  # the tile itself (drawn x4)
+        assert "red outline: mine polygons (label pixels)" in tiles["tile_preview"].value
         transfer = result.asset_materializations_for_node("mining_hpc_transfer")[0].metadata
         assert transfer["files"].value == 2 and transfer["copied_files"].value == 2
         checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
