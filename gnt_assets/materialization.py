@@ -7,12 +7,14 @@ is a quick-look PNG with its legend, rendered inline by the Dagster UI's markdow
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from datetime import UTC, date, datetime
 
 import dagster as dg
 from upath import UPath
 
 from gnt_assets.core.quicklook import QuickLook, framed_png, legend_lines, summary_line, too_small_note
+from gnt_assets.core.stac_catalog import catalog_output
 
 
 def quicklook_metadata(
@@ -54,3 +56,43 @@ def output_metadata(paths: Iterable[UPath]) -> dict[str, dg.MetadataValue]:
             size += int(path.stat().st_size)
     return {"files": dg.MetadataValue.int(files), "bytes": dg.MetadataValue.int(size)}
 
+
+def day_span(day: date) -> tuple[datetime, datetime]:
+    """A day's STAC datetime (its midnight, UTC)."""
+    moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return moment, moment
+
+
+def year_span(year: int) -> tuple[datetime, datetime]:
+    """A year's STAC start and end datetimes (UTC)."""
+    return datetime(year, 1, 1, tzinfo=UTC), datetime(year, 12, 31, 23, 59, 59, tzinfo=UTC)
+
+
+def month_span(month: str) -> tuple[datetime, datetime]:
+    """A ``YYYY-MM`` month's STAC start and end datetimes (UTC)."""
+    start = datetime.strptime(month[:7], "%Y-%m").replace(tzinfo=UTC)
+    following = datetime(start.year + start.month // 12, start.month % 12 + 1, 1, tzinfo=UTC)
+    return start, datetime.fromtimestamp(following.timestamp() - 1, UTC)
+
+
+def catalog_metadata(
+    context: dg.AssetExecutionContext | dg.OpExecutionContext | dg.OutputContext,
+    storage_root: UPath | str,
+    assets: Mapping[str, UPath | str],
+    *,
+    family: str | None = None,
+    partition: str | None = None,
+    footprint: tuple[float, float, float, float] | None = None,
+    times: tuple[datetime, datetime] | None = None,
+    hints: Mapping[str, Mapping] | None = None,
+    title: str | None = None,
+) -> dict[str, dg.MetadataValue]:
+    """Adds (or replaces) the output's item in the STAC catalog under the storage root
+    (``core.stac_catalog.catalog_output``) and returns ``stac_item``, its path, for the materialization.
+    ``assets`` maps asset names to files or stores; ``partition`` defaults to the run's partition key,
+    ``family`` to the asset's. Works with an asset's context and with an IO manager's ``OutputContext``."""
+    if partition is None and context.has_partition_key:
+        partition = context.partition_key
+    path = catalog_output(storage_root, context.asset_key.to_user_string(), partition, assets, family=family, times=times,
+                          hints=hints, footprint=footprint, title=title)
+    return {"stac_item": dg.MetadataValue.path(str(path))}

@@ -17,7 +17,7 @@ from gnt_assets.core.atomic import atomic_write_bytes
 from gnt_assets.core.errors import is_transient
 from gnt_assets.core.quicklook import quicklook
 from gnt_assets.core.zarr_regions import create_store, write_region
-from gnt_assets.materialization import output_metadata, quicklook_metadata
+from gnt_assets.materialization import catalog_metadata, day_span, output_metadata, quicklook_metadata
 from gnt_assets.partitions import conus404_day
 from gnt_assets.resources.compute import DaskComputeResource
 from gnt_assets.resources.storage import StorageResource
@@ -72,21 +72,21 @@ def conus404_daily(context: dg.AssetExecutionContext, storage: StorageResource, 
         # so those days are checked here, and one failing a blocking check is named like a failed read.
         evaluations, invalid = evaluate_written_days(context.asset_key, path, written)
         for day in written:
-            context.log_event(dg.AssetMaterialization(context.asset_key, partition=str(day), metadata=_daily_metadata(path, day)))
+            context.log_event(dg.AssetMaterialization(context.asset_key, partition=str(day), metadata=_daily_metadata(path, day, context, storage)))
         for evaluation in evaluations:
             context.log_event(evaluation)
         failed.update({day: BlockingChecksFailed("see its failed check evaluations") for day in sorted(invalid)})
         summary = "; ".join(f"[{d}] {type(e).__name__}: {e}" for d, e in failed.items())  # [day]: read by run_history
         retryable = next((e for e in failed.values() if is_transient(e)), next(iter(failed.values())))
         raise failure_for(retryable, f"conus404 daily failed for {len(failed)} of {len(days)} days: {summary}")
-    return dg.MaterializeResult(metadata={**_daily_metadata(path, days[-1]), "days": dg.MetadataValue.text(", ".join(map(str, days)))})
+    return dg.MaterializeResult(metadata={**_daily_metadata(path, days[-1], context, storage), "days": dg.MetadataValue.text(", ".join(map(str, days)))})
 
 
-def _daily_metadata(path, day: date) -> dict:
-    """files/bytes of the day's chunks, its hour count and quick looks of daily mean T2 and precipitation."""
+def _daily_metadata(path, day: date, context: dg.AssetExecutionContext, storage: StorageResource) -> dict:
+    """files/bytes of the day's chunks, its hour count, its STAC item and quick looks of daily mean T2 and precipitation."""
     stored = read_day(path, day)
     metadata = {**output_metadata(day_objects(path, day, list(stored.data_vars))), "hours": dg.MetadataValue.int(int(stored["source_hours"].values[0])),
-                "path": dg.MetadataValue.path(str(path))}
+                "path": dg.MetadataValue.path(str(path)), **catalog_metadata(context, storage.root_path, {"zarr": path}, partition=str(day), times=day_span(day))}
     if "T2" in stored:  # rows flipped: y runs south -> north
         metadata.update(quicklook_metadata(quicklook(stored["T2"].values[0][::-1], variable="T2 daily mean", units="K"), title="T2 daily mean (K)"))
     precip = next((n for n in ("PREC_ACC_NC", "ACRAINLSM") if n in stored), None)
@@ -138,6 +138,7 @@ def conus404_analysis_ready(context: dg.AssetExecutionContext, storage: StorageR
     look = quicklook_metadata(quicklook(last_t2[::-1], variable=f"T2 daily mean {days[-1]}", units="K"), title=f"T2 daily mean (K), {days[-1]}") if last_t2 is not None else {}
     return dg.MaterializeResult(metadata={
         **output_metadata([target]),
+        **catalog_metadata(context, storage.root_path, {"zarr": target}),
         **look,
         "days": dg.MetadataValue.int(len(days)),
         "first_day": dg.MetadataValue.text(str(days[0])),

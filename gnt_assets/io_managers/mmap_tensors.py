@@ -16,6 +16,7 @@ from upath import UPath
 
 from gnt_assets.core.keys import check_key
 from gnt_assets.core.packed_tensors import INDEX_NAME, PackedIndex, TensorPack, open_packed
+from gnt_assets.core.stac_catalog import catalog_output, family_for, tiles_footprint
 from gnt_assets.resources.storage import StorageResource
 
 ROOT_FOLDER = "tensors"
@@ -60,6 +61,10 @@ class MmapTensorIOManager(dg.ConfigurableIOManager):
                 "record_bytes": index.record_dtype.itemsize,
                 "sha256": index.sha256,
                 "path": dg.MetadataValue.path(str(folder)),
+                **({"stac_item": dg.MetadataValue.path(str(catalog_output(
+                    self.storage.root_path, name, key, {"data": folder / index.data_file, "index": folder / INDEX_NAME},
+                    hints={"data": {"sha256": index.sha256}, "index": {"role": "metadata"}}, footprint=tiles_footprint(obj.rows))))}
+                   if family_for(name) else {}),
             }
         )
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from gnt_assets.core.keys import check_key
+from gnt_assets.core.stac_catalog import catalog_output, family_for
 from gnt_assets.core.tarball import Tarball, TarMember, verify_tarball, write_tarball
 from gnt_assets.resources.storage import StorageResource
 
@@ -28,6 +29,17 @@ class TarballContents:
 def tarball_path(storage: StorageResource, name: str, folder: str = "tar-store"):
     """Where the tar IO manager puts ``{name}.tar`` (its sidecar is beside it)."""
     return storage.path(folder, f"{check_key(name, what='tarball name')}.tar")
+
+
+def _stac_item(context: dg.OutputContext, root, tarball: Tarball) -> dict:
+    """The tarball's STAC item (with its MD5 as file:checksum), for assets of a cataloged family."""
+    asset_key = context.asset_key.to_user_string()
+    if not family_for(asset_key):
+        return {}
+    partition = context.partition_key if context.has_partition_key else None
+    path = catalog_output(root, asset_key, partition, {"tarball": tarball.path, "md5": tarball.md5_path},
+                          hints={"tarball": {"md5": tarball.md5}, "md5": {"role": "metadata"}})
+    return {"stac_item": dg.MetadataValue.path(str(path))}
 
 
 class TarIOManager(dg.ConfigurableIOManager):
@@ -55,6 +67,7 @@ class TarIOManager(dg.ConfigurableIOManager):
                 "members": len(tarball.members),
                 "md5": tarball.md5,
                 "path": dg.MetadataValue.path(str(tarball.path)),
+                **_stac_item(context, self.storage.root_path, tarball),
             }
         )
 

@@ -16,7 +16,7 @@ from gnt_assets.mapterhorn.catalog import CatalogError, license_pdf, list_files,
 from gnt_assets.mapterhorn.chain import FileWork, source_state
 from gnt_assets.mapterhorn.progress import source_progress
 from gnt_assets.mapterhorn.resources import MapterhornSourcesResource
-from gnt_assets.materialization import output_metadata, quicklook_metadata
+from gnt_assets.materialization import catalog_metadata, output_metadata, quicklook_metadata
 from gnt_assets.partitions import mapterhorn_files
 from gnt_assets.partitions import mapterhorn_sources as source_partitions
 from gnt_assets.resources.storage import StorageResource
@@ -89,11 +89,14 @@ def mapterhorn_georeferenced(context: dg.AssetExecutionContext, mapterhorn_sourc
 
 
 @dg.asset(**FILE_CHAIN, deps=["mapterhorn_georeferenced"], check_specs=[checks.spec("mapterhorn_cog", "valid_cog", "rio-cogeo valid, LERC, 512 blocks, no overviews.")])
-def mapterhorn_cog(context: dg.AssetExecutionContext, mapterhorn_sources: MapterhornSourcesResource) -> dg.MaterializeResult:
+def mapterhorn_cog(context: dg.AssetExecutionContext, mapterhorn_sources: MapterhornSourcesResource, storage: StorageResource) -> dg.MaterializeResult:
     """Cloud-Optimized GeoTIFFs (LERC, MAX_Z_ERROR 0.001, 512 blocks, no overviews) kept for the tarball; the work folder is then removed."""
     work = FileWork(mapterhorn_sources.root, context.partition_key)
     record = _step(work, "cog", lambda: steps.cog_step(work))
-    return _file_result(record, checks.valid_cog(record))
+    result = _file_result(record, checks.valid_cog(record))
+    cogs = {UPath(p).stem: p for p in record["outputs"] if UPath(p).exists()}
+    stac = catalog_metadata(context, storage.root_path, cogs, hints={k: {"unit": "m"} for k in cogs}) if cogs else {}
+    return dg.MaterializeResult(metadata={**result.metadata, **stac}, check_results=result.check_results)
 
 
 @dg.asset(**FILE_CHAIN, deps=["mapterhorn_cog"], check_specs=[checks.spec("mapterhorn_bounds", "bounds_in_web_mercator", "Finite, ordered EPSG:3857 bounds.")])
@@ -147,12 +150,13 @@ def mapterhorn_bounds_csv(context: dg.AssetExecutionContext, mapterhorn_sources:
 
 
 @dg.asset(**SOURCE_STEP, deps=[dg.AssetDep("mapterhorn_coverage", partition_mapping=ALL_FILES)], check_specs=[checks.spec("mapterhorn_source_coverage", "merged_coverage_valid", "One valid polygon.")])
-def mapterhorn_source_coverage(context: dg.AssetExecutionContext, mapterhorn_sources: MapterhornSourcesResource) -> dg.MaterializeResult:
+def mapterhorn_source_coverage(context: dg.AssetExecutionContext, mapterhorn_sources: MapterhornSourcesResource, storage: StorageResource) -> dg.MaterializeResult:
     """coverage.gpkg: the union (make-valid) of the verified files' polygons, which are deleted once it is verified; with a preview."""
     keys, failed = _merge(mapterhorn_sources, context.partition_key)
     path = merge.coverage_gpkg(mapterhorn_sources.root, context.partition_key, keys)
     metadata = {**output_metadata([UPath(path)]), "merged_files": len(keys), "failed_files": len(failed),
-                **quicklook_metadata(merge.coverage_preview(path), title="coverage", variable="inside the merged coverage")}
+                **quicklook_metadata(merge.coverage_preview(path), title="coverage", variable="inside the merged coverage"),
+                **catalog_metadata(context, storage.root_path, {"coverage": path})}
     return dg.MaterializeResult(metadata=metadata, check_results=[checks.merged_coverage_valid(path)])
 
 

@@ -11,12 +11,12 @@ from upath import UPath
 
 from gnt_assets.core.atomic import atomic_write_text
 from gnt_assets.core.quicklook import quicklook
-from gnt_assets.materialization import output_metadata, quicklook_metadata
+from gnt_assets.materialization import catalog_metadata, output_metadata, quicklook_metadata, year_span
 from gnt_assets.mining.clusters import BUFFER_DEGREES, cluster_country
 from gnt_assets.mining.exports import ledger_path
 from gnt_assets.mining.local.samples import ensure_sample_polygons
 from gnt_assets.mining.pipeline import load_polygons, submit_exports, write_regions
-from gnt_assets.mining.regions import tile_array
+from gnt_assets.mining.regions import BANDS, tile_array
 from gnt_assets.mining.resources import DriveResource, EarthEngineResource
 from gnt_assets.mining.status import status_table
 from gnt_assets.partitions import mining_country, mining_country_year
@@ -107,7 +107,8 @@ def landsat_regions(context: dg.AssetExecutionContext, storage: StorageResource,
     result = write_regions(storage.root_path, drive, mining_clusters, country, year)
     if result["errors"]:
         raise dg.Failure(f"{country}|{year}: " + "; ".join(result["errors"]), metadata={"written": len(result["written"])})
-    metadata = {"clusters_written": len(result["written"]), "drive_files_deleted": result["drive_deleted"], **output_metadata([result["path"]])}
+    metadata = {"clusters_written": len(result["written"]), "drive_files_deleted": result["drive_deleted"], **output_metadata([result["path"]]),
+                **catalog_metadata(context, storage.root_path, {"zarr": result["path"]}, times=year_span(int(year)), hints={"zarr": {"band_names": BANDS}})}
     first = mining_clusters[mining_clusters["cluster_id"].isin(result["written"])].head(1)
     if len(first):
         ix, iy = first["tiles"].iloc[0][0]

@@ -19,7 +19,7 @@ from upath import UPath
 
 from gnt_assets.core.quicklook import choropleth, quicklook
 from gnt_assets.io_managers.geoparquet import read_table, write_table
-from gnt_assets.materialization import output_metadata, quicklook_metadata
+from gnt_assets.materialization import catalog_metadata, output_metadata, quicklook_metadata
 from gnt_assets.partitions import raster_sources
 from gnt_assets.rasters import catalog, grids, resample, sources, tiling
 from gnt_assets.rasters.resources import RasterFolderResource
@@ -93,7 +93,8 @@ def raster_tiles(context: dg.AssetExecutionContext, storage: StorageResource, co
     means = np.full((int(first.tile_row.max()) + 1, int(first.tile_col.max()) + 1), np.nan)
     means[first.tile_row, first.tile_col] = first["mean"]
     return dg.MaterializeResult(metadata={
-        **output_metadata([folder]), **quicklook_metadata(quicklook(means, crs=info.crs, variable="band 1 mean per tile"), title="tile_means"),
+        **output_metadata([folder]), **catalog_metadata(context, storage.root_path, {"tiles": folder / "tiles.zarr", "index": folder / "index.parquet"}),
+        **quicklook_metadata(quicklook(means, crs=info.crs, variable="band 1 mean per tile"), title="tile_means"),
         "tiles": len(rows), "tile_size": raster_folder.tile_size,
         "valid_pixels": int(index.valid_count.sum()), "nodata_pixels": int(index.nodata_count.sum()),
     })
@@ -135,7 +136,8 @@ def resampled_asset(spec: grids.GridSpec) -> dg.AssetsDefinition:
             written.append(resample.write_square_zarr(out, folder / "resampled" / spec.name / f"{info.key}.zarr"))
         first = out[(out.band == 1) & (out.method == methods[0])]
         return dg.MaterializeResult(metadata={
-            **output_metadata(written), "cells": int(first.cell_id.nunique()), "methods": ", ".join(methods),
+            **output_metadata(written), **catalog_metadata(context, storage.root_path, dict(zip(("table", "zarr"), written, strict=False))),
+            "cells": int(first.cell_id.nunique()), "methods": ", ".join(methods),
             **counts, **{f"cache_{k}": v for k, v in store.stats().items()},
             **quicklook_metadata(choropleth(first.geometry.values, first["value"], variable=f"band 1 {methods[0]} per cell", crs=str(cells.crs)), title="choropleth"),
             "mean_valid_fraction": float(np.nanmean(first.valid_fraction)) if len(first) else 0.0,
