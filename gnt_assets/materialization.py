@@ -90,9 +90,15 @@ def catalog_metadata(
     """Adds (or replaces) the output's item in the STAC catalog under the storage root
     (``core.stac_catalog.catalog_output``) and returns ``stac_item``, its path, for the materialization.
     ``assets`` maps asset names to files or stores; ``partition`` defaults to the run's partition key,
-    ``family`` to the asset's. Works with an asset's context and with an IO manager's ``OutputContext``."""
+    ``family`` to the asset's. Works with an asset's context and with an IO manager's ``OutputContext``.
+    A failure to catalog is logged and named in ``stac_item_error``; it never fails the materialization."""
     if partition is None and context.has_partition_key:
         partition = context.partition_key
-    path = catalog_output(storage_root, context.asset_key.to_user_string(), partition, assets, family=family, times=times,
-                          hints=hints, footprint=footprint, title=title)
+    try:
+        path = catalog_output(storage_root, context.asset_key.to_user_string(), partition, assets, family=family, times=times,
+                              hints=hints, footprint=footprint, title=title)
+    except Exception as error:  # the data is written and valid: a catalog problem is reported, not a failed partition
+        message = f"no STAC item for {context.asset_key.to_user_string()} {partition or ''}: {type(error).__name__}: {error}"
+        context.log.warning(message)
+        return {"stac_item_error": dg.MetadataValue.text(message)}
     return {"stac_item": dg.MetadataValue.path(str(path))}

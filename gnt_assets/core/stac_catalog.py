@@ -170,8 +170,14 @@ def describe_zarr(path: UPath, *, storage_options: Mapping | None = None, band_n
     eo:bands when its band coordinate names spectral bands; its time axis (or ``time_range``) as times."""
     import odc.geo.xr  # noqa: F401  (registers .odc)
     import xarray as xr
+    import zarr
 
     options = dict(storage_options or {})
+    node = zarr.open(path.path if is_local(path) else str(path), mode="r", storage_options=options or None)
+    if isinstance(node, zarr.Array):  # a bare array (raster tiles): xarray cannot open it, zarr-python can
+        asset = {"href": path, "type": _media_type(path), "roles": ["data"], "raster:bands": [{"data_type": str(node.dtype)}],
+                 "description": f"zarr array {' x '.join(map(str, node.shape))}, chunks {' x '.join(map(str, node.chunks))}"}
+        return Described(asset, {RASTER})
     dataset = xr.open_zarr(path.path if is_local(path) else str(path), consolidated=False, storage_options=options or None)
     open_kwargs = {"engine": "zarr", "consolidated": False, "chunks": {}}
     asset = {"href": path, "type": _media_type(path), "roles": ["data"], "xarray:open_kwargs": open_kwargs}
@@ -200,6 +206,8 @@ def describe_zarr(path: UPath, *, storage_options: Mapping | None = None, band_n
         if bands:
             asset["raster:bands"] = bands
             extensions.add(RASTER)
+    if not band_names and "band" in dataset.coords and dataset["band"].dtype.kind in "UO":  # the store names its bands
+        band_names = [str(b) for b in dataset["band"].values]
     if band_names:
         asset["eo:bands"] = [{"name": n, **({"common_name": _EO_NAMES.get(n, n)} if _EO_NAMES.get(n, n) in _COMMON_NAMES else {})} for n in band_names]
         extensions.add(EO)
@@ -328,7 +336,7 @@ def build_item(
     if family not in FAMILIES:
         raise StacCatalogError(f"unknown output family {family!r}; known: {', '.join(FAMILIES)}")
     created = created or datetime.now(UTC)
-    boxes = [d.bbox_wgs84 for d in assets.values() if d.bbox_wgs84 is not None] + ([tuple(footprint)] if footprint else [])
+    boxes = [tuple(footprint)] if footprint else [d.bbox_wgs84 for d in assets.values() if d.bbox_wgs84 is not None]
     times = times or next((d.times for d in assets.values() if d.times is not None), None)
     item_id = item_id_for(asset_key, partition)
     props: dict = {"title": title or f"{asset_key}" + (f" {partition}" if partition else ""), "created": _iso(created),
@@ -341,7 +349,7 @@ def build_item(
         props["datetime"] = _iso(times[0])
     else:
         props.update({"datetime": None, "start_datetime": _iso(times[0]), "end_datetime": _iso(times[1])})
-    main = next((d.proj for d in assets.values() if d.proj), None)
+    main = None if footprint else next((d.proj for d in assets.values() if d.proj), None)  # a footprint: the item is part of the asset
     if main:
         props.update(main)
     props.update(properties or {})

@@ -37,6 +37,19 @@ def tensor_folder(root: UPath, asset_key: dg.AssetKey, partition_key: str | dg.M
     return root.joinpath(ROOT_FOLDER, *asset_key.path, *partition_segments(partition_key))
 
 
+def _stac_item(context: dg.OutputContext, root, name: str, partition, folder: UPath, index, pack: TensorPack) -> dict:
+    """The packed tensors' STAC item (SHA-256 of the data file as file:checksum, footprint of the world tiles it holds)."""
+    if not family_for(name):
+        return {}
+    try:
+        path = catalog_output(root, name, partition, {"data": folder / index.data_file, "index": folder / INDEX_NAME},
+                              hints={"data": {"sha256": index.sha256}, "index": {"role": "metadata"}}, footprint=tiles_footprint(pack.rows))
+    except Exception as error:  # the tensors are written and indexed: a catalog problem is reported, never a failed output
+        context.log.warning(f"no STAC item for {name} {partition or ''}: {type(error).__name__}: {error}")
+        return {"stac_item_error": dg.MetadataValue.text(f"{type(error).__name__}: {error}")}
+    return {"stac_item": dg.MetadataValue.path(str(path))}
+
+
 class MmapTensorIOManager(dg.ConfigurableIOManager):
     """Stores ``TensorPack`` outputs as packed tensors and loads them as lazy ``PackedIndex`` readers."""
 
@@ -61,10 +74,7 @@ class MmapTensorIOManager(dg.ConfigurableIOManager):
                 "record_bytes": index.record_dtype.itemsize,
                 "sha256": index.sha256,
                 "path": dg.MetadataValue.path(str(folder)),
-                **({"stac_item": dg.MetadataValue.path(str(catalog_output(
-                    self.storage.root_path, name, key, {"data": folder / index.data_file, "index": folder / INDEX_NAME},
-                    hints={"data": {"sha256": index.sha256}, "index": {"role": "metadata"}}, footprint=tiles_footprint(obj.rows))))}
-                   if family_for(name) else {}),
+                **_stac_item(context, self.storage.root_path, name, key, folder, index, obj),
             }
         )
 

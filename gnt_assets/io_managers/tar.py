@@ -37,8 +37,12 @@ def _stac_item(context: dg.OutputContext, root, tarball: Tarball) -> dict:
     if not family_for(asset_key):
         return {}
     partition = context.partition_key if context.has_partition_key else None
-    path = catalog_output(root, asset_key, partition, {"tarball": tarball.path, "md5": tarball.md5_path},
-                          hints={"tarball": {"md5": tarball.md5}, "md5": {"role": "metadata"}})
+    try:
+        path = catalog_output(root, asset_key, partition, {"tarball": tarball.path, "md5": tarball.md5_path},
+                              hints={"tarball": {"md5": tarball.md5}, "md5": {"role": "metadata"}})
+    except Exception as error:  # the tarball is written and verified: a catalog problem is reported, never a failed output
+        context.log.warning(f"no STAC item for {asset_key} {partition or ''}: {type(error).__name__}: {error}")
+        return {"stac_item_error": dg.MetadataValue.text(f"{type(error).__name__}: {error}")}
     return {"stac_item": dg.MetadataValue.path(str(path))}
 
 

@@ -5,7 +5,7 @@ import geopandas as gpd
 import pandas as pd
 from pydantic import Field
 
-from gnt_assets.materialization import quicklook_metadata
+from gnt_assets.materialization import catalog_metadata, month_span, quicklook_metadata
 from gnt_assets.partitions import sentinel_month_chunk
 from gnt_assets.resources.compute import DaskComputeResource
 from gnt_assets.resources.storage import StorageResource
@@ -80,6 +80,13 @@ def _result_metadata(results: list) -> dict:
     }
 
 
+def _catalog_partition(context, storage: StorageResource, cell, partition: str, month: str) -> dict:
+    """The partition's STAC item: its cell of the grid's cube, for its month."""
+    cube = storage.path("sentinel", f"cube_{cell['grid']}.zarr")
+    return catalog_metadata(context, storage.root_path, {"cube": cube}, partition=partition, times=month_span(month),
+                            footprint=tuple(float(b) for b in cell.geometry.bounds))
+
+
 @dg.asset(
     group_name="sentinel",
     partitions_def=sentinel_month_chunk,
@@ -112,6 +119,8 @@ def sentinel_mosaic(
         raise dg.Failure("; ".join(f"month {r.month} chunk {r.chunk}: {r.error}" for r in failed))
     files, size = pipeline.written_objects(storage, sentinel_grid, keys, sentinel_cube.backend)
     metadata = {"files": dg.MetadataValue.int(files), "bytes": dg.MetadataValue.int(size), **_result_metadata(results)}
+    for key, (month, chunk) in zip(parsed, keys, strict=True) if sentinel_cube.backend == "zarr" else ():  # a STAC item per partition
+        metadata |= _catalog_partition(context, storage, sentinel_grid[sentinel_grid["chunk"] == chunk].iloc[0], str(key), month)
     if len(results) == 1 and results[0].look is not None:
         metadata.update(quicklook_metadata(results[0].look, title="rgb", variable="Sentinel-2 red, green, blue monthly median"))
     return dg.MaterializeResult(metadata=metadata)
