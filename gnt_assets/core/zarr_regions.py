@@ -20,6 +20,7 @@ import math
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,36 @@ from upath import UPath
 
 from gnt_assets.core.atomic import TEMP_PREFIX, atomic_write_text, is_local, local_lock, temp_sibling
 from gnt_assets.core.errors import InputError
+
+# Codec pipelines a region write can use (``write_region(codec_pipeline=...)``, the zarr IO manager's
+# ``codec_pipeline``, default from ``GNT_ZARR_CODEC_PIPELINE``). Both write the same zarr v3 objects
+# (plain zarr-python and xarray read them with the default pipeline); "zarrs" encodes and writes the
+# chunks from Rust threads (the ``zarrs`` package) and is used on local disk only, where it was measured
+# (benchmarks/io_managers.py); object stores keep zarr-python's own pipeline.
+CODEC_PIPELINES = {"default": "zarr.core.codec_pipeline.BatchedCodecPipeline", "zarrs": "zarrs.ZarrsCodecPipeline"}
+DEFAULT_CODEC_PIPELINE = "zarrs"
+
+
+def codec_pipeline_name(name: str | None = None) -> str:
+    """The pipeline to write with: ``name``, else ``GNT_ZARR_CODEC_PIPELINE``, else "zarrs"."""
+    name = name or os.environ.get("GNT_ZARR_CODEC_PIPELINE") or DEFAULT_CODEC_PIPELINE
+    if name not in CODEC_PIPELINES:
+        raise ValueError(f"zarr codec pipeline {name!r} is not one of {sorted(CODEC_PIPELINES)}")
+    return name
+
+
+@contextmanager
+def writing_with(name: str | None, path: UPath):
+    """zarr's config set to the named codec pipeline for arrays opened inside (local stores only).
+
+    zarr's config is process-wide: a region write in another thread meanwhile uses the same
+    pipeline, which writes the same objects either way."""
+    name = codec_pipeline_name(name)
+    if name == "default" or not is_local(path):
+        yield
+        return
+    with zarr.config.set({"codec_pipeline.path": CODEC_PIPELINES[name]}):
+        yield
 
 
 class ZarrLayoutError(InputError):
@@ -279,8 +310,11 @@ def _marker(path: UPath, region: dict[str, slice], sizes: dict[str, int]) -> UPa
     return path.parent / f".{path.name}.regions" / f"{name}.json"
 
 
-def write_region(path: UPath, dataset: xr.Dataset, layout: StoreLayout | None = None) -> dict[str, slice]:
-    """Write ``dataset`` where its coordinates place it; idempotent, and marked complete only at the end."""
+def write_region(path: UPath, dataset: xr.Dataset, layout: StoreLayout | None = None, *,
+                 codec_pipeline: str | None = None) -> dict[str, slice]:
+    """Write ``dataset`` where its coordinates place it; idempotent, and marked complete only at the end.
+    ``codec_pipeline``: a name from ``CODEC_PIPELINES`` (default: see ``codec_pipeline_name``)."""
+    codec_pipeline = codec_pipeline_name(codec_pipeline)  # refused before anything changes
     layout = StoreLayout.read(path) if layout is None else layout
     region = region_of(path, dataset, layout)
     marker = _marker(path, region, layout.sizes)
@@ -288,9 +322,10 @@ def write_region(path: UPath, dataset: xr.Dataset, layout: StoreLayout | None = 
         marker.unlink()
     region_dims = set(region)
     unrelated = [name for name, var in dataset.variables.items() if not set(var.dims) & region_dims]
-    portable_strings(dataset.drop_vars(unrelated)).to_zarr(
-        **_store_args(path), region=region, mode="r+", consolidated=False, zarr_format=3, write_empty_chunks=True
-    )
+    with writing_with(codec_pipeline, path):
+        portable_strings(dataset.drop_vars(unrelated)).to_zarr(
+            **_store_args(path), region=region, mode="r+", consolidated=False, zarr_format=3, write_empty_chunks=True
+        )
     # Atomic against a killed writer; no fsync, as zarr does not sync the chunks it marks either.
     atomic_write_text(marker, json.dumps({dim: [s.start, s.stop] for dim, s in region.items()}), durable=False)
     return region

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 import xarray as xr
+from pydantic import Field
 from upath import UPath
 
 from gnt_assets.core.atomic import atomic_write_text
@@ -41,6 +42,11 @@ class ZarrRegionIOManager(dg.ConfigurableIOManager):
     """Writes xarray Datasets as zarr v3 regions of one store per asset."""
 
     storage: StorageResource
+    codec_pipeline: str | None = Field(
+        default=None,
+        description="zarr codec pipeline for region writes: 'zarrs' (Rust, local disk) or 'default' (zarr-python's); "
+        "unset: GNT_ZARR_CODEC_PIPELINE, else 'zarrs'. Stores read the same with either.",
+    )
 
     def store_path(self, asset_key: dg.AssetKey) -> UPath:
         *folders, name = asset_key.path
@@ -56,7 +62,7 @@ class ZarrRegionIOManager(dg.ConfigurableIOManager):
         record = _partition_record(store, context.partition_key) if context.has_partition_key else None
         create_store(store, obj.template, encoding=obj.encoding)
         layout = StoreLayout.read(store)  # one metadata read for the write and its verification
-        region = write_region(store, obj.data, layout)
+        region = write_region(store, obj.data, layout, codec_pipeline=self.codec_pipeline)
         status = region_status(store, region, layout=layout)
         if not status.complete:
             raise RuntimeError(f"zarr store {store}: region {region} incomplete after writing ({status})")

@@ -13,13 +13,16 @@ from odc.geo.xr import xr_zeros
 from upath import UPath
 
 from gnt_assets.core.zarr_regions import (
+    CODEC_PIPELINES,
     ZarrLayoutError,
     append_along,
+    codec_pipeline_name,
     create_store,
     open_store,
     region_status,
     store_exists,
     write_region,
+    writing_with,
 )
 
 GEOBOX = GeoBox.from_bbox((10.0, 40.0, 10.0 + 128 * 0.001, 40.0 + 64 * 0.001), crs="EPSG:4326", resolution=0.001)
@@ -155,3 +158,43 @@ def test_regions_are_placed_by_decoded_time_and_string_labels(tmp_path):
     assert region_status(store, {"time": slice(1, 2)}).complete
     with pytest.raises(ZarrLayoutError, match="not in the store"):
         write_region(store, empty.assign_coords(time=days + np.timedelta64(9, "D")).isel(time=[0]))
+
+
+@pytest.mark.parametrize("compressors", [None, "auto"], ids=["uncompressed", "zstd"])
+def test_stores_written_with_zarrs_read_with_the_default_pipeline(tmp_path, compressors):
+    encoding = {"value": {**ENCODING["value"], "compressors": compressors}}
+    stores = {}
+    for pipeline in ("zarrs", "default"):
+        stores[pipeline] = UPath(tmp_path) / f"{pipeline}.zarr"
+        create_store(stores[pipeline], template(), encoding=encoding)
+        write_region(stores[pipeline], region(0, 0, 64, 1.0), codec_pipeline=pipeline)
+        write_region(stores[pipeline], region(1, 64, 64, 2.0), codec_pipeline=pipeline)
+    expected = np.full((2, 64, 128), np.nan, "float32")
+    expected[0, :, :64], expected[1, :, 64:] = 1.0, 2.0
+    with zarr.config.set({"codec_pipeline.path": CODEC_PIPELINES["default"]}):
+        array = zarr.open_array((stores["zarrs"] / "value").path, mode="r")
+        assert type(array._async_array.codec_pipeline).__name__ == "BatchedCodecPipeline"
+        np.testing.assert_array_equal(array[...], expected)
+        np.testing.assert_array_equal(xr.open_zarr(stores["zarrs"].path, consolidated=False).value.values, expected)
+    if compressors is None:  # the same objects, byte for byte
+        for key in ("value/c/0/0/0", "value/c/1/0/1"):
+            assert (stores["zarrs"] / key).read_bytes() == (stores["default"] / key).read_bytes()
+    assert region_status(stores["zarrs"], {"time": slice(0, 1), "longitude": slice(0, 64)}).complete
+
+
+def test_codec_pipeline_is_chosen_by_configuration(tmp_path, monkeypatch):
+    store = UPath(tmp_path) / "cube.zarr"
+    create_store(store, template(), encoding=ENCODING)
+
+    def pipeline_inside(name):
+        with writing_with(name, store):
+            return type(zarr.open_array((store / "value").path, mode="r")._async_array.codec_pipeline).__name__
+
+    assert pipeline_inside("zarrs") == "ZarrsCodecPipeline" and pipeline_inside("default") == "BatchedCodecPipeline"
+    assert codec_pipeline_name() == "zarrs"
+    monkeypatch.setenv("GNT_ZARR_CODEC_PIPELINE", "default")
+    assert codec_pipeline_name() == "default" and pipeline_inside(None) == "BatchedCodecPipeline"
+    assert codec_pipeline_name("zarrs") == "zarrs"
+    with pytest.raises(ValueError, match="not one of"):
+        write_region(store, region(0, 0, 64, 1.0), codec_pipeline="fast")
+    assert zarr.config.get("codec_pipeline.path") == CODEC_PIPELINES["default"]  # nothing left behind
