@@ -36,11 +36,13 @@ class SourceFile:
     key: str
     url: str
     line: int
+    volumes: tuple[str, ...] = ()  # a multi-volume 7z: every volume's URL in order (url is the first)
 
     @property
     def filename(self) -> str:
-        """The downloaded file's name: the URL's last path segment, made safe."""
-        return sanitize_key(unquote(PurePosixPath(urlsplit(self.url).path).name) or self.key)
+        """The downloaded file's name: the URL's last path segment, made safe (a volume set: ``{name}.7z``)."""
+        name = sanitize_key(unquote(PurePosixPath(urlsplit(self.url).path).name) or self.key)
+        return _VOLUME.sub("", name) if self.volumes else name
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class SourceMetadata:
 
 
 _SOURCE_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_VOLUME = re.compile(r"(?<=\.7z)\.(\d{3})$", re.IGNORECASE)
 
 
 def _source_folders(catalog: Path) -> list[str]:
@@ -110,16 +113,43 @@ def file_keys(source: str, urls: list[str]) -> dict[str, str]:
     return keys
 
 
+def _group_volumes(source: str, entries: list[tuple[int, str]]) -> list[tuple[int, str, tuple[str, ...]]]:
+    """Lines ``x.7z.001``, ``x.7z.002`` ... (upstream's multi-volume archives) become one file, at the
+    first volume's line; a set must be numbered 001 to N without a gap."""
+    sets: dict[str, list[tuple[int, int, str]]] = {}
+    for number, line in entries:
+        if match := _VOLUME.search(urlsplit(line).path):
+            sets.setdefault(line[: -len(match.group(0))], []).append((int(match.group(1)), number, line))
+    grouped, placed = [], set()
+    for number, line in entries:
+        match = _VOLUME.search(urlsplit(line).path)
+        if match is None:
+            grouped.append((number, line, ()))
+            continue
+        base = line[: -len(match.group(0))]
+        if base in placed:
+            continue
+        placed.add(base)
+        volumes = sorted(sets[base])
+        if [v for v, _, _ in volumes] != list(range(1, len(volumes) + 1)):
+            raise CatalogError(f"{source}/file_list.txt: the volumes of {base} are numbered {[f'{v:03d}' for v, _, _ in volumes]}; "
+                               f"list every volume from .001 without a gap")
+        grouped.append((min(n for _, n, _ in volumes), volumes[0][2], tuple(u for _, _, u in volumes)))
+    return grouped
+
+
 def parse_file_list(source: str, text: str) -> list[SourceFile]:
-    """Every distinct non-comment line of a file list, in order (a repeated URL keeps its first line)."""
+    """Every distinct non-comment line of a file list, in order (a repeated URL keeps its first line);
+    the volumes of a multi-volume 7z are one file."""
     entries, seen = [], set()
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if line and not line.startswith("#") and line not in seen:
             seen.add(line)
             entries.append((number, line))
-    keys = file_keys(source, [line for _, line in entries])
-    return [SourceFile(source=source, key=keys[line], url=line, line=number) for number, line in entries]
+    grouped = _group_volumes(source, entries)
+    keys = file_keys(source, [line for _, line, _ in grouped])
+    return [SourceFile(source=source, key=keys[line], url=line, line=number, volumes=volumes) for number, line, volumes in grouped]
 
 
 def list_files(catalog: Path, source: str) -> list[SourceFile]:

@@ -296,11 +296,11 @@ class LocalMapterhornSourcesResource(MapterhornSourcesResource):
             (catalog / ".generated-2").write_text("ok")
         return catalog
 
-    def fetch(self, url: str, dest: Path) -> Download:
+    def fetch(self, url: str, dest: Path, *, validate: bool = True) -> Download:
         if self._server is None:
             self.catalog()
             self._server = SourceServer(self._www(), self._port()).__enter__()
-        return super().fetch(url, dest)
+        return super().fetch(url, dest, validate=validate)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._server is not None:

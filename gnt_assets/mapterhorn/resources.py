@@ -35,5 +35,7 @@ class MapterhornSourcesResource(dg.ConfigurableResource):
     def catalog(self) -> Path:
         return Path(self.catalog_dir).absolute() if self.catalog_dir else self.root / "source-catalog"
 
-    def fetch(self, url: str, dest: Path) -> Download:
-        return download(url, dest, retries=self.retries, backoff_s=self.backoff_seconds, timeout_s=self.timeout_seconds, validate=check_opens)
+    def fetch(self, url: str, dest: Path, *, validate: bool = True) -> Download:
+        """Download and verify; ``validate=False`` for a piece that opens only with others (a 7z volume)."""
+        return download(url, dest, retries=self.retries, backoff_s=self.backoff_seconds, timeout_s=self.timeout_seconds,
+                        validate=check_opens if validate else None)

@@ -6,9 +6,12 @@ rerun after a crash or a fix continues from the last verified step.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 
 import geopandas as gpd
 import pandas as pd
@@ -33,8 +36,37 @@ def download_step(work: FileWork, entry: SourceFile, fetch: Callable[[str, Path]
                            f"delete {work.record_path('download').parent} to process the new URL under this key")
     if record := _resumed(work, "download"):
         return record
+    if entry.volumes:
+        return _download_volumes(work, entry, fetch)
     result = fetch(url, work.step_dir("download") / entry.filename)
     return work.write_record("download", [result.path], url=url, md5=result.md5, attempts=result.attempts, resumed_from=result.resumed_from, resumed=False)
+
+
+def _download_volumes(work: FileWork, entry: SourceFile, fetch: Callable[..., Download]) -> dict:
+    """A multi-volume 7z: each volume fetched and verified (resumable on its own), then joined into
+    ``{name}.7z`` (7-Zip splits an archive at byte boundaries), which must open before the volumes go."""
+    for volume in entry.volumes:
+        check_url(SourceFile(entry.source, entry.key, volume, entry.line))
+    folder = work.step_dir("download")
+    parts = [fetch(volume, folder / "volumes" / PurePosixPath(urlsplit(volume).path).name, validate=False) for volume in entry.volumes]
+    joined = folder / entry.filename
+    temp = joined.with_name(".tmp-" + joined.name)
+    digest = hashlib.md5()
+    with open(temp, "wb") as out:
+        for part in parts:
+            with open(part.path, "rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
+    try:
+        archives.check_opens(temp)
+    except archives.ArchiveError as error:
+        temp.unlink()
+        raise archives.ArchiveError(f"mapterhorn file {work.key}: the {len(parts)} volumes joined do not open: {error}") from error
+    os.replace(temp, joined)
+    shutil.rmtree(folder / "volumes")
+    return work.write_record("download", [joined], url=entry.url, volumes=list(entry.volumes), md5=digest.hexdigest(),
+                             attempts=max(p.attempts for p in parts), resumed_from=sum(p.resumed_from for p in parts), resumed=False)
 
 
 def unpack_step(work: FileWork, *, max_total_bytes: int, max_ratio: float) -> dict:

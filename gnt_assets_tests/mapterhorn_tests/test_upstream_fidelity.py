@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -105,3 +106,47 @@ def test_an_unknown_crs_mode_is_refused_naming_the_source(tmp_path):
         read_metadata(tmp_path, "src")
     (tmp_path / "src" / "metadata.json").write_text(json.dumps(fields))
     assert read_metadata(tmp_path, "src").crs_mode == "override"
+
+
+def test_the_volumes_of_a_multi_volume_7z_are_one_file_and_a_gap_is_named():
+    from gnt_assets.mapterhorn.catalog import parse_file_list
+
+    text = "https://h/x/dgm.7z.002\nhttps://h/x/other.tif\nhttps://h/x/dgm.7z.001\nhttps://h/x/dgm.7z.003\n"
+    entries = parse_file_list("src", text)
+    assert [(e.key, e.line, e.filename) for e in entries] == [("src.dgm", 1, "dgm.7z"), ("src.other", 2, "other.tif")]
+    assert entries[0].url == "https://h/x/dgm.7z.001" and entries[0].volumes == tuple(f"https://h/x/dgm.7z.00{i}" for i in (1, 2, 3))
+    with pytest.raises(CatalogError, match=r"volumes of https://h/x/dgm\.7z are numbered \['001', '003'\]"):
+        parse_file_list("src", "https://h/x/dgm.7z.001\nhttps://h/x/dgm.7z.003\n")
+
+
+def test_a_multi_volume_7z_is_downloaded_joined_verified_and_unpacked(tmp_path):
+    import py7zr
+
+    from gnt_assets.mapterhorn.catalog import parse_file_list
+    from gnt_assets.mapterhorn.local import SourceServer
+    from gnt_assets.mapterhorn.resources import MapterhornSourcesResource
+
+    www = tmp_path / "www" / "src"
+    www.mkdir(parents=True)
+    _geotiff(tmp_path / "dgm.tif", crs=None, size=64)
+    with py7zr.SevenZipFile(tmp_path / "dgm.7z", "w") as archive:
+        archive.write(tmp_path / "dgm.tif", "dgm/dgm.tif")
+    data = (tmp_path / "dgm.7z").read_bytes()
+    third = len(data) // 3 + 1
+    for i in range(3):  # 7-Zip's split volumes: the archive cut at byte boundaries
+        (www / f"dgm.7z.{i + 1:03d}").write_bytes(data[i * third : (i + 1) * third])
+    with SourceServer(tmp_path / "www") as server:
+        (entry,) = parse_file_list("src", "".join(f"{server.base_url}/src/dgm.7z.{i:03d}\n" for i in (1, 2, 3)))
+        resource = MapterhornSourcesResource(work_dir=str(tmp_path / "root"), retries=0)
+        work = FileWork(resource.root, entry.key)
+        record = steps.download_step(work, entry, resource.fetch)
+    assert record["volumes"] == list(entry.volumes) and Path(record["outputs"][0]).read_bytes() == data
+    assert not (work.step_dir("download") / "volumes").exists()
+    steps.unpack_step(work, **LIMITS)
+    _, cog = _chain_after_unpack(work)
+    with rasterio.open(cog["outputs"][0]) as dataset:
+        assert dataset.crs.to_string() == "EPSG:25832" and dataset.shape == (64, 64)
+
+
+def _chain_after_unpack(work):
+    return steps.georeference_step(work, "EPSG:25832"), steps.cog_step(work)
