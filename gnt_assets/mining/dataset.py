@@ -65,6 +65,7 @@ def partition_folders(root: UPath | str, partitions: Sequence[str] | None = None
 
 
 ROW_COLUMNS = ("year", "cluster_id", "tile_ix", "tile_iy")
+TUPLE_FIELDS = ("features", "labels")
 
 
 @dataclass(frozen=True)
@@ -258,7 +259,12 @@ class MiningTiles(Dataset):
                 fields, rows[where] = self._fetch_remote(part, records[where]), np.arange(len(where))
             sources[part] = fields
         layout = self._parts_meta[int(parts[0])].layout
-        out = {name: self._allocate((len(positions), *shape), dtype) for name, _, _, dtype, shape in layout}
+        wanted = None if self.return_dict or self.transforms is not None else TUPLE_FIELDS  # tuples carry no valid mask
+        out = {
+            name: self._allocate((len(positions), *shape), dtype)
+            for name, _, _, dtype, shape in layout
+            if wanted is None or name in wanted
+        }
         picks = list(zip(parts.tolist(), rows.tolist(), strict=True))
         for name, target in out.items():
             torch.stack([sources[part][name][row] for part, row in picks], out=target.view(len(positions), -1))
