@@ -139,7 +139,7 @@ def _months_in_order(cube: CubeStore, months: list[str]) -> None:
     layout = layout_for(cells)
     for month in months:  # one run per month, as a backfill in that order would do
         cube.ensure(layout, [month], BANDS)
-        for index, chunk in enumerate(cells["chunk"].tolist()[:3]):
+        for index, chunk in enumerate(cells["chunk"].tolist()[:2]):
             h, w = layout.cell_geobox(chunk).shape
             values = np.random.default_rng([month_index(month), index]).integers(1, 12000, (h, w, 4), dtype="uint16")
             cube.write(region_dataset(layout, chunk, month, BANDS, values), layout, chunk, month)
