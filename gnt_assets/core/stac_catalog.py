@@ -405,7 +405,7 @@ def write_item(storage_root: UPath, item: dict) -> UPath:
                               {"rel": "parent", "href": "../collection.json", "type": "application/json"},
                               {"rel": "root", "href": "../../catalog.json", "type": "application/json"}]}
     _write_json(item_path, item)
-    with local_lock(catalog_path):
+    with local_lock(root):  # the lock file is {storage root}/stac.lock, outside the catalog
         collection = _read_json(collection_path)
         if collection is None:
             collection = _new_collection(family, item)

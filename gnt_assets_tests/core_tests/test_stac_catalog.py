@@ -180,7 +180,7 @@ def test_concurrent_partitions_all_land_in_their_collection_and_rewrites_replace
     assert len(items) == len(days) == len({link["href"] for link in items})
     assert collection["extent"]["temporal"]["interval"] == [["2020-07-01T00:00:00Z", "2020-07-12T00:00:00Z"]]
     assert validate(root / CATALOG_FOLDER / "conus404-daily" / "collection.json")["valid_stac"]
-    assert not list((root / CATALOG_FOLDER).rglob("*.tmp*"))
+    assert not list((root / CATALOG_FOLDER).rglob("*.tmp*")) and not list((root / CATALOG_FOLDER).rglob("*.lock"))
 
 
 def test_pystac_client_searches_the_catalog_served_by_rustac_by_bbox_and_datetime(tmp_path):
