@@ -18,6 +18,30 @@ from gnt_assets.conus404.variables import WIND_SPEED, SourceVariable
 from gnt_assets.core.errors import InputError
 
 HOURS = 24
+RECORD_LAST_DAY = date(2022, 9, 30)
+RECORD_END = np.datetime64("2022-09-30T23:00", "ns")  # CONUS404's last hourly step
+RESET_DROP = 0.5  # a bucket falling below half its previous value restarted (water year, bucket wrap)
+
+
+def resets_name(name: str) -> str:
+    """The per-day variable counting the cells where ``name``'s bucket reset during the day."""
+    return f"{name}_resets"
+
+
+def bucket_total(series: np.ndarray, bucket_size: float | None = None) -> tuple[np.ndarray, int]:
+    """What accumulated over ``series`` (hours first, from the step before the window), across resets.
+
+    A run accumulation only grows; a step that falls below ``RESET_DROP`` of the one before is a reset:
+    the bucket restarted from 0 (CONUS404's water-year restarts), so that step's increment is its
+    value, or it wrapped at ``bucket_size`` (WRF ``bucket_J``), so the increment is value + size - previous.
+    Returns the totals (float32) and the number of cells with at least one reset.
+    """
+    values = series.astype(np.float64)
+    before, after = values[:-1], values[1:]
+    reset = after < before * RESET_DROP
+    restarted = after if bucket_size is None else after + bucket_size - before
+    total = np.where(reset, restarted, after - before).sum(axis=0)
+    return total.astype(np.float32), int(reset.any(axis=0).sum())
 
 
 def hour_offsets(variable: SourceVariable, accumulation_offset: int = 1) -> range:
@@ -40,7 +64,8 @@ def reduce_hours(variable: SourceVariable, hourly: np.ndarray) -> dict[str, np.n
         return out
     if variable.kind == "hourly_accumulation":
         return {variable.name: hourly.sum(axis=0, dtype=np.float32)}
-    return {variable.name: (hourly[-1] - hourly[0]).astype(np.float32)}
+    total, resets = bucket_total(hourly)
+    return {variable.name: total, resets_name(variable.name): np.int32(resets)}
 
 
 def wind_speed(u10: np.ndarray, v10: np.ndarray) -> np.ndarray:
@@ -78,6 +103,7 @@ class DailyFields:
     fields: dict[str, np.ndarray] = field(default_factory=dict)
     attrs: dict[str, dict[str, str]] = field(default_factory=dict)
     hours_found: int = HOURS
+    counts: dict[str, int] = field(default_factory=dict)  # per-day scalars (bucket reset cells)
     missing_hours: list[str] = field(default_factory=list)
 
 
@@ -96,12 +122,15 @@ def source_crs(hourly: xr.Dataset) -> pyproj.CRS:
 
 
 def aggregate_day(
-    hourly: xr.Dataset, day: date, variables: list[SourceVariable], accumulation_offset: int = 1
+    hourly: xr.Dataset, day: date, variables: list[SourceVariable], accumulation_offset: int = 1, window_hint: str = ""
 ) -> DailyFields:
     """Read ``variables`` one at a time (only this day's hours) and reduce them to daily fields.
 
     Missing hours are not invented: the day is reduced over what exists and
-    ``hours_found``/``missing_hours`` say what was absent, for the checks.
+    ``hours_found``/``missing_hours`` say what was absent, for the checks. The
+    record's last day (2022-09-30) has no 00:00 of the next day: its
+    accumulations are reduced over the 23 hours that exist (``hours_found`` 23,
+    a WARN finding), deliberately rather than failing for ever.
     """
     times = hourly.indexes["time"]
     first, last = times[0], times[-1]
@@ -109,26 +138,33 @@ def aggregate_day(
     hourly_uv: dict[str, np.ndarray] = {}
     for variable in variables:
         wanted = _timestamps(day, hour_offsets(variable, accumulation_offset))
+        if day == RECORD_LAST_DAY and last == RECORD_END:
+            wanted = [t for t in wanted if t <= RECORD_END]
         if wanted[0] < first or wanted[-1] > last:
             raise SourceWindowError(
                 f"conus404 day {day}: {variable.name} needs {str(wanted[0])[:16]}..{str(wanted[-1])[:16]}, "
-                f"outside the source window {str(first)[:16]}..{str(last)[:16]}"
+                f"outside the source window {str(first)[:16]}..{str(last)[:16]}{window_hint}"
             )
         present = [t for t in wanted if t in times]
         absent = [str(t)[:16] for t in wanted if t not in times]
         if not present:
             raise SourceWindowError(f"conus404 day {day}: the source has none of {variable.name}'s hourly steps")
         if variable.kind == "bucket_accumulation":
-            ends = [wanted[0], wanted[-1]]
-            if all(t in times for t in ends):
-                values = hourly[variable.name].sel(time=ends).values
-            else:  # the day's total is unknowable without both ends of the bucket
+            # every step, not only the ends: a reset inside the window must be seen to be differenced across
+            if all(t in times for t in wanted):
+                values = hourly[variable.name].sel(time=wanted).values
+            else:  # a missing step could hide a reset: the day's total is unknowable
                 values = np.full((2, hourly.sizes["y"], hourly.sizes["x"]), np.nan, np.float32)
+            if day == RECORD_LAST_DAY and len(wanted) < HOURS + 1:
+                result.hours_found = min(result.hours_found, len(wanted) - 1)
         else:
             values = hourly[variable.name].sel(time=slice(present[0], present[-1])).values  # only absent steps lie between
             result.hours_found = min(result.hours_found, len(present))
             result.missing_hours = sorted(set(result.missing_hours) | set(absent))
         for name, array in reduce_hours(variable, values).items():
+            if np.ndim(array) == 0:
+                result.counts[name] = int(array)
+                continue
             result.fields[name] = array
             result.attrs[name] = output_attrs(variable, name)
         if variable.name in ("U10", "V10"):

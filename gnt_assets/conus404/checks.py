@@ -2,7 +2,6 @@
 
 
 import json
-from collections.abc import Callable
 from datetime import date
 
 import dagster as dg
@@ -17,26 +16,27 @@ from gnt_assets.conus404.assets import (
     conus404_failure_report,
 )
 from gnt_assets.conus404.daily_store import read_day, zarr_target
-from gnt_assets.conus404.day_checks import DAY_CHECKS, DESCRIPTIONS, result_metadata, severity
-from gnt_assets.conus404.validation import Finding
+from gnt_assets.conus404.day_checks import DAY_CHECKS, DESCRIPTIONS, check_results, evaluate_stored_days
+from gnt_assets.conus404.resources import Conus404Rules
 from gnt_assets.io_managers.geoparquet import read_table
 from gnt_assets.partitions import conus404_day
 from gnt_assets.resources.storage import StorageResource
 
-
-def _day_check(name: str, finding: Callable[[xr.Dataset], Finding], blocking: bool) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=conus404_daily, name=name, partitions_def=conus404_day, blocking=blocking,
-                     description=DESCRIPTIONS[name])
-    def _check(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
-        path = storage.path(*DAILY_STORE)
-        findings = {key: finding(read_day(path, date.fromisoformat(key))) for key in context.partition_keys}
-        passed, metadata = result_metadata(findings)
-        return dg.AssetCheckResult(passed=passed, severity=severity(blocking), metadata=metadata)
-
-    return _check
+DAY_CHECK_SPECS = [
+    dg.AssetCheckSpec(name, asset=conus404_daily, blocking=blocking, description=DESCRIPTIONS[name], partitions_def=conus404_day)
+    for name, blocking in DAY_CHECKS.items()
+]
 
 
-daily_checks = [_day_check(name, finding, blocking) for name, (finding, blocking) in DAY_CHECKS.items()]
+@dg.multi_asset_check(specs=DAY_CHECK_SPECS, name="conus404_daily_checks",
+                      description="Every rule of conus404_daily from one read of each stored day, as one result per rule.")
+def conus404_daily_checks(context: dg.AssetCheckExecutionContext, storage: StorageResource, conus404_rules: Conus404Rules):
+    path = storage.path(*DAILY_STORE)
+    days = [date.fromisoformat(key) for key in context.partition_keys]
+    yield from check_results(evaluate_stored_days(path, days, conus404_rules.rules()))
+
+
+daily_checks = [conus404_daily_checks]
 
 
 @dg.asset_check(asset=conus404_daily_summary, partitions_def=conus404_day, blocking=True,

@@ -18,9 +18,10 @@ import pandera.pandas as pa
 import xarray as xr
 from upath import UPath
 
-from gnt_assets.conus404.aggregation import WIND_SPEED_ATTRS, DailyFields, output_attrs, source_crs
+from gnt_assets.conus404.aggregation import WIND_SPEED_ATTRS, DailyFields, output_attrs, resets_name, source_crs
 from gnt_assets.conus404.variables import WIND_SPEED, SourceVariable
-from gnt_assets.core.zarr_regions import open_store
+from gnt_assets.core.atomic import local_lock
+from gnt_assets.core.zarr_regions import _store_args, create_store, open_store, store_exists
 
 SOURCE_HOURS = "source_hours"
 STORE_START = date(1979, 10, 1)  # partitions.conus404_day starts here; the store's time index 0
@@ -56,6 +57,11 @@ def daily_template(hourly: xr.Dataset, variables: list[SourceVariable], start: s
     }
     data_vars[SOURCE_HOURS] = (("time",), da.zeros(len(days), dtype="int16", chunks=-1),
                                {"long_name": "hourly source steps found for the day", "units": "1"})
+    for variable in variables:
+        if variable.kind == "bucket_accumulation":
+            data_vars[resets_name(variable.name)] = (
+                ("time",), da.zeros(len(days), dtype="int32", chunks=-1),
+                {"long_name": f"cells where the {variable.name} bucket reset during the day (differenced across)", "units": "1"})
     template = xr.Dataset(data_vars, coords={"time": ("time", days.values), **_grid_coords(hourly)},
                           attrs={"title": "CONUS404 daily", "source": "CONUS404 hourly (USGS/NCAR WRF), aggregated by gnt_assets",
                                  "Conventions": "CF-1.8"})
@@ -72,9 +78,31 @@ def day_dataset(hourly: xr.Dataset, fields: DailyFields) -> xr.Dataset:
     data_vars = {name: (("time", "y", "x"), array[np.newaxis].astype("float32"), fields.attrs[name])
                  for name, array in fields.fields.items()}
     data_vars[SOURCE_HOURS] = (("time",), np.array([fields.hours_found], dtype="int16"), {})
+    for name, count in fields.counts.items():
+        data_vars[name] = (("time",), np.array([count], dtype="int32"), {})
     time = pd.DatetimeIndex([pd.Timestamp(fields.day)]).values
     day = xr.Dataset(data_vars, coords={"time": ("time", time), **_grid_coords(hourly)})
     return day.odc.assign_crs(source_crs(hourly))
+
+
+def ensure_store(path: UPath, template: xr.Dataset) -> list[str]:
+    """Create the store, or add the template's variables it lacks (schema evolution); returns those added.
+
+    A variable added to the configuration becomes a new, empty array over every day of the
+    existing store (metadata only); the days already stored keep their data and can be backfilled.
+    """
+    added: list[str] = []
+    if store_exists(path):
+        with local_lock(path):  # two runs adding the same variable: the second finds it there
+            existing = set(open_store(path).data_vars)
+            added = [name for name in template.data_vars if name not in existing]
+            if added:
+                new = template[added].drop_vars(list(template.coords))
+                new.attrs = {}
+                new.to_zarr(**_store_args(path), mode="a", compute=False, consolidated=False, zarr_format=3,
+                            encoding=store_encoding(new), safe_chunks=False)
+    create_store(path, template, encoding=store_encoding(template))
+    return added
 
 
 def zarr_target(path: UPath):

@@ -1,35 +1,35 @@
-"""Day findings -> Dagster check results, shared by the check steps and by a ranged run that fails.
+"""Day findings -> Dagster check results, shared by the one check step and by a ranged run that fails.
 
-A ranged (multi_run) run that fails one day never reaches its check steps, so
-conus404_daily evaluates the same checks on the days it did write and logs them
-itself: those days are then validated exactly like days of a successful run.
+Every rule of a day is computed from one read of the stored day
+(``validation.evaluate_day``); the results are then split into one check
+result per rule. A ranged (multi_run) run that fails one day never reaches its
+check step, so conus404_daily evaluates the days it did write itself (one read
+each) and logs those evaluations: those days are validated like days of a
+successful run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import date
 
 import dagster as dg
-import xarray as xr
 
 from gnt_assets.conus404.daily_store import read_day
-from gnt_assets.conus404.validation import BLOCKING, WARNINGS, Finding
+from gnt_assets.conus404.validation import BLOCKING, WARNINGS, Finding, Rules, evaluate_day
 from gnt_assets.core.errors import InputError
 
 DESCRIPTIONS = {
-    "hours_complete": "All 24 hourly source steps of the day were present.",
+    "hours_complete": "All 24 hourly source steps of the day were present (23 on the record's last day, 2022-09-30: a WARN).",
     "no_all_nan_variable": "No daily variable is NaN everywhere.",
-    "t2_plausible": "Daily mean, minimum and maximum T2 lie within [220, 330] K.",
-    "dewpoint_below_temperature": "Daily mean TD2 never exceeds daily mean T2 by more than 1e-3 K.",
-    "non_negative_water": "Precipitation sums and Q2 are never negative.",
+    "t2_plausible": "Daily mean, minimum and maximum T2 lie within [220, 330] K (up to the bad-cell share).",
+    "dewpoint_below_temperature": "Daily mean TD2 exceeds daily mean T2 by at most 1 K (the seed's tolerance; up to the bad-cell share).",
+    "lower_bounds": "Every variable with a lower bound stays above it, less the seed's tolerance (up to the bad-cell share).",
+    "non_negative_totals": "No accumulated daily total is negative (bucket resets are differenced across and reported).",
     "nan_share": "No variable has more than 1 % NaN cells (soft).",
     "t2_near_bounds": "No daily T2 extreme within 5 K of the plausibility bounds (soft).",
 }
-DAY_CHECKS: dict[str, tuple[Callable[[xr.Dataset], Finding], bool]] = {
-    **{name: (finding, True) for name, finding in BLOCKING.items()},
-    **{name: (finding, False) for name, finding in WARNINGS.items()},
-}
+DAY_CHECKS: dict[str, bool] = {**dict.fromkeys(BLOCKING, True), **dict.fromkeys(WARNINGS, False)}
+MAX_TEXT = 600  # per check and day in metadata (the event log budget is 4 KB per day)
 
 
 class BlockingChecksFailed(InputError):
@@ -40,28 +40,53 @@ def severity(blocking: bool) -> dg.AssetCheckSeverity:
     return dg.AssetCheckSeverity.ERROR if blocking else dg.AssetCheckSeverity.WARN
 
 
-def result_metadata(findings: dict[str, Finding]) -> tuple[bool, dict[str, dg.MetadataValue]]:
-    """Whether every day passed, and the check's metadata (``failed_days`` is read by run_history)."""
-    bad = {key: f for key, f in findings.items() if not f.passed}
-    text = "; ".join(f"{key}: {f.text}" for key, f in (bad or findings).items())
+def evaluate_stored_days(path, days: list[date], rules: Rules) -> dict[str, dict[str, Finding]]:
+    """Day -> rule -> finding; each stored day is read once for every rule."""
+    return {str(day): evaluate_day(read_day(path, day), rules) for day in days}
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1].rsplit(" ", 1)[0] + " …"
+
+
+def check_outcome(name: str, findings: dict[str, Finding]) -> tuple[bool, dg.AssetCheckSeverity, dict[str, dg.MetadataValue]]:
+    """One check over the days of a run: passed, severity, metadata (``failed_days``/``findings`` are read by run_history)."""
+    blocking = DAY_CHECKS[name]
+    bad = {day: f for day, f in findings.items() if not f.passed}
+    errors = {day: f for day, f in bad.items() if blocking and not f.warn_only}
+    level = severity(bool(errors) or (blocking and not bad))
+    shown = bad or findings
+    text = "; ".join(f"[{day}] {f.text}" if len(findings) > 1 else f.text for day, f in shown.items())
+    details = {day: f.details for day, f in findings.items() if f.details}
     values = [f.value for f in findings.values() if f.value is not None]
-    return not bad, {
-        "finding": dg.MetadataValue.text(text),
-        "failed_days": dg.MetadataValue.text(", ".join(bad)),
+    metadata = {
+        "finding": dg.MetadataValue.text(_clip(text)),
+        "failed_days": dg.MetadataValue.text(", ".join(errors)),
+        **({"findings": dg.MetadataValue.json({day: _clip(f.text) for day, f in errors.items()})} if errors else {}),
+        **({"offenders": dg.MetadataValue.json(details)} if details else {}),
         **({"value": dg.MetadataValue.float(float(max(values)))} if values else {}),
     }
+    return not bad, level, metadata
 
 
-def evaluate_written_days(asset_key: dg.AssetKey, path, days: list[date]) -> tuple[list[dg.AssetCheckEvaluation], set[str]]:
+def check_results(findings_by_day: dict[str, dict[str, Finding]]) -> list[dg.AssetCheckResult]:
+    """One result per check, each over every day of the run."""
+    results = []
+    for name in DAY_CHECKS:
+        passed, level, metadata = check_outcome(name, {day: f[name] for day, f in findings_by_day.items()})
+        results.append(dg.AssetCheckResult(check_name=name, passed=passed, severity=level, metadata=metadata))
+    return results
+
+
+def evaluate_written_days(asset_key: dg.AssetKey, path, days: list[date], rules: Rules) -> tuple[list[dg.AssetCheckEvaluation], set[str]]:
     """Every day check on each of ``days`` (one evaluation per day and check), and the days a blocking one failed."""
     evaluations, failed = [], set()
-    for day in days:
-        stored = read_day(path, day)
-        for name, (finding, blocking) in DAY_CHECKS.items():
-            passed, metadata = result_metadata({str(day): finding(stored)})
-            if blocking and not passed:
-                failed.add(str(day))
+    for day, findings in evaluate_stored_days(path, days, rules).items():
+        for name, blocking in DAY_CHECKS.items():
+            passed, level, metadata = check_outcome(name, {day: findings[name]})
+            if level == dg.AssetCheckSeverity.ERROR and not passed:
+                failed.add(day)
             evaluations.append(dg.AssetCheckEvaluation(
-                asset_key=asset_key, check_name=name, passed=passed, severity=severity(blocking),
-                metadata=metadata, description=DESCRIPTIONS[name], partition=str(day)))
+                asset_key=asset_key, check_name=name, passed=passed, severity=level, blocking=blocking,
+                metadata=metadata, description=DESCRIPTIONS[name], partition=day))
     return evaluations, failed

@@ -19,7 +19,7 @@ from gnt_assets.conus404.checks import (
     summary_covers_variables,
 )
 from gnt_assets.conus404.local import LocalConus404Source
-from gnt_assets.conus404.resources import PC_STAC_URL, PlanetaryComputerConus404Source
+from gnt_assets.conus404.resources import PC_STAC_URL, Conus404Rules, PlanetaryComputerConus404Source
 from gnt_assets.conus404.schedules import conus404_catchup_schedule
 from gnt_assets.conus404.sensors import conus404_failure_report_sensor
 
@@ -31,12 +31,18 @@ defs = dg.Definitions(
 )
 
 
+# The sample's deliberately awkward days (the demo materializes both; they pass with their findings in metadata):
+# a bucket reset of ACSWDNB (as at a water-year restart) and three bad cells, under the 0.1 % threshold.
+SAMPLE_FAULTS = {"2020-07-03": "bucket_reset", "2020-07-04": "few_bad_cells"}
+
+
 def resource_set(profile: str) -> dict[str, Any]:
+    rules = {"conus404_rules": Conus404Rules()}
     if profile == "local":
         root = UPath(os.environ.get("GNT_STORAGE_ROOT", "./data"))
         root = root if "://" in str(root) else root.absolute()
-        return {"conus404_source": LocalConus404Source(root=str(root / "sources" / "conus404"))}
-    return {
+        return {"conus404_source": LocalConus404Source(root=str(root / "sources" / "conus404"), faults=SAMPLE_FAULTS), **rules}
+    return {**rules,
         "conus404_source": PlanetaryComputerConus404Source(
             stac_url=os.environ.get("GNT_CONUS404_STAC_URL", PC_STAC_URL),
             subscription_key=dg.EnvVar("PC_SDK_SUBSCRIPTION_KEY") if os.environ.get("PC_SDK_SUBSCRIPTION_KEY") else None,

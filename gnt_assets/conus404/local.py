@@ -35,6 +35,7 @@ import xarray as xr
 from pydantic import Field
 from upath import UPath
 
+from gnt_assets.conus404.aggregation import RECORD_END
 from gnt_assets.conus404.resources import Conus404Source
 from gnt_assets.conus404.variables import CATALOG
 
@@ -50,7 +51,11 @@ CRS_ATTRS = {
 }
 FULL_SHAPE = (1015, 1367)  # south_north, west_east at 4 km
 FULL_SPACING = 4000.0
-FAULTS = ("missing_hour", "nan_field", "impossible_temperature")
+FAULTS = ("missing_hour", "nan_field", "impossible_temperature", "bucket_reset", "few_bad_cells")
+LOCAL_SAMPLE_START = "2020-07-01"
+LOCAL_SAMPLE_DAYS = 21
+RESET_HOUR = 9  # bucket_reset: ACSWDNB restarts from 0 at 09:00 of the day (as at a water-year restart)
+BAD_CELLS = 3  # few_bad_cells: this many cells with impossible T2 and supersaturated TD2 all day
 
 
 def grid(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -73,6 +78,10 @@ def hour_fields(time: pd.Timestamp, lat: np.ndarray, lon: np.ndarray, elevation:
     t2 = 288.0 - 0.6 * (lat - 38) + 10 * season - 0.0065 * elevation + 6 * np.sin(2 * np.pi * (local_hour - 9) / 24)
     t2 = t2 + rng.normal(0, 0.5, shape)
     td2 = t2 - 3.0 - 4.0 * rng.random(shape)
+    # WRF's 2 m diagnostics exceed 100 % humidity in fog and over wet ground: ~1 % of cells, fixed in space,
+    # keep a dewpoint up to 0.6 K above the temperature every hour (real; the seed's rule allows 1 K)
+    fog = (np.floor(np.abs(lat * 37.0 + lon * 11.0) * 13.0) % 97) == 0
+    td2 = np.where(fog, t2 + 0.6 * rng.random(shape), td2)
     psfc = 101325.0 * np.exp(-elevation / 8000.0)
     e = 611.2 * np.exp(17.67 * (td2 - 273.15) / (td2 - 29.65))
     q2 = 0.622 * e / (psfc - 0.378 * e)
@@ -104,6 +113,7 @@ def generate_hourly(
     origin = datetime(start.year, start.month, start.day)
     times = [pd.Timestamp(origin + timedelta(hours=h)) for h in range(days * 24 + 1)]
     times = [t for t in times if not (faults.get(str(t.date())) == "missing_hour" and t.hour == 12)]
+    times = [t for t in times if t <= RECORD_END]  # the real record ends at 2022-09-30T23:00
     stacks: dict[str, list[np.ndarray]] = {name: [] for name in CATALOG}
     bucket = np.zeros(shape)
     for t in times:
@@ -113,6 +123,13 @@ def generate_hourly(
             fields["Q2"] = np.full(shape, np.nan)
         elif fault == "impossible_temperature" and t.hour == 15:
             fields["T2"] = fields["T2"] + 120.0
+        elif fault == "few_bad_cells":
+            for flat in np.linspace(0, lat.size - 1, BAD_CELLS).astype(int):
+                row, col = np.unravel_index(flat, shape)
+                fields["T2"][row, col] = 345.0
+                fields["TD2"][row, col] = 350.0
+        if fault == "bucket_reset" and t.hour == RESET_HOUR:
+            bucket = np.zeros(shape)
         bucket = bucket + fields["SWDOWN"] * 3600.0
         fields["ACSWDNB"] = bucket
         for name in CATALOG:
@@ -331,11 +348,12 @@ class LocalConus404Source(Conus404Source):
     """A generated hourly zarr (real names, units, projection) under ``root``, covering ``days`` from ``start``."""
 
     root: str = Field(description="Folder for the generated store (below the storage root).")
-    start: str = Field(default="2020-07-01", description="First day of the source window.")
-    days: int = Field(default=21, description="Days in the source window; a day outside it fails saying so.")
-    shape: list[int] = Field(default=[36, 48], description="Grid (y, x) spanning the real 1015 x 1367 domain.")
+    start: str = Field(default=LOCAL_SAMPLE_START, description="First day of the source window.")
+    days: int = Field(default=LOCAL_SAMPLE_DAYS, description="Days in the source window; a day outside it fails saying so.")
+    shape: list[int] = Field(default=[60, 80], description="Grid (y, x) spanning the real 1015 x 1367 domain.")
     faults: dict[str, str] = Field(
-        default_factory=dict, description="Day -> missing_hour | nan_field | impossible_temperature (corrupted source days)."
+        default_factory=dict,
+        description="Day -> missing_hour | nan_field | impossible_temperature | bucket_reset | few_bad_cells (corrupted source days).",
     )
     transient_failures: dict[str, int] = Field(
         default_factory=dict, description="Day -> how many reads time out before one succeeds (exercises the retry policy)."
@@ -347,6 +365,11 @@ class LocalConus404Source(Conus404Source):
         )
         return xr.open_zarr(path.path if path.protocol in ("", "file", "local") else path.fs.get_mapper(path.path),
                             consolidated=True, chunks=None)
+
+    def window_hint(self) -> str:
+        first, last = date.fromisoformat(self.start), date.fromisoformat(self.start) + timedelta(days=self.days - 1)
+        return (f". The local profile's generated sample covers {first} .. {last} (hourly); extend it with the "
+                f"conus404_source resource's `start` and `days` (LocalConus404Source), or use GNT_PROFILE=cloud")
 
     def read_attempt(self, day: date) -> None:
         """Counts reads of ``day`` and times out the first ``transient_failures[day]`` of them."""

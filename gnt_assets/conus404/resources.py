@@ -8,6 +8,7 @@ import dagster as dg
 import xarray as xr
 from pydantic import Field, field_validator
 
+from gnt_assets.conus404.validation import DEWPOINT_TOLERANCE, MAX_BAD_SHARE, Rules
 from gnt_assets.conus404.variables import (
     DEFAULT_VARIABLES,
     SourceVariable,
@@ -43,6 +44,10 @@ class Conus404Source(dg.ConfigurableResource):
 
     def open_hourly(self) -> xr.Dataset:
         raise NotImplementedError
+
+    def window_hint(self) -> str:
+        """Appended to a day-outside-the-window error: how this source's window could be extended."""
+        return ""
 
     def read_attempt(self, day: date) -> None:
         """Hook before a day is read; only the local source uses it (to simulate timeouts)."""
@@ -97,3 +102,13 @@ class PlanetaryComputerConus404Source(Conus404Source):
             options["connection_string"] = f"{options['connection_string'].rstrip(';')};SharedAccessSignature={options.pop('credential')}"
         open_kwargs = {**asset.extra_fields.get("xarray:open_kwargs", {}), "chunks": None}
         return xr.open_zarr(asset.href, storage_options=options, **open_kwargs)
+
+
+class Conus404Rules(dg.ConfigurableResource):
+    """How strict the conus404_daily checks are (shared by the check step and a failed ranged run)."""
+
+    max_bad_share: float = Field(default=MAX_BAD_SHARE, description="A cell rule fails a day above this share of offending cells.")
+    dewpoint_tolerance: float = Field(default=DEWPOINT_TOLERANCE, description="K by which daily mean TD2 may exceed T2 (seed: 1).")
+
+    def rules(self) -> Rules:
+        return Rules(max_bad_share=self.max_bad_share, dewpoint_tolerance=self.dewpoint_tolerance)

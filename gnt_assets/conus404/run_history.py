@@ -57,38 +57,62 @@ def latest_runs(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str, dg.
     return latest
 
 
-def _run_failure(instance: dg.DagsterInstance, run_id: str) -> tuple[str, set[str]]:
-    """The run's error text, and the days it names as failed (empty: the whole run failed)."""
-    texts, named = [], set()
+def _by_day(message: str) -> dict[str, str]:
+    """``[day] text; [day] text`` (conus404_daily's ranged failure) -> day -> its own text."""
+    marks = list(NAMED_DAY.finditer(message))
+    return {m.group(1): message[m.end(): marks[i + 1].start() if i + 1 < len(marks) else len(message)].strip(" ;")
+            for i, m in enumerate(marks)}
+
+
+def _run_failure(instance: dg.DagsterInstance, run_id: str) -> tuple[str, dict[str, str]]:
+    """The run's error text, and each named day's own error (empty: the whole run failed, one text for all)."""
+    steps, checks, per_day = [], [], {}
     for entry in instance.all_logs(run_id, of_type={dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.ASSET_CHECK_EVALUATION}):
         event = entry.dagster_event
         if event.event_type == dg.DagsterEventType.STEP_FAILURE:
             error = event.step_failure_data.error
             message = error.message.strip() if error else "step failed"
-            texts.append(message)
-            named |= set(NAMED_DAY.findall(message))
+            named = _by_day(message)
+            if named:
+                for day, text in named.items():
+                    for part in text.split("; check "):  # a day failed by checks lists them: each once
+                        part = part if part.startswith("check ") or part == text else f"check {part}"
+                        if part not in per_day.setdefault(day, []):
+                            per_day[day].append(part)
+            elif "blocking asset check" not in message:  # the check step's summary: the evaluations say more
+                steps.append(message.split(": ", 1)[1] if message.startswith(("dagster.", "Failure:")) else message)
             continue
         evaluation = event.event_specific_data
         if evaluation.passed or evaluation.severity != dg.AssetCheckSeverity.ERROR:
             continue
-        finding, days = evaluation.metadata.get("finding"), evaluation.metadata.get("failed_days")
-        texts.append(f"check {evaluation.check_name} failed: {finding.value if finding else ''}".strip())
-        named |= {d.strip() for d in str(days.value if days else "").split(",") if d.strip()}
-    return " | ".join(texts) or "run failed", named
+        metadata = evaluation.metadata
+        findings = metadata["findings"].value if "findings" in metadata else {}
+        days = [d.strip() for d in str(metadata["failed_days"].value if "failed_days" in metadata else "").split(",") if d.strip()]
+        if evaluation.partition:
+            days = days or [evaluation.partition]
+        for day in days:
+            finding = findings.get(day) or (metadata["finding"].value if "finding" in metadata else "")
+            text = f"check {evaluation.check_name} failed: {finding}".strip()
+            if text not in per_day.get(day, []):
+                per_day.setdefault(day, []).append(text)
+        if not days:
+            checks.append(f"check {evaluation.check_name} failed: {metadata['finding'].value if 'finding' in metadata else ''}")
+    texts = {day: " | ".join(items) for day, items in per_day.items()}
+    return " | ".join(steps + checks) or "run failed", texts
 
 
 def failed_days(instance: dg.DagsterInstance, key: dg.AssetKey) -> list[DayFailure]:
     failures = []
-    explained: dict[str, tuple[str, set[str]]] = {}
+    explained: dict[str, tuple[str, dict[str, str]]] = {}
     for day, record in sorted(latest_runs(instance, key).items()):
         run = record.dagster_run
         if run.status != dg.DagsterRunStatus.FAILURE:
             continue
-        text, named = explained.setdefault(run.run_id, _run_failure(instance, run.run_id))
-        if named and day not in named:  # a ranged run whose other days succeeded
+        text, per_day = explained.setdefault(run.run_id, _run_failure(instance, run.run_id))
+        if per_day and day not in per_day:  # a run that named its failed days: this one succeeded
             continue
         ended = datetime.fromtimestamp(record.end_time or record.update_timestamp.timestamp(), tz=UTC)
-        failures.append(DayFailure(day=day, error=text, failed_at=ended.isoformat(timespec="seconds"), run_id=run.run_id))
+        failures.append(DayFailure(day=day, error=per_day.get(day, text), failed_at=ended.isoformat(timespec="seconds"), run_id=run.run_id))
     return failures
 
 

@@ -6,15 +6,17 @@ import dagster as dg
 from upath import UPath
 
 from gnt_assets.conus404.local import LocalConus404Source
+from gnt_assets.conus404.resources import Conus404Rules
 from gnt_assets.profiles import shared_resources
 
 WINDOW_START = "2020-07-01"
 
 
-def local_resources(root: UPath, **source_options) -> dict:
+def local_resources(root: UPath, rules: dict | None = None, **source_options) -> dict:
     options = {"start": WINDOW_START, "days": 4, "shape": [12, 16], **source_options}
     resources = shared_resources("local")
     resources["conus404_source"] = LocalConus404Source(root=str(root / "sources" / "conus404"), **options)
+    resources["conus404_rules"] = Conus404Rules(**(rules or {}))
     return resources
 
 

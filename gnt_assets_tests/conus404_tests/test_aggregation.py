@@ -11,7 +11,7 @@ import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gnt_assets.conus404.aggregation import SourceWindowError, aggregate_day
+from gnt_assets.conus404.aggregation import SourceWindowError, aggregate_day, bucket_total
 from gnt_assets.conus404.local import CRS_ATTRS
 from gnt_assets.conus404.variables import CATALOG, VariableConfigError, resolve_variables
 
@@ -96,3 +96,50 @@ def test_unknown_and_absent_variables_are_named():
     with pytest.raises(VariableConfigError, match="Q2"):
         resolve_variables(["T2", "Q2"], available={"T2"})
     assert {v.kind for v in CATALOG.values()} == {"instant", "hourly_accumulation", "bucket_accumulation"}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    increments=st.lists(st.floats(0, 4e6, allow_nan=False), min_size=2, max_size=25),
+    start=st.floats(1e8, 1e10, allow_nan=False),
+    restart_at=st.one_of(st.none(), st.integers(1, 24)),
+    wrap=st.booleans(),
+)
+def test_bucket_totals_are_differenced_across_resets(increments, start, restart_at, wrap):
+    """A run accumulation that restarts from 0 (water year) or wraps at WRF's bucket_J still yields what
+    accumulated over the window, and the reset is counted."""
+    bucket = 1e9
+    if wrap:  # the stored value is the accumulation modulo the bucket size
+        series = np.mod(start % bucket + np.cumsum([0.0, *increments[1:]]), bucket)
+        reset = bool(np.any(np.diff(series) < 0))
+    else:
+        series, reset = [start], False
+        for step, increment in enumerate(increments[1:], start=1):
+            restarted = step == restart_at
+            reset |= restarted
+            series.append(increment if restarted else series[-1] + increment)
+    total, cells = bucket_total(np.asarray(series, dtype=np.float64)[:, None, None], bucket_size=bucket if wrap else None)
+    np.testing.assert_allclose(total[0, 0], sum(increments[1:]), rtol=1e-5, atol=1.0)
+    assert cells == int(reset)
+
+
+def test_a_restarted_bucket_is_not_a_negative_total():
+    # 2,000 MJ accumulated, then a restart at the water year: 3 MJ since
+    series = np.array([2.0e9, 2.0e9 + 1e6, 1e6, 3e6], dtype=np.float32)[:, None, None]
+    total, cells = bucket_total(series)
+    assert cells == 1 and total[0, 0] == pytest.approx(1e6 + 1e6 + 2e6, rel=1e-4)  # float32 at 2e9: steps of 256 J
+
+
+def test_the_record_s_last_day_is_aggregated_from_its_23_hours():
+    """2022-09-30 needs 2022-10-01T00 under the HyTEST window; the record ends at 23:00, so sums cover 23 hours."""
+    ds = hourly_dataset(3, datetime(2022, 9, 29), hours=2 * 24, drop=set())  # ends 2022-09-30T23:00
+    result = aggregate_day(ds, date(2022, 9, 30), resolve_variables(VARIABLES), accumulation_offset=1)
+    assert result.hours_found == 23
+    rain = ds["PREC_ACC_NC"].sel(time=slice("2022-09-30T01:00", "2022-09-30T23:00")).values.astype("float64").sum(axis=0)
+    np.testing.assert_allclose(result.fields["PREC_ACC_NC"], rain, rtol=2e-5)
+    t2 = ds["T2"].sel(time=slice("2022-09-30T00:00", "2022-09-30T23:00")).values.astype("float64").mean(axis=0)
+    np.testing.assert_allclose(result.fields["T2"], t2, rtol=2e-6)
+    # any other day still needs its whole window
+    short = hourly_dataset(3, datetime(2021, 9, 29), hours=2 * 24, drop=set())
+    with pytest.raises(SourceWindowError, match="outside the source window"):
+        aggregate_day(short, date(2021, 9, 30), resolve_variables(VARIABLES), accumulation_offset=1)

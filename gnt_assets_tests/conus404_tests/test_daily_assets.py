@@ -182,13 +182,20 @@ def test_a_ranged_run_that_fails_a_read_still_checks_the_days_it_wrote(storage_r
     """07-05 lies outside the window (the step fails); 07-03 and 07-04 are written and checked in the step."""
     result = _ranged_run(storage_root, instance, "2020-07-03", "2020-07-05", faults={"2020-07-04": "impossible_temperature"})
     assert not result.success
-    assert "[2020-07-05] SourceWindowError" in _failure_text(result)
-    assert "[2020-07-04] BlockingChecksFailed" in _failure_text(result)
+    text = _failure_text(result)
+    assert "[2020-07-05] conus404 day 2020-07-05: " in text and "outside the source window" in text
+    assert "[2020-07-04] check t2_plausible failed: T2 outside" in text
+    assert "SourceWindowError" not in text and "BlockingChecksFailed" not in text
     logged = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)  # by the failed step
     evaluations = [entry.dagster_event.event_specific_data for entry in logged]
     failed = {(e.check_name, e.partition) for e in evaluations if not e.passed}
     assert ("t2_plausible", "2020-07-04") in failed
     assert not any(partition == "2020-07-03" for _, partition in failed)
     assert instance.get_materialized_partitions(dg.AssetKey("conus404_daily")) == {"2020-07-03", "2020-07-04"}
-    assert [f.day for f in failed_days(instance, dg.AssetKey("conus404_daily"))] == ["2020-07-04", "2020-07-05"]
+    failures = {f.day: f.error for f in failed_days(instance, dg.AssetKey("conus404_daily"))}
+    assert list(failures) == ["2020-07-04", "2020-07-05"]
+    # each day's entry holds its own error only, in full
+    assert failures["2020-07-04"].startswith("check t2_plausible failed: T2 outside") and "2020-07-05" not in failures["2020-07-04"]
+    assert "outside the source window" in failures["2020-07-05"] and "t2_plausible" not in failures["2020-07-05"]
+    assert failures["2020-07-05"].endswith("or use GNT_PROFILE=cloud")
     assert good_days(instance, dg.AssetKey("conus404_daily")) == [date(2020, 7, 3)]
