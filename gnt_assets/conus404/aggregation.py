@@ -111,6 +111,12 @@ class SourceWindowError(InputError, LookupError):
     pass
 
 
+def _surface(array: xr.DataArray) -> xr.DataArray:
+    """The field on (time, y, x): a vertical dimension (e.g. a 3-D ``Z``) is read at its lowest level."""
+    extra = [dim for dim in array.dims if dim not in ("time", "y", "x")]
+    return array.isel(dict.fromkeys(extra, 0)) if extra else array
+
+
 def _timestamps(day: date, offsets: range) -> list[np.datetime64]:
     start = datetime(day.year, day.month, day.day)
     return [np.datetime64(start + timedelta(hours=h), "ns") for h in offsets]
@@ -158,7 +164,7 @@ def aggregate_day(
             if day == RECORD_LAST_DAY and len(wanted) < HOURS + 1:
                 result.hours_found = min(result.hours_found, len(wanted) - 1)
         else:
-            values = hourly[variable.name].sel(time=slice(present[0], present[-1])).values  # only absent steps lie between
+            values = _surface(hourly[variable.name]).sel(time=slice(present[0], present[-1])).values  # only absent steps lie between
             result.hours_found = min(result.hours_found, len(present))
             result.missing_hours = sorted(set(result.missing_hours) | set(absent))
         for name, array in reduce_hours(variable, values).items():

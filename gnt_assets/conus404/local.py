@@ -95,6 +95,7 @@ def hour_fields(time: pd.Timestamp, lat: np.ndarray, lon: np.ndarray, elevation:
     return {
         "T2": t2, "TD2": td2, "Q2": q2, "PSFC": psfc, "U10": u10, "V10": v10, "LAI": lai,
         "SWDOWN": swdown, "ACRAINLSM": rain * 0.98, "PREC_ACC_NC": rain,
+        "Z": elevation + 25.0 + 0.01 * (t2 - 288.0),  # the lowest mass level, ~25 m above ground, breathing with T
     }
 
 

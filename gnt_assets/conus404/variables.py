@@ -39,6 +39,8 @@ CATALOG: dict[str, SourceVariable] = {
         SourceVariable("PSFC", "Pa", "SFC PRESSURE", "instant", 0.0),
         SourceVariable("U10", "m s-1", "U at 10 M", "instant"),
         SourceVariable("V10", "m s-1", "V at 10 M", "instant"),
+        # The seed's Z (mean, like the other states); a 3-D source field is read at its lowest level.
+        SourceVariable("Z", "m", "HEIGHT ABOVE SEA LEVEL (lowest model level)", "instant"),
         SourceVariable("LAI", "m-2/m-2", "LEAF AREA INDEX", "instant", 0.0),
         SourceVariable("SWDOWN", "W m-2", "DOWNWARD SHORT WAVE FLUX AT GROUND SURFACE", "instant", 0.0),
         SourceVariable("ACRAINLSM", "mm", "ACCUMULATED RAINFALL FOR LSM (previous 60 min)", "hourly_accumulation", 0.0),

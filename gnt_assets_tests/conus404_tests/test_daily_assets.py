@@ -13,6 +13,7 @@ import numpy as np
 import pydantic
 import pytest
 import xarray as xr
+from dagster._serdes import serialize_value
 
 from gnt_assets.conus404.daily_store import open_daily
 from gnt_assets.conus404.definitions import defs
@@ -20,6 +21,7 @@ from gnt_assets.conus404.local import LocalConus404Source
 from gnt_assets.conus404.run_history import failed_days, good_days
 from gnt_assets.conus404.schedules import conus404_catchup_schedule
 from gnt_assets.conus404.sensors import conus404_failure_report_sensor
+from gnt_assets.conus404.variables import DEFAULT_VARIABLES
 from gnt_assets.resources.alerts import AlertSinksResource
 from gnt_assets.sensors.check_failure_alerts import check_failure_alert_sensor
 from gnt_assets_tests.conus404_tests.conus404_fixtures import local_resources, materialize_days
@@ -199,3 +201,57 @@ def test_a_ranged_run_that_fails_a_read_still_checks_the_days_it_wrote(storage_r
     assert "outside the source window" in failures["2020-07-05"] and "t2_plausible" not in failures["2020-07-05"]
     assert failures["2020-07-05"].endswith("or use GNT_PROFILE=cloud")
     assert good_days(instance, dg.AssetKey("conus404_daily")) == [date(2020, 7, 3)]
+
+
+def _metadata_bytes(instance, run_id: str) -> int:
+    """Bytes of metadata the run put in the event log (materializations and check evaluations)."""
+    size = 0
+    for entry in instance.all_logs(run_id, of_type={dg.DagsterEventType.ASSET_MATERIALIZATION, dg.DagsterEventType.ASSET_CHECK_EVALUATION}):
+        data = entry.dagster_event.event_specific_data
+        metadata = data.materialization.metadata if hasattr(data, "materialization") else data.metadata
+        size += len(serialize_value(dict(metadata)))
+    return size
+
+
+def test_awkward_days_pass_with_findings_small_metadata_and_previews_on_the_first(storage_root, instance):
+    """A bucket reset and a few bad cells pass with their findings; each day's event-log metadata stays under 4 KB
+    except on the first of the month, which carries the quick looks."""
+    faults = {"2020-07-01": "bucket_reset", "2020-07-02": "few_bad_cells"}
+    resources = local_resources(storage_root, rules={"max_bad_share": 0.02}, start="2020-06-30", days=3, faults=faults)
+    days = ["2020-06-30", "2020-07-01", "2020-07-02"]
+    results = materialize_days(instance, resources, days)
+    assert all(r.success for r in results.values())
+    reset = {e.check_name: e for e in results["2020-07-01"].get_asset_check_evaluations()}
+    assert len(reset) == 8 and all(e.passed for e in reset.values())
+    assert "bucket resets handled (cells): {'ACSWDNB': 192}" in reset["non_negative_totals"].metadata["finding"].value
+    bad = {e.check_name: e for e in results["2020-07-02"].get_asset_check_evaluations()}
+    assert bad["t2_plausible"].passed and bad["t2_plausible"].metadata["offenders"].value["2020-07-02"]["T2 high"]["cells"] == 3
+    assert bad["dewpoint_below_temperature"].passed and "within the 2.00% threshold" in bad["dewpoint_below_temperature"].metadata["finding"].value
+    sizes = {day: _metadata_bytes(instance, results[day].run_id) for day in days}
+    assert sizes["2020-06-30"] < 4096 and sizes["2020-07-02"] < 4096, sizes
+    previews = {day: any("data:image/png" in str(v.value) for m in results[day].asset_materializations_for_node("conus404_daily")
+                         for v in m.metadata.values()) for day in days}
+    assert previews == {"2020-06-30": False, "2020-07-01": True, "2020-07-02": False}
+
+
+def test_the_record_s_last_day_is_a_warning_not_a_permanent_failure(storage_root, instance):
+    resources = local_resources(storage_root, start="2022-09-29", days=2)  # the generated record ends 2022-09-30T23:00
+    result = materialize_days(instance, resources, ["2022-09-30"])["2022-09-30"]
+    assert result.success
+    hours = next(e for e in result.get_asset_check_evaluations() if e.check_name == "hours_complete")
+    assert not hours.passed and hours.severity == dg.AssetCheckSeverity.WARN
+    assert "record's last day" in hours.metadata["finding"].value
+    assert int(open_daily(storage_root / "conus404" / "daily.zarr")["source_hours"].sel(time="2022-09-30").values) == 23
+    assert failed_days(instance, dg.AssetKey("conus404_daily")) == []
+
+
+def test_a_variable_added_to_the_configuration_joins_the_existing_store(storage_root, instance):
+    fewer = [v for v in DEFAULT_VARIABLES if v != "Z"]
+    assert materialize_days(instance, local_resources(storage_root, variables=fewer), ["2020-07-01"])["2020-07-01"].success
+    assert "Z" not in open_daily(storage_root / "conus404" / "daily.zarr")
+    assert materialize_days(instance, local_resources(storage_root), ["2020-07-02"])["2020-07-02"].success
+    store = open_daily(storage_root / "conus404" / "daily.zarr")
+    assert np.isnan(store["Z"].sel(time="2020-07-01").values).all()  # the old day, backfillable
+    assert np.isfinite(store["Z"].sel(time="2020-07-02").values).all()
+    assert materialize_days(instance, local_resources(storage_root), ["2020-07-01"])["2020-07-01"].success
+    assert np.isfinite(open_daily(storage_root / "conus404" / "daily.zarr")["Z"].sel(time="2020-07-01").values).all()
