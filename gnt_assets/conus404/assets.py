@@ -171,21 +171,26 @@ def conus404_failure_report(context: dg.AssetExecutionContext, storage: StorageR
 
 @dg.asset(group_name=GROUP, deps=[conus404_daily], kinds={"zarr", "dask"})
 def conus404_analysis_ready(context: dg.AssetExecutionContext, storage: StorageResource, compute: DaskComputeResource) -> dg.MaterializeResult:
-    """The validated daily days rechunked for time-series reads (36 days x 350 x 350, HyTEST layout), listing its days."""
+    """The validated daily days rechunked for time-series reads (36 days x 350 x 350, HyTEST layout) over the whole
+    record; each update rewrites only the 36-day blocks holding new, changed or no longer good days (on the Dask
+    compute resource). `conus404/analysis_ready.days.json` lists the days it holds."""
     days = run_history.good_days(context.instance, conus404_daily.key)
     if not days:
         raise dg.Failure("conus404_analysis_ready: no conus404_daily day has passed its checks yet", allow_retries=False)
     target = storage.path("conus404", "analysis_ready.zarr")
+    changed, cursor = run_history.materialized_since(context.instance, conus404_daily.key, ready.Ledger.read(target).cursor)
     with compute.get_client() as client:
-        chunks = ready.rechunk_days(storage.path(*DAILY_STORE), days, target, client)
-    context.log.info(f"analysis-ready copy of {len(days)} days, chunks {chunks}")
-    last_t2 = ready.last_day_field(target, "T2")  # one time slice: reads one row of 36-day chunks
+        chunks, ledger, written = ready.update_copy(storage.path(*DAILY_STORE), target, days, changed, cursor, client)
+    context.log.info(f"analysis-ready copy: {len(days)} days, rewrote {len(ledger.last_blocks)} blocks of 36 days ({written:,} bytes)")
+    last_t2 = ready.last_day_field(target, days[-1], "T2")  # one time slice: reads one row of 36-day chunks
     look = quicklook_metadata(quicklook(last_t2[::-1]), title=f"T2 daily mean (K), {days[-1]}") if last_t2 is not None else {}
     return dg.MaterializeResult(metadata={
-        **output_metadata([target]),
         **look,
         "days": dg.MetadataValue.int(len(days)),
         "first_day": dg.MetadataValue.text(str(days[0])),
         "last_day": dg.MetadataValue.text(str(days[-1])),
+        "blocks_rewritten": dg.MetadataValue.int(len(ledger.last_blocks)),
+        "bytes_written": dg.MetadataValue.int(written),
         "chunks": dg.MetadataValue.json(chunks),
+        "path": dg.MetadataValue.path(str(target)),
     })

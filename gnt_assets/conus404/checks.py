@@ -60,14 +60,28 @@ def no_ultimate_failures(storage: StorageResource) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(asset=conus404_analysis_ready, blocking=True,
-                description="The copy has the time-series chunk layout and lists exactly the days it holds.")
+                description="The copy has the time-series chunk layout, and every day it lists holds data.")
 def analysis_ready_layout(storage: StorageResource) -> dg.AssetCheckResult:
     target = storage.path("conus404", "analysis_ready.zarr")
     copy = xr.open_zarr(zarr_target(target), consolidated=False)
-    listed = ready.contained_days(target)
-    held = [str(t)[:10] for t in copy["time"].values]
+    ledger = ready.Ledger.read(target)
     expected = ready.target_chunks(dict(copy.sizes))
     actual = {dim: copy["T2"].encoding["chunks"][i] for i, dim in enumerate(copy["T2"].dims)} if "T2" in copy else expected
-    passed = listed == held and actual == expected
-    return dg.AssetCheckResult(passed=passed, metadata={"days": len(held), "chunks": dg.MetadataValue.json(actual),
-                                                        "expected_chunks": dg.MetadataValue.json(expected)})
+    hours = copy["source_hours"].values  # (time,): one small array
+    index = {str(t)[:10]: i for i, t in enumerate(copy["time"].values)}
+    empty = [d for d in ledger.days if d not in index or hours[index[d]] == 0]
+    passed = actual == expected and not empty and bool(ledger.days)
+    return dg.AssetCheckResult(passed=passed, metadata={"days": len(ledger.days), "chunks": dg.MetadataValue.json(actual),
+                                                        "expected_chunks": dg.MetadataValue.json(expected),
+                                                        "listed_without_data": ", ".join(empty[:20])})
+
+
+@dg.asset_check(asset=conus404_analysis_ready, blocking=True,
+                description="The copy equals the daily store on the days it lists, in every block the latest update rewrote.")
+def analysis_ready_matches_daily(storage: StorageResource) -> dg.AssetCheckResult:
+    target = storage.path("conus404", "analysis_ready.zarr")
+    ledger = ready.Ledger.read(target)
+    differences = ready.compare_blocks(storage.path(*DAILY_STORE), target, ledger)
+    passed = not any(differences.values())
+    return dg.AssetCheckResult(passed=passed, metadata={"blocks_compared": len(ledger.last_blocks),
+                                                        "differing_cells": dg.MetadataValue.json(differences)})

@@ -14,6 +14,7 @@ from gnt_assets.conus404.assets import (
 )
 from gnt_assets.conus404.checks import (
     analysis_ready_layout,
+    analysis_ready_matches_daily,
     daily_checks,
     no_ultimate_failures,
     summary_covers_variables,
@@ -25,7 +26,8 @@ from gnt_assets.conus404.sensors import conus404_failure_report_sensor
 
 defs = dg.Definitions(
     assets=[conus404_daily, conus404_daily_summary, conus404_failure_report, conus404_analysis_ready],
-    asset_checks=[*daily_checks, summary_covers_variables, no_ultimate_failures, analysis_ready_layout],
+    asset_checks=[*daily_checks, summary_covers_variables, no_ultimate_failures, analysis_ready_layout,
+                  analysis_ready_matches_daily],
     sensors=[conus404_failure_report_sensor],
     schedules=[conus404_catchup_schedule],
 )

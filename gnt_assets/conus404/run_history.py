@@ -120,3 +120,19 @@ def good_days(instance: dg.DagsterInstance, key: dg.AssetKey) -> list[date]:
     """Materialized days whose latest run succeeded (so every blocking check passed)."""
     bad = {f.day for f in failed_days(instance, key)}
     return sorted(date.fromisoformat(d) for d in instance.get_materialized_partitions(key) - bad)
+
+
+def materialized_since(instance: dg.DagsterInstance, key: dg.AssetKey, after: int | None) -> tuple[set[str], int | None]:
+    """Days materialized after the event storage id ``after`` (all, when None), and the newest storage id seen."""
+    days: set[str] = set()
+    newest, cursor = after, None
+    while True:
+        page = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, after_storage_id=after),
+                                               limit=1000, cursor=cursor, ascending=True)
+        for record in page.records:
+            if record.partition_key:
+                days.add(record.partition_key)
+            newest = max(newest or 0, record.storage_id)
+        if not page.has_more:
+            return days, newest
+        cursor = page.cursor

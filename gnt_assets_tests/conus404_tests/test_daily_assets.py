@@ -15,6 +15,7 @@ import pytest
 import xarray as xr
 from dagster._serdes import serialize_value
 
+from gnt_assets.conus404.analysis_ready import Ledger
 from gnt_assets.conus404.daily_store import open_daily
 from gnt_assets.conus404.definitions import defs
 from gnt_assets.conus404.local import LocalConus404Source
@@ -112,10 +113,13 @@ def test_backfill_with_a_corrupted_day_fails_only_that_day(storage_root, instanc
     ready_metadata = ready.get_asset_materialization_events()[0].materialization.metadata
     assert "data:image/png;base64," in ready_metadata["T2 daily mean (K), 2020-07-03"].value
     assert ready_metadata["min (T2 daily mean 2020-07-03, K)"].value == pytest.approx(float(day3.min()), rel=1e-6)
-    copy = xr.open_zarr(str(storage_root / "conus404" / "analysis_ready.zarr"), consolidated=False)
-    assert copy.attrs["days"] == ["2020-07-01", "2020-07-03"]
-    assert copy["T2"].encoding["chunks"] == (2, 12, 16)
-    np.testing.assert_array_equal(copy["T2"].isel(time=0).values, day1)
+    target = storage_root / "conus404" / "analysis_ready.zarr"
+    copy = xr.open_zarr(str(target), consolidated=False)
+    assert Ledger.read(target).days == ["2020-07-01", "2020-07-03"]
+    assert copy["T2"].encoding["chunks"] == (36, 12, 16) and copy.sizes["time"] == 15706
+    np.testing.assert_array_equal(copy["T2"].sel(time="2020-07-01").values, day1)
+    assert np.isnan(copy["T2"].sel(time="2020-07-02").values).all()
+    assert ready_metadata["blocks_rewritten"].value == 1
 
     # once the source is fixed, re-running the day succeeds without cleanup and clears the report
     fixed = local_resources(storage_root)
@@ -123,6 +127,17 @@ def test_backfill_with_a_corrupted_day_fails_only_that_day(storage_root, instanc
     dg.materialize(assets=[*defs.assets, *defs.asset_checks], selection=["conus404_failure_report"],
                    instance=instance, resources=fixed)
     assert json.loads((storage_root / "conus404" / "ultimate_failures.json").read_text())["failures"] == []
+
+    # the copy takes the repaired day by rewriting its one 36-day block; with nothing new, nothing is rewritten
+    for rewritten in (1, 0):
+        again = dg.materialize(assets=[*defs.assets, *defs.asset_checks], selection=["conus404_analysis_ready"],
+                               instance=instance, resources=fixed)
+        assert again.success and all(_checks(again).values())
+        metadata = again.get_asset_materialization_events()[0].materialization.metadata
+        assert metadata["blocks_rewritten"].value == rewritten
+    assert Ledger.read(target).days == DAYS
+    day2 = open_daily(storage_root / "conus404" / "daily.zarr")["T2"].sel(time="2020-07-02").values
+    np.testing.assert_array_equal(xr.open_zarr(str(target), consolidated=False)["T2"].sel(time="2020-07-02").values, day2)
     np.testing.assert_array_equal(open_daily(storage_root / "conus404" / "daily.zarr")["T2"].sel(time="2020-07-01").values, day1)
 
 
@@ -255,3 +270,20 @@ def test_a_variable_added_to_the_configuration_joins_the_existing_store(storage_
     assert np.isfinite(store["Z"].sel(time="2020-07-02").values).all()
     assert materialize_days(instance, local_resources(storage_root), ["2020-07-01"])["2020-07-01"].success
     assert np.isfinite(open_daily(storage_root / "conus404" / "daily.zarr")["Z"].sel(time="2020-07-01").values).all()
+
+
+def test_the_copy_check_catches_a_block_that_differs_from_the_daily_store(storage_root, instance):
+    resources = local_resources(storage_root)
+    assert materialize_days(instance, resources, ["2020-07-01"])["2020-07-01"].success
+    run = dg.materialize(assets=[*defs.assets, *defs.asset_checks], selection=["conus404_analysis_ready"],
+                         instance=instance, resources=resources)
+    assert _checks(run)["analysis_ready_matches_daily"] is True
+    import zarr
+
+    group = zarr.open_group(str(storage_root / "conus404" / "analysis_ready.zarr"), mode="r+", zarr_format=3)
+    index = (date(2020, 7, 1) - date(1979, 10, 1)).days
+    group["T2"][index, 0, 0] = 0.0  # a corrupted cell of a listed day
+    from gnt_assets.conus404.checks import analysis_ready_matches_daily
+
+    result = analysis_ready_matches_daily(storage=resources["storage"])
+    assert not result.passed and result.metadata["differing_cells"].value["T2"] == 1
