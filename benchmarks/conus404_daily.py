@@ -30,13 +30,13 @@ DAY = date(2020, 7, 2)
 START = date(2020, 7, 2)
 
 
-def ensure_store(workdir: Path) -> Path:
+def ensure_store(workdir: Path, shape: tuple[int, int]) -> Path:
     from upath import UPath
 
-    from gnt_assets.conus404.local import FULL_SHAPE, ensure_hourly_store
+    from gnt_assets.conus404.local import ensure_hourly_store
 
     # 1 day + the 00:00 step after it; the generator writes one chunk per hour like the real store
-    return Path(ensure_hourly_store(UPath(workdir), START, 1, FULL_SHAPE).path)
+    return Path(ensure_hourly_store(UPath(workdir), START, 1, shape).path)
 
 
 def ours(store: Path) -> None:
@@ -157,18 +157,19 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--child", choices=[*PATHS, "generate"])
     parser.add_argument("--store")
+    parser.add_argument("--shape", default="1015,1367", help="grid y,x (a smaller one only to try the script)")
     args = parser.parse_args()
     if args.child and args.child != "generate":
         child(args.child, Path(args.store))
         return 0
     if args.child == "generate":
-        print(ensure_store(Path(args.workdir)))
+        print(ensure_store(Path(args.workdir), tuple(int(n) for n in args.shape.split(","))))
         return 0
     started = time.perf_counter()
-    output = subprocess.run([sys.executable, __file__, "--child", "generate", "--workdir", args.workdir],
+    output = subprocess.run([sys.executable, __file__, "--child", "generate", "--workdir", args.workdir, "--shape", args.shape],
                             check=True, capture_output=True, text=True).stdout  # its peak stays in its own process
     store = Path(output.strip().splitlines()[-1])
-    print(f"store {store} ready in {time.perf_counter() - started:.1f} s (1015 x 1367, 25 hourly steps, 11 variables)")
+    print(f"store {store} ready in {time.perf_counter() - started:.1f} s ({args.shape.replace(',', ' x ')}, 25 hourly steps, 12 variables)")
     best: dict[str, dict] = {}
     for _ in range(args.repeat):
         for path in PATHS:
