@@ -19,7 +19,7 @@ from gnt_assets.core.atomic import atomic_write_bytes
 from gnt_assets.core.errors import TransientError, is_transient
 from gnt_assets.core.quicklook import quicklook
 from gnt_assets.core.zarr_regions import write_region
-from gnt_assets.materialization import output_metadata, quicklook_metadata
+from gnt_assets.materialization import catalog_metadata, day_span, output_metadata, quicklook_metadata
 from gnt_assets.partitions import conus404_day
 from gnt_assets.resources.compute import DaskComputeResource
 from gnt_assets.resources.storage import StorageResource
@@ -79,7 +79,7 @@ def conus404_daily(context: dg.AssetExecutionContext, storage: StorageResource, 
             context.log.error(f"conus404 day {day} ({index}/{len(days)}) failed: {type(error).__name__}: {error}")
             continue
         written.append(day)
-        metadata[day] = _daily_metadata(path, fields)  # from the fields in memory: no read of the stored day
+        metadata[day] = _daily_metadata(path, fields, context, storage)  # from the fields in memory: no read of the stored day
         missing = f", missing {fields.missing_hours}" if fields.missing_hours else ""
         context.log.info(f"conus404 day {day} ({index}/{len(days)}): {fields.hours_found} hourly steps{missing}")
         del fields
@@ -112,24 +112,27 @@ def preview_day(day: date) -> bool:
     return day.day == 1
 
 
-def _daily_metadata(path, fields: DailyFields) -> dict:
+def _daily_metadata(path, fields: DailyFields, context: dg.AssetExecutionContext, storage: StorageResource) -> dict:
     """files/bytes of the day's chunks, its hour count, T2 statistics; quick looks on preview days (under 4 KB otherwise)."""
     names = [*fields.fields, *fields.counts, "source_hours"]
     metadata = {**output_metadata(day_objects(path, fields.day, names)), "hours": dg.MetadataValue.int(fields.hours_found),
-                "path": dg.MetadataValue.path(str(path))}
+                "path": dg.MetadataValue.path(str(path)),
+                **catalog_metadata(context, storage.root_path, {"zarr": path}, partition=str(fields.day), times=day_span(fields.day))}
     t2 = fields.fields.get("T2")
     if t2 is not None:
         finite = t2[np.isfinite(t2)]
         metadata["shape"] = dg.MetadataValue.text(" x ".join(map(str, t2.shape)))
         metadata["valid_share"] = dg.MetadataValue.float(round(finite.size / t2.size, 6))
         if finite.size:
-            metadata.update({k: dg.MetadataValue.float(float(f(finite))) for k, f in (("min", np.min), ("mean", np.mean), ("max", np.max))})
+            metadata.update({f"{k} (T2 daily mean, K)": dg.MetadataValue.float(float(f(finite)))
+                             for k, f in (("min", np.min), ("mean", np.mean), ("max", np.max))})
         if preview_day(fields.day):  # rows flipped: y runs south -> north
-            metadata.update(quicklook_metadata(quicklook(t2[::-1]), title="T2 daily mean (K)"))
+            metadata.update(quicklook_metadata(quicklook(t2[::-1], variable="T2 daily mean", units="K"), title="T2 daily mean (K)"))
     precip = next((n for n in ("PREC_ACC_NC", "ACRAINLSM") if n in fields.fields), None)
     if precip and preview_day(fields.day):
         title = f"{precip} daily sum (mm)"  # only the picture: shape/min/mean/max above are T2's
-        metadata[title] = quicklook_metadata(quicklook(fields.fields[precip][::-1]), title=title)[title]
+        look = quicklook(fields.fields[precip][::-1], variable=f"{precip} daily sum", units="mm")
+        metadata[title] = quicklook_metadata(look, title=title)[title]
     for name, count in fields.counts.items():
         metadata[name] = dg.MetadataValue.int(count)
     return metadata
@@ -183,7 +186,8 @@ def conus404_analysis_ready(context: dg.AssetExecutionContext, storage: StorageR
         chunks, ledger, written = ready.update_copy(storage.path(*DAILY_STORE), target, days, changed, cursor, client)
     context.log.info(f"analysis-ready copy: {len(days)} days, rewrote {len(ledger.last_blocks)} blocks of 36 days ({written:,} bytes)")
     last_t2 = ready.last_day_field(target, days[-1], "T2")  # one time slice: reads one row of 36-day chunks
-    look = quicklook_metadata(quicklook(last_t2[::-1]), title=f"T2 daily mean (K), {days[-1]}") if last_t2 is not None else {}
+    look = (quicklook_metadata(quicklook(last_t2[::-1], variable=f"T2 daily mean {days[-1]}", units="K"), title=f"T2 daily mean (K), {days[-1]}")
+            if last_t2 is not None else {})
     return dg.MaterializeResult(metadata={
         **look,
         "days": dg.MetadataValue.int(len(days)),
@@ -193,4 +197,5 @@ def conus404_analysis_ready(context: dg.AssetExecutionContext, storage: StorageR
         "bytes_written": dg.MetadataValue.int(written),
         "chunks": dg.MetadataValue.json(chunks),
         "path": dg.MetadataValue.path(str(target)),
+        **catalog_metadata(context, storage.root_path, {"zarr": target}),
     })
