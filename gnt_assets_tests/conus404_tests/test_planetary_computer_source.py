@@ -24,7 +24,7 @@ from gnt_assets.conus404.local import (
     planetary_computer_api,
     upload_hourly,
 )
-from gnt_assets.conus404.resources import PlanetaryComputerConus404Source
+from gnt_assets.conus404.resources import Conus404Rules, PlanetaryComputerConus404Source
 from gnt_assets.conus404.variables import resolve_variables
 from gnt_assets.profiles import shared_resources
 from gnt_assets_tests.conus404_tests.conus404_fixtures import materialize_days
@@ -54,6 +54,7 @@ def _resources(storage_root, base: str) -> dict:
         stac_url=f"{base}/api/stac/v1", sas_url=f"{base}/api/sas/v1/token", variables=VARIABLES,
         timeout_seconds=1.0, request_retries=0,  # so a stall reaches the asset's retry policy
     )
+    resources["conus404_rules"] = Conus404Rules()
     return resources
 
 
