@@ -86,9 +86,11 @@ def _store_args(path: UPath) -> dict:
     return {"store": str(path), "storage_options": dict(path.storage_options)}
 
 
-def open_store(path: UPath) -> xr.Dataset:
-    """The store as a lazy dataset (nothing is read until computed)."""
-    return xr.open_zarr(**_store_args(path), consolidated=False, zarr_format=3)
+def open_store(path: UPath, dask: bool = True) -> xr.Dataset:
+    """The store as a lazy dataset (nothing is read until computed). ``dask=False``: lazily indexed arrays without
+    dask, so reading a small window of a store with many chunks builds no task graph over all of them."""
+    extra = {} if dask else {"chunks": None}
+    return xr.open_zarr(**_store_args(path), consolidated=False, zarr_format=3, **extra)
 
 
 def _open_group(path: UPath, mode: str = "r") -> zarr.Group:

@@ -33,6 +33,14 @@ class ClustersConfig(dg.Config):
     buffer_degrees: float = BUFFER_DEGREES
 
 
+class ExportsConfig(dg.Config):
+    reset: list[str] = []  # cluster ids (or their first 8 characters) to return to "to export" (their next attempt)
+
+
+class RegionsConfig(dg.Config):
+    skip_failed: bool = True  # write the region without clusters whose exports failed for good (named), not block it
+
+
 def _country_year(context) -> tuple[str, int]:
     keys = context.partition_key.keys_by_dimension
     return keys["country"], int(keys["year"])
@@ -49,9 +57,12 @@ def mine_polygons(context: dg.AssetExecutionContext, config: PolygonsConfig, sto
         raise dg.Failure(f"{source}: no valid polygon left ({len(checked.rejects)} rejected)")
     countries = sorted(checked.valid["ISO3_CODE"].unique())
     context.instance.add_dynamic_partitions(mining_country.name, countries)
-    rejects = "\n".join(f"- row {r.mine_id} ({r.ISO3_CODE}): {r.reason}" for r in checked.rejects.itertuples())
+    rejects = "\n".join(f"- {source} row {r.mine_id} ({r.ISO3_CODE}): {r.reason}" for r in checked.rejects.itertuples())
+    if len(checked.rejects):
+        context.log.warning(f"{source}: {len(checked.rejects)} rows rejected:\n{rejects}")
     return dg.Output(checked.valid, metadata={
         "valid": len(checked.valid), "rejected": len(checked.rejects), "made_valid": checked.made_valid,
+        "unwrapped_across_antimeridian": checked.unwrapped,
         "countries": ", ".join(countries), "rejects": dg.MetadataValue.md(rejects), **output_metadata([rejects_path]),
     })
 
@@ -78,12 +89,14 @@ def mining_clusters(context: dg.AssetExecutionContext, config: ClustersConfig, m
     ins={"mining_clusters": dg.AssetIn(partition_mapping=by_country)},
     backfill_policy=dg.BackfillPolicy.multi_run(1),  # one country-year per run: the code reads one partition key
 )
-def landsat_exports(context: dg.AssetExecutionContext, storage: StorageResource, earthengine: EarthEngineResource,
-                    mining_clusters: gpd.GeoDataFrame) -> dg.MaterializeResult:
-    """One Landsat annual-composite export per cluster on the world grid; tasks are found by description before
-    submitting, and small regions take the direct computePixels path."""
+def landsat_exports(context: dg.AssetExecutionContext, config: ExportsConfig, storage: StorageResource,
+                    earthengine: EarthEngineResource, drive: DriveResource, mining_clusters: gpd.GeoDataFrame) -> dg.MaterializeResult:
+    """One Landsat annual-composite export per cluster on the world grid (two across the antimeridian); tasks are
+    found in one listing before submitting (descriptions carry the attempt number), small regions take the direct
+    computePixels path on a thread pool. Config ``reset`` returns clusters to "to export"."""
     country, year = _country_year(context)
-    records, counts, errors = submit_exports(storage.root_path, earthengine, mining_clusters, country, year)
+    records, counts, errors = submit_exports(storage.root_path, earthengine, mining_clusters, country, year, drive=drive,
+                                             reset=config.reset)
     if errors:
         context.log.error("; ".join(errors))
     states = [r.state for r in records]
@@ -99,15 +112,19 @@ def landsat_exports(context: dg.AssetExecutionContext, storage: StorageResource,
     ins={"mining_clusters": dg.AssetIn(partition_mapping=by_country)},
     backfill_policy=dg.BackfillPolicy.multi_run(1),  # one country-year per run: the code reads one partition key
 )
-def landsat_regions(context: dg.AssetExecutionContext, storage: StorageResource, drive: DriveResource,
+def landsat_regions(context: dg.AssetExecutionContext, config: RegionsConfig, storage: StorageResource, drive: DriveResource,
                     mining_clusters: gpd.GeoDataFrame) -> dg.MaterializeResult:
     """The country-year zarr region: every export file downloaded (all shards), checked against the world grid,
-    written cluster by cluster, and only then deleted from Drive."""
+    written cluster by cluster, and only then deleted from Drive. Exports that failed for good are skipped and
+    named (config ``skip_failed``); reset them (``landsat_exports`` config ``reset``) to redo them."""
     country, year = _country_year(context)
-    result = write_regions(storage.root_path, drive, mining_clusters, country, year)
+    result = write_regions(storage.root_path, drive, mining_clusters, country, year, skip_failed=config.skip_failed)
     if result["errors"]:
         raise dg.Failure(f"{country}|{year}: " + "; ".join(result["errors"]), metadata={"written": len(result["written"])})
-    metadata = {"clusters_written": len(result["written"]), "drive_files_deleted": result["drive_deleted"], **output_metadata([result["path"]]),
+    if result["skipped_failed"]:
+        context.log.warning(f"{country}|{year}: written without exports that failed for good: {', '.join(result['skipped_failed'])}")
+    metadata = {"clusters_written": len(result["written"]), "drive_files_deleted": result["drive_deleted"],
+                "skipped_failed": dg.MetadataValue.text(", ".join(result["skipped_failed"])), **output_metadata([result["path"]]),
                 **catalog_metadata(context, storage.root_path, {"zarr": result["path"]}, times=year_span(int(year)), hints={"zarr": {"band_names": BANDS}})}
     first = mining_clusters[mining_clusters["cluster_id"].isin(result["written"])].head(1)
     if len(first):

@@ -16,7 +16,7 @@ from gnt_assets.mining.assets import (
     status_path,
 )
 from gnt_assets.mining.clusters import SCHEMA
-from gnt_assets.mining.exports import ledger_path, read_ledger
+from gnt_assets.mining.exports import ledger_path, read_ledger, without_skipped
 from gnt_assets.mining.regions import BANDS, VARIABLE, region_path, tile_array, tile_chunks_present
 from gnt_assets.mining.resources import DriveResource
 from gnt_assets.partitions import mining_country, mining_country_year
@@ -35,8 +35,10 @@ def _country_year(context) -> tuple[str, str]:
 def polygons_rejected_rows(storage: StorageResource) -> dg.AssetCheckResult:
     rejects = read_table(storage.path("mining", "rejects", "mine_polygons.parquet"))
     reasons = rejects["reason"].value_counts().to_dict() if len(rejects) else {}
+    rows = "\n".join(f"- {getattr(r, 'source', 'polygon file')} row {r.mine_id}: {r.reason}" for r in rejects.itertuples())
     return dg.AssetCheckResult(passed=not len(rejects), severity=dg.AssetCheckSeverity.WARN,
-                               metadata={"rejected": len(rejects), "reasons": dg.MetadataValue.json(reasons)})
+                               metadata={"rejected": len(rejects), "reasons": dg.MetadataValue.json(reasons),
+                                         "rows": dg.MetadataValue.md(rows)})
 
 
 @dg.asset_check(asset=mining_clusters, partitions_def=mining_country, blocking=True,
@@ -61,7 +63,7 @@ def exports_one_task_per_cluster(context: dg.AssetCheckExecutionContext, storage
     country, year = _country_year(context)
     records = read_ledger(ledger_path(storage.root_path, country, year))
     clusters = _clusters(storage, country)
-    expected = set(clusters.loc[~clusters["crosses_antimeridian"], "cluster_id"])
+    expected = set(clusters["cluster_id"])
     descriptions = [r.spec.description for r in records]
     passed = {r.spec.cluster_id for r in records} == expected and len(set(descriptions)) == len(descriptions)
     return dg.AssetCheckResult(passed=passed, metadata={"tasks": len(records), "clusters": len(expected)})
@@ -75,8 +77,8 @@ def region_covers_cluster_tiles(context: dg.AssetCheckExecutionContext, storage:
     if not store_exists(path):
         return dg.AssetCheckResult(passed=False, metadata={"problem": f"no zarr region at {path}"})
     region = open_store(path)
-    clusters = _clusters(storage, country)
-    tiles = [t for tiles in clusters.loc[~clusters["crosses_antimeridian"], "tiles"] for t in tiles]
+    clusters = without_skipped(storage.root_path, country, year, _clusters(storage, country))
+    tiles = [t for tiles in clusters["tiles"] for t in tiles]
     missing = [f"{ix},{iy}" for (ix, iy), ok in tile_chunks_present(path, tiles).items() if not ok]
     bands_ok = list(region["band"].values) == list(BANDS) and region[VARIABLE].dtype == np.float32
     return dg.AssetCheckResult(passed=not missing and bands_ok, metadata={
@@ -95,8 +97,8 @@ def region_valid_share(context: dg.AssetCheckExecutionContext, config: ValidShar
     path = region_path(storage.root_path, country, year)
     if not store_exists(path):
         return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN, metadata={"problem": f"no zarr region at {path}"})
-    clusters = _clusters(storage, country)
-    tiles = {(int(ix), int(iy)) for ts in clusters.loc[~clusters["crosses_antimeridian"], "tiles"] for ix, iy in ts}
+    clusters = without_skipped(storage.root_path, country, year, _clusters(storage, country))
+    tiles = {(int(ix), int(iy)) for ts in clusters["tiles"] for ix, iy in ts}
     share = float(np.mean([np.isfinite(tile_array(path, ix, iy)[0]).mean() for ix, iy in sorted(tiles)]))
     return dg.AssetCheckResult(passed=share >= config.floor, severity=dg.AssetCheckSeverity.WARN,
                                metadata={"valid_share": share, "floor": config.floor})

@@ -42,6 +42,18 @@ def find_task(ee: Any, description: str) -> TaskState | None:
     return _task(max(matches, key=lambda op: op["metadata"].get("createTime", "")))
 
 
+def list_tasks(ee: Any) -> dict[str, TaskState]:
+    """Every task of the project, newest per description, from one listing (``listOperations`` pages through
+    all operations once): look-ups for a whole run or sensor tick cost one listing, not one per cluster."""
+    newest: dict[str, tuple[str, dict]] = {}
+    for op in ee.data.listOperations():
+        meta = op.get("metadata", {})
+        name, created = meta.get("description"), meta.get("createTime", "")
+        if name and (name not in newest or created > newest[name][0]):
+            newest[name] = (created, op)
+    return {name: _task(op) for name, (_, op) in newest.items()}
+
+
 def submit_export(ee: Any, spec: ExportSpec, folder: str) -> TaskState:
     """``Export.image.toDrive`` on the world grid: EPSG:4326, the grid's crsTransform, exact dimensions.
 

@@ -24,6 +24,7 @@ finished; the others wait as ``QUEUED`` until the sensor finds a free slot.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field, replace
 
 import geopandas as gpd
@@ -35,7 +36,7 @@ from upath import UPath
 
 from gnt_assets.core.atomic import atomic_write_text
 from gnt_assets.core.errors import InputError
-from gnt_assets.core.worldgrid import TILE_SIZE, WORLD
+from gnt_assets.core.worldgrid import TILE_COLUMNS, TILE_SIZE, WORLD
 
 COLLECTION = "LANDSAT/COMPOSITES/C02/T1_L2_ANNUAL"
 COMPUTE_PIXELS_MAX_BYTES = 48 * 2**20
@@ -85,13 +86,72 @@ class ExportRecord:
     route: str
     task_id: str = ""
     state: str = "READY"
-    attempts: int = 1
+    attempts: int = 1  # the attempt number in ``spec.description``
     errors: list[str] = field(default_factory=list)
     downloaded: bool = False
+    first_attempt: int = 1  # attempts since the last reset count towards the resubmission limit
+
+    @property
+    def tries(self) -> int:
+        return self.attempts - self.first_attempt + 1
 
 
 def description(country: str, cluster_id: str, year: int | str) -> str:
+    """The base of a cluster-year's export descriptions (and Drive file names): attempts and pieces extend it."""
     return f"LANDSAT_C02_T1_L2_{country}_{cluster_id[:8]}_{year}"
+
+
+_ATTEMPT = re.compile(r"_a(\d+)$")
+
+
+def with_attempt(name: str, attempt: int) -> str:
+    """``name`` for attempt ``attempt``: ``..._2020_a2``. A new attempt never finds an older attempt's task."""
+    return f"{_ATTEMPT.sub('', name)}_a{int(attempt)}"
+
+
+def attempt_of(name: str) -> int:
+    match = _ATTEMPT.search(name)
+    return int(match.group(1)) if match else 1
+
+
+def base_of(name: str) -> str:
+    return _ATTEMPT.sub("", name)
+
+
+def files_of(listed: list, name: str) -> list:
+    """The Drive files of exactly this export: ``{name}.tif`` or its shards ``{name}-{row}-{col}.tif`` (a prefix
+    listing of ``..._a1`` also returns ``..._a10``)."""
+    return [f for f in listed if f.name == f"{name}.tif" or f.name.startswith(f"{name}-")]
+
+
+def next_attempt(record: ExportRecord, error: str = "") -> ExportRecord:
+    """The record for its next attempt: a new description, no task yet."""
+    attempt = record.attempts + 1
+    errors = [*record.errors, error] if error else record.errors
+    return replace(record, spec=replace(record.spec, description=with_attempt(record.spec.description, attempt)),
+                   attempts=attempt, task_id="", errors=errors)
+
+
+def reset_record(record: ExportRecord, reason: str = "reset") -> ExportRecord:
+    """Back to "to export": the next attempt, queued, not downloaded, with a fresh resubmission budget."""
+    redo = next_attempt(record, reason)
+    return replace(redo, state=QUEUED, downloaded=False, first_attempt=redo.attempts)
+
+
+def reset_clusters(records: list[ExportRecord], cluster_ids: list[str], reason: str = "reset") -> tuple[list[ExportRecord], list[str]]:
+    """Reset every record whose cluster id starts with one of ``cluster_ids`` (8 characters are enough);
+    returns the records and the descriptions reset. An id matching nothing raises naming it."""
+    wanted = [c.strip().lower() for c in cluster_ids if c.strip()]
+    unknown = [c for c in wanted if not any(r.spec.cluster_id.startswith(c) for r in records)]
+    if unknown:
+        raise ExportError(f"reset: no export of cluster {', '.join(unknown)} in this country-year")
+    out, done = [], []
+    for record in records:
+        if any(record.spec.cluster_id.startswith(c) for c in wanted):
+            record = reset_record(record, reason)
+            done.append(record.spec.description)
+        out.append(record)
+    return out, done
 
 
 def export_request(spec: ExportSpec) -> dict:
@@ -110,26 +170,42 @@ def tiles_geometry(tiles) -> shapely.Geometry:
     return shapely.affinity.affine_transform(blocks, [size, 0, 0, -size, a.c, a.f])
 
 
-def export_spec(cluster, year: int) -> ExportSpec:
-    """The export of one clusters-table row for a year, on the world grid."""
-    if cluster.crosses_antimeridian:
-        raise ExportError(
-            f"{cluster.country} cluster crosses the antimeridian; "
-            "Earth Engine cannot export it as one EPSG:4326 grid region"
-        )
-    col0, row0 = (round(v) for v in ~WORLD.affine @ (cluster.minx, cluster.maxy))
-    col1, row1 = (round(v) for v in ~WORLD.affine @ (cluster.maxx, cluster.miny))
+def _tile_spec(cluster, year: int, tiles: np.ndarray, name: str) -> ExportSpec:
+    """The export of a block of whole world tiles: its bounding rectangle on the grid, clipped to the tiles."""
+    col0, row0 = int(tiles[:, 0].min()) * TILE_SIZE, int(tiles[:, 1].min()) * TILE_SIZE
+    col1, row1 = (int(tiles[:, 0].max()) + 1) * TILE_SIZE, (int(tiles[:, 1].max()) + 1) * TILE_SIZE
     a = WORLD.affine @ Affine.translation(col0, row0)
     return ExportSpec(
         cluster_id=cluster.cluster_id,
         country=cluster.country,
         year=int(year),
-        description=description(cluster.country, cluster.cluster_id, year),
+        description=name,
         width=col1 - col0,
         height=row1 - row0,
         crs_transform=(a.a, a.b, a.c, a.d, a.e, a.f),
-        clip_wkt=shapely.to_wkt(tiles_geometry(cluster.tiles), rounding_precision=-1),
+        clip_wkt=shapely.to_wkt(tiles_geometry(tiles), rounding_precision=-1),
     )
+
+
+def export_specs(cluster, year: int) -> list[ExportSpec]:
+    """The exports of one clusters-table row for a year, on the world grid: one, or two for a cluster across the
+    antimeridian (its tiles west of 180, ``_E`` (the eastern hemisphere's edge), and east of -180, ``_W``), each
+    landing in its own world tiles."""
+    tiles = np.asarray([[int(ix), int(iy)] for ix, iy in cluster.tiles], dtype=np.int64).reshape(-1, 2)
+    name = description(cluster.country, cluster.cluster_id, year)
+    if not cluster.crosses_antimeridian:
+        return [_tile_spec(cluster, year, tiles, with_attempt(name, 1))]
+    near_180 = tiles[:, 0] >= TILE_COLUMNS // 2
+    pieces = ((near_180, "E"), (~near_180, "W"))
+    return [_tile_spec(cluster, year, tiles[side], with_attempt(f"{name}_{suffix}", 1)) for side, suffix in pieces if side.any()]
+
+
+def export_spec(cluster, year: int) -> ExportSpec:
+    """The one export of a cluster that does not cross the antimeridian."""
+    specs = export_specs(cluster, year)
+    if len(specs) != 1:
+        raise ExportError(f"{cluster.country} cluster {cluster.cluster_id[:8]} crosses the antimeridian: {len(specs)} exports, use export_specs")
+    return specs[0]
 
 
 def route_for(spec: ExportSpec, direct_max_bytes: int = COMPUTE_PIXELS_MAX_BYTES) -> str:
@@ -173,13 +249,28 @@ def read_ledger(path: UPath) -> list[ExportRecord]:
     return records
 
 
+def failed_for_good(record: ExportRecord, max_attempts: int) -> bool:
+    return record.state in FAILED_STATES and record.tries >= max_attempts
+
+
+def skipped_clusters(records: list[ExportRecord], max_attempts: int = 3) -> set[str]:
+    """Clusters the region step leaves out: an export failed for good and not in the region."""
+    return {r.spec.cluster_id for r in records if failed_for_good(r, max_attempts) and not r.downloaded}
+
+
+def without_skipped(root: UPath, country: str, year: str | int, clusters: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """The clusters a country-year's region, tiles and checks cover: all but the skipped ones."""
+    skipped = skipped_clusters(read_ledger(ledger_path(root, country, year)))
+    return clusters[~clusters["cluster_id"].isin(skipped)] if skipped else clusters
+
+
 def partition_state(records: list[ExportRecord], max_attempts: int) -> str:
-    """``complete``, ``failed`` (a task failed ``max_attempts`` times), or ``running``."""
-    if any(r.state in FAILED_STATES and r.attempts >= max_attempts for r in records):
-        return "failed"
-    if records and all(r.state == DONE for r in records):
-        return "complete"
-    return "running"
+    """``complete`` (every export done), ``partial`` (the others done, some failed ``max_attempts`` times: the
+    region is written without them, they are named), ``failed`` (nothing done) or ``running``."""
+    if not records or any(r.state != DONE and not failed_for_good(r, max_attempts) for r in records):
+        return "running"
+    done = sum(r.state == DONE for r in records)
+    return "complete" if done == len(records) else "partial" if done else "failed"
 
 
 def with_state(record: ExportRecord, task: TaskState) -> ExportRecord:

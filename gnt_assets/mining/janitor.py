@@ -23,7 +23,7 @@ from upath import UPath
 from gnt_assets.core.packed_tensors import INDEX_NAME, PackedTensorError, open_packed, verify_packed
 from gnt_assets.io_managers.geoparquet import read_table
 from gnt_assets.io_managers.mmap_tensors import tensor_folder
-from gnt_assets.mining.exports import description
+from gnt_assets.mining.exports import description, ledger_path, read_ledger, reset_clusters, without_skipped, write_ledger
 from gnt_assets.mining.regions import region_path
 from gnt_assets.mining.training_tiles import (
     TrainingTileError,
@@ -47,6 +47,7 @@ class Finding:
     problem: str
     location: UPath | None = field(default=None, compare=False, repr=False)  # what clean() would remove
     drive_file_id: str | None = field(default=None, compare=False, repr=False)
+    tile: tuple[int, int] | None = field(default=None, compare=False, repr=False)  # a region tile with chunks missing
 
 
 def split_partition(partition: str) -> tuple[str, str]:
@@ -76,7 +77,7 @@ def region_findings(root: UPath, partition: str, clusters: gpd.GeoDataFrame) -> 
             findings.append(Finding("region", partition, str(path), str(error)))
             continue
         if not present(rows, cols):
-            findings.append(Finding("region", partition, str(path), f"tile ({tile.ix}, {tile.iy}): zarr chunks missing"))
+            findings.append(Finding("region", partition, str(path), f"tile ({tile.ix}, {tile.iy}): zarr chunks missing", tile=(tile.ix, tile.iy)))
     return findings
 
 
@@ -157,6 +158,32 @@ def orphan_findings(root: UPath, target_root: UPath, owned: Mapping[str, set[str
     return findings
 
 
+def reset_for_missing_chunks(root: UPath, findings: Iterable[Finding]) -> dict[str, list[str]]:
+    """Clean mode's repair of a region missing chunks: the clusters covering those tiles are reset in the ledger
+    (their next attempt, "to export"): their Drive files were deleted after the first download, so the region step
+    alone has nothing to write them from. Returns partition -> the export descriptions reset."""
+    missing: dict[str, set[tuple[int, int]]] = {}
+    for finding in findings:
+        if finding.stage == "region" and finding.tile is not None and finding.partition:
+            missing.setdefault(finding.partition, set()).add(finding.tile)
+    reset: dict[str, list[str]] = {}
+    for partition, tiles in sorted(missing.items()):
+        country, year = split_partition(partition)
+        clusters = clusters_table(root, country)
+        ids = [row.cluster_id for row in clusters.itertuples() if any((int(ix), int(iy)) in tiles for ix, iy in row.tiles)]
+        ledger = ledger_path(root, country, year)
+        records = read_ledger(ledger)
+        known = {r.spec.cluster_id for r in records}
+        records, done = reset_clusters(records, [i for i in ids if i in known], reason="janitor: region chunks missing")
+        if done:
+            write_ledger(ledger, records)
+            for record in records:
+                if record.route == "direct" and record.spec.description in done:
+                    (root / "mining" / "direct" / country / year / f"{record.spec.description}.tif").unlink(missing_ok=True)
+            reset[partition] = done
+    return reset
+
+
 def demotions(findings: Iterable[Finding]) -> dict[str, str]:
     """Partition -> the stage it must restart from: its most upstream broken stage."""
     restart: dict[str, str] = {}
@@ -224,7 +251,8 @@ def sweep(
             if clusters is None:
                 findings.append(Finding(stage, partition, str(root / "tables" / "mining_clusters"), "no clusters table for this country; materialize mining_clusters"))
             else:
-                findings.extend(check(root, partition, clusters))
+                country, year = split_partition(partition)
+                findings.extend(check(root, partition, without_skipped(root, country, year, clusters)))
                 if stage == "region" and list_drive_files is not None:
                     findings.extend(drive_findings(partition, clusters, list_drive_files))
     for partition in sorted(owned.get("transfer", set())):

@@ -17,6 +17,7 @@ import dagster as dg
 
 from gnt_assets.core.packed_tensors import open_packed
 from gnt_assets.io_managers.mmap_tensors import tensor_folder
+from gnt_assets.mining.exports import without_skipped
 from gnt_assets.mining.hpc import HPCTargetResource
 from gnt_assets.mining.janitor import (
     STAGE_ASSETS,
@@ -25,6 +26,7 @@ from gnt_assets.mining.janitor import (
     clean,
     clusters_table,
     demotions,
+    reset_for_missing_chunks,
     split_partition,
     sweep,
     tile_findings,
@@ -51,8 +53,9 @@ def training_tiles_match_clusters(context: dg.AssetCheckExecutionContext, storag
     """The index holds exactly the tiles the clusters cover (none missing, none extra) and every record
     passes its CRC-32, so no partial tile is presented as complete."""
     partition = context.partition_key
-    country, _ = split_partition(partition)
-    return _result(tile_findings(storage.root_path, partition, clusters_table(storage.root_path, country)), dg.AssetCheckSeverity.ERROR)
+    country, year = split_partition(partition)
+    clusters = without_skipped(storage.root_path, country, year, clusters_table(storage.root_path, country))
+    return _result(tile_findings(storage.root_path, partition, clusters), dg.AssetCheckSeverity.ERROR)
 
 
 @dg.asset_check(asset=mining_training_tiles, partitions_def=mining_country_year)
@@ -100,6 +103,11 @@ def janitor_sweep(
         context.add_output_metadata(metadata)
         return {"findings": 0}
     removed = clean(storage.root_path, hpc.root_path(), findings, delete_drive_file=drive.delete)
+    reset = reset_for_missing_chunks(storage.root_path, findings)
+    for partition in reset:  # exported again first: the sensor requests the region once the new attempts complete
+        restart[partition] = "export"
+    rerun = {STAGE_ASSETS[stage]: sorted(p for p, s in restart.items() if s == stage) for stage in STAGES}
+    metadata |= {"rematerialize": dg.MetadataValue.json(rerun), "reset_exports": dg.MetadataValue.json(reset)}
     commands = [
         f'dagster asset materialize -m gnt_assets.definitions --select "{STAGE_ASSETS[stage]}*" --partition "{partition}"'
         for partition, stage in sorted(restart.items())

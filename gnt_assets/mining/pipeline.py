@@ -6,7 +6,12 @@
 from __future__ import annotations
 
 import hashlib
+import random
 import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import replace
 from pathlib import Path
 
 import geopandas as gpd
@@ -16,15 +21,23 @@ from gnt_assets.core.atomic import atomic_write_bytes, is_local
 from gnt_assets.io_managers.geoparquet import write_table
 from gnt_assets.mining.downloads import ExportFileError, assemble
 from gnt_assets.mining.exports import (
+    ACTIVE,
     DONE,
     QUEUED,
     ExportError,
     ExportRecord,
-    export_spec,
+    ExportSpec,
+    attempt_of,
+    base_of,
+    export_specs,
+    failed_for_good,
+    files_of,
     in_flight,
     ledger_path,
     read_ledger,
+    reset_clusters,
     route_for,
+    with_attempt,
     with_state,
     write_ledger,
 )
@@ -59,28 +72,73 @@ def direct_path(root: UPath, country: str, year: str | int, description: str) ->
     return root / "mining" / "direct" / country / str(year) / f"{description}.tif"
 
 
-def submit_exports(root: UPath, earthengine, clusters: gpd.GeoDataFrame, country: str, year: int) -> tuple[list[ExportRecord], dict, list[str]]:
-    """One export per cluster, reusing tasks already known by description; returns records, counts, errors."""
-    known = {r.spec.description: r for r in read_ledger(ledger_path(root, country, year))}
+def _revivable(task, drive) -> bool:
+    """An earlier task found for a cluster without a ledger record: reused while in flight, or completed with its
+    files still on Drive; a completed task whose files are gone (a lost ledger after the download) is not."""
+    if task.state in ACTIVE:
+        return True
+    if task.state != DONE:
+        return False
+    return drive is None or bool(files_of(drive.list_files(task.description), task.description))
+
+
+def _record_for(spec: ExportSpec, route: str, by_base: dict, drive) -> tuple[ExportRecord, bool]:
+    """A new record: the newest earlier attempt of this export if it can be reused, else the attempt after it."""
+    earlier = by_base.get(base_of(spec.description), [])
+    if not earlier:
+        return ExportRecord(spec=spec, route=route), False
+    attempt, task = max(earlier, key=lambda pair: pair[0])
+    if _revivable(task, drive):
+        record = ExportRecord(spec=replace(spec, description=task.description), route=route, attempts=attempt)
+        return with_state(record, task), True
+    record = ExportRecord(spec=replace(spec, description=with_attempt(spec.description, attempt + 1)), route=route,
+                          attempts=attempt + 1, first_attempt=attempt + 1)
+    return record, False
+
+
+def submit_exports(root: UPath, earthengine, clusters: gpd.GeoDataFrame, country: str, year: int, drive=None,
+                   reset: list[str] | None = None) -> tuple[list[ExportRecord], dict, list[str]]:
+    """One export per cluster (two across the antimeridian), reusing what the ledger knows and, for exports it
+    does not know, tasks from one listing of Earth Engine's tasks; returns records, counts, errors.
+
+    ``reset`` (cluster ids or their first 8 characters) first returns those clusters to "to export" (next attempt).
+    Direct exports run on a pool of ``earthengine.direct_workers`` threads; the ledger is written as each finishes.
+    """
+    ledger = ledger_path(root, country, year)
+    stored = read_ledger(ledger)
+    counts = {"submitted": 0, "reused": 0, "queued": 0, "direct": 0, "drive": 0, "reset": 0}
+    if reset:
+        stored, done = reset_clusters(stored, reset)
+        for record in stored:
+            if record.route == "direct" and record.spec.description in done:
+                direct_path(root, country, year, record.spec.description).unlink(missing_ok=True)
+        counts["reset"] = len(done)
+    known = {base_of(r.spec.description): r for r in stored}
     records, errors = [], []
-    counts = {"submitted": 0, "reused": 0, "queued": 0, "direct": 0, "drive": 0}
     free = earthengine.max_in_flight - in_flight(root)
-    for cluster in clusters.itertuples():
+    specs = [(cluster, spec) for cluster in clusters.itertuples() for spec in export_specs(cluster, year)]
+    by_base: dict | None = None
+    direct_jobs = []
+    for cluster, spec in specs:
         try:  # a cluster Earth Engine cannot take is reported; the others go on
-            spec = export_spec(cluster, year)
             route = route_for(spec, earthengine.direct_max_bytes)
-            record = known.get(spec.description) or ExportRecord(spec=spec, route=route)
+            record = known.get(base_of(spec.description))
+            if record is None and route == "drive":
+                if by_base is None:  # one listing for the whole run, only if an export is new to the ledger
+                    by_base = {}
+                    for name, task in earthengine.task_index().items():
+                        by_base.setdefault(base_of(name), []).append((attempt_of(name), task))
+                record, revived = _record_for(spec, route, by_base, drive)
+                counts["reused"] += revived
+            elif record is None:
+                record = ExportRecord(spec=spec, route=route)
             if route == "direct":
-                target = direct_path(root, country, year, spec.description)
-                if not target.exists():
-                    atomic_write_bytes(target, earthengine.compute_pixels(spec))
-                record.state = DONE
+                if record.state != DONE or not direct_path(root, country, year, record.spec.description).exists():
+                    direct_jobs.append(record)
             elif record.task_id:
-                counts["reused"] += 1
-            elif (task := earthengine.find_task(spec.description)) is not None:
-                record, counts["reused"] = with_state(record, task), counts["reused"] + 1
+                counts["reused"] += record.state in ACTIVE or record.state == DONE
             elif free > 0:
-                record, counts["submitted"], free = with_state(record, earthengine.submit(spec)), counts["submitted"] + 1, free - 1
+                record, counts["submitted"], free = with_state(record, earthengine.submit(record.spec)), counts["submitted"] + 1, free - 1
             else:  # the sensor submits it when a slot frees
                 record.state, counts["queued"] = QUEUED, counts["queued"] + 1
         except ExportError as error:
@@ -88,8 +146,60 @@ def submit_exports(root: UPath, earthengine, clusters: gpd.GeoDataFrame, country
             continue
         counts[route] += 1
         records.append(record)
-    write_ledger(ledger_path(root, country, year), records)
+    write_ledger(ledger, records)  # every export known before the slow direct requests start
+    errors += compute_direct(root, earthengine, direct_jobs, records, ledger)
     return records, counts, errors
+
+
+RETRY_TEXT = ("429", "too many requests", "quota", "rate limit", "resource_exhausted")
+
+
+def _compute_with_backoff(earthengine, spec: ExportSpec, attempts: int, base_delay: float) -> bytes:
+    """computePixels, retried with exponential backoff (and jitter) while Earth Engine answers 429 or a quota error."""
+    for attempt in range(attempts):
+        try:
+            return earthengine.compute_pixels(spec)
+        except ExportError as error:
+            text = str(error).lower()
+            if attempt == attempts - 1 or not any(t in text for t in RETRY_TEXT):
+                raise
+            time.sleep(base_delay * 2**attempt * (1 + random.random()))
+    raise AssertionError("unreachable")
+
+
+def compute_direct(root: UPath, earthengine, jobs: list[ExportRecord], records: list[ExportRecord], ledger: UPath) -> list[str]:
+    """The direct exports on a bounded thread pool (``earthengine.direct_workers``, Earth Engine allows about 40
+    concurrent requests); each GeoTIFF is written atomically and its record marked done in the ledger as it lands.
+    Returns one error per failed cluster; the others are kept."""
+    if not jobs:
+        return []
+    errors: list[str] = []
+    lock = threading.Lock()
+    workers = max(1, int(getattr(earthengine, "direct_workers", 20)))
+    attempts = int(getattr(earthengine, "direct_retries", 6))
+    delay = float(getattr(earthengine, "direct_backoff_seconds", 1.0))
+
+    def run(record: ExportRecord) -> None:
+        spec = record.spec
+        data = _compute_with_backoff(earthengine, spec, attempts, delay)
+        atomic_write_bytes(direct_path(root, spec.country, spec.year, spec.description), data)
+        with lock:
+            record.state = DONE
+            write_ledger(ledger, records)
+
+    with ThreadPoolExecutor(max_workers=min(workers, len(jobs)), thread_name_prefix="computePixels") as pool:
+        futures = {pool.submit(run, record): record for record in jobs}
+        for future in as_completed(futures):
+            error = future.exception()
+            if error is not None:
+                if not isinstance(error, ExportError):
+                    raise error
+                errors.append(f"cluster {futures[future].spec.cluster_id[:8]}: {error}")
+                with lock:
+                    futures[future].state = "FAILED"
+                    futures[future].errors = [*futures[future].errors, str(error)]
+                    write_ledger(ledger, records)
+    return errors
 
 
 def _export_files(root: UPath, drive, record: ExportRecord, staging: Path) -> tuple[dict[str, bytes], list]:
@@ -97,7 +207,7 @@ def _export_files(root: UPath, drive, record: ExportRecord, staging: Path) -> tu
     if record.route == "direct":
         path = direct_path(root, spec.country, spec.year, spec.description)
         return {path.name: path.read_bytes()}, []
-    listed = drive.list_files(spec.description)
+    listed = files_of(drive.list_files(spec.description), spec.description)
     if not listed:
         raise ExportFileError(f"{spec.description}: no files on Drive (was the export completed and not yet downloaded?)")
     files = {}
@@ -115,20 +225,29 @@ def staging_folder(root: UPath, country: str, year: str | int) -> Path:
     return Path(tempfile.gettempdir()) / "gnt-mining-staging" / store / country / str(year)
 
 
-def write_regions(root: UPath, drive, clusters: gpd.GeoDataFrame, country: str, year: int) -> dict:
-    """Download, verify and write every completed export into the country-year region; delete Drive files after."""
+def write_regions(root: UPath, drive, clusters: gpd.GeoDataFrame, country: str, year: int, skip_failed: bool = True,
+                  max_attempts: int = 3) -> dict:
+    """Download, verify and write every completed export into the country-year region; delete Drive files after.
+
+    Exports that failed ``max_attempts`` times are skipped and named (``skip_failed``) instead of blocking the
+    country-year; any other export not completed blocks it. The ledger is written as each cluster finishes, so a
+    crash after a Drive deletion never leaves a written cluster marked as not downloaded.
+    """
     ledger = ledger_path(root, country, year)
     records = read_ledger(ledger)
-    pending = [r.spec.description for r in records if r.state != DONE]
-    if not records or pending:
-        raise ExportFileError(f"{country}|{year}: exports not completed yet: {pending or 'no exports submitted'}")
+    failed = [r.spec.description for r in records if skip_failed and failed_for_good(r, max_attempts)]
+    pending = [r.spec.description for r in records if r.state != DONE and r.spec.description not in failed]
+    if not records or pending or len(failed) == len(records):
+        raise ExportFileError(f"{country}|{year}: exports not completed yet: {pending or failed or 'no exports submitted'}")
     path = region_path(root, country, year)
-    exportable = clusters[~clusters["crosses_antimeridian"]]
-    create_region(path, country_geobox(list(zip(exportable.minx, exportable.miny, exportable.maxx, exportable.maxy, strict=True))))
+    pieces = [spec.geobox.extent.boundingbox for cluster in clusters.itertuples() for spec in export_specs(cluster, year)]
+    create_region(path, country_geobox([(b.left, b.bottom, b.right, b.top) for b in pieces]))
     staging = staging_folder(root, country, year)
     staging.mkdir(parents=True, exist_ok=True)
     errors, deleted, written = [], 0, []
     for record in records:
+        if record.spec.description in failed:
+            continue
         if record.downloaded:  # already in the region; its Drive files are gone
             written.append(record.spec.cluster_id)
             continue
@@ -140,14 +259,15 @@ def write_regions(root: UPath, drive, clusters: gpd.GeoDataFrame, country: str, 
             continue
         except ExportFileError as error:  # a file that fails verification is downloaded again next time
             errors.append(f"cluster {record.spec.cluster_id[:8]}: {error}")
-            for staged in staging.glob(f"{record.spec.description}*"):
+            for staged in [*staging.glob(f"{record.spec.description}.tif*"), *staging.glob(f"{record.spec.description}-*")]:
                 staged.unlink()
             continue
-        for file in listed:  # only after the verified pixels are in the region
+        record.downloaded = True  # the pixels are in the region: recorded before the Drive files go
+        write_ledger(ledger, records)
+        for file in listed:
             drive.delete(file.file_id)
             (staging / file.name).unlink(missing_ok=True)
             deleted += 1
-        record.downloaded = True
         written.append(record.spec.cluster_id)
     write_ledger(ledger, records)
-    return {"path": path, "written": written, "errors": errors, "drive_deleted": deleted}
+    return {"path": path, "written": written, "errors": errors, "drive_deleted": deleted, "skipped_failed": failed}

@@ -81,8 +81,12 @@ def write_cluster(path: UPath, geobox: GeoBox, pixels: np.ndarray) -> dict[str, 
     """Merge one cluster's (7, H, W) pixels on a tile-aligned GeoBox into the store."""
     if pixels.shape != (len(BANDS), *geobox.shape):
         raise ZarrLayoutError(f"{path}: pixels {pixels.shape} do not match region {geobox.shape} x {len(BANDS)} bands")
-    new = _dataset(geobox, pixels.astype("float32"))
-    stored = open_store(path)[VARIABLE].sel(latitude=new.latitude, longitude=new.longitude, method="nearest").values
+    store = open_store(path, dask=False)
+    col, row = (round(v) for v in ~store.odc.geobox.affine @ (geobox.affine.c, geobox.affine.f))
+    if col < 0 or row < 0 or row + geobox.shape.y > store.sizes["latitude"] or col + geobox.shape.x > store.sizes["longitude"]:
+        raise ZarrLayoutError(f"{path}: cluster region at ({col}, {row}) px lies outside the store")
+    window = {"latitude": slice(row, row + geobox.shape.y), "longitude": slice(col, col + geobox.shape.x)}  # by position:
+    stored = store[VARIABLE].isel(window).transpose("band", "latitude", "longitude").values  # no label look-up per pixel
     merged = np.where(np.isnan(pixels), stored, pixels).astype("float32")
     return write_region(path, _dataset(geobox, merged))
 

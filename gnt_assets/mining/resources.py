@@ -33,8 +33,15 @@ class EarthEngineResource(dg.ConfigurableResource):
     drive_folder: str = Field(default="landsat_mining", description="Drive folder exports are written to.")
     direct_max_bytes: int = Field(default=COMPUTE_PIXELS_MAX_BYTES, description="Regions up to this size use computePixels.")
     max_in_flight: int = Field(default=MAX_IN_FLIGHT, description="Most export tasks submitted and not finished at once (seed: 10).")
+    direct_workers: int = Field(default=20, description="Concurrent computePixels requests (Earth Engine allows about 40).")
+    direct_retries: int = Field(default=6, description="Tries of a computePixels request answered 429 or a quota error.")
+    direct_backoff_seconds: float = Field(default=1.0, description="First backoff after a 429/quota answer; doubles per try.")
 
     def find_task(self, description: str) -> TaskState | None:
+        raise NotImplementedError
+
+    def task_index(self) -> dict[str, TaskState]:
+        """description -> newest task, from one listing."""
         raise NotImplementedError
 
     def submit(self, spec: ExportSpec) -> TaskState:
@@ -89,6 +96,9 @@ class GoogleEarthEngine(EarthEngineResource):
 
     def find_task(self, description: str) -> TaskState | None:
         return ee_api.find_task(self._client(), description)
+
+    def task_index(self) -> dict[str, TaskState]:
+        return ee_api.list_tasks(self._client())
 
     def submit(self, spec: ExportSpec) -> TaskState:
         return ee_api.submit_export(self._client(), spec, self.drive_folder)

@@ -10,6 +10,7 @@ import numpy as np
 from gnt_assets.core.packed_tensors import PackedIndex, TensorPack
 from gnt_assets.core.quicklook import quicklook
 from gnt_assets.materialization import quicklook_metadata
+from gnt_assets.mining.exports import without_skipped
 from gnt_assets.mining.hpc import HPCTargetResource
 from gnt_assets.mining.regions import BANDS, region_path
 from gnt_assets.mining.training_tiles import (
@@ -50,7 +51,7 @@ def mining_training_tiles(
     polygons = mine_polygons.to_crs(4326)
     pack, _ = training_tiles(
         open_region(path, context.partition_key),
-        cluster_tiles(mining_clusters),
+        cluster_tiles(without_skipped(storage.root_path, country, year, mining_clusters)),  # not clusters left out of the region
         list(polygons.geometry),
         partition=context.partition_key,
         year=int(year),

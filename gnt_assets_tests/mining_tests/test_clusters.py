@@ -81,3 +81,25 @@ def test_validation_reports_each_bad_row_and_whole_file_errors():
         validate_polygons(frame.dropna(subset=["geometry"]).iloc[:5].to_crs(3857), "sample.gpkg")
     with pytest.raises(ValueError, match="country ATA: no valid mine polygons"):
         cluster_country(checked.valid, "ATA")
+
+
+def test_ring_drawn_across_the_antimeridian_is_unwrapped_and_split_bad_rows_named_by_row_and_file():
+    # a small Fiji mine drawn as one ring from 179.95 to -179.95 (the 359.9-degree "cluster" of the issue)
+    across = shapely.Polygon([(179.95, -16.80), (-179.95, -16.80), (-179.95, -16.85), (179.95, -16.85)])
+    huge = shapely.box(10.0, 0.0, 20.0, 1.0)  # valid, but no mine is 10 degrees wide
+    spike = shapely.Polygon([(0, 0), (1, 1), (0, 0), (1, 1)])  # invalid, make_valid leaves no polygon
+    mine = shapely.box(27.0, -26.2, 27.01, -26.19)
+    frame = gpd.GeoDataFrame({"ISO3_CODE": ["FJI", "ZAF", "ZAF", "ZAF", "ZAF", "NAM"], "COUNTRY_NAME": "x", "AREA": 1.0},
+                             geometry=[across, huge, spike, mine, shapely.Polygon(mine.exterior.coords[::-1]), mine], crs=4326)
+    checked = validate_polygons(frame, "mines.gpkg")
+    reasons = dict(zip(checked.rejects["mine_id"], checked.rejects["reason"], strict=True))
+    assert set(reasons) == {1, 2, 4}  # the same polygon in another country is not a duplicate
+    assert reasons[1].startswith("spans 10.00 x 1.00 degrees") and reasons[2].startswith("invalid geometry that cannot be repaired")
+    assert reasons[4] == "duplicate of row 3" and set(checked.rejects["source"]) == {"mines.gpkg"}
+    fiji = checked.valid[checked.valid["ISO3_CODE"] == "FJI"].geometry.iloc[0]
+    assert checked.unwrapped == 1 and fiji.geom_type == "MultiPolygon" and len(fiji.geoms) == 2
+    west, east = sorted(fiji.geoms, key=lambda g: -g.bounds[0])
+    assert west.bounds == pytest.approx((179.95, -16.85, 180.0, -16.80)) and east.bounds == pytest.approx((-180.0, -16.85, -179.95, -16.80))
+    cluster = cluster_country(checked.valid, "FJI", 0.005).iloc[0]
+    assert cluster["crosses_antimeridian"] and cluster["maxx"] - cluster["minx"] < 0.2  # not 359.9 degrees
+    assert {ix for ix, _ in cluster["tiles"]} >= {0, 20872}  # tiles on both sides of 180

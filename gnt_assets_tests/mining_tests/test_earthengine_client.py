@@ -141,7 +141,7 @@ def test_refused_export_names_its_cluster_others_go_on_and_small_regions_use_com
     records, counts, errors = submit_exports(root, client, clusters, "ZAF", 2020)
     assert len(errors) == 1 and errors[0].startswith(f"cluster {by_mine[1].cluster_id[:8]}: {refused}: Earth Engine refused")
     assert "Invalid GeoJSON geometry" in errors[0]
-    assert counts == {"submitted": 1, "reused": 0, "queued": 0, "direct": 1, "drive": 1}
+    assert counts == {"submitted": 1, "reused": 0, "queued": 0, "direct": 1, "drive": 1, "reset": 0}
     direct = next(r for r in records if r.route == "direct")
     assert direct.spec.cluster_id == by_mine[0].cluster_id and direct.state == "COMPLETED"
     assert '"Image.unmask"' in json.dumps(_EarthEngine.pixels[0]["expression"])
@@ -153,7 +153,7 @@ def test_refused_export_names_its_cluster_others_go_on_and_small_regions_use_com
 
     _EarthEngine.refuse = set()  # the re-run submits only what is missing
     records, counts, errors = submit_exports(root, client, clusters, "ZAF", 2020)
-    assert not errors and counts == {"submitted": 1, "reused": 1, "queued": 0, "direct": 1, "drive": 2}
+    assert not errors and counts == {"submitted": 1, "reused": 1, "queued": 0, "direct": 1, "drive": 2, "reset": 0}
     assert len(_EarthEngine.exports) == 2 and len(_EarthEngine.pixels) == 1  # nothing twice
     assert {r.spec.cluster_id for r in read_ledger(ledger_path(root, "ZAF", 2020))} == set(clusters["cluster_id"])
 
@@ -173,3 +173,50 @@ def test_queued_export_refused_by_earth_engine_is_a_failed_attempt_with_its_text
     records, notes, free = poll_ledger(records, client, free=free)
     assert records[0].state == "READY"
     assert records[0].attempts == 2 and "resubmitting" in notes[0] and len(_EarthEngine.exports) == 1
+
+
+def test_compute_pixels_run_on_a_bounded_pool_with_backoff_on_429_and_quota(tmp_path):
+    from gnt_assets.mining.exports import ExportError, ExportRecord, export_specs
+    from gnt_assets.mining.pipeline import compute_direct
+
+    geometries = [_inside(20560 + 3 * i, 6300, 1) for i in range(8)]
+    mines = gpd.GeoDataFrame({"mine_id": range(8), "ISO3_CODE": "ZAF"}, geometry=geometries, crs=4326)
+    specs = [s for c in cluster_country(mines, "ZAF", 0.001).itertuples() for s in export_specs(c, 2020)]
+    busy, throttled, refused = specs[1].description, specs[2].description, specs[3].description
+
+    class Pool:
+        direct_workers, direct_retries, direct_backoff_seconds = 3, 4, 0.001
+
+        def __init__(self):
+            self.lock, self.running, self.most, self.calls = threading.Lock(), 0, 0, {}
+            self.together = threading.Barrier(3, timeout=60)  # three requests must be in flight at once
+
+        def compute_pixels(self, spec):
+            with self.lock:
+                self.calls[spec.description] = self.calls.get(spec.description, 0) + 1
+                self.running += 1
+                self.most = max(self.most, self.running)
+                first = sum(self.calls.values()) <= 3
+            try:
+                if first:
+                    self.together.wait()
+                if spec.description == busy and self.calls[busy] <= 2:
+                    raise ExportError(f"{spec.description}: Earth Engine computePixels failed: Too Many Requests (429)")
+                if spec.description == throttled and self.calls[throttled] == 1:
+                    raise ExportError(f"{spec.description}: Earth Engine computePixels failed: Quota exceeded for quota metric")
+                if spec.description == refused:
+                    raise ExportError(f"{spec.description}: Earth Engine computePixels failed: Invalid geometry")
+                return geotiff_bytes(np.ones((7, spec.height, spec.width), "float32"), spec.geobox, None)
+            finally:
+                with self.lock:
+                    self.running -= 1
+
+    pool = Pool()
+    records = [ExportRecord(spec=s, route="direct", state="QUEUED") for s in specs]
+    ledger = UPath(tmp_path) / "ledger.json"
+    errors = compute_direct(UPath(tmp_path), pool, records, records, ledger)
+    assert pool.most == 3  # bounded by direct_workers, and really concurrent (the barrier)
+    assert pool.calls[busy] == 3 and pool.calls[throttled] == 2 and pool.calls[refused] == 1  # 429/quota retried, others not
+    assert len(errors) == 1 and "Invalid geometry" in errors[0]
+    assert [r.state for r in read_ledger(ledger)] == ["FAILED" if r.spec.description == refused else "COMPLETED" for r in records]
+    assert all(direct_path(UPath(tmp_path), "ZAF", 2020, s.description).exists() for s in specs if s.description != refused)

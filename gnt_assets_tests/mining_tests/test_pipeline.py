@@ -144,3 +144,27 @@ def test_local_earth_engine_writes_zero_for_masked_pixels_unless_the_request_unm
     monkeypatch.setattr(local_ee, "export_request", lambda spec: {})  # a request that states no nodata
     values, tag = pixels(client.compute_pixels(spec))
     assert (values[:, gaps] == 0).all() and tag is None  # what Earth Engine does: masked pixels become 0
+
+
+def test_cluster_across_the_antimeridian_is_exported_as_two_pieces_into_its_world_tiles(storage_root, instance):
+    resources = mining_resources(storage_root)
+    materialize(instance, resources, ["mine_polygons"])
+    materialize(instance, resources, ["mining_clusters"], "FJI")
+    table = read_table(storage_root / "tables" / "mining_clusters" / "FJI.parquet")
+    crossing = table[table["crosses_antimeridian"]].iloc[0]
+    exports = materialize(instance, resources, ["landsat_exports"], "FJI|2020")
+    assert _checks(exports) == {"exports_one_task_per_cluster": True}
+    pieces = sorted(r.spec.description for r in read_ledger(ledger_path(storage_root, "FJI", "2020")) if r.spec.cluster_id == crossing.cluster_id)
+    assert [p.split("_")[-2] for p in pieces] == ["E", "W"] and all(p.endswith("_a1") for p in pieces)
+    cursor = None
+    for _ in range(3):
+        cursor = sensor_tick(instance, resources, cursor).cursor
+    regions = materialize(instance, resources, ["landsat_regions"], "FJI|2020")
+    assert all(_checks(regions).values()), _checks(regions)
+    path = region_path(storage_root, "FJI", "2020")
+    sides = {int(ix) for ix, _ in crossing.tiles}
+    assert min(sides) == 0 and max(sides) == 20872
+    for ix, iy in crossing.tiles:  # both sides of 180 hold the cluster's pixels, masked ones NaN
+        tile = tile_array(path, int(ix), int(iy))
+        gaps = scene_gaps(world_tile(int(ix), int(iy)), 2020)
+        assert np.isfinite(tile[:, ~gaps]).all() and np.isnan(tile[:, gaps]).all()

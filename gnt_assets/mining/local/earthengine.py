@@ -22,7 +22,7 @@ from pydantic import Field
 from upath import UPath
 
 from gnt_assets.core.atomic import atomic_write_bytes, atomic_write_text
-from gnt_assets.mining.exports import ExportSpec, TaskState, export_request
+from gnt_assets.mining.exports import ExportSpec, TaskState, attempt_of, export_request
 from gnt_assets.mining.local.samples import (
     ensure_sample_polygons,
     geotiff_bytes,
@@ -61,16 +61,21 @@ class LocalEarthEngine(EarthEngineResource):
         return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.exists() else []
 
     def find_task(self, description: str) -> TaskState | None:
-        tasks = [t for t in self._all() if t["description"] == description]
-        if not tasks:
-            return None
-        task = max(tasks, key=lambda t: t["attempt"])
-        return TaskState(task["id"], description, task["state"], task.get("error", ""))
+        return self.task_index().get(description)
+
+    def task_index(self) -> dict[str, TaskState]:
+        newest: dict[str, dict] = {}
+        for task in self._all():
+            if task["description"] not in newest or task.get("seq", task["attempt"]) > newest[task["description"]].get("seq", newest[task["description"]]["attempt"]):
+                newest[task["description"]] = task
+        return {d: TaskState(t["id"], d, t["state"], t.get("error", "")) for d, t in newest.items()}
 
     def submit(self, spec: ExportSpec) -> TaskState:
-        attempt = 1 + sum(t["description"] == spec.description for t in self._all())
-        task_id = "L" + hashlib.sha256(f"{spec.description}/{attempt}".encode()).hexdigest()[:23].upper()
-        self._save({"id": task_id, "description": spec.description, "state": "READY", "attempt": attempt, "spec": spec.__dict__,
+        """A new task; ``attempt`` (for ``fail_attempts``) is the description's attempt number (``..._a2``)."""
+        seq = 1 + sum(t["description"] == spec.description for t in self._all())
+        task_id = "L" + hashlib.sha256(f"{spec.description}/{seq}".encode()).hexdigest()[:23].upper()
+        attempt = attempt_of(spec.description) + seq - 1
+        self._save({"id": task_id, "description": spec.description, "state": "READY", "attempt": attempt, "seq": seq, "spec": spec.__dict__,
                     "request": export_request(spec)})
         return TaskState(task_id, spec.description, "READY")
 
