@@ -28,8 +28,15 @@ def _tick_until(instance, resources, cursor, wanted: int) -> tuple[str, list, in
     while len(requested) < wanted and ticks < 40:
         with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
             result = gee_export_sensor(context)
-        cursor, requested, ticks = result.cursor, requested + [r.partition_key for r in result.run_requests], ticks + 1
+        cursor, requested, ticks = result.cursor, requested + list(result.run_requests), ticks + 1
     return cursor, requested, ticks
+
+
+def _run_request(instance, defs, resources, request) -> tuple[dict, dict]:
+    """What the sensor's run does: the region, then (the chain) the training tiles and their HPC copy."""
+    selection = [key.to_user_string() for key in request.asset_selection]
+    result = _materialize(instance, defs, resources, selection, request.partition_key)
+    return _metadata(result, "landsat_regions"), _metadata(result, "mining_training_tiles")
 
 
 def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
@@ -45,7 +52,8 @@ def run(instance: dg.DagsterInstance, defs: dg.Definitions) -> None:
 
     # Regions under ~300 kB take the direct computePixels path, larger ones go through Drive in 128 px shards;
     # at most 6 Earth Engine tasks in flight, so the sensor also submits queued exports.
-    local = LocalEarthEngine(root=defs.resources["earthengine"].root, direct_max_bytes=300_000, shard_width=128, max_in_flight=6)
+    settings = {"root": defs.resources["earthengine"].root, "direct_max_bytes": 300_000, "shard_width": 128, "max_in_flight": 6}
+    local = LocalEarthEngine(**settings)
     resources = {**defs.resources, "earthengine": local}
     _materialize(instance, defs, resources, ["mine_polygons"])
     for country in COUNTRIES:
@@ -59,27 +67,26 @@ def run(instance: dg.DagsterInstance, defs: dg.Definitions) -> None:
     # then a reset (landsat_exports config) exports it again as attempt 4 and the sensor requests the region again.
     root = UPath(defs.resources["earthengine"].root)
     redo = next(r for r in read_ledger(ledger_path(root, "BWA", "2020")) if r.route == "drive")
-    failing = local.model_copy(update={"fail_descriptions": [base_of(redo.spec.description)], "fail_attempts": 3})
+    failing = LocalEarthEngine(**settings, fail_descriptions=[base_of(redo.spec.description)], fail_attempts=redo.attempts + 2)
     cursor, requested, ticks = _tick_until(instance, {**resources, "earthengine": failing}, None, len(partitions))
     print(f"   gee_export_sensor: {ticks} ticks until every export completed or failed 3 times; download runs requested "
           f"for {len(requested)} partitions", flush=True)
-    for key in requested:
-        meta = _metadata(_materialize(instance, defs, resources, ["landsat_regions"], key), "landsat_regions")
+    for request in requested:  # each run: region -> training tiles -> HPC copy, no manual step
+        meta, tiles = _run_request(instance, defs, resources, request)
         skipped = f", skipped (failed 3 times): {meta['skipped_failed']}" if meta["skipped_failed"] else ""
-        print(f"   zarr region {key}: {meta['clusters_written']} clusters, {meta['drive_files_deleted']} Drive files verified and deleted{skipped}", flush=True)
+        print(f"   zarr region {request.partition_key}: {meta['clusters_written']} clusters, {meta['drive_files_deleted']} Drive files "
+              f"verified and deleted{skipped}; then {tiles['tiles']} training tiles ({tiles['bytes']:,} bytes) and their HPC copy", flush=True)
     key = dg.MultiPartitionKey({"country": "BWA", "year": "2020"})
     meta = _metadata(_materialize(instance, defs, resources, ["landsat_exports"], key,
                                   ops={"landsat_exports": {"config": {"reset": [redo.spec.cluster_id[:8]]}}}), "landsat_exports")
+    attempt = next(r.attempts for r in read_ledger(ledger_path(root, "BWA", "2020")) if r.spec.cluster_id == redo.spec.cluster_id)
     cursor, again, ticks = _tick_until(instance, resources, cursor, 1)
-    for key in again:
-        meta = _metadata(_materialize(instance, defs, resources, ["landsat_regions"], key), "landsat_regions")
-        print(f"   redo {redo.spec.cluster_id[:8]} in {key}: reset to attempt 4, {ticks} sensor ticks, region rewritten with "
-              f"{meta['clusters_written']} clusters (skipped: {meta['skipped_failed'] or 'none'})", flush=True)
+    for request in again:
+        meta, tiles = _run_request(instance, defs, resources, request)
+        print(f"   redo {redo.spec.cluster_id[:8]} in {request.partition_key}: reset to attempt {attempt}, {ticks} sensor ticks, "
+              f"region rewritten with {meta['clusters_written']} clusters (skipped: {meta['skipped_failed'] or 'none'}), "
+              f"{tiles['tiles']} training tiles copied", flush=True)
     _materialize(instance, defs, resources, ["mining_export_status"])
-    # Mining II: training tiles (packed, memory-mapped) and their verified copy on the HPC target, then the janitor.
-    for key in requested:
-        tiles = _materialize(instance, defs, resources, ["mining_training_tiles", "mining_hpc_transfer"], key)
-        meta = tiles.asset_materializations_for_node("mining_training_tiles")[0].metadata
-        print(f"   training tiles {key}: {meta['tiles'].value} tiles, {meta['bytes'].value:,} bytes", flush=True)
+    # then the janitor
     janitor = defs.resolve_job_def("janitor").execute_in_process(instance=instance, run_config=QUIET_RUN_CONFIG, raise_on_error=False)
     print(f"   janitor check: {'storage agrees with Dagster' if janitor.success else 'found problems (see the janitor run)'}", flush=True)

@@ -25,6 +25,7 @@ from gnt_assets.mining.exports import (
     write_ledger,
 )
 from gnt_assets.mining.resources import EarthEngineResource
+from gnt_assets.mining.training_assets import mining_hpc_transfer, mining_training_tiles
 from gnt_assets.resources.alerts import AlertSinksResource
 from gnt_assets.resources.storage import StorageResource
 
@@ -101,11 +102,15 @@ def _report_broken(context, alerts, cursor: dict, partition: str, error: Excepti
                      "asset": "landsat_exports"}, log=context.log)
 
 
-@dg.sensor(asset_selection=[landsat_regions], minimum_interval_seconds=120, default_status=dg.DefaultSensorStatus.RUNNING)
+CHAIN = [landsat_regions.key, mining_training_tiles.key, mining_hpc_transfer.key]  # what follows completed exports
+
+
+@dg.sensor(asset_selection=CHAIN, minimum_interval_seconds=120, default_status=dg.DefaultSensorStatus.RUNNING)
 def gee_export_sensor(context: dg.SensorEvaluationContext, storage: StorageResource, earthengine: EarthEngineResource,
                       alerts: AlertSinksResource) -> dg.SensorResult:
     """Polls the export tasks of every country-year; requests ``landsat_regions`` once all completed and reports
-    partitions whose exports failed ``MAX_ATTEMPTS`` times with the Earth Engine error text. A partition whose ledger
+    partitions whose exports failed ``MAX_ATTEMPTS`` times with the Earth Engine error text. The run also makes the
+    training tiles and their HPC copy, so a backfill of ``landsat_exports`` alone ends with verified tiles on the target. A partition whose ledger
     cannot be read or whose polling raises is reported (log every tick, alert once) and the tick goes on."""
     cursor = json.loads(context.cursor or "{}")  # partition -> "requested:<attempts>", "failed:<attempts>" or "error:<hash>"
     requests = []
@@ -137,7 +142,7 @@ def gee_export_sensor(context: dg.SensorEvaluationContext, storage: StorageResou
         cursor[partition] = mark
         if state in ("complete", "partial"):  # failed clusters are skipped by the region step and named there
             key = dg.MultiPartitionKey({"country": country, "year": year})
-            requests.append(dg.RunRequest(partition_key=key, run_key=f"landsat_regions:{partition}:{mark}"))
+            requests.append(dg.RunRequest(partition_key=key, run_key=f"landsat_regions:{partition}:{mark}", asset_selection=CHAIN))
         if state in ("partial", "failed"):
             failed = [f"{r.spec.description}: {r.errors[-1] if r.errors else r.state}" for r in records if r.state in FAILED_STATES]
             alerts.send({"text": f"mining exports {partition}: {len(failed)} failed {MAX_ATTEMPTS} times: {'; '.join(failed)}"

@@ -45,6 +45,8 @@ def test_polygons_to_regions_with_sensor(storage_root, instance):
     assert not first.run_requests  # READY -> RUNNING
     second = sensor_tick(instance, resources, first.cursor)
     assert [str(r.partition_key) for r in second.run_requests] == ["BWA|2020"]
+    chain = [k.to_user_string() for k in second.run_requests[0].asset_selection]  # tiles and HPC copy follow by themselves
+    assert chain == ["landsat_regions", "mining_training_tiles", "mining_hpc_transfer"]
     assert not sensor_tick(instance, resources, second.cursor).run_requests  # requested once
 
     regions = materialize(instance, resources, ["landsat_regions"], "BWA|2020")
@@ -168,3 +170,35 @@ def test_cluster_across_the_antimeridian_is_exported_as_two_pieces_into_its_worl
         tile = tile_array(path, int(ix), int(iy))
         gaps = scene_gaps(world_tile(int(ix), int(iy)), 2020)
         assert np.isfinite(tile[:, ~gaps]).all() and np.isnan(tile[:, gaps]).all()
+
+
+def test_janitor_reset_after_a_deleted_chunk_and_the_repair_restore_it_byte_identical(storage_root, instance):
+    from gnt_assets.mining.janitor import region_findings, reset_for_missing_chunks
+
+    resources = mining_resources(storage_root)
+    materialize(instance, resources, ["mine_polygons"])
+    materialize(instance, resources, ["mining_clusters"], "NAM")
+    materialize(instance, resources, ["landsat_exports"], "NAM|2020")
+    cursor = None
+    for _ in range(3):
+        cursor = sensor_tick(instance, resources, cursor).cursor
+    materialize(instance, resources, ["landsat_regions"], "NAM|2020")
+    table = read_table(storage_root / "tables" / "mining_clusters" / "NAM.parquet")
+    store = region_path(storage_root, "NAM", "2020")
+    chunks = {p: p.read_bytes() for p in (store / "reflectance" / "c").rglob("*") if p.is_file()}
+    victim = sorted(chunks)[len(chunks) // 2]
+    victim.unlink()
+
+    findings = region_findings(storage_root, "NAM|2020", table)
+    assert len(findings) == 1 and "zarr chunks missing" in findings[0].problem
+    reset = reset_for_missing_chunks(storage_root, findings)
+    assert list(reset) == ["NAM|2020"] and all(d.endswith("_a2") for d in reset["NAM|2020"])
+    materialize(instance, resources, ["landsat_exports"], "NAM|2020")  # direct ones recomputed, Drive ones submitted
+    requests = []
+    for _ in range(3):
+        result = sensor_tick(instance, resources, cursor)
+        cursor, requests = result.cursor, requests + list(result.run_requests)
+    assert [str(r.partition_key) for r in requests] == ["NAM|2020"]
+    materialize(instance, resources, ["landsat_regions"], "NAM|2020")
+    assert not region_findings(storage_root, "NAM|2020", table)
+    assert {p: p.read_bytes() for p in (store / "reflectance" / "c").rglob("*") if p.is_file()} == chunks  # byte-identical
