@@ -39,11 +39,11 @@ from gnt_assets.core.errors import InputError
 # chunks from Rust threads (the ``zarrs`` package) and is used on local disk only, where it was measured
 # (benchmarks/io_managers.py); object stores keep zarr-python's own pipeline.
 CODEC_PIPELINES = {"default": "zarr.core.codec_pipeline.BatchedCodecPipeline", "zarrs": "zarrs.ZarrsCodecPipeline"}
-DEFAULT_CODEC_PIPELINE = "zarrs"
+DEFAULT_CODEC_PIPELINE = "default"
 
 
 def codec_pipeline_name(name: str | None = None) -> str:
-    """The pipeline to write with: ``name``, else ``GNT_ZARR_CODEC_PIPELINE``, else "zarrs"."""
+    """The pipeline to write with: ``name``, else ``GNT_ZARR_CODEC_PIPELINE``, else "default" (zarr-python's)."""
     name = name or os.environ.get("GNT_ZARR_CODEC_PIPELINE") or DEFAULT_CODEC_PIPELINE
     if name not in CODEC_PIPELINES:
         raise ValueError(f"zarr codec pipeline {name!r} is not one of {sorted(CODEC_PIPELINES)}")

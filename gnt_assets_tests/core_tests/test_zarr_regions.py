@@ -191,9 +191,9 @@ def test_codec_pipeline_is_chosen_by_configuration(tmp_path, monkeypatch):
             return type(zarr.open_array((store / "value").path, mode="r")._async_array.codec_pipeline).__name__
 
     assert pipeline_inside("zarrs") == "ZarrsCodecPipeline" and pipeline_inside("default") == "BatchedCodecPipeline"
-    assert codec_pipeline_name() == "zarrs"
-    monkeypatch.setenv("GNT_ZARR_CODEC_PIPELINE", "default")
-    assert codec_pipeline_name() == "default" and pipeline_inside(None) == "BatchedCodecPipeline"
+    assert codec_pipeline_name() == "default"
+    monkeypatch.setenv("GNT_ZARR_CODEC_PIPELINE", "zarrs")
+    assert codec_pipeline_name() == "zarrs" and pipeline_inside(None) == "ZarrsCodecPipeline"
     assert codec_pipeline_name("zarrs") == "zarrs"
     with pytest.raises(ValueError, match="not one of"):
         write_region(store, region(0, 0, 64, 1.0), codec_pipeline="fast")
