@@ -8,12 +8,12 @@ exactly that grid's resampled partitions stale.
 """
 
 
+import os
 
 import dagster as dg
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import rasterio
 import shapely
 from upath import UPath
 
@@ -23,8 +23,10 @@ from gnt_assets.materialization import catalog_metadata, output_metadata, quickl
 from gnt_assets.partitions import raster_sources
 from gnt_assets.rasters import catalog, grids, resample, sources, tiling
 from gnt_assets.rasters.resources import RasterFolderResource
+from gnt_assets.rasters.rio import open_raster
 from gnt_assets.resources.compute import DaskComputeResource
 from gnt_assets.resources.storage import StorageResource
+from gnt_assets.retries import TRANSIENT_RETRY
 
 CODE_VERSION = "1"
 
@@ -33,10 +35,11 @@ def state_folder(storage: StorageResource) -> UPath:
     return storage.path("rasters")
 
 
-@dg.asset(group_name="rasters", partitions_def=raster_sources, code_version=CODE_VERSION)
+@dg.asset(group_name="rasters", partitions_def=raster_sources, code_version=CODE_VERSION, retry_policy=TRANSIENT_RETRY)
 def raster_source(context: dg.AssetExecutionContext, storage: StorageResource, raster_folder: RasterFolderResource) -> dg.MaterializeResult:
     """A registered raster, validated (opens, CRS, finite geotransform, nodata fits the dtype) and hashed.
-    Its data version is the file's content hash, so downstream partitions go stale only when the bytes change."""
+    Its data version hashes the file's content with its effective nodata, kind and sidecar metadata, so
+    downstream partitions go stale when the bytes or what the sidecar says about them change."""
     key = context.partition_key
     found = sources.discover(raster_folder.folder_path(storage.root_path), raster_folder.registry_path(storage.root_path))
     if key not in found:
@@ -47,11 +50,11 @@ def raster_source(context: dg.AssetExecutionContext, storage: StorageResource, r
         catalog.record_error(state_folder(storage), key, found[key].path, str(error))
         raise
     catalog.record_source(state_folder(storage), info)
-    with UPath(info.path).open("rb") as handle, rasterio.open(handle) as src:
+    with open_raster(info.path) as src:
         scale = max(1, max(src.width, src.height) // 512)
         preview = src.read(1, out_shape=(src.height // scale or 1, src.width // scale or 1))
     return dg.MaterializeResult(
-        data_version=dg.DataVersion(info.content_hash),
+        data_version=dg.DataVersion(sources.data_version(info)),
         metadata={
             **output_metadata([state_folder(storage) / "sources" / f"{key}.json"]),
             **quicklook_metadata(quicklook(preview, nodata=info.nodata, crs=info.crs, variable="band 1")),
@@ -61,7 +64,7 @@ def raster_source(context: dg.AssetExecutionContext, storage: StorageResource, r
     )
 
 
-@dg.asset(group_name="rasters", deps=[raster_source], code_version=CODE_VERSION)
+@dg.asset(group_name="rasters", deps=[raster_source], code_version=CODE_VERSION, retry_policy=TRANSIENT_RETRY)
 def raster_catalog(storage: StorageResource) -> dg.MaterializeResult:
     """Every source with path, CRS, pixel size, dtype, nodata, extent, bands, hash and status
     (GeoParquet, pandera-checked); failed registrations never replace a good entry."""
@@ -75,7 +78,7 @@ def raster_catalog(storage: StorageResource) -> dg.MaterializeResult:
     })
 
 
-@dg.asset(group_name="rasters", partitions_def=raster_sources, deps=[raster_source], code_version=CODE_VERSION)
+@dg.asset(group_name="rasters", partitions_def=raster_sources, deps=[raster_source], code_version=CODE_VERSION, retry_policy=TRANSIENT_RETRY)
 def raster_tiles(context: dg.AssetExecutionContext, storage: StorageResource, compute: DaskComputeResource,
                  raster_folder: RasterFolderResource) -> dg.MaterializeResult:
     """The raster as a zarr array with one chunk per tile (one GET per tile), and a GeoParquet tile index
@@ -105,29 +108,35 @@ class ResampleConfig(dg.Config):
 
 
 def grid_asset(spec: grids.GridSpec, study_area) -> dg.AssetsDefinition:
-    @dg.asset(name=f"grid_{spec.name}", group_name="rasters", code_version=f"{CODE_VERSION}-{spec.kind}-{spec.resolution_m}-{study_area}",
+    @dg.asset(name=f"grid_{spec.name}", group_name="rasters", retry_policy=TRANSIENT_RETRY, code_version=f"{CODE_VERSION}-{spec.kind}-{spec.resolution_m}-{study_area}",
               description=f"{spec.kind} grid {spec.name!r} at {spec.resolution_m:g} m over the study area {study_area} (GeoParquet of cells).")
     def _grid(storage: StorageResource) -> dg.MaterializeResult:
         cells = grids.grid_cells(spec, study_area)
         path = state_folder(storage) / "grids" / f"{spec.name}.parquet"
         write_table(cells, path)
-        return dg.MaterializeResult(metadata={**output_metadata([path]), "cells": len(cells), "crs": str(cells.crs)})
+        digest = resample.grid_content_hash(cells)
+        return dg.MaterializeResult(data_version=dg.DataVersion(digest),
+                                    metadata={**output_metadata([path]), "cells": len(cells), "crs": str(cells.crs), "grid_hash": digest})
 
     return _grid
 
 
 def resampled_asset(spec: grids.GridSpec) -> dg.AssetsDefinition:
-    @dg.asset(name=f"resampled_{spec.name}", group_name="rasters", partitions_def=raster_sources,
+    @dg.asset(name=f"resampled_{spec.name}", group_name="rasters", partitions_def=raster_sources, retry_policy=TRANSIENT_RETRY,
               deps=[raster_source, raster_tiles, f"grid_{spec.name}"], code_version=f"{CODE_VERSION}-{resample.ALGORITHM_VERSION}",
               description=f"Raster values per cell of grid {spec.name!r} (cell_id, band, method, value, valid_fraction) "
                           "with exact coverage-weighted area methods; cached by source hash x grid x method x band.")
-    def _resampled(context: dg.AssetExecutionContext, config: ResampleConfig, storage: StorageResource) -> dg.MaterializeResult:
+    def _resampled(context: dg.AssetExecutionContext, config: ResampleConfig, storage: StorageResource,
+                   raster_folder: RasterFolderResource) -> dg.MaterializeResult:
         folder = state_folder(storage)
         info = catalog.load_source(folder, context.partition_key)
         cells = read_table(folder / "grids" / f"{spec.name}.parquet")
         methods = config.methods or list(sources.DEFAULT_METHODS[info.kind])
-        store = resample.ResultStore(folder / "cache" / "results")
-        table, counts = resample.resample(info, cells, spec.name, methods, folder / "cache" / "weights", store)
+        store = resample.ResultStore(folder / "cache")
+        table, counts = resample.resample(info, cells, spec.name, methods, store, memory_limit_mb=raster_folder.memory_limit_mb, log=context.log.info)
+        warnings = counts.pop("warnings")
+        for warning in warnings:
+            context.log.warning(f"{info.key} on {spec.name}: {warning}")
         out = gpd.GeoDataFrame(table.merge(cells[["cell_id", "geometry"]], on="cell_id"), geometry="geometry", crs=cells.crs)
         path = folder / "resampled" / spec.name / f"{info.key}.parquet"
         write_table(out, path)
@@ -138,7 +147,7 @@ def resampled_asset(spec: grids.GridSpec) -> dg.AssetsDefinition:
         return dg.MaterializeResult(metadata={
             **output_metadata(written), **catalog_metadata(context, storage.root_path, dict(zip(("table", "zarr"), written, strict=False))),
             "cells": int(first.cell_id.nunique()), "methods": ", ".join(methods),
-            **counts, **{f"cache_{k}": v for k, v in store.stats().items()},
+            **counts, "point_method_warnings": "; ".join(warnings) or "none", **{f"cache_{k}": v for k, v in store.stats().items()},
             **quicklook_metadata(choropleth(first.geometry.values, first["value"], variable=f"band 1 {methods[0]} per cell", crs=str(cells.crs)), title="choropleth"),
             "mean_valid_fraction": float(np.nanmean(first.valid_fraction)) if len(first) else 0.0,
         })
@@ -146,6 +155,7 @@ def resampled_asset(spec: grids.GridSpec) -> dg.AssetsDefinition:
     return _resampled
 
 
-STUDY_AREA, GRIDS = grids.load_registry()
+# The study area and grids: the file named by GNT_RASTER_GRIDS, else the package's grids.yaml.
+STUDY_AREA, GRIDS = grids.load_registry(os.environ.get("GNT_RASTER_GRIDS") or grids.REGISTRY)
 grid_assets = [grid_asset(spec, STUDY_AREA) for spec in GRIDS]
 resampled_assets = [resampled_asset(spec) for spec in GRIDS]

@@ -104,7 +104,7 @@ def list_sources(args) -> int:
 def cache_stats(args) -> int:
     from gnt_assets.rasters.resample import ResultStore
 
-    print(json.dumps(ResultStore(UPath(args.root) / "rasters" / "cache" / "results").stats()))
+    print(json.dumps(ResultStore(UPath(args.root) / "rasters" / "cache").stats()))
     return 0
 
 

@@ -37,5 +37,6 @@ def resource_set(profile: str) -> dict[str, Any]:
             folder=os.environ.get("GNT_RASTER_FOLDER", "rasters/incoming"),
             registry=os.environ.get("GNT_RASTER_REGISTRY", "rasters/registry.yaml"),
             tile_size=int(os.environ.get("GNT_RASTER_TILE_SIZE", "1000")),
+            memory_limit_mb=float(os.environ.get("GNT_RASTER_MEMORY_LIMIT_MB", "1536")),
         )
     }

@@ -15,7 +15,7 @@ class CleanupConfig(dg.Config):
 
 @dg.op(description="Removes result-store entries not accessed for days_old days and hit fewer than min_access times.")
 def clean_result_cache(context: dg.OpExecutionContext, config: CleanupConfig, storage: StorageResource) -> None:
-    store = resample.ResultStore(state_folder(storage) / "cache" / "results")
+    store = resample.ResultStore(state_folder(storage) / "cache")
     removed = store.cleanup(config.days_old, config.min_access)
     context.log.info(f"removed {len(removed)} cached results; now {store.stats()}")
 

@@ -13,25 +13,27 @@ import io
 import json
 import math
 import time
+from dataclasses import dataclass
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import rasterio
 import scipy.sparse as sp
 import shapely
+from affine import Affine
 from PIL import Image, ImageDraw
 from rasterio.windows import Window, from_bounds
 from upath import UPath
 
 from gnt_assets.core.atomic import atomic_write_bytes, atomic_write_text
 from gnt_assets.rasters.grids import GridError, cell_centres
+from gnt_assets.rasters.rio import open_raster
 from gnt_assets.rasters.tiling import valid_mask
-from gnt_assets.rasters.zonal import AREA_METHODS, METHODS, CoverageWeights, coverage_weights, point_sample, zonal
+from gnt_assets.rasters.zonal import AREA_METHODS, METHODS, ZonalAccumulator, ZonalResult, coverage_weights, point_sample
 
 # Bump when resampled values change for the same inputs: it is part of the result-store key
 # and of the resampled assets' code_version, so old results are neither served nor shown fresh.
-ALGORITHM_VERSION = "2"
+ALGORITHM_VERSION = "3"
 
 
 def cells_in_raster_crs(cells: gpd.GeoDataFrame, raster_crs: str, bounds, *, raster_name: str, grid_name: str) -> gpd.GeoDataFrame:
@@ -53,45 +55,76 @@ def cells_in_raster_crs(cells: gpd.GeoDataFrame, raster_crs: str, bounds, *, ras
     return hits
 
 
-def weights_key(grid_name: str, cell_ids, crs: str, transform, shape) -> str:
-    digest = hashlib.sha256(json.dumps([grid_name, crs, list(transform)[:6], list(shape)]).encode())
-    digest.update("\n".join(cell_ids).encode())
-    return digest.hexdigest()[:24]
+def grid_content_hash(cells: gpd.GeoDataFrame) -> str:
+    """A hash of the grid's cells (ids, geometry, CRS): a redefined grid under the same name
+    is a different grid, so nothing cached for the old one is ever served for it."""
+    digest = hashlib.sha256(str(cells.crs).encode())
+    digest.update("\n".join(map(str, cells.cell_id)).encode())
+    digest.update(b"".join(shapely.to_wkb(cells.geometry.values, output_dimension=2)))
+    return digest.hexdigest()
 
 
-def cached_weights(folder: UPath, key: str, geoms, transform, shape) -> tuple[CoverageWeights, bool]:
+def weights_key(grid_hash: str, crs: str, transform, shape, rows: tuple[int, int]) -> str:
+    """Weights of one block of rows of the cells' window, for one grid content and pixel grid."""
+    return hashlib.sha256(json.dumps([ALGORITHM_VERSION, grid_hash, crs, list(transform)[:6], list(shape), list(rows)]).encode()).hexdigest()[:32]
+
+
+def _load_weights(path: UPath):
+    with path.open("rb") as handle:
+        data = np.load(handle)
+        matrix = sp.csr_matrix((data["data"], data["indices"], data["indptr"]), shape=tuple(data["mshape"]))
+        return data["cells"], matrix
+
+
+def block_weights(folder: UPath, key: str, geoms, cells: np.ndarray, transform, shape, batch_elements: int):
+    """Coverage of the block's pixels by ``geoms`` (global cell numbers ``cells``), from the
+    weights cache when present; returns (cells, matrix, cached)."""
     path = folder / f"{key}.npz"
     if path.exists():
-        with path.open("rb") as handle:
-            data = np.load(handle)
-            matrix = sp.csr_matrix((data["data"], data["indices"], data["indptr"]), shape=tuple(data["mshape"]))
-            return CoverageWeights(matrix, data["cell_area"], tuple(shape)), True
-    weights = coverage_weights(geoms, transform, shape)
+        return (*_load_weights(path), True)
+    matrix = coverage_weights(geoms, transform, shape, batch_elements=batch_elements).matrix
     buffer = io.BytesIO()
-    m = weights.matrix
-    np.savez(buffer, data=m.data, indices=m.indices, indptr=m.indptr, mshape=np.array(m.shape), cell_area=weights.cell_area)
+    np.savez(buffer, data=matrix.data, indices=matrix.indices, indptr=matrix.indptr, mshape=np.array(matrix.shape), cells=cells)
     atomic_write_bytes(path, buffer.getvalue())
-    return weights, False
+    _record_access(path, hit=False)
+    return cells, matrix, False
+
+
+def _record_access(path: UPath, hit: bool) -> None:
+    log = path.with_suffix(".access.json")
+    stats = json.loads(log.read_text()) if log.exists() else {"hits": 0, "created": time.time()}
+    stats["hits"] += int(hit)
+    stats["last_access"] = time.time()
+    atomic_write_text(log, json.dumps(stats))
+
+
+def result_key(*, source_hash: str, grid_hash: str, nodata, kind: str, band: int, method: str) -> str:
+    """Everything a resampled table depends on: raster bytes, effective nodata, kind, band,
+    grid content, method and the algorithm version."""
+    parts = [ALGORITHM_VERSION, source_hash, grid_hash, None if nodata is None else repr(float(nodata)), kind, int(band), method]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:40]
 
 
 class ResultStore:
-    """Resampled tables keyed by source hash x grid x method x band, with access counts."""
+    """Resampled tables keyed by ``result_key`` (raster content, nodata, kind, band, grid content,
+    method, algorithm version), with access counts; the coverage weights cache beside it
+    (``weights/``, same access log) is cleaned with it."""
 
     def __init__(self, root: UPath):
         self.root = root
 
-    def _path(self, source_hash: str, grid: str, method: str, band: int) -> UPath:
-        return self.root / f"v{ALGORITHM_VERSION}" / source_hash[:32] / grid / f"{method}_b{band}.parquet"
+    def _path(self, key: str) -> UPath:
+        return self.root / "results" / key[:2] / f"{key}.parquet"
+
+    @property
+    def weights_folder(self) -> UPath:
+        return self.root / "weights"
 
     def _touch(self, path: UPath, hit: bool) -> None:
-        log = path.with_suffix(".access.json")
-        stats = json.loads(log.read_text()) if log.exists() else {"hits": 0, "created": time.time()}
-        stats["hits"] += int(hit)
-        stats["last_access"] = time.time()
-        atomic_write_text(log, json.dumps(stats))
+        _record_access(path, hit)
 
-    def get(self, source_hash: str, grid: str, method: str, band: int) -> pd.DataFrame | None:
-        path = self._path(source_hash, grid, method, band)
+    def get(self, key: str) -> pd.DataFrame | None:
+        path = self._path(key)
         if not path.exists():
             return None
         with path.open("rb") as handle:
@@ -99,8 +132,8 @@ class ResultStore:
         self._touch(path, hit=True)
         return table
 
-    def put(self, source_hash: str, grid: str, method: str, band: int, table: pd.DataFrame) -> None:
-        path = self._path(source_hash, grid, method, band)
+    def put(self, key: str, table: pd.DataFrame) -> None:
+        path = self._path(key)
         buffer = io.BytesIO()
         table.to_parquet(buffer, index=False)
         atomic_write_bytes(path, buffer.getvalue())
@@ -112,6 +145,8 @@ class ResultStore:
         rows = []
         for log in self.root.rglob("*.access.json"):
             data = log.with_name(log.name.replace(".access.json", ".parquet"))
+            if not data.exists():
+                data = log.with_name(log.name.replace(".access.json", ".npz"))
             rows.append({"path": str(data), "bytes": data.stat().st_size if data.exists() else 0, **json.loads(log.read_text())})
         return rows
 
@@ -149,42 +184,155 @@ def cells_window(src, bounds, pad: int = 3) -> Window:
     return Window(col0, row0, max(col1 - col0, 1), max(row1 - row0, 1))
 
 
-def resample(info, cells: gpd.GeoDataFrame, grid_name: str, methods, weights_folder: UPath, store: ResultStore) -> tuple[pd.DataFrame, dict]:
-    """Long table (cell_id, band, method, value, valid_fraction) for every method and band; cached parts are read."""
+# Bytes one pixel of a block costs while it is resampled: its value and valid flag, and about
+# 1.2 coverage entries (weight, column, row) gathered as float64 by the accumulator.
+BYTES_PER_BLOCK_PIXEL = 96
+# Bytes per bounding-box pixel while coverage weights are swept (the batch arrays of zonal.py).
+BYTES_PER_SWEPT_PIXEL = 80
+POINT_PAD = 2  # rows the cubic kernel reaches beyond a point's base row
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """Rows of the cells' window in blocks sized so a block's arrays fit half the memory limit
+    and the coverage sweep a quarter (the rest is left to cells, GDAL's cache and Python)."""
+
+    rows: list[tuple[int, int]]
+    batch_elements: int
+
+    @classmethod
+    def for_window(cls, height: int, width: int, memory_limit_mb: float) -> BlockPlan:
+        budget = memory_limit_mb * 2**20
+        block_rows = max(1, int(budget / 2 / (width * BYTES_PER_BLOCK_PIXEL)))
+        rows = [(r, min(r + block_rows, height)) for r in range(0, height, block_rows)]
+        return cls(rows, max(4096, int(budget / 4 / BYTES_PER_SWEPT_PIXEL)))
+
+
+class Progress:
+    """Blocks done of total, rate and time left, logged at most every 10 % (and at the end)."""
+
+    def __init__(self, total: int, log=None, label: str = "blocks"):
+        self.total, self.log, self.label = total, log, label
+        self.done, self.start, self.next_report = 0, time.monotonic(), 0.1
+
+    def step(self) -> None:
+        self.done += 1
+        if self.log is None or (self.done / self.total < self.next_report and self.done < self.total):
+            return
+        self.next_report = self.done / self.total + 0.1
+        elapsed = time.monotonic() - self.start
+        rate = self.done / elapsed if elapsed > 0 else float("inf")
+        left = (self.total - self.done) / rate if rate > 0 else float("nan")
+        self.log(f"{self.label} {self.done}/{self.total} ({rate:.2f}/s, about {left:.0f} s left)")
+
+
+def _point_rows(centres_xy, transform, shape) -> np.ndarray:
+    """The window row under each point; points outside the window count as row 0 (point_sample
+    makes them NaN, sampling the first rows)."""
+    inverse = ~transform
+    u = inverse.a * centres_xy[:, 0] + inverse.b * centres_xy[:, 1] + inverse.c
+    v = inverse.d * centres_xy[:, 0] + inverse.e * centres_xy[:, 1] + inverse.f
+    inside = (u >= 0) & (u < shape[1]) & (v >= 0) & (v < shape[0])
+    return np.where(inside, np.floor(np.where(inside, v, 0)), 0).astype(np.int64)
+
+
+def resample(info, cells: gpd.GeoDataFrame, grid_name: str, methods, store: ResultStore, *,
+             memory_limit_mb: float = 1536, log=None) -> tuple[pd.DataFrame, dict]:
+    """Long table (cell_id, band, method, value, valid_fraction) for every method and band; cached parts are read.
+
+    The raster is opened by path and read block by block (full-width rows of the cells'
+    window, sized by ``memory_limit_mb``); coverage weights are computed (or read from the
+    weights cache) per block, and area statistics accumulate across blocks, equal to the
+    whole-window computation. Point methods sample each cell centre in the block holding its row."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"{info.key}: unknown resampling methods {unknown}; use {', '.join(METHODS)}")
     local = cells_in_raster_crs(cells, info.crs, (info.left, info.bottom, info.right, info.top), raster_name=info.path, grid_name=grid_name)
-    tables, counts = [], {"cache_hits": 0, "computed": 0, "weights_cached": False}
-    weights = centres = None
-    with UPath(info.path).open("rb") as handle, rasterio.open(handle) as src:
-        window = cells_window(src, local.total_bounds)
-        transform = src.window_transform(window)
-        for band in range(1, info.band_count + 1):
-            values = None
-            for method in methods:
-                table = store.get(info.content_hash, grid_name, method, band)
-                if table is not None:
-                    counts["cache_hits"] += 1
-                    tables.append(table)
-                    continue
-                if values is None:
-                    values = src.read(band, window=window)
-                    valid = valid_mask(values, info.nodata)
-                if method in AREA_METHODS:
-                    if weights is None:
-                        key = weights_key(grid_name, local.cell_id.tolist(), info.crs, transform, values.shape)
-                        weights, counts["weights_cached"] = cached_weights(weights_folder, key, local.geometry.values, transform, values.shape)
-                    result = zonal(weights, values, valid, method)
-                else:
-                    if centres is None:
-                        centres = shapely.get_coordinates(cell_centres(cells.loc[local.index]).to_crs(info.crs).values)
-                    result = point_sample(centres, transform, values, valid, method)
-                table = pd.DataFrame({"cell_id": local.cell_id.to_numpy(), "band": band, "method": method, "value": result.value, "valid_fraction": result.valid_fraction})
-                store.put(info.content_hash, grid_name, method, band, table)
-                counts["computed"] += 1
+    grid_hash = grid_content_hash(cells)
+    tables, counts = [], {"cache_hits": 0, "computed": 0, "weights_cached": False, "blocks": 0, "warnings": []}
+    todo: dict[int, list[str]] = {}
+    for band in range(1, info.band_count + 1):
+        for method in methods:
+            key = result_key(source_hash=info.content_hash, grid_hash=grid_hash, nodata=info.nodata, kind=info.kind, band=band, method=method)
+            table = store.get(key)
+            if table is None:
+                todo.setdefault(band, []).append(method)
+            else:
+                counts["cache_hits"] += 1
                 tables.append(table)
+    if todo:
+        with open_raster(info.path) as src:
+            window = cells_window(src, local.total_bounds)
+            transform = src.window_transform(window)
+            plan = BlockPlan.for_window(int(window.height), int(window.width), memory_limit_mb)
+            geoms = local.geometry.values
+            pixel_area = abs(transform.a * transform.e)
+            cell_pixels = shapely.area(geoms) / pixel_area
+            point_methods = sorted({m for ms in todo.values() for m in ms if m not in AREA_METHODS})
+            if point_methods and len(cell_pixels) and float(np.median(cell_pixels)) > 16:
+                counts["warnings"].append(
+                    f"{', '.join(point_methods)} sample only each cell's centre, but a cell spans about {float(np.median(cell_pixels)):.0f} pixels "
+                    "(aliasing); use mean or majority for cells much larger than pixels")
+            centres = shapely.get_coordinates(cell_centres(cells.loc[local.index]).to_crs(info.crs).values) if point_methods else None
+            centre_rows = _point_rows(centres, transform, (int(window.height), int(window.width))) if point_methods else None
+            bounds = shapely.bounds(geoms)
+            inverse = ~transform
+            v_top = inverse.e * bounds[:, 3] + inverse.f
+            v_bottom = inverse.e * bounds[:, 1] + inverse.f
+            rmin, rmax = np.floor(np.minimum(v_top, v_bottom)), np.floor(np.maximum(v_top, v_bottom))
+            progress = Progress(len(plan.rows) * len(todo), log, label=f"{info.key} on {grid_name}: blocks")
+            for band, band_methods in todo.items():
+                area = [m for m in band_methods if m in AREA_METHODS]
+                accumulator = ZonalAccumulator(cell_pixels, area) if area else None
+                points = {m: (np.full(len(local), np.nan), np.zeros(len(local))) for m in band_methods if m not in AREA_METHODS}
+                for r0, r1 in plan.rows:
+                    lo = max(0, r0 - POINT_PAD) if points else r0
+                    hi = min(int(window.height), r1 + POINT_PAD + 1) if points else r1
+                    values = src.read(band, window=Window(window.col_off, window.row_off + lo, window.width, hi - lo))
+                    valid = valid_mask(values, info.nodata)
+                    if accumulator is not None:
+                        selected = np.flatnonzero((rmax >= r0) & (rmin < r1))
+                        if len(selected):
+                            block_transform = transform @ Affine.translation(0, r0)
+                            key = weights_key(grid_hash, info.crs, transform, (int(window.height), int(window.width)), (r0, r1))
+                            sel, matrix, cached = block_weights(store.weights_folder, key, geoms[selected], selected, block_transform,
+                                                                (r1 - r0, int(window.width)), plan.batch_elements)
+                            counts["weights_cached"] = bool(cached)
+                            accumulator.add(sel, matrix, values[r0 - lo : r1 - lo], valid[r0 - lo : r1 - lo])
+                    for method, (value, fraction) in points.items():
+                        here = np.flatnonzero((centre_rows >= r0) & (centre_rows < r1))
+                        if len(here):
+                            result = point_sample(centres[here], transform, values, valid, method, row_offset=lo,
+                                                  full_shape=(int(window.height), int(window.width)))
+                            value[here], fraction[here] = result.value, result.valid_fraction
+                    counts["blocks"] += 1
+                    progress.step()
+                for method in band_methods:
+                    result = accumulator.result(method) if method in AREA_METHODS else ZonalResult(*points[method])
+                    table = pd.DataFrame({"cell_id": local.cell_id.to_numpy(), "band": band, "method": method,
+                                          "value": result.value, "valid_fraction": result.valid_fraction})
+                    key = result_key(source_hash=info.content_hash, grid_hash=grid_hash, nodata=info.nodata, kind=info.kind, band=band, method=method)
+                    store.put(key, table)
+                    counts["computed"] += 1
+                    tables.append(table)
     return pd.concat(tables, ignore_index=True), counts
+
+
+def resample_to_grid(raster: str, grid: gpd.GeoDataFrame, methods=None, *, cache: str | UPath | None = None,
+                     kind: str = "continuous", nodata: float | None = None, memory_limit_mb: float = 1536) -> pd.DataFrame:
+    """The seed's Python API: values of ``raster`` (a path or URL) per cell of ``grid`` (a
+    GeoDataFrame with ``cell_id``) for ``methods`` (default: the kind's defaults), as the
+    long table of the pipeline, cached under ``cache`` (default: a temporary folder)."""
+    import tempfile
+
+    from gnt_assets.rasters.sources import DEFAULT_METHODS, SourceEntry, inspect
+
+    info = inspect(SourceEntry(key=UPath(raster).stem, path=str(raster), name=UPath(raster).stem, kind=kind, nodata=nodata))
+    methods = list(methods or DEFAULT_METHODS[kind])
+    if cache is not None:
+        return resample(info, grid, "grid", methods, ResultStore(UPath(cache)), memory_limit_mb=memory_limit_mb)[0]
+    with tempfile.TemporaryDirectory() as folder:
+        return resample(info, grid, "grid", methods, ResultStore(UPath(folder)), memory_limit_mb=memory_limit_mb)[0]
 
 
 def choropleth_png(cells: gpd.GeoDataFrame, values: pd.Series, size: int = 480) -> bytes:

@@ -17,6 +17,7 @@ class RasterFolderResource(dg.ConfigurableResource):
     folder: str = Field(default="rasters/incoming", description="Watched folder; relative paths are under the storage root.")
     registry: str = Field(default="rasters/registry.yaml", description="Registry file listing extra rasters.")
     tile_size: int = Field(default=1000, description="Tile side in pixels.")
+    memory_limit_mb: float = Field(default=1536, description="Memory one resampling task may use for raster blocks and weights (GNT_RASTER_MEMORY_LIMIT_MB).")
 
     def _resolve(self, root: UPath, value: str) -> UPath:
         return UPath(value) if "://" in value or value.startswith("/") else root / value

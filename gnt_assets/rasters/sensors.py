@@ -24,8 +24,8 @@ raster_resample_job = dg.define_asset_job("raster_resample_job", selection=dg.As
                                           executor_def=dg.in_process_executor)
 
 
-@dg.sensor(job=raster_registration_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED,
-           description="Adds a raster_sources partition and launches its run for every new raster in the watched folder or registry.")
+@dg.sensor(job=raster_registration_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Running by default; it only registers: adds a raster_sources partition and launches its run for every new or replaced raster in the watched folder or registry.")
 def raster_folder_sensor(context: dg.SensorEvaluationContext, storage: StorageResource, raster_folder: RasterFolderResource) -> dg.SensorResult:
     problems: list[str] = []
     found = sources.discover(raster_folder.folder_path(storage.root_path), raster_folder.registry_path(storage.root_path), problems)

@@ -18,6 +18,7 @@ from upath import UPath
 
 from gnt_assets.core.errors import InputError
 from gnt_assets.core.keys import PartitionKeyError, sanitize_key
+from gnt_assets.rasters.rio import open_raster
 
 RASTER_SUFFIXES = (".tif", ".tiff")
 KINDS = ("continuous", "categorical", "count")
@@ -150,7 +151,7 @@ def inspect(entry: SourceEntry) -> SourceInfo:
     if not path.exists():
         raise RasterSourceError(f"{path}: registered raster {entry.key!r} points at a missing file")
     try:
-        with path.open("rb") as handle, rasterio.open(handle) as src:
+        with open_raster(path) as src:
             crs, transform, dtype = src.crs, src.transform, src.dtypes[0]
             width, height, count, file_nodata = src.width, src.height, src.count, src.nodata
             bounds = src.bounds
@@ -173,3 +174,10 @@ def inspect(entry: SourceEntry) -> SourceInfo:
         left=bounds.left, bottom=bounds.bottom, right=bounds.right, top=bounds.top,
         content_hash=content_hash(path), metadata_json=json.dumps(entry.metadata, sort_keys=True, default=str),
     )
+
+
+def data_version(info: SourceInfo) -> str:
+    """The source's data version: its bytes and everything its sidecar or registry entry says
+    about them (effective nodata, kind, name, metadata)."""
+    described = json.dumps([info.content_hash, info.nodata, info.kind, info.name, info.metadata_json], sort_keys=True)
+    return hashlib.sha256(described.encode()).hexdigest()

@@ -18,6 +18,7 @@ from rasterio.windows import Window
 from upath import UPath
 
 from gnt_assets.core.atomic import is_local
+from gnt_assets.rasters.rio import open_raster
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def tile_stats(values: np.ndarray, nodata: float | None) -> dict:
 def write_tile(task: TileTask) -> dict:
     """Copy one tile into its zarr chunk and count it (runs on a Dask worker)."""
     source = UPath(task.source)
-    with source.open("rb") as handle, rasterio.open(handle) as src:
+    with open_raster(source) as src:
         window = Window(task.col * task.tile_size, task.row * task.tile_size, task.tile_size, task.tile_size).intersection(
             Window(0, 0, src.width, src.height)
         )

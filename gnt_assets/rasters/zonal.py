@@ -73,9 +73,10 @@ def _split_edges(u0, v0, u1, v1):
     return edge[order], t[order]
 
 
-def coverage_weights(geoms, transform: Affine, shape: tuple[int, int]) -> CoverageWeights:
+def coverage_weights(geoms, transform: Affine, shape: tuple[int, int], batch_elements: int = BATCH_ELEMENTS) -> CoverageWeights:
     """Exact coverage fraction of every pixel of a ``shape`` raster by every polygon
-    (given in the raster's CRS); pixels outside the raster are not covered."""
+    (given in the raster's CRS); pixels outside the raster are not covered. Cells are swept in
+    batches of about ``batch_elements`` bounding-box pixels (about 80 bytes each while swept)."""
     geoms = np.asarray(geoms, dtype=object)
     pixel_area = abs(transform.a * transform.e - transform.b * transform.d)
     cell_area = shapely.area(geoms) / pixel_area
@@ -91,7 +92,7 @@ def coverage_weights(geoms, transform: Affine, shape: tuple[int, int]) -> Covera
     rows, cols, vals = [], [], []
     start = 0
     while start < len(geoms):
-        stop = start + max(1, int(np.searchsorted(np.cumsum(size[start:]), BATCH_ELEMENTS)))
+        stop = start + max(1, int(np.searchsorted(np.cumsum(size[start:]), batch_elements)))
         r, c, w = _batch_coverage(geoms[start:stop], transform, col0[start:stop], row0[start:stop], width[start:stop], height[start:stop], shape)
         rows.append(r + start)
         cols.append(c)
@@ -149,69 +150,163 @@ class ZonalResult:
     valid_fraction: np.ndarray
 
 
+class ZonalAccumulator:
+    """Area statistics gathered block by block: each block brings the coverage weights of its
+    pixels (cells x block pixels, rows in ascending cell order) and its values; sums, valid
+    weights, minima/maxima and (cell, value) weights add up across blocks, so any split of the
+    raster into blocks gives the whole-window result (sums up to floating-point order)."""
+
+    def __init__(self, cell_area: np.ndarray, methods):
+        unknown = [m for m in methods if m not in AREA_METHODS]
+        if unknown:
+            raise ValueError(f"{unknown} are not area methods; use one of {', '.join(AREA_METHODS)}")
+        self.methods = tuple(methods)
+        self.cell_area = np.asarray(cell_area, dtype=np.float64)
+        n = len(self.cell_area)
+        self.valid_weight = np.zeros(n)
+        self.total = np.zeros(n)
+        self.low = np.full(n, np.nan)
+        self.high = np.full(n, np.nan)
+        self.pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def add(self, cells: np.ndarray, matrix: sp.csr_matrix, band: np.ndarray, valid: np.ndarray) -> None:
+        """``matrix`` rows are the global cells ``cells`` (ascending), its columns the pixels of ``band``."""
+        # Only covered pixels are gathered (through the sparse structure): the cost follows the
+        # number of covered pixels, not the block's size, and the band is never copied whole.
+        n = len(self.cell_area)
+        row = np.repeat(np.asarray(cells, dtype=np.int64), np.diff(matrix.indptr))
+        ok = np.asarray(valid, dtype=bool).ravel()[matrix.indices]
+        v = np.asarray(band).ravel()[matrix.indices].astype(np.float64)
+        w = np.where(ok, matrix.data, 0.0)
+        self.valid_weight += np.bincount(row, w, minlength=n)
+        if "mean" in self.methods or "sum" in self.methods:
+            self.total += np.bincount(row, w * np.where(ok, v, 0.0), minlength=n)
+        keep = ok & (matrix.data > 0)
+        if not keep.any():
+            return
+        row, w, v = row[keep], w[keep], v[keep]
+        if "min" in self.methods or "max" in self.methods:
+            starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
+            at = row[starts]
+            if "min" in self.methods:
+                self.low[at] = np.fmin(self.low[at], np.minimum.reduceat(v, starts))
+            if "max" in self.methods:
+                self.high[at] = np.fmax(self.high[at], np.maximum.reduceat(v, starts))
+        if "majority" in self.methods:
+            self.pairs.append(_summed_pairs(row, v, w))
+
+    def result(self, method: str) -> ZonalResult:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            valid_fraction = np.clip(np.where(self.cell_area > 0, self.valid_weight / self.cell_area, 0.0), 0, 1)
+            if method == "sum":
+                return ZonalResult(self.total.copy(), valid_fraction)  # exactextract: a cell with no valid pixels sums to 0
+            if method == "mean":
+                return ZonalResult(np.where(self.valid_weight > 0, self.total / self.valid_weight, np.nan), valid_fraction)
+        if method == "min":
+            return ZonalResult(self.low.copy(), valid_fraction)
+        if method == "max":
+            return ZonalResult(self.high.copy(), valid_fraction)
+        if method == "majority":
+            value = np.full(len(self.cell_area), np.nan)
+            if self.pairs:
+                row, v, w = (np.concatenate(part) for part in zip(*self.pairs, strict=True))
+                row, v, w = _summed_pairs(row, v, w)
+                order = np.lexsort((v, -w, row))
+                best = order[np.r_[True, row[order][1:] != row[order][:-1]]]
+                value[row[best]] = v[best]
+            return ZonalResult(value, valid_fraction)
+        raise ValueError(f"{method!r} is not an area method; use one of {', '.join(AREA_METHODS)}")
+
+
+def _summed_pairs(row: np.ndarray, v: np.ndarray, w: np.ndarray):
+    """Distinct (cell, value) pairs with their summed weight."""
+    pairs, inverse = np.unique(np.stack([row.astype(np.float64), v]), axis=1, return_inverse=True)
+    return pairs[0].astype(np.int64), pairs[1], np.bincount(inverse.ravel(), w, minlength=pairs.shape[1])
+
+
 def zonal(weights: CoverageWeights, band: np.ndarray, valid: np.ndarray, method: str) -> ZonalResult:
     """Area-based statistic per cell over valid pixels, weighted by coverage as exactextract does:
     mean = sum(w v)/sum(w), sum = sum(w v), min/max over covered pixels, majority = value of largest
-    summed coverage (ties: smallest value)."""
-    # Work on the covered pixels only (gathered through the sparse structure): the cost follows
-    # the number of covered pixels, not the raster's size, and the band is never copied.
-    matrix = weights.matrix
-    cells = matrix.shape[0]
-    row = np.repeat(np.arange(cells), np.diff(matrix.indptr))
-    ok = np.asarray(valid, dtype=bool).ravel()[matrix.indices]
-    v = np.asarray(band).ravel()[matrix.indices].astype(np.float64)
-    w = np.where(ok, matrix.data, 0.0)
-    valid_weight = np.bincount(row, w, minlength=cells)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        valid_fraction = np.clip(np.where(weights.cell_area > 0, valid_weight / weights.cell_area, 0.0), 0, 1)
-    if method in ("mean", "sum"):
-        total = np.bincount(row, w * np.where(ok, v, 0.0), minlength=cells)
-        if method == "sum":
-            return ZonalResult(total, valid_fraction)  # exactextract: a cell with no valid pixels sums to 0
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return ZonalResult(np.where(valid_weight > 0, total / valid_weight, np.nan), valid_fraction)
-    keep = ok & (matrix.data > 0)
-    row, w, v = row[keep], w[keep], v[keep]
-    value = np.full(matrix.shape[0], np.nan)
-    if method in ("min", "max"):
-        order = np.lexsort((v, row))
-        row, v = row[order], v[order]
-        first = np.flatnonzero(np.r_[True, row[1:] != row[:-1]]) if len(row) else np.array([], dtype=int)
-        last = np.r_[first[1:] - 1, len(row) - 1] if len(row) else first
-        value[row[first]] = v[first] if method == "min" else v[last]
-    elif method == "majority":
-        pairs, inverse = np.unique(np.stack([row, v]), axis=1, return_inverse=True)
-        summed = np.bincount(inverse.ravel(), w, minlength=pairs.shape[1])
-        order = np.lexsort((pairs[1], -summed, pairs[0]))
-        best = order[np.r_[True, pairs[0][order][1:] != pairs[0][order][:-1]]] if len(order) else order
-        value[pairs[0][best].astype(np.int64)] = pairs[1][best]
-    else:
+    summed coverage (ties: smallest value). The whole window as one block of ``ZonalAccumulator``."""
+    if method not in AREA_METHODS:
         raise ValueError(f"{method!r} is not an area method; use one of {', '.join(AREA_METHODS)}")
-    return ZonalResult(value, valid_fraction)
+    accumulator = ZonalAccumulator(weights.cell_area, [method])
+    accumulator.add(np.arange(weights.matrix.shape[0]), weights.matrix, band, valid)
+    return accumulator.result(method)
 
 
-def point_sample(points_xy: np.ndarray, transform: Affine, band: np.ndarray, valid: np.ndarray, method: str) -> ZonalResult:
-    """Nearest, bilinear or cubic value at cell centres (x, y in the raster CRS); a sample
-    that touches an invalid pixel or falls outside the raster is NaN."""
-    from scipy.ndimage import map_coordinates
+def keys_weights(t: np.ndarray, a: float = -0.5) -> np.ndarray:
+    """Keys' cubic convolution kernel at distances ``t`` (GDAL's cubic: a = -0.5)."""
+    t = np.abs(t)
+    near = ((a + 2) * t - (a + 3)) * t * t + 1
+    far = ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+    return np.where(t <= 1, near, np.where(t < 2, far, 0.0))
 
+
+# A cubic sample whose valid neighbours carry less than this share of the kernel's weight is refused.
+CUBIC_MIN_VALID_WEIGHT = 0.5
+
+
+def point_sample(points_xy: np.ndarray, transform: Affine, band: np.ndarray, valid: np.ndarray, method: str,
+                 *, row_offset: int = 0, full_shape: tuple[int, int] | None = None) -> ZonalResult:
+    """Nearest, bilinear or cubic value at cell centres (x, y in the raster CRS).
+
+    ``transform`` and ``full_shape`` describe the whole raster window; ``band`` may be a strip
+    of it starting at row ``row_offset`` (it must hold the rows each point's kernel reaches).
+    Kernels are clamped at the window's edges (edge pixels repeat). A point outside the window
+    is NaN. Nearest: the pixel under the point. Bilinear: NaN when a neighbour of non-zero
+    weight is nodata. Cubic: Keys' kernel (a = -0.5, as GDAL) over the 4 x 4 neighbours,
+    renormalised over the valid ones (a constant field stays constant beside nodata); refused
+    (NaN) when the valid neighbours carry under half the weight. ``valid_fraction`` is that
+    weight share (1 or 0 for nearest and bilinear)."""
+    height, width = full_shape or band.shape
     inverse = ~transform
     u = inverse.a * points_xy[:, 0] + inverse.b * points_xy[:, 1] + inverse.c
     v = inverse.d * points_xy[:, 0] + inverse.e * points_xy[:, 1] + inverse.f
-    height, width = band.shape
     inside = (u >= 0) & (u < width) & (v >= 0) & (v < height)
+    u, v = np.where(inside, u, 0.0), np.where(inside, v, 0.0)
+    rows, cols = band.shape
+
+    def gather(r, c):
+        r = np.clip(r, 0, height - 1) - row_offset
+        c = np.clip(c, 0, width - 1)
+        if len(r) and (r.min() < 0 or r.max() >= rows or c.max() >= cols):
+            raise ValueError("point_sample: the band strip does not hold every row the kernels reach")
+        return band[r, c].astype(np.float64), valid[r, c]
+
     if method == "nearest":
-        r = np.clip(np.floor(v).astype(int), 0, height - 1)
-        c = np.clip(np.floor(u).astype(int), 0, width - 1)
-        ok = inside & valid[r, c]
-        value = np.where(ok, band[r, c].astype(np.float64), np.nan)
-        return ZonalResult(value, ok.astype(np.float64))
-    order = {"bilinear": 1, "cubic": 3}.get(method)
-    if order is None:
+        value, ok = gather(np.floor(v).astype(np.int64), np.floor(u).astype(np.int64))
+        ok = ok & inside
+        return ZonalResult(np.where(ok, value, np.nan), ok.astype(np.float64))
+    if method not in ("bilinear", "cubic"):
         raise ValueError(f"{method!r} is not a point method; use one of {', '.join(POINT_METHODS)}")
-    coords = np.stack([v - 0.5, u - 0.5])
-    filled = np.where(valid, band, 0).astype(np.float64)
-    value = map_coordinates(filled, coords, order=order, mode="nearest", prefilter=order > 1)
-    touched = map_coordinates((~valid).astype(np.float64), coords, order=1, mode="nearest")
-    ok = inside & (touched < 1e-9)
-    return ZonalResult(np.where(ok, value, np.nan), ok.astype(np.float64))
+    fu, fv = u - 0.5, v - 0.5
+    base_c, base_r = np.floor(fu).astype(np.int64), np.floor(fv).astype(np.int64)
+    du, dv = fu - base_c, fv - base_r
+    if method == "bilinear":
+        offsets = (0, 1)
+        wu = np.stack([1 - du, du])
+        wv = np.stack([1 - dv, dv])
+    else:
+        offsets = (-1, 0, 1, 2)
+        wu = keys_weights(np.stack([du - k for k in offsets]))
+        wv = keys_weights(np.stack([dv - k for k in offsets]))
+    total = np.zeros(len(u))
+    weight_valid = np.zeros(len(u))
+    bad = np.zeros(len(u), dtype=bool)
+    for i, kr in enumerate(offsets):
+        for j, kc in enumerate(offsets):
+            w = wv[i] * wu[j]
+            value, ok = gather(base_r + kr, base_c + kc)
+            total += np.where(ok, w * value, 0.0)
+            weight_valid += np.where(ok, w, 0.0)
+            bad |= ~ok & (np.abs(w) > 1e-9)
+    if method == "bilinear":
+        ok = inside & ~bad
+        return ZonalResult(np.where(ok, total, np.nan), ok.astype(np.float64))
+    # weight_valid sums the signed weights of the valid neighbours (all of them: exactly 1).
+    share = np.clip(weight_valid, 0, 1)
+    ok = inside & (weight_valid >= CUBIC_MIN_VALID_WEIGHT)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        value = np.where(ok, total / np.where(ok, weight_valid, 1.0), np.nan)
+    return ZonalResult(value, np.where(inside, share, 0.0))

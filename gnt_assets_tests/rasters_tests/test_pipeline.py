@@ -109,7 +109,7 @@ def test_register_tile_resample_and_cache(instance, resources, storage_root):
     changed = _register(instance, resources, result.cursor)
     assert [r.partition_key for r in changed.run_requests] == ["species_count"] and not changed.dynamic_partitions_requests
 
-    store = resample.ResultStore(storage_root / "rasters" / "cache" / "results")
+    store = resample.ResultStore(storage_root / "rasters" / "cache")
     before = store.stats()["entries"]
     raster_cache_cleanup.execute_in_process(instance=instance, resources={"storage": resources["storage"]},
                                run_config={"ops": {"clean_result_cache": {"config": {"days_old": 0, "min_access": 1}}}})
