@@ -40,6 +40,7 @@ class CheckFailure:
     partition: str | None
     severity: str
     description: str = ""
+    metadata: dict = field(default_factory=dict)  # the check's metadata (as text), kept for the first of a digest
 
 
 def check_digests(failures: Iterable[CheckFailure]) -> list[dict]:
@@ -63,6 +64,10 @@ def check_digests(failures: Iterable[CheckFailure]) -> list[dict]:
         what = "; ".join(f"{name} x{count}" if count > 1 else name for name, count in checks.items())
         where = f" on {shown}" if shown else ""
         first = members[0].description
+        metadata: dict[str, dict] = {}  # per check: the metadata of its first failure
+        for member in members:
+            if member.metadata and member.check not in metadata:
+                metadata[member.check] = member.metadata
         text = f"{severity}: {len(members)} failed check(s) on {asset} in run {run_id}{where}: {what}."
         if first:
             text += f" First: {first}"
@@ -77,6 +82,7 @@ def check_digests(failures: Iterable[CheckFailure]) -> list[dict]:
             "partition": partitions[0] if len(partitions) == 1 else None,
             "partitions": partitions[:DIGEST_PARTITIONS_SHOWN],
             "check": next(iter(checks)) if len(checks) == 1 else None,
+            "metadata": metadata,  # check name -> metadata of its first failure
             "text": text,
         })
     return digests

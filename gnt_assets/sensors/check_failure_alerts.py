@@ -90,10 +90,12 @@ def check_failures_after(instance: dg.DagsterInstance, after: int, limit: int = 
     asset_names: dict[str, str] = {}
     for storage_id, run_id, asset_key, check_name, partition, event in rows:
         asset = asset_names.get(asset_key) or asset_names.setdefault(asset_key, dg.AssetKey.from_db_string(asset_key).to_user_string())
-        description = ""
+        description, metadata = "", {}
         if (asset, run_id, check_name) not in described:
             described.add((asset, run_id, check_name))
-            description = deserialize_value(event).dagster_event.event_specific_data.description or ""
+            evaluation = deserialize_value(event).dagster_event.event_specific_data
+            description = evaluation.description or ""
+            metadata = {str(k): str(v.value) for k, v in (evaluation.metadata or {}).items() if not str(k).startswith("preview")}
         failures.append(CheckFailure(
             storage_id=int(storage_id),
             run_id=run_id or "",
@@ -102,6 +104,7 @@ def check_failures_after(instance: dg.DagsterInstance, after: int, limit: int = 
             partition=partition,
             severity="WARN" if '"AssetCheckSeverity.WARN"' in event else "ERROR",
             description=description,
+            metadata=metadata,
         ))
     return failures
 

@@ -35,7 +35,7 @@ def run_janitor(instance, resources, mode):
 def alerts_sent(instance, webhook) -> list[dict]:
     """What the shared alert sensor posts to the loopback webhook for this test."""
     url, received = webhook
-    with dg.build_sensor_context(instance=instance, resources={"alerts": AlertSinksResource(webhook_url=url)}) as context:
+    with dg.build_sensor_context(instance=instance, resources={"alerts": AlertSinksResource(webhook_url=url, start_from="beginning")}) as context:
         check_failure_alert_sensor(context)
     return [body["alert"] for body in received]
 
