@@ -26,7 +26,7 @@ from gnt_assets.rasters.resources import RasterFolderResource
 from gnt_assets.rasters.rio import open_raster
 from gnt_assets.resources.compute import DaskComputeResource
 from gnt_assets.resources.storage import StorageResource
-from gnt_assets.retries import TRANSIENT_RETRY
+from gnt_assets.retries import TRANSIENT_RETRY, failure_for
 
 CODE_VERSION = "1"
 
@@ -43,12 +43,13 @@ def raster_source(context: dg.AssetExecutionContext, storage: StorageResource, r
     key = context.partition_key
     found = sources.discover(raster_folder.folder_path(storage.root_path), raster_folder.registry_path(storage.root_path))
     if key not in found:
-        raise sources.RasterSourceError(f"raster {key!r} is neither in {raster_folder.folder_path(storage.root_path)} nor in the registry")
+        error = sources.RasterSourceError(f"raster {key!r} is neither in {raster_folder.folder_path(storage.root_path)} nor in the registry")
+        raise failure_for(error) from error
     try:
         info = sources.inspect(found[key])
     except sources.RasterSourceError as error:
         catalog.record_error(state_folder(storage), key, found[key].path, str(error))
-        raise
+        raise failure_for(error) from error  # bad input: fails at once, not after the transient retries
     catalog.record_source(state_folder(storage), info)
     with open_raster(info.path) as src:
         scale = max(1, max(src.width, src.height) // 512)
