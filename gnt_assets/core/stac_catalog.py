@@ -28,6 +28,8 @@ from urllib.parse import quote
 import numpy as np
 from upath import UPath
 
+from gnt_assets.core.errors import InputError
+
 from gnt_assets.core.atomic import atomic_write_text, is_local, local_lock
 
 STAC_VERSION = "1.1.0"
@@ -82,7 +84,7 @@ MEDIA = {
 }
 
 
-class StacCatalogError(ValueError):
+class StacCatalogError(InputError):
     """An output that cannot be described as a STAC item (unknown family, no geometry where one is needed)."""
 
 

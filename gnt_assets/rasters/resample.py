@@ -147,16 +147,22 @@ class ResultStore:
             data = log.with_name(log.name.replace(".access.json", ".parquet"))
             if not data.exists():
                 data = log.with_name(log.name.replace(".access.json", ".npz"))
-            rows.append({"path": str(data), "bytes": data.stat().st_size if data.exists() else 0, **json.loads(log.read_text())})
+            kind = "weights" if self.weights_folder in log.parents else "result"
+            rows.append({"path": str(data), "kind": kind, "bytes": data.stat().st_size if data.exists() else 0, **json.loads(log.read_text())})
         return rows
 
     def stats(self) -> dict:
+        """Resampled tables (entries, bytes, hits) and, apart, the coverage weights cached for them."""
         entries = self.entries()
+        results = [e for e in entries if e["kind"] == "result"]
+        weights = [e for e in entries if e["kind"] == "weights"]
         return {
-            "entries": len(entries),
-            "bytes": sum(e["bytes"] for e in entries),
-            "hits": sum(e["hits"] for e in entries),
+            "entries": len(results),
+            "bytes": sum(e["bytes"] for e in results),
+            "hits": sum(e["hits"] for e in results),
             "last_access": max((e["last_access"] for e in entries), default=0.0),
+            "weights_entries": len(weights),
+            "weights_bytes": sum(e["bytes"] for e in weights),
         }
 
     def cleanup(self, days_old: float, min_access: int, now: float | None = None) -> list[str]:

@@ -176,8 +176,10 @@ def test_cleanup_removes_weights_with_results(tmp_path):
     path = _raster(tmp_path / "w.tif", _field(rng, (60, 60)))
     store = resample.ResultStore(UPath(tmp_path / "cache"))
     resample.resample(_info(path), _cells(rng, 20, (60, 60)), "g", ["mean"], store)
-    assert list(store.weights_folder.rglob("*.npz")) and store.stats()["entries"] >= 2
+    stats = store.stats()
+    assert list(store.weights_folder.rglob("*.npz")) and stats["entries"] == 1 and stats["weights_entries"] >= 1
     store.cleanup(days_old=0, min_access=1)
-    assert not list(store.weights_folder.rglob("*.npz")) and store.stats()["entries"] == 0
+    stats = store.stats()
+    assert not list(store.weights_folder.rglob("*.npz")) and stats["entries"] == stats["weights_entries"] == 0
 
 

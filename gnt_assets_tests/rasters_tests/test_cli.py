@@ -60,6 +60,7 @@ def test_cli_registers_and_runs_through_the_webserver(webserver, tmp_path, capsy
     assert main([*args, "cache-stats"]) == 0
     stats = _json(capsys)
     assert stats["entries"] == 4 and stats["hits"] == 2  # per grid: sum answered from the store, max computed and stored
+    assert stats["weights_entries"] >= 2 and stats["weights_bytes"] > 0  # coverage weights, counted apart
     maxima = read_table(root / "rasters" / "resampled" / "square_5km" / "my_counts.parquet")
     assert set(maxima.method) == {"sum", "max"}
 

@@ -35,6 +35,10 @@ def test_workers_that_share_the_storage_root_are_accepted(profile, env):
 def test_loading_definitions_with_coiled_and_a_local_root_fails(monkeypatch, tmp_path):
     from gnt_assets.profiles import resources_for_profile
 
+    from gnt_assets.resources import CLOUD_REQUIRED
+
+    for name in CLOUD_REQUIRED:  # an otherwise complete cloud profile, so only the Sentinel guard refuses it
+        monkeypatch.setenv(name, "sftp://hpc.example.org/x" if name == "GNT_HPC_TARGET_URL" else "set")
     monkeypatch.setenv("GNT_STORAGE_ROOT", str(tmp_path))
     monkeypatch.delenv("GNT_DASK_SCHEDULER", raising=False)
     with pytest.raises(SentinelConfigError, match="GNT_COILED_CLUSTER"):
