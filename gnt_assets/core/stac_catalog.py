@@ -28,9 +28,8 @@ from urllib.parse import quote
 import numpy as np
 from upath import UPath
 
-from gnt_assets.core.errors import InputError
-
 from gnt_assets.core.atomic import atomic_write_text, is_local, local_lock
+from gnt_assets.core.errors import InputError
 
 STAC_VERSION = "1.1.0"
 CATALOG_FOLDER = "stac"

@@ -34,7 +34,6 @@ def test_workers_that_share_the_storage_root_are_accepted(profile, env):
 
 def test_loading_definitions_with_coiled_and_a_local_root_fails(monkeypatch, tmp_path):
     from gnt_assets.profiles import resources_for_profile
-
     from gnt_assets.resources import CLOUD_REQUIRED
 
     for name in CLOUD_REQUIRED:  # an otherwise complete cloud profile, so only the Sentinel guard refuses it
