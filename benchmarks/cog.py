@@ -40,8 +40,7 @@ from gnt_assets.mapterhorn.rasters import COG_OPTIONS
 from gnt_assets.mapterhorn.resources import MapterhornSourcesResource
 
 NODATA = -9999.0
-FILE_ASSETS = [assets.mapterhorn_download, assets.mapterhorn_unpacked, assets.mapterhorn_georeferenced,
-               assets.mapterhorn_cog, assets.mapterhorn_bounds, assets.mapterhorn_coverage]
+FILE_ASSETS = [assets.mapterhorn_file_chain]  # the six per-file assets, one step
 
 
 def make_terrain(path: Path, size: int) -> None:

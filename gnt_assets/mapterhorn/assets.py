@@ -3,116 +3,130 @@ coverage (one partition per file), then each source is merged into bounds.csv, c
 and a verified tarball, with a report of where every file stands."""
 
 
-from collections.abc import Callable
-
 import dagster as dg
 from upath import UPath
 
-from gnt_assets.core.errors import is_transient
+from gnt_assets.core.stac_catalog import catalog_output
 from gnt_assets.core.tarball import TarballError, stored_md5, verify_tarball
 from gnt_assets.io_managers.tar import TarballContents, tarball_path
-from gnt_assets.mapterhorn import checks, merge, steps
-from gnt_assets.mapterhorn.catalog import CatalogError, license_pdf, list_files, read_metadata, source_of
+from gnt_assets.mapterhorn import batch, checks, merge
+from gnt_assets.mapterhorn.batch import FileOutcome
+from gnt_assets.mapterhorn.catalog import license_pdf, list_files, read_metadata
 from gnt_assets.mapterhorn.chain import FileWork, source_state
-from gnt_assets.mapterhorn.progress import source_progress
+from gnt_assets.mapterhorn.progress import file_status, source_progress
 from gnt_assets.mapterhorn.resources import MapterhornSourcesResource
 from gnt_assets.materialization import catalog_metadata, output_metadata, quicklook_metadata
 from gnt_assets.partitions import mapterhorn_files
 from gnt_assets.partitions import mapterhorn_sources as source_partitions
 from gnt_assets.resources.storage import StorageResource
-from gnt_assets.retries import failure_for
 
 GROUP = "mapterhorn"
-FILE_CHAIN = dict(partitions_def=mapterhorn_files, group_name=GROUP, retry_policy=dg.RetryPolicy(max_retries=1, delay=1))
 SOURCE_STEP = dict(partitions_def=source_partitions, group_name=GROUP)
 ALL_FILES = dg.AllPartitionMapping()
 
-def _file_result(record: dict, check: dg.AssetCheckResult) -> dg.MaterializeResult:
+# Files per ranged run: Dagster's start-up (about 2.3 s) and the run's bookkeeping are paid once per
+# this many files; a backfill of a 35,000-file source is 70 runs.
+FILES_PER_RUN = 500
+# step -> (asset, the step's check: name, description, function)
+FILE_STEPS = {
+    "download": ("mapterhorn_download", "download_verified", "Size and published MD5 verified.", checks.download_verified),
+    "unpacked": ("mapterhorn_unpacked", "rasters_found", "At least one raster unpacked.", checks.rasters_found),
+    "georeferenced": ("mapterhorn_georeferenced", "every_raster_has_crs", "Every raster has a CRS.", checks.every_raster_has_crs),
+    "cog": ("mapterhorn_cog", "valid_cog", "rio-cogeo valid, LERC, 512 blocks, no overviews.", checks.valid_cog),
+    "bounds": ("mapterhorn_bounds", "bounds_in_web_mercator", "Finite, ordered EPSG:3857 bounds.", checks.bounds_in_web_mercator),
+    "polygon": ("mapterhorn_coverage", "coverage_not_empty", "A valid, non-empty polygon.", checks.coverage_not_empty),
+}
+FILE_ASSET_SPECS = [
+    dg.AssetSpec("mapterhorn_download", description="The file as published at its URL, fetched with Range resume and verified (size, Content-MD5)."),
+    dg.AssetSpec("mapterhorn_unpacked", deps=["mapterhorn_download"],
+                 description="The rasters inside the download: zip/7z members checked and extracted (the archive then deleted), or the file itself."),
+    dg.AssetSpec("mapterhorn_georeferenced", deps=["mapterhorn_unpacked"],
+                 description="The unpacked rasters with the source's CRS: metadata.json ``crs`` replaces every file's (``crs_mode`` override, "
+                             "the default, as upstream's ``gdal_edit -a_srs``) or is given only to files without one (``crs_mode`` missing)."),
+    dg.AssetSpec("mapterhorn_cog", deps=["mapterhorn_georeferenced"],
+                 description="Cloud-Optimized GeoTIFFs (LERC, MAX_Z_ERROR 0.001, 512 blocks, no overviews) kept for the tarball; the work folder is then removed."),
+    dg.AssetSpec("mapterhorn_bounds", deps=["mapterhorn_cog"],
+                 description="The file's bounds.csv rows (filename, left, bottom, right, top, width, height) in EPSG:3857."),
+    dg.AssetSpec("mapterhorn_coverage", deps=["mapterhorn_cog"],
+                 description="The file's valid-pixel footprint (nodata left out) as a per-file GeoPackage, kept until the source merge."),
+]
+
+
+def _problems(step: str, record: dict) -> list[str]:
+    """The step's check on one file's record (an empty list: passed); run in the pool, per file."""
+    result = FILE_STEPS[step][3](record)
+    return [] if result.passed else [str(result.metadata["problems"].value)]
+
+
+def _file_metadata(step: str, record: dict, storage_root) -> dict[str, dg.MetadataValue]:
     """Per-file metadata stays small (counts and sizes, well under 2 KB): at hundreds of thousands of
-    files the event log holds one of these per step; previews are on the per-source assets."""
-    paths = [UPath(p) for p in record["outputs"]]
-    metadata = {**output_metadata(paths), "resumed": bool(record.get("resumed")), "work_bytes": record.get("work_bytes", 0)}
-    return dg.MaterializeResult(metadata=metadata, check_results=[check])
+    files the event log holds six of these per file; previews are on the per-source assets."""
+    paths = [UPath(p) for p in record["outputs"]]  # counted from the record: a later step may already have consumed them
+    metadata = {"files": dg.MetadataValue.int(len(paths)), "bytes": dg.MetadataValue.int(record.get("bytes", 0)),
+                "resumed": dg.MetadataValue.bool(bool(record.get("resumed"))), "work_bytes": dg.MetadataValue.int(record.get("work_bytes", 0))}
+    if step == "cog":
+        cogs = {p.stem: p for p in paths if p.exists()}
+        try:  # the data is written and verified: a catalog problem is named, not a failed file
+            metadata["stac_item"] = dg.MetadataValue.path(str(catalog_output(storage_root, "mapterhorn_cog", record["key"], cogs,
+                                                                            hints={k: {"unit": "m"} for k in cogs})))
+        except Exception as error:
+            metadata["stac_item_error"] = dg.MetadataValue.text(f"{type(error).__name__}: {error}"[:300])
+    return metadata
 
 
-def _step(work: FileWork, step: str, call: Callable[[], dict]) -> dict:
-    """Runs one step of a file's chain. A failure is recorded for the source merge and report; one
-    that no retry can mend (bad input) fails at once with its cause as the message, a transient one
-    is raised for the retry policy."""
-    try:
-        record = call()
-    except Exception as error:
-        transient = is_transient(error)
-        work.record_failure(step, error, transient=transient)
-        message = str(error) if work.key in str(error) else f"mapterhorn file {work.key}: {error}"
-        raise failure_for(error, f"{message} (step {step}; {type(error).__name__}: bad input, not retried)") from error
-    work.clear_failure()
-    return record
+def _run_check(step: str, checked: int, refused: list[FileOutcome]) -> dg.AssetCheckResult:
+    """One evaluation per run and check: the files it checked and those it refused (they stop there, unmaterialized, the run goes on)."""
+    asset, name = FILE_STEPS[step][:2]
+    shown = "; ".join(f"{o.key}: {o.failure['error']}" for o in refused[:10])[:1500]
+    return dg.AssetCheckResult(asset_key=asset, check_name=name, passed=not refused, severity=dg.AssetCheckSeverity.WARN,
+                               metadata={"files_checked": checked, "files_refused": len(refused), "refused": shown or "none"})
 
 
-@dg.asset(**FILE_CHAIN, check_specs=[checks.spec("mapterhorn_download", "download_verified", "Size and published MD5 verified.")])
-def mapterhorn_download(context: dg.AssetExecutionContext, mapterhorn_sources: MapterhornSourcesResource) -> dg.MaterializeResult:
-    """The file as published at its URL, fetched with Range resume and verified (size, Content-MD5)."""
-    key = context.partition_key
-    work = FileWork(mapterhorn_sources.root, key)
-
-    def fetch() -> dict:
-        entry = {e.key: e for e in list_files(mapterhorn_sources.catalog(), source_of(key))}.get(key)
-        if entry is None:
-            raise CatalogError(f"mapterhorn file {key} is no longer in {source_of(key)}/file_list.txt")
-        return steps.download_step(work, entry, mapterhorn_sources.fetch)
-
-    record = _step(work, "download", fetch)
-    return _file_result(record, checks.download_verified(record))
+def _failed_table(failed: list[dict]) -> dg.MetadataValue:
+    columns = ["key", "url", "step", "error"]
+    return dg.MetadataValue.table(records=[dg.TableRecord({c: str(f[c])[:300] for c in columns}) for f in failed[:50]],
+                                  schema=dg.TableSchema(columns=[dg.TableColumn(c) for c in columns]))
 
 
-@dg.asset(**FILE_CHAIN, deps=["mapterhorn_download"], check_specs=[checks.spec("mapterhorn_unpacked", "rasters_found", "At least one raster unpacked.")])
-def mapterhorn_unpacked(context: dg.AssetExecutionContext, mapterhorn_sources: MapterhornSourcesResource) -> dg.MaterializeResult:
-    """The rasters inside the download: zip/7z members checked and extracted (the archive then deleted), or the file itself."""
-    work = FileWork(mapterhorn_sources.root, context.partition_key)
-    record = _step(work, "unpacked", lambda: steps.unpack_step(
-        work, max_total_bytes=mapterhorn_sources.max_unpacked_bytes, max_ratio=mapterhorn_sources.max_compression_ratio))
-    return _file_result(record, checks.rasters_found(record))
-
-
-@dg.asset(**FILE_CHAIN, deps=["mapterhorn_unpacked"], check_specs=[checks.spec("mapterhorn_georeferenced", "every_raster_has_crs", "Every raster has a CRS.")])
-def mapterhorn_georeferenced(context: dg.AssetExecutionContext, mapterhorn_sources: MapterhornSourcesResource) -> dg.MaterializeResult:
-    """The unpacked rasters with the source's CRS: metadata.json ``crs`` replaces every file's (``crs_mode`` override,
-    the default, as upstream's ``gdal_edit -a_srs``) or is given only to files without one (``crs_mode`` missing)."""
-    work = FileWork(mapterhorn_sources.root, context.partition_key)
-    def georeference() -> dict:
-        metadata = read_metadata(mapterhorn_sources.catalog(), work.source)
-        return steps.georeference_step(work, metadata.crs, metadata.crs_mode)
-
-    record = _step(work, "georeferenced", georeference)
-    return _file_result(record, checks.every_raster_has_crs(record))
-
-
-@dg.asset(**FILE_CHAIN, deps=["mapterhorn_georeferenced"], check_specs=[checks.spec("mapterhorn_cog", "valid_cog", "rio-cogeo valid, LERC, 512 blocks, no overviews.")])
-def mapterhorn_cog(context: dg.AssetExecutionContext, mapterhorn_sources: MapterhornSourcesResource, storage: StorageResource) -> dg.MaterializeResult:
-    """Cloud-Optimized GeoTIFFs (LERC, MAX_Z_ERROR 0.001, 512 blocks, no overviews) kept for the tarball; the work folder is then removed."""
-    work = FileWork(mapterhorn_sources.root, context.partition_key)
-    record = _step(work, "cog", lambda: steps.cog_step(work))
-    result = _file_result(record, checks.valid_cog(record))
-    cogs = {UPath(p).stem: p for p in record["outputs"] if UPath(p).exists()}
-    stac = catalog_metadata(context, storage.root_path, cogs, hints={k: {"unit": "m"} for k in cogs}) if cogs else {}
-    return dg.MaterializeResult(metadata={**result.metadata, **stac}, check_results=result.check_results)
-
-
-@dg.asset(**FILE_CHAIN, deps=["mapterhorn_cog"], check_specs=[checks.spec("mapterhorn_bounds", "bounds_in_web_mercator", "Finite, ordered EPSG:3857 bounds.")])
-def mapterhorn_bounds(context: dg.AssetExecutionContext, mapterhorn_sources: MapterhornSourcesResource) -> dg.MaterializeResult:
-    """The file's bounds.csv rows (filename, left, bottom, right, top, width, height) in EPSG:3857."""
-    work = FileWork(mapterhorn_sources.root, context.partition_key)
-    record = _step(work, "bounds", lambda: steps.bounds_step(work))
-    return _file_result(record, checks.bounds_in_web_mercator(record))
-
-
-@dg.asset(**FILE_CHAIN, deps=["mapterhorn_cog"], check_specs=[checks.spec("mapterhorn_coverage", "coverage_not_empty", "A valid, non-empty polygon.")])
-def mapterhorn_coverage(context: dg.AssetExecutionContext, mapterhorn_sources: MapterhornSourcesResource) -> dg.MaterializeResult:
-    """The file's valid-pixel footprint (nodata left out) as a per-file GeoPackage, kept until the source merge."""
-    work = FileWork(mapterhorn_sources.root, context.partition_key)
-    record = _step(work, "polygon", lambda: steps.polygon_step(work))
-    return _file_result(record, checks.coverage_not_empty(record))
+@dg.multi_asset(
+    name="mapterhorn_file_chain",
+    specs=[spec.replace_attributes(partitions_def=mapterhorn_files, group_name=GROUP, skippable=True) for spec in FILE_ASSET_SPECS],
+    check_specs=[checks.spec(asset, name, f"{description} Per file: a file that fails it stops there.", blocking=False)
+                 for asset, name, description, _ in FILE_STEPS.values()],
+    partitions_def=mapterhorn_files,
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=FILES_PER_RUN),
+    retry_policy=dg.RetryPolicy(max_retries=1, delay=1),
+    can_subset=False,
+)
+def mapterhorn_file_chain(context: dg.AssetExecutionContext, mapterhorn_sources: MapterhornSourcesResource, storage: StorageResource):
+    """Each file of the run's partition range through its whole chain (download -> unpacked -> georeferenced -> cog ->
+    bounds -> coverage) on a pool of ``file_workers`` threads. Every finished step is materialized for its file's
+    partition; a file that fails is recorded (``failed.json``, an observation on the step's asset naming URL and error)
+    and stops alone while the run goes on."""
+    keys = list(context.partition_keys)
+    checked = dict.fromkeys(FILE_STEPS, 0)
+    refused: dict[str, list[FileOutcome]] = {step: [] for step in FILE_STEPS}
+    failed = []
+    for outcome in batch.process_files(mapterhorn_sources, keys, workers=mapterhorn_sources.file_workers, verify=_problems,
+                                       retries=mapterhorn_sources.file_retries):
+        for step, record in outcome.records.items():
+            checked[step] += 1
+            context.log_event(dg.AssetMaterialization(FILE_STEPS[step][0], partition=outcome.key,
+                                                      metadata=_file_metadata(step, record, storage.root_path)))
+        if outcome.failure is not None:
+            step = outcome.failure["step"]
+            checked[step] += 1
+            refused[step].append(outcome)
+            failed.append({"key": outcome.key, "url": outcome.url, **outcome.failure})
+            context.log_event(dg.AssetObservation(FILE_STEPS[step][0], partition=outcome.key, metadata={
+                "failed_step": step, "url": outcome.url[:500], "error": outcome.failure["error"][:1000], "transient": outcome.failure["transient"]}))
+    message = f"{len(keys) - len(failed)} of {len(keys)} file(s) went through their chain"
+    if failed:
+        context.log.warning(f"{message}; {len(failed)} failed: " + "; ".join(f"{f['key']} ({f['step']}: {f['error'][:200]})" for f in failed[:20]))
+    else:
+        context.log.info(message)
+    for step in FILE_STEPS:
+        yield _run_check(step, checked[step], refused[step])
 
 
 def _merge(resource: MapterhornSourcesResource, source: str) -> tuple[list[str], list[dict]]:
@@ -129,14 +143,7 @@ def _cog_names(root, keys: list[str]) -> list[str]:
 
 def _failed_metadata(failed: list[dict]) -> dict[str, dg.MetadataValue]:
     """The failed files (the first 50 as a table; report.json lists all)."""
-    columns = ["key", "url", "step", "error"]
-    return {
-        "failed_files": dg.MetadataValue.int(len(failed)),
-        "failed": dg.MetadataValue.table(
-            records=[dg.TableRecord({c: str(f[c])[:300] for c in columns}) for f in failed[:50]],
-            schema=dg.TableSchema(columns=[dg.TableColumn(c) for c in columns]),
-        ),
-    }
+    return {"failed_files": dg.MetadataValue.int(len(failed)), "failed": _failed_table(failed)}
 
 
 @dg.asset(**SOURCE_STEP, deps=[dg.AssetDep("mapterhorn_bounds", partition_mapping=ALL_FILES)], check_specs=[checks.spec("mapterhorn_bounds_csv", "one_row_per_cog", "One row per COG.")])
@@ -169,6 +176,22 @@ def mapterhorn_tarball(context: dg.AssetExecutionContext, mapterhorn_sources: Ma
     members = merge.tarball_members(root, read_metadata(catalog, source), license_pdf(catalog, source), _cog_names(root, keys))
     yield dg.Output(TarballContents(name=source, members=members))
     yield checks.tarball_matches_md5(verify_tarball(tarball_path(storage, source)), tuple(m.arcname for m in members))
+
+
+@dg.asset(**SOURCE_STEP, io_manager_key="geoparquet_io_manager", kinds={"parquet"},
+          deps=[dg.AssetDep("mapterhorn_coverage", partition_mapping=ALL_FILES), dg.AssetDep("mapterhorn_bounds", partition_mapping=ALL_FILES)],
+          check_specs=[checks.spec("mapterhorn_file_status", "one_row_per_listed_file", "One row per file of the list, each key once.")])
+def mapterhorn_file_status(context: dg.AssetExecutionContext, mapterhorn_sources: MapterhornSourcesResource):
+    """Where each file of the source stands, one row per listed file: key, URL, line, status (done, failed, pending),
+    the step that failed or the last one done, the error, COG count and bytes (tables/mapterhorn_file_status/{source}.parquet)."""
+    entries = list_files(mapterhorn_sources.catalog(), context.partition_key)
+    frame = file_status(mapterhorn_sources.root, entries)
+    counts = frame["status"].value_counts()
+    failed = frame[frame["status"] == "failed"].to_dict("records")
+    metadata = {"dagster/row_count": len(frame), **{f"files_{s}": int(counts.get(s, 0)) for s in ("done", "failed", "pending")},
+                "failed": _failed_table(failed)}
+    yield dg.Output(frame, metadata=metadata)
+    yield checks.one_row_per_listed_file(frame, [e.key for e in entries])
 
 
 @dg.asset(**SOURCE_STEP, deps=["mapterhorn_tarball"], check_specs=[checks.spec("mapterhorn_report", "no_failed_files", "No file failed a step.", blocking=False)])

@@ -99,6 +99,12 @@ def tarball_matches_md5(tarball: Tarball, expected: tuple[str, ...]) -> dg.Asset
     return _result("tarball_matches_md5", problems, md5=tarball.md5)
 
 
+def one_row_per_listed_file(frame, keys: list[str]) -> dg.AssetCheckResult:
+    rows = list(frame["key"])
+    problems = [] if rows == keys and len(set(rows)) == len(rows) else [f"{len(rows)} rows for {len(keys)} listed files"]
+    return _result("one_row_per_listed_file", problems, rows=len(rows))
+
+
 def no_failed_files(failed: int) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         check_name="no_failed_files", passed=failed == 0, severity=dg.AssetCheckSeverity.WARN, metadata={"failed_files": failed}

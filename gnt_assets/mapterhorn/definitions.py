@@ -17,15 +17,11 @@ from gnt_assets.mapterhorn.sensors import (
 
 defs = dg.Definitions(
     assets=[
-        assets.mapterhorn_download,
-        assets.mapterhorn_unpacked,
-        assets.mapterhorn_georeferenced,
-        assets.mapterhorn_cog,
-        assets.mapterhorn_bounds,
-        assets.mapterhorn_coverage,
+        assets.mapterhorn_file_chain,
         assets.mapterhorn_bounds_csv,
         assets.mapterhorn_source_coverage,
         assets.mapterhorn_tarball,
+        assets.mapterhorn_file_status,
         assets.mapterhorn_report,
     ],
     sensors=[mapterhorn_file_list_sensor, mapterhorn_source_merge_sensor],

@@ -1,7 +1,9 @@
 """The mapterhorn pipeline's part of `make demo`: two generated sources (plain GeoTIFFs; zipped
 ASCII/XYZ grids needing the configured CRS) from file lists to ``{source}.tar`` + ``.tar.md5``.
-One alpine file is deliberately broken (an HTML error page served as ``.tif``): it fails for good
-at its download, the merge leaves it out and the source's report names it."""
+The file-list sensor requests one ranged run for the five files, which goes through them on the
+pool in one process. One alpine file is deliberately broken (an HTML error page served as ``.tif``):
+it fails for good at its download while the run goes on, the merge leaves it out and the source's
+report names it."""
 
 import json
 import os
@@ -15,14 +17,14 @@ from gnt_assets.mapterhorn.merge import merged_dir
 from gnt_assets.mapterhorn.sensors import FILE_ASSETS, SOURCE_ASSETS, mapterhorn_file_list_sensor, mapterhorn_source_merge_sensor
 
 
-def tick(instance: dg.DagsterInstance, defs: dg.Definitions, sensor: dg.SensorDefinition) -> list[str]:
-    """Evaluates a sensor once as the daemon would: adds its partitions, returns the requested keys."""
+def tick(instance: dg.DagsterInstance, defs: dg.Definitions, sensor: dg.SensorDefinition) -> list[dg.RunRequest]:
+    """Evaluates a sensor once as the daemon would: adds its partitions, returns its run requests."""
     resources = {"mapterhorn_sources": defs.resources["mapterhorn_sources"]}
     with dg.build_sensor_context(instance=instance, definitions=defs, resources=resources) as context:
         result = sensor(context)
     for request in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-    return [request.partition_key for request in result.run_requests or []]
+    return list(result.run_requests or [])
 
 
 def run(instance: dg.DagsterInstance, defs: dg.Definitions) -> None:
@@ -30,14 +32,16 @@ def run(instance: dg.DagsterInstance, defs: dg.Definitions) -> None:
     root = defs.resources["mapterhorn_sources"].root
     # The broken file's failure is expected: its step error is printed below in one line, not as Dagster's traceback.
     quiet = {"loggers": {"console": {"config": {"log_level": os.environ.get("GNT_DEMO_LOG_LEVEL", "CRITICAL")}}}}
-    for key in tick(instance, defs, mapterhorn_file_list_sensor):
+    for request in tick(instance, defs, mapterhorn_file_list_sensor):  # ranged runs: many files each
         result = dg.materialize(assets=[*defs.assets, *(defs.asset_checks or [])], selection=demo_selection_job(FILE_ASSETS),
-                                partition_key=key, instance=instance, resources=defs.resources, run_config=quiet,
-                                raise_on_error=False)
-        if not result.success:
+                                tags=request.tags, instance=instance, resources=defs.resources, run_config=quiet)
+        keys = {m.partition for m in result.asset_materializations_for_node("mapterhorn_file_chain") if m.asset_key.path == ["mapterhorn_coverage"]}
+        failed = {o.partition for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION" for o in [e.event_specific_data.asset_observation]}
+        print(f"   one run, {request.tags['mapterhorn/files']} files: {len(keys)} done, {len(failed)} failed")
+        for key in sorted(failed):
             failure = FileWork(root, key).failure() or {"step": "?", "error": "no failure recorded"}
             print(f"   {key}: failed at {failure['step']} (expected for the demo's broken file): {failure['error'][:160]}")
-    sources = tick(instance, defs, mapterhorn_source_merge_sensor)
+    sources = [request.partition_key for request in tick(instance, defs, mapterhorn_source_merge_sensor)]
     materialize_partitions(defs, instance, SOURCE_ASSETS, sources)
     tar_store = defs.resources["storage"].path("tar-store")
     for source in sources:

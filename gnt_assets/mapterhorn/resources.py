@@ -27,6 +27,8 @@ class MapterhornSourcesResource(dg.ConfigurableResource):
     timeout_seconds: float = 120.0
     max_unpacked_bytes: int = 50 * 2**30
     max_compression_ratio: float = 200.0
+    file_workers: int = Field(default=2, description="Files of a run worked on at once (threads; each runs its file's whole chain).")
+    file_retries: int = Field(default=1, description="Times a file's step is retried after a transient error, for that file alone.")
 
     @property
     def root(self) -> Path:

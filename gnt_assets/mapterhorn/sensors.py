@@ -3,15 +3,18 @@
 At catalog scale (a source can list 35,000 files, a catalog several hundred thousand) the file-list
 sensor keeps a compact cursor (per source: the list's SHA-256 and line count, and whether some of its
 new files still wait for a run), reads each list once per tick, skips lists that did not change, and
-adds partitions and requests runs in batches of at most ``MAX_RUNS_PER_TICK``; the rest follow on
-the next ticks.
+adds at most ``MAX_FILES_PER_TICK`` partitions per tick; the rest follow on the next ticks. The new
+keys are added in list order, so each run of ``FILES_PER_RUN`` consecutive keys is one partition
+range: one ranged run (one process, the in-process executor) carries that many files.
 """
 
 import hashlib
 import json
 
 import dagster as dg
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from gnt_assets.mapterhorn.assets import FILES_PER_RUN
 from gnt_assets.mapterhorn.catalog import parse_file_list, read_metadata, source_of, sources, unusable_sources
 from gnt_assets.mapterhorn.chain import source_state
 from gnt_assets.mapterhorn.resources import MapterhornSourcesResource
@@ -19,13 +22,16 @@ from gnt_assets.partitions import mapterhorn_files
 from gnt_assets.partitions import mapterhorn_sources as source_partitions
 
 FILE_ASSETS = ["mapterhorn_download", "mapterhorn_unpacked", "mapterhorn_georeferenced", "mapterhorn_cog", "mapterhorn_bounds", "mapterhorn_coverage"]
-SOURCE_ASSETS = ["mapterhorn_bounds_csv", "mapterhorn_source_coverage", "mapterhorn_tarball", "mapterhorn_report"]
-# Dagster rebuilds the set of newly added partition keys once per run request, so a tick's cost grows
-# with (requests x added keys): batches keep every tick far below the sensor timeout.
-MAX_RUNS_PER_TICK = 5_000
+SOURCE_ASSETS = ["mapterhorn_bounds_csv", "mapterhorn_source_coverage", "mapterhorn_tarball", "mapterhorn_file_status", "mapterhorn_report"]
+# Partitions added (files queued) per tick: 10 ranged runs of FILES_PER_RUN files. Dagster rebuilds the
+# set of newly added partition keys once per run request, so a tick's cost grows with (requests x
+# added keys); ranges keep the requests few and every tick far below the sensor timeout.
+MAX_FILES_PER_TICK = 5_000
 MAX_REMOVALS_SHOWN = 1000
 
-mapterhorn_file_job = dg.define_asset_job("mapterhorn_file_job", selection=dg.AssetSelection.assets(*FILE_ASSETS), partitions_def=mapterhorn_files)
+# One process per run (no step subprocess): the run's files share the pool of the one chain step.
+mapterhorn_file_job = dg.define_asset_job("mapterhorn_file_job", selection=dg.AssetSelection.assets(*FILE_ASSETS), partitions_def=mapterhorn_files,
+                                          executor_def=dg.in_process_executor)
 mapterhorn_source_job = dg.define_asset_job("mapterhorn_source_job", selection=dg.AssetSelection.assets(*SOURCE_ASSETS), partitions_def=source_partitions)
 
 
@@ -33,12 +39,25 @@ def _url_tag(url: str) -> str:
     return hashlib.sha256(url.encode()).hexdigest()[:12]
 
 
-def plan_file_list_tick(lists: dict[str, bytes], cursor: dict, known: set[str], known_sources: set[str], *, max_runs: int) -> dict:
+def range_requests(requests: list[tuple[str, str]], files_per_run: int) -> list[dg.RunRequest]:
+    """Ranged run requests over consecutive new keys (``(key, url)`` in the order they are added), at most
+    ``files_per_run`` each; the run key names the range and hashes its URLs, so a re-listed file runs again."""
+    runs = []
+    for offset in range(0, len(requests), files_per_run):
+        chunk = requests[offset : offset + files_per_run]
+        digest = _url_tag("\n".join(f"{key} {url}" for key, url in chunk))
+        first, last = chunk[0][0], chunk[-1][0]
+        runs.append(dg.RunRequest(run_key=f"{first}..{last}@{digest}",
+                                  tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last, "mapterhorn/files": str(len(chunk))}))
+    return runs
+
+
+def plan_file_list_tick(lists: dict[str, bytes], cursor: dict, known: set[str], known_sources: set[str], *, max_files: int) -> dict:
     """One tick of the file-list sensor, pure: ``lists`` maps source -> file_list.txt bytes, ``known``
     is every existing file partition. Returns the keys to add and request (list order, at most
-    ``max_runs``), the new sources, keys whose lines were removed, and the next cursor."""
+    ``max_files``), the new sources, keys whose lines were removed, and the next cursor."""
     requests, removed, new_cursor = [], [], {}
-    budget = max_runs
+    budget = max_files
     for source, data in sorted(lists.items()):
         digest = hashlib.sha256(data).hexdigest()[:32]
         earlier = cursor.get(source)
@@ -59,7 +78,7 @@ def plan_file_list_tick(lists: dict[str, bytes], cursor: dict, known: set[str], 
 
 @dg.sensor(job=mapterhorn_file_job, minimum_interval_seconds=60)
 def mapterhorn_file_list_sensor(context: dg.SensorEvaluationContext, mapterhorn_sources: MapterhornSourcesResource) -> dg.SensorResult:
-    """Adds a partition per new file_list.txt line and requests its chain, in batches; removed lines are reported, not deleted."""
+    """Adds a partition per new file_list.txt line and requests ranged runs of their chains, in batches; removed lines are reported, not deleted."""
     catalog = mapterhorn_sources.catalog()
     if skipped := unusable_sources(catalog):
         context.log.warning(f"source folders skipped, rename them to letters, digits, '_' or '-': {', '.join(skipped)}")
@@ -68,7 +87,7 @@ def mapterhorn_file_list_sensor(context: dg.SensorEvaluationContext, mapterhorn_
     changed = [s for s, data in lists.items() if cursor.get(s, {}).get("sha256") != hashlib.sha256(data).hexdigest()[:32] or cursor[s]["waiting"]]
     known = set(context.instance.get_dynamic_partitions(mapterhorn_files.name)) if changed else set()
     known_sources = set(context.instance.get_dynamic_partitions(source_partitions.name))
-    plan = plan_file_list_tick(lists, cursor, known, known_sources, max_runs=MAX_RUNS_PER_TICK)
+    plan = plan_file_list_tick(lists, cursor, known, known_sources, max_files=MAX_FILES_PER_TICK)
     if plan["removed"]:
         shown = plan["removed"][:MAX_REMOVALS_SHOWN]
         context.log.warning(f"{len(plan['removed'])} line(s) removed from file lists; their partitions and outputs are kept: {', '.join(shown[:20])}")
@@ -77,10 +96,10 @@ def mapterhorn_file_list_sensor(context: dg.SensorEvaluationContext, mapterhorn_
                 for key in plan["removed"][:MAX_REMOVALS_SHOWN]]
     waiting = sum(entry["waiting"] for entry in plan["cursor"].values())
     if waiting:
-        context.log.info(f"{len(plan['requests'])} file run(s) requested; {waiting} more on the next ticks")
+        context.log.info(f"{len(plan['requests'])} file(s) requested; {waiting} more on the next ticks")
     keys = [key for key, _ in plan["requests"]]
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(partition_key=key, run_key=f"{key}@{_url_tag(url)}") for key, url in plan["requests"]],
+        run_requests=range_requests(plan["requests"], FILES_PER_RUN),
         dynamic_partitions_requests=[mapterhorn_files.build_add_request(keys), source_partitions.build_add_request(plan["new_sources"])],
         asset_events=removals,
         cursor=json.dumps(plan["cursor"], sort_keys=True, separators=(",", ":")),

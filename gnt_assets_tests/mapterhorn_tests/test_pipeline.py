@@ -1,6 +1,7 @@
 """The Mapterhorn pipeline through Dagster, against the real HTTP resource and the loopback server:
-sensor -> per-file chain (a reset download resumes, a missing CRS fails its own partition and
-resumes after the fix) -> merge sensor -> tarball that md5sum accepts, byte-identical on rerun."""
+sensor -> per-file chain (a reset download resumes, a missing CRS fails its own file and resumes
+after the fix) -> merge sensor -> tarball that md5sum accepts, byte-identical on rerun; a ranged run
+of every file where one fails: the others are materialized and merged, the failed one is named."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from dagster._serdes import serialize_value
 
+from gnt_assets.io_managers.geoparquet import GeoParquetIOManager, read_table
 from gnt_assets.io_managers.tar import TarIOManager
 from gnt_assets.mapterhorn.chain import FileWork
 from gnt_assets.mapterhorn.definitions import defs as mapterhorn_defs
@@ -34,6 +37,7 @@ def pipeline(storage_root, tmp_path):
         resources = {
             "storage": storage,
             "tar_io_manager": TarIOManager(storage=storage),
+            "geoparquet_io_manager": GeoParquetIOManager(storage=storage),
             "mapterhorn_sources": MapterhornSourcesResource(work_dir=str(work), retries=0, backoff_seconds=0),
         }
         yield server, resources
@@ -49,13 +53,32 @@ def tick(instance, sensor, resources, cursor=None, ticks=None):
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
     if ticks is not None:
         ticks.append(result)
-    return [r.partition_key for r in result.run_requests or []]
+    return [key for r in result.run_requests or [] for key in requested_keys(instance, r)]
 
 
-def run(instance, resources, selection, key):
+def requested_keys(instance, request) -> list[str]:
+    """A request's partition key, or the keys of its partition range (the file sensor's ranged runs)."""
+    if request.partition_key is not None:
+        return [request.partition_key]
+    files = instance.get_dynamic_partitions("mapterhorn_files")
+    start, end = files.index(request.tags[ASSET_PARTITION_RANGE_START_TAG]), files.index(request.tags[ASSET_PARTITION_RANGE_END_TAG])
+    return files[start : end + 1]
+
+
+def run(instance, resources, selection, key, tags=None):
     return dg.materialize(
-        [*mapterhorn_defs.assets], selection=selection, partition_key=key, instance=instance, resources=resources, raise_on_error=False
+        [*mapterhorn_defs.assets], selection=selection, partition_key=key, instance=instance, resources=resources, raise_on_error=False, tags=tags
     )
+
+
+def file_errors(result) -> dict[str, str]:
+    """key -> error of every file the run recorded as failed (its observation on the failed step's asset)."""
+    observations = [e.event_specific_data.asset_observation for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION"]
+    return {o.partition: o.metadata["error"].value for o in observations if "error" in o.metadata}
+
+
+def materialized(result, asset) -> set[str]:
+    return {m.partition for m in result.asset_materializations_for_node("mapterhorn_file_chain") if m.asset_key == dg.AssetKey(asset)}
 
 
 def test_sources_to_verified_tarballs(pipeline, instance, storage_root):
@@ -76,9 +99,8 @@ def test_sources_to_verified_tarballs(pipeline, instance, storage_root):
     metadata = json.loads(metadata_path.read_text())
     metadata_path.write_text(json.dumps({k: v for k, v in metadata.items() if k != "crs"}))
     failed = run(instance, resources, FILE_ASSETS, "lowland_grids.block_a")
-    assert not failed.success
-    error = "".join(str(e.event_specific_data.error) for e in failed.all_events if e.is_step_failure)
-    assert "block_a_dgm.asc has no CRS and the source's metadata.json configures none" in error
+    assert failed.success and materialized(failed, "mapterhorn_georeferenced") == set()  # the file failed, alone; the run did not
+    assert "block_a_dgm.asc has no CRS and the source's metadata.json configures none" in file_errors(failed)["lowland_grids.block_a"]
     metadata_path.write_text(json.dumps(metadata))
     requests_before = len(server.faults.requests)
     assert run(instance, resources, FILE_ASSETS, "lowland_grids.block_a").success
@@ -140,8 +162,8 @@ def test_removed_lines_keep_their_partitions(pipeline, instance):
 
     # The fragment line fails its own partition, naming the line; the other files are untouched.
     failed = run(instance, resources, FILE_ASSETS, "alpine_tiles.tile")
-    error = "".join(str(e.event_specific_data.error) for e in failed.all_events if e.is_step_failure)
-    assert not failed.success and "alpine_tiles/file_list.txt line 4" in error and "fragment" in error
+    error = file_errors(failed)["alpine_tiles.tile"]
+    assert "alpine_tiles/file_list.txt line 4" in error and "fragment" in error
 
 
 def test_an_unsafe_zip_fails_its_own_file_and_the_source_goes_on_without_it(pipeline, instance, tmp_path, storage_root):
@@ -153,12 +175,12 @@ def test_an_unsafe_zip_fails_its_own_file_and_the_source_goes_on_without_it(pipe
     tick(instance, mapterhorn_file_list_sensor, resources)
     assert run(instance, resources, FILE_ASSETS, "lowland_grids.block_a").success
     failed = run(instance, resources, FILE_ASSETS, "lowland_grids.block_b")
-    error = "".join(str(e.event_specific_data.error) for e in failed.all_events if e.is_step_failure)
-    assert not failed.success and "lowland_grids.block_b: block_b.zip: member '../escape.asc' escapes the archive" in error
-    (message,) = [e.event_specific_data.error.message for e in failed.all_events if e.is_step_failure]
-    assert message.startswith("dagster._core.definitions.events.Failure: mapterhorn file lowland_grids.block_b: block_b.zip: member '../escape.asc'")
-    assert "(step unpacked; ArchiveError: bad input, not retried)" in message  # the cause first, not "Exceeded max_retries"
-    assert not [e for e in failed.all_events if e.event_type_value == "STEP_RESTARTED"]  # a refused member is never retried
+    # The cause first, not "Exceeded max_retries"; a refused member is never retried.
+    assert file_errors(failed)["lowland_grids.block_b"].startswith("ArchiveError: mapterhorn file lowland_grids.block_b: block_b.zip: member '../escape.asc' escapes the archive")
+    assert FileWork(resources["mapterhorn_sources"].root, "lowland_grids.block_b").failure()["transient"] is False
+    assert not [e for e in failed.all_events if e.event_type_value == "STEP_RESTARTED"]
+    (check,) = [c for c in failed.get_asset_check_evaluations() if c.check_name == "rasters_found"]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN and check.metadata["files_refused"].value == 1
 
     # The source goes on without its bad file: the merge takes block_a, the report names block_b.
     assert tick(instance, mapterhorn_source_merge_sensor, resources) == ["lowland_grids"]
@@ -196,11 +218,46 @@ def test_the_demo_broken_file_fails_for_good_at_download_and_is_left_out(pipelin
     for key in ("alpine_tiles.tile_2600_1200", "alpine_tiles.tile_2600_1201"):
         assert run(instance, resources, FILE_ASSETS, key).success
     broken = run(instance, resources, FILE_ASSETS, "alpine_tiles.tile_2600_1202")
-    error = "".join(str(e.event_specific_data.error) for e in broken.all_events if e.is_step_failure)
-    assert not broken.success and "tile_2600_1202.tif: GDAL cannot read it as a raster" in error
+    assert "tile_2600_1202.tif: GDAL cannot read it as a raster" in file_errors(broken)["alpine_tiles.tile_2600_1202"]
     assert len([p for p, _ in server.faults.requests if p.endswith("tile_2600_1202.tif")]) == 1  # not retried
     assert tick(instance, mapterhorn_source_merge_sensor, resources) == ["alpine_tiles"]
     assert run(instance, resources, SOURCE_ASSETS, "alpine_tiles").success
     report = json.loads((resources["mapterhorn_sources"].root / "merged" / "alpine_tiles" / "report.json").read_text())
     assert [(f["key"], f["step"], f["transient"]) for f in report["failed_files"]] == [("alpine_tiles.tile_2600_1202", "download", False)]
     assert report["failed_files"][0]["url"].endswith("/alpine_tiles/tile_2600_1202.tif")
+
+
+def test_a_ranged_run_carries_every_file_and_one_failure_stays_its_own(pipeline, instance, storage_root):
+    """One run (one process) over all five files on the pool: the broken alpine file fails alone, the
+    four others are materialized and merged, and the failed one is named everywhere a user looks."""
+    _, resources = pipeline
+    ticks = []
+    keys = tick(instance, mapterhorn_file_list_sensor, resources, ticks=ticks)
+    (request,) = ticks[0].run_requests  # five new files: one ranged run request
+    assert (request.tags[ASSET_PARTITION_RANGE_START_TAG], request.tags[ASSET_PARTITION_RANGE_END_TAG]) == (keys[0], keys[-1])
+    result = run(instance, resources, FILE_ASSETS, None, tags=request.tags)
+    assert result.success
+    assert [e.event_type_value for e in result.all_events].count("STEP_START") == 1  # one step carried every file
+    broken = "alpine_tiles.tile_2600_1202"
+    assert materialized(result, "mapterhorn_coverage") == set(keys) - {broken}
+    assert materialized(result, "mapterhorn_download") == set(keys) - {broken}  # it failed verifying its download
+    assert "GDAL cannot read it as a raster" in file_errors(result)[broken]
+    (check,) = [c for c in result.get_asset_check_evaluations() if c.check_name == "download_verified"]
+    assert not check.passed and check.metadata["files_checked"].value == 5 and broken in check.metadata["refused"].value
+    assert instance.get_materialized_partitions(dg.AssetKey("mapterhorn_cog")) == set(keys) - {broken}
+
+    assert sorted(tick(instance, mapterhorn_source_merge_sensor, resources)) == ["alpine_tiles", "lowland_grids"]
+    for source in ("alpine_tiles", "lowland_grids"):
+        assert run(instance, resources, SOURCE_ASSETS, source).success
+    listing = subprocess.run(["tar", "tf", str(storage_root / "tar-store" / "alpine_tiles.tar")], capture_output=True, text=True).stdout.split()
+    assert listing[4:] == ["files/tile_2600_1200.tif", "files/tile_2600_1201.tif"]
+    status = read_table(storage_root / "tables" / "mapterhorn_file_status" / "alpine_tiles.parquet")
+    assert list(status["status"]) == ["done", "done", "failed"] and status["key"].iloc[2] == broken
+    assert status["step"].iloc[2] == "download" and status["url"].iloc[2].endswith("/alpine_tiles/tile_2600_1202.tif")
+    assert "GDAL cannot read it as a raster" in status["error"].iloc[2] and list(status["cogs"]) == [1, 1, 0]
+    (alpine,) = [r.asset_materialization for r in instance.fetch_materializations(dg.AssetKey("mapterhorn_file_status"), limit=10).records
+                 if r.asset_materialization.partition == "alpine_tiles"]
+    assert (alpine.metadata["files_done"].value, alpine.metadata["files_failed"].value, alpine.metadata["dagster/row_count"].value) == (2, 1, 3)
+    report = instance.fetch_materializations(dg.AssetKey("mapterhorn_bounds_csv"), limit=10).records
+    named = [r.data["key"] for rec in report for r in rec.asset_materialization.metadata["failed"].value.records]
+    assert named == [broken]

@@ -1,11 +1,12 @@
-"""The file-list sensor at catalog scale: compact cursor, batched adds and requests resumed next tick,
-unchanged lists not parsed."""
+"""The file-list sensor at catalog scale: compact cursor, batched adds resumed next tick, ranged run
+requests (many files per run, capped per tick), unchanged lists not parsed."""
 
 from __future__ import annotations
 
 import json
 
 import dagster as dg
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from gnt_assets.mapterhorn import sensors
 from gnt_assets.mapterhorn.resources import MapterhornSourcesResource
@@ -19,7 +20,7 @@ def _list(n: int, start: int = 0) -> bytes:
 def test_a_large_list_is_requested_in_capped_batches_with_a_compact_cursor():
     lists, known, cursor, requested = {"big": _list(2_300)}, set(), {}, []
     for _ in range(5):
-        plan = plan_file_list_tick(lists, cursor, known, set(), max_runs=1_000)
+        plan = plan_file_list_tick(lists, cursor, known, set(), max_files=1_000)
         requested += [key for key, _ in plan["requests"]]
         known |= {key for key, _ in plan["requests"]}
         cursor = plan["cursor"]
@@ -30,33 +31,56 @@ def test_a_large_list_is_requested_in_capped_batches_with_a_compact_cursor():
 
 def test_an_unchanged_list_is_not_parsed_and_a_changed_one_reports_removals(monkeypatch):
     lists = {"a": _list(10), "b": _list(5, 100)}
-    first = plan_file_list_tick(lists, {}, set(), set(), max_runs=100)
+    first = plan_file_list_tick(lists, {}, set(), set(), max_files=100)
     known = {key for key, _ in first["requests"]}
     assert first["new_sources"] == ["a", "b"] and len(known) == 15
     parsed = []
     monkeypatch.setattr(sensors, "parse_file_list", lambda source, text: parsed.append(source) or [])
-    again = plan_file_list_tick(lists, first["cursor"], known, {"a", "b"}, max_runs=100)
+    again = plan_file_list_tick(lists, first["cursor"], known, {"a", "b"}, max_files=100)
     assert again["requests"] == [] and parsed == [] and again["cursor"] == first["cursor"]
     monkeypatch.undo()
     changed = {"a": _list(9) + b"https://h.example/new/tile_x.tif\n", "b": lists["b"]}
-    plan = plan_file_list_tick(changed, first["cursor"], known, {"a", "b"}, max_runs=100)
+    plan = plan_file_list_tick(changed, first["cursor"], known, {"a", "b"}, max_files=100)
     assert [key for key, _ in plan["requests"]] == ["a.tile_x"] and plan["removed"] == ["a.tile_9"]
 
 
-def test_the_sensor_adds_partitions_in_batches_and_resumes_next_tick(tmp_path, instance, monkeypatch):
-    monkeypatch.setattr(sensors, "MAX_RUNS_PER_TICK", 40)
+def test_the_sensor_adds_partitions_in_batches_and_requests_ranges_resumed_next_tick(tmp_path, instance, monkeypatch):
+    monkeypatch.setattr(sensors, "MAX_FILES_PER_TICK", 40)
+    monkeypatch.setattr(sensors, "FILES_PER_RUN", 15)
     catalog = tmp_path / "source-catalog"
     (catalog / "big").mkdir(parents=True)
     (catalog / "big" / "file_list.txt").write_bytes(_list(100))
     resource = MapterhornSourcesResource(work_dir=str(tmp_path), catalog_dir=str(catalog))
-    cursor, counts = None, []
+    cursor, runs, files = None, [], []
     for _ in range(4):
         with dg.build_sensor_context(instance=instance, cursor=cursor, resources={"mapterhorn_sources": resource}) as context:
             result = mapterhorn_file_list_sensor(context)
         for request in result.dynamic_partitions_requests:
             instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-        counts.append(len(result.run_requests))
-        assert len(result.dynamic_partitions_requests[0].partition_keys) == len(result.run_requests)
+        added = list(result.dynamic_partitions_requests[0].partition_keys)
+        runs.append([int(r.tags["mapterhorn/files"]) for r in result.run_requests])
+        files.append(len(added))
+        known = instance.get_dynamic_partitions("mapterhorn_files")
+        for request in result.run_requests:  # each request is a range of consecutive keys the same tick added
+            start, end = known.index(request.tags[ASSET_PARTITION_RANGE_START_TAG]), known.index(request.tags[ASSET_PARTITION_RANGE_END_TAG])
+            assert known[start : end + 1] == added[: end - start + 1] and request.partition_key is None
+            assert int(request.tags["mapterhorn/files"]) == end - start + 1
+            added = added[end - start + 1 :]
+        assert added == []
         cursor = result.cursor
-    assert counts == [40, 40, 20, 0] and len(instance.get_dynamic_partitions("mapterhorn_files")) == 100
-    assert len(cursor) < 200
+    assert files == [40, 40, 20, 0] and runs == [[15, 15, 10], [15, 15, 10], [15, 5], []]
+    assert len(instance.get_dynamic_partitions("mapterhorn_files")) == 100 and len(cursor) < 200
+
+
+def test_range_run_keys_name_the_range_and_change_with_its_urls():
+    (first,) = sensors.range_requests([("s.a", "https://h/a.tif"), ("s.b", "https://h/b.tif")], 10)
+    (moved,) = sensors.range_requests([("s.a", "https://h/a.tif"), ("s.b", "https://h/v2/b.tif")], 10)
+    assert first.run_key.startswith("s.a..s.b@") and first.run_key != moved.run_key
+    assert [len(r.tags) for r in sensors.range_requests([(f"s.{i}", f"u{i}") for i in range(25)], 10)] == [3, 3, 3]
+
+
+def test_file_assets_are_backfilled_in_ranges_in_one_process():
+    from gnt_assets.mapterhorn.assets import FILES_PER_RUN, mapterhorn_file_chain
+
+    assert mapterhorn_file_chain.backfill_policy == dg.BackfillPolicy.multi_run(max_partitions_per_run=FILES_PER_RUN)
+    assert sensors.mapterhorn_file_job.executor_def is dg.in_process_executor
