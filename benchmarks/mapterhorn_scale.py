@@ -36,6 +36,7 @@ import shutil
 import socket
 import sqlite3
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -153,10 +154,9 @@ def _gql(context, query: str, variables: dict) -> dict:
     return result.data
 
 
-def limits(keys_count: int, folder: Path, postgres: bool, materialized: int) -> None:
+def limits(keys_count: int, folder: Path, postgres: bool, materialized: int, backfill_seconds: float) -> None:
     from dagster._core.definitions.partitions.context import partition_loading_context
     from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
-    from dagster._daemon.backfill import execute_backfill_iteration
     from dagster._daemon.sensor import execute_sensor_iteration
     from dagster_graphql.test.utils import define_out_of_process_workspace
 
@@ -213,21 +213,6 @@ def limits(keys_count: int, folder: Path, postgres: bool, materialized: int) -> 
                   f"{len(result.run_requests)} run requests")
 
 
-            # A backfill of the whole source, as the UI launches it, and its first daemon iteration.
-            for run in instance.get_runs():
-                instance.delete_run(run.run_id)
-            params = {"assetSelection": [{"path": [a]} for a in FILE_ASSETS], "partitionNames": keys}
-            context = process_context.create_request_context()
-            seconds, data = _timed(lambda: _gql(context, LAUNCH, {"params": params}))
-            outcome = data["launchPartitionBackfill"]
-            print(f"launching a backfill of the whole source ({keys_count:,} partitions x 6 assets) through GraphQL: {seconds:.1f} s "
-                  f"(goal < 60 s), {outcome['__typename']} {outcome.get('message', '')[:200]}")
-            seconds, _ = _timed(lambda: list(execute_backfill_iteration(process_context, logger)))
-            runs = instance.get_runs()
-            ranged = sum(ASSET_PARTITION_RANGE_START_TAG in r.tags for r in runs)
-            print(f"  backfill daemon, first iteration: {seconds:.1f} s, {len(runs)} runs queued, {ranged} of them ranged "
-                  f"(BackfillPolicy.multi_run({FILES_PER_RUN}): {-(-keys_count // FILES_PER_RUN)} runs in all)")
-
             # Materialized partitions: the status cache and the asset page.
             seed = keys[:materialized]
             with _no_fsync():
@@ -250,6 +235,57 @@ def limits(keys_count: int, folder: Path, postgres: bool, materialized: int) -> 
                 stats = data["assetNodeOrError"]["partitionStats"]
                 print(f"asset page partition health (GraphQL partitionStats + assetPartitionStatuses), {attempt}: {seconds:.2f} s, "
                       f"{stats['numMaterialized']:,} of {stats['numPartitions']:,} materialized")
+
+            # A backfill of the whole source, as the UI launches it, then the backfill daemon (a process of its
+            # own, as under dagster dev) for at most --backfill-seconds: it queues one ranged run at a time.
+            for run in instance.get_runs():
+                instance.delete_run(run.run_id)
+            params = {"assetSelection": [{"path": [a]} for a in FILE_ASSETS], "partitionNames": keys}
+            context = process_context.create_request_context()
+            seconds, data = _timed(lambda: _gql(context, LAUNCH, {"params": params}))
+            outcome = data["launchPartitionBackfill"]
+            print(f"launching a backfill of the whole source ({keys_count:,} partitions x 6 assets) through GraphQL: {seconds:.1f} s "
+                  f"(goal < 60 s), {outcome['__typename']} {outcome.get('message', '')[:200]}")
+            backfill_daemon(instance, folder, backfill_seconds, -(-keys_count // FILES_PER_RUN))
+
+
+BACKFILL_DAEMON = """
+import logging, sys
+from dagster import DagsterInstance
+from dagster._core.workspace.context import WorkspaceProcessContext
+from dagster._core.workspace.load_target import PythonFileTarget
+from dagster._daemon.backfill import execute_backfill_iteration
+with DagsterInstance.get() as instance:
+    target = PythonFileTarget(python_file=sys.argv[1], attribute="defs", working_directory=None, location_name="gnt_assets")
+    with WorkspaceProcessContext(instance, target) as context:
+        print("ready", flush=True)
+        for _ in execute_backfill_iteration(context, logging.getLogger("backfill")):
+            pass
+"""
+
+
+def backfill_daemon(instance, folder: Path, limit: float, expected: int) -> None:
+    script = folder / "backfill_daemon.py"
+    script.write_text(BACKFILL_DAEMON)
+    process = subprocess.Popen([sys.executable, str(script), str(REPO / "gnt_assets" / "definitions.py")], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
+    try:
+        process.stdout.readline()  # the code location is loaded: from here on it is the daemon's work
+        start, first = time.perf_counter(), None
+        while time.perf_counter() - start < limit and process.poll() is None:
+            time.sleep(1)
+            count = instance.get_runs_count()
+            if count and first is None:
+                first = time.perf_counter() - start
+        seconds, count = time.perf_counter() - start, instance.get_runs_count()
+        ranged = sum(ASSET_PARTITION_RANGE_START_TAG in r.tags for r in instance.get_runs(limit=5))
+        done = "finished" if process.poll() is not None else f"stopped after {limit:.0f} s"
+        print(f"  backfill daemon, first iteration ({done}): first ranged run queued after {first or float('nan'):.1f} s, {count} of "
+              f"{expected} runs queued in {seconds:.0f} s ({seconds / max(1, count):.1f} s per run; {ranged} of the first 5 ranged)")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def sensor_function(files: int, folder: Path) -> None:
@@ -363,6 +399,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--keys", default="100000,500000", help="file partition counts for the Dagster limits (comma separated)")
     parser.add_argument("--materialized", type=int, default=2000, help="partitions materialized before the status cache and asset page figures")
+    parser.add_argument("--backfill-seconds", type=float, default=120, help="how long the backfill daemon may queue runs before it is stopped")
     parser.add_argument("--throughput-files", type=int, default=200)
     parser.add_argument("--overhead-files", type=int, default=6)
     parser.add_argument("--overhead-mb", type=float, default=5.0)
@@ -376,7 +413,7 @@ def main() -> None:
         if "limits" not in skip:
             for count in (int(k) for k in args.keys.split(",")):
                 sensor_function(count, folder / f"sensor{count}")
-                limits(count, folder / f"limits{count}", args.postgres, min(args.materialized, count))
+                limits(count, folder / f"limits{count}", args.postgres, min(args.materialized, count), args.backfill_seconds)
         if "throughput" not in skip:
             throughput(folder / "throughput", args.throughput_files, args.postgres)
         if "overhead" not in skip:
