@@ -6,14 +6,15 @@ the issue's goal beside it.
    queued run coordinator) or with ``--postgres`` on deploy/dagster.postgres.yaml against a
    PostgreSQL 15 started on loopback. The real code location runs as a gRPC server, as under
    ``dagster dev``; for each size in ``--keys`` a source with that many lines is generated and:
-   - one sensor daemon tick (``execute_sensor_iteration``: the list parsed, 5,000 partitions added,
-     10 ranged runs queued), its cursor size, and the sensor function alone on the full list;
-   - adding every partition in batches of 5,000, fetching every key, resolving one run's range;
-   - launching a backfill of the whole source through GraphQL (``launchPartitionBackfill``, as the
-     UI does) and the backfill daemon's first iteration, which queues its ranged runs;
+   - one sensor daemon tick (``execute_sensor_iteration``: the list parsed, ``MAX_FILES_PER_TICK``
+     partitions added, their ranged runs queued), its cursor size, and the sensor function alone;
+   - adding every partition in sensor-sized batches, fetching every key, resolving one run's range;
    - ``--materialized`` partitions materialized (seeded without fsync: the seeding is not measured),
      then ``get_materialized_partitions``, the status cache and the asset page's partition health
-     query (GraphQL ``partitionStats`` and ``assetPartitionStatuses``).
+     query (GraphQL ``partitionStats`` and ``assetPartitionStatuses``);
+   - launching a backfill of the whole source through GraphQL (``launchPartitionBackfill``, as the
+     UI does), then the backfill daemon in a process of its own for ``--backfill-seconds``: when it
+     queues its first ranged run and how fast the next ones follow.
 2. Throughput: ``--throughput-files`` small GeoTIFFs (a few KB) served on loopback go through one
    ranged run on the pool (``file_workers`` 2): files per second end to end on this machine, and the
    event-log bytes per file (every event of the run, serialized).
@@ -21,7 +22,7 @@ the issue's goal beside it.
    one process, then as one ranged Dagster run (one worker each, so the two do the same work);
    the difference is Dagster, the checks and the per-file events. Goal < 15 %.
 
-Usage: python benchmarks/mapterhorn_scale.py [--keys 100000,500000] [--materialized 2000]
+Usage: python benchmarks/mapterhorn_scale.py [--keys 100000,500000] [--materialized 2000] [--backfill-seconds 120]
        [--throughput-files 200] [--overhead-files 6] [--overhead-mb 5] [--postgres] [--skip limits,throughput,overhead]
 """
 
@@ -154,7 +155,7 @@ def _gql(context, query: str, variables: dict) -> dict:
     return result.data
 
 
-def limits(keys_count: int, folder: Path, postgres: bool, materialized: int, backfill_seconds: float) -> None:
+def limits(keys_count: int, folder: Path, postgres: bool, materialized: int, backfill_seconds: float, backfill_keys: int) -> None:
     from dagster._core.definitions.partitions.context import partition_loading_context
     from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
     from dagster._daemon.sensor import execute_sensor_iteration
@@ -240,13 +241,14 @@ def limits(keys_count: int, folder: Path, postgres: bool, materialized: int, bac
             # own, as under dagster dev) for at most --backfill-seconds: it queues one ranged run at a time.
             for run in instance.get_runs():
                 instance.delete_run(run.run_id)
-            params = {"assetSelection": [{"path": [a]} for a in FILE_ASSETS], "partitionNames": keys}
+            chosen = keys[:backfill_keys] if backfill_keys else keys  # a source of that many files among all the keys
+            params = {"assetSelection": [{"path": [a]} for a in FILE_ASSETS], "partitionNames": chosen}
             context = process_context.create_request_context()
             seconds, data = _timed(lambda: _gql(context, LAUNCH, {"params": params}))
             outcome = data["launchPartitionBackfill"]
-            print(f"launching a backfill of the whole source ({keys_count:,} partitions x 6 assets) through GraphQL: {seconds:.1f} s "
+            print(f"launching a backfill of {len(chosen):,} of the {keys_count:,} partitions (x 6 assets) through GraphQL: {seconds:.1f} s "
                   f"(goal < 60 s), {outcome['__typename']} {outcome.get('message', '')[:200]}")
-            backfill_daemon(instance, folder, backfill_seconds, -(-keys_count // FILES_PER_RUN))
+            backfill_daemon(instance, folder, backfill_seconds, -(-len(chosen) // FILES_PER_RUN))
 
 
 BACKFILL_DAEMON = """
@@ -400,11 +402,12 @@ def main() -> None:
     parser.add_argument("--keys", default="100000,500000", help="file partition counts for the Dagster limits (comma separated)")
     parser.add_argument("--materialized", type=int, default=2000, help="partitions materialized before the status cache and asset page figures")
     parser.add_argument("--backfill-seconds", type=float, default=120, help="how long the backfill daemon may queue runs before it is stopped")
+    parser.add_argument("--backfill-keys", type=int, default=0, help="backfill only the first N keys (one source among all); 0: all")
     parser.add_argument("--throughput-files", type=int, default=200)
     parser.add_argument("--overhead-files", type=int, default=6)
     parser.add_argument("--overhead-mb", type=float, default=5.0)
     parser.add_argument("--postgres", action="store_true", help="deploy/dagster.postgres.yaml on a PostgreSQL 15 started on loopback")
-    parser.add_argument("--skip", default="", help="sections to leave out: limits, throughput, overhead")
+    parser.add_argument("--skip", default="", help="sections to leave out: limits, sensor (the in-process sensor function), throughput, overhead")
     args = parser.parse_args()
     print(f"DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS={os.environ['DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS']}")
     skip = set(filter(None, args.skip.split(",")))
@@ -412,8 +415,9 @@ def main() -> None:
         folder = Path(tmp)
         if "limits" not in skip:
             for count in (int(k) for k in args.keys.split(",")):
-                sensor_function(count, folder / f"sensor{count}")
-                limits(count, folder / f"limits{count}", args.postgres, min(args.materialized, count), args.backfill_seconds)
+                if "sensor" not in skip:
+                    sensor_function(count, folder / f"sensor{count}")
+                limits(count, folder / f"limits{count}", args.postgres, min(args.materialized, count), args.backfill_seconds, args.backfill_keys)
         if "throughput" not in skip:
             throughput(folder / "throughput", args.throughput_files, args.postgres)
         if "overhead" not in skip:

@@ -23,11 +23,12 @@ from gnt_assets.partitions import mapterhorn_sources as source_partitions
 
 FILE_ASSETS = ["mapterhorn_download", "mapterhorn_unpacked", "mapterhorn_georeferenced", "mapterhorn_cog", "mapterhorn_bounds", "mapterhorn_coverage"]
 SOURCE_ASSETS = ["mapterhorn_bounds_csv", "mapterhorn_source_coverage", "mapterhorn_tarball", "mapterhorn_file_status", "mapterhorn_report"]
-# Partitions added (files queued) per tick: 4 ranged runs of FILES_PER_RUN files. The daemon checks
+# Partitions added (files queued) per tick: 2 ranged runs of FILES_PER_RUN files. The daemon checks
 # every added key with one query (about 9 ms each on the embedded SQLite of a busy 2-core machine) and
-# rebuilds the set of added keys once per run request; 2,000 keeps a tick near 20 s there, far below
-# the 60 s sensor timeout, and queues a 100,000-file source in 50 ticks (25 min at one tick per 30 s).
-MAX_FILES_PER_TICK = 2_000
+# creates each run in about 4 s there; with the 100,000-line list parsed in about 9 s, 1,000 keeps a
+# tick under 30 s and queues a 100,000-file source in 100 ticks (50 min at one tick per 30 s, while
+# the first runs already work: they take far longer than the queueing).
+MAX_FILES_PER_TICK = 1_000
 MAX_REMOVALS_SHOWN = 1000
 
 # One process per run (no step subprocess): the run's files share the pool of the one chain step.
