@@ -133,4 +133,5 @@ def stored_region(storage, grid_table: gpd.GeoDataFrame, month: str, chunk: str,
     cell = _cell(grid_table, chunk)
     cube = cube_store(storage, cell["grid"], backend)
     region = cube.region(layout_for(grid_table[grid_table["grid"] == cell["grid"]]), chunk, month)
+    cube.require_complete(region, f"{month}|{chunk}")
     return cube, region, cube.open()[VARIABLE].isel(region)
