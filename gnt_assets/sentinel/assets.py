@@ -11,7 +11,7 @@ from gnt_assets.resources.compute import DaskComputeResource
 from gnt_assets.resources.storage import StorageResource
 from gnt_assets.sentinel import chunk_runs as pipeline
 from gnt_assets.sentinel.aoi import aoi_from_bbox, load_geometry_file
-from gnt_assets.sentinel.grid import GridSpec, named_grid
+from gnt_assets.sentinel.grid import GridSpec, named_grid, refuse_shared_chunks
 from gnt_assets.sentinel.resources import SentinelCubeResource, SentinelStacResource
 
 
@@ -62,6 +62,7 @@ def sentinel_grid(config: SentinelGridConfig, sentinel_aoi: gpd.GeoDataFrame) ->
         for g in config.grids
     ]
     cells = gpd.GeoDataFrame(pd.concat(grids, ignore_index=True), crs="EPSG:4326")
+    refuse_shared_chunks(cells)
     for _grid, group in cells.groupby("grid"):
         pipeline.layout_for(group)  # refuses a grid whose cells would share a zarr chunk
     return cells

@@ -15,6 +15,7 @@ from gnt_assets.core.atomic import atomic_write_text
 from gnt_assets.core.errors import InputError
 from gnt_assets.sentinel.cube import BLOCK_MONTHS, DEFAULT_END_MONTH, VARIABLE, CubeLayout, cube_layout
 from gnt_assets.sentinel.cube_store import CubeStore
+from gnt_assets.sentinel.grid import belongs_to
 from gnt_assets.sentinel.mosaic import ChunkJob, ChunkResult, mosaic_chunk_logged
 
 run_chunk = mosaic_chunk_logged
@@ -53,7 +54,7 @@ def _cell(grid_table: gpd.GeoDataFrame, chunk: str) -> pd.Series:
     rows = grid_table[grid_table["chunk"] == chunk]
     if rows.empty:
         counts = grid_table.groupby("grid").size().to_dict()
-        named = [g for g in counts if chunk.startswith(f"{g}-")]
+        named = [g for g in counts if belongs_to(chunk, g)]
         now = (f"grid {named[0]!r} now has {counts[named[0]]} other cells" if named
                else f"no grid of the current sentinel_grid is named like it (grids now: {counts})")
         raise GridChangedError(

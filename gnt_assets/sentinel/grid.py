@@ -103,8 +103,28 @@ def custom_generator(func: Callable[[BaseGeometry], gpd.GeoDataFrame], id_column
     return generate
 
 
+def chunk_key(grid_name: str, cell_id: str) -> str:
+    """A cell's partition key: the grid's name said once, then the cell id (``square_510_5685`` for the square
+    grid's cell ``square_510_5685``, ``majortom-u4pruyd`` for a Major TOM geohash), sanitised."""
+    named = cell_id == grid_name or cell_id.startswith((f"{grid_name}_", f"{grid_name}-"))
+    return sanitize_key(cell_id if named else f"{grid_name}-{cell_id}")
+
+
+def belongs_to(chunk: str, grid_name: str) -> bool:
+    """Whether a chunk key is spelled as a key of the named grid (see ``chunk_key``)."""
+    return chunk == grid_name or chunk.startswith((f"{grid_name}_", f"{grid_name}-"))
+
+
+def refuse_shared_chunks(cells: gpd.GeoDataFrame) -> None:
+    """Two grids whose cells would get the same partition key (rename one of the grids)."""
+    shared = cells["chunk"][cells["chunk"].duplicated()]
+    if not shared.empty:
+        grids = sorted(set(cells["grid"][cells["chunk"].isin(shared)]))
+        raise GridError(f"grids {grids}: cells share the partition keys {shared.tolist()[:5]}; give the grids distinct names")
+
+
 def grid_cells(aoi: BaseGeometry, generator: GridGenerator, *, grid_name: str, id_column: str = "grid_id") -> gpd.GeoDataFrame:
-    """The generator's cells with a ``chunk`` partition key per cell (``<grid>-<sanitised id>``)."""
+    """The generator's cells with a ``chunk`` partition key per cell (see ``chunk_key``)."""
     cells = generator(aoi)
     if cells.empty:
         raise GridError(f"grid {grid_name!r}: the generator produced zero cells for the AOI {aoi.bounds}")
@@ -112,7 +132,7 @@ def grid_cells(aoi: BaseGeometry, generator: GridGenerator, *, grid_name: str, i
         raise GridError(f"grid {grid_name!r}: duplicate cell ids {cells[id_column][cells[id_column].duplicated()].tolist()[:5]}")
     cells = cells.sort_values(id_column).reset_index(drop=True)
     cells.insert(0, "grid", grid_name)
-    cells.insert(1, "chunk", [sanitize_key(f"{grid_name}-{cell_id}") for cell_id in cells[id_column].astype(str)])
+    cells.insert(1, "chunk", [chunk_key(grid_name, cell_id) for cell_id in cells[id_column].astype(str)])
     if cells["chunk"].duplicated().any():
         raise GridError(f"grid {grid_name!r}: cell ids collapse to the same partition key after sanitising")
     cells["cell_id"] = cells[id_column].astype(str)

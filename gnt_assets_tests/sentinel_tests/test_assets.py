@@ -28,7 +28,9 @@ def test_pipeline_through_dagster(storage_root, instance, stac_url):
     (request,) = sensor_result.dynamic_partitions_requests
     instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
     chunks = instance.get_dynamic_partitions("sentinel_chunk")
-    assert {c.split("-")[0] for c in chunks} == {"square", "majortom"} and sensor_result.run_requests
+    # square cells read square_<i>_<j> (the grid's name once), Major TOM cells majortom-<geohash>
+    assert {c.split("-")[0].split("_")[0] for c in chunks} == {"square", "majortom"} and sensor_result.run_requests
+    assert not any(c.startswith("square-") for c in chunks)
     again = sentinel_chunk_sensor(dg.build_sensor_context(instance=instance, definitions=defs, resources={"storage": resources["storage"]}))
     assert isinstance(again, dg.SkipReason)  # nothing new: no duplicate partitions or runs
 
@@ -82,8 +84,8 @@ def test_monthly_schedule_requests_the_finished_month_for_every_chunk(instance):
     when = datetime(2024, 8, 5, 6, tzinfo=UTC)
     assert isinstance(sentinel_monthly_schedule(dg.build_schedule_context(instance=instance, scheduled_execution_time=when)),
                       dg.SkipReason)  # no chunks yet
-    instance.add_dynamic_partitions("sentinel_chunk", ["square-a", "majortom-b"])
+    instance.add_dynamic_partitions("sentinel_chunk", ["square_1_2", "majortom-b"])
     requests = sentinel_monthly_schedule(dg.build_schedule_context(instance=instance, scheduled_execution_time=when))
-    expected = {str(dg.MultiPartitionKey({"month": "2024-07-01", "chunk": c})) for c in ("square-a", "majortom-b")}
+    expected = {str(dg.MultiPartitionKey({"month": "2024-07-01", "chunk": c})) for c in ("square_1_2", "majortom-b")}
     assert {r.partition_key for r in requests} == expected
     assert len({r.run_key for r in requests}) == 2  # one run per partition; a re-tick with the same keys is deduplicated

@@ -1,6 +1,7 @@
 """AOI validation and grid generators: cells cover the AOI, ids are stable, squares are snapped."""
 
 import geopandas as gpd
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -10,10 +11,12 @@ from gnt_assets.sentinel.aoi import AoiError, aoi_from_bbox, load_geometry_file
 from gnt_assets.sentinel.grid import (
     GridError,
     GridSpec,
+    chunk_key,
     custom_generator,
     grid_cells,
     majortom_generator,
     named_grid,
+    refuse_shared_chunks,
     square_tiling_generator,
 )
 
@@ -53,6 +56,20 @@ def test_custom_generator_and_named_grid_schema():
     assert cells["chunk"].tolist() == ["halves-east_2", "halves-west_1"]  # sanitised, sorted
     grid = named_grid(AOI, "sq", "square", GridSpec(d=960, target_crs="EPSG:32610", res_m=20))
     assert set(grid.columns) >= {"grid", "chunk", "crs", "resolution", "chunk_px"} and grid["chunk_px"].eq(48).all()
+
+
+def test_chunk_keys_say_the_grid_name_once():
+    cells = grid_cells(AOI, square_tiling_generator(960, "EPSG:32610"), grid_name="square")
+    assert cells["chunk"].str.fullmatch(r"square_-?[0-9]+_[0-9]+").all()  # not square-square_...
+    assert chunk_key("square", "square_510_5685") == "square_510_5685"
+    assert chunk_key("sq", "square_510_5685") == "sq-square_510_5685"  # another square grid keeps its own name
+    assert chunk_key("majortom", "c2b2jzhh4ef") == "majortom-c2b2jzhh4ef"
+
+
+def test_grids_whose_cells_share_keys_are_refused():
+    grid = grid_cells(AOI, square_tiling_generator(960, "EPSG:32610"), grid_name="square")
+    with pytest.raises(GridError, match="give the grids distinct names"):
+        refuse_shared_chunks(gpd.GeoDataFrame(pd.concat([grid, grid.assign(grid="square_copy")]), crs="EPSG:4326"))
 
 
 def test_zero_cell_grid_is_refused():
