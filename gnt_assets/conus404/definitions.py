@@ -22,8 +22,8 @@ from gnt_assets.conus404.checks import (
 )
 from gnt_assets.conus404.local import LocalConus404Source
 from gnt_assets.conus404.resources import PC_STAC_URL, Conus404Rules, PlanetaryComputerConus404Source
-from gnt_assets.conus404.schedules import conus404_catchup_schedule
-from gnt_assets.conus404.sensors import conus404_failure_report_sensor
+from gnt_assets.conus404.schedules import conus404_catchup_job, conus404_catchup_schedule
+from gnt_assets.conus404.sensors import conus404_failure_report_job, conus404_failure_report_sensor
 from gnt_assets.vocabulary import FOLLOWS_SAME_PARTITION, describe
 
 KINDS = {
@@ -47,6 +47,7 @@ defs = dg.Definitions(
                   analysis_ready_matches_daily],
     sensors=[conus404_failure_report_sensor],
     schedules=[conus404_catchup_schedule],
+    jobs=[conus404_catchup_job, conus404_failure_report_job],
 )
 
 

@@ -25,8 +25,12 @@ SOURCE_ASSETS = ["mapterhorn_bounds_csv", "mapterhorn_source_coverage", "mapterh
 MAX_RUNS_PER_TICK = 5_000
 MAX_REMOVALS_SHOWN = 1000
 
-mapterhorn_file_job = dg.define_asset_job("mapterhorn_file_job", selection=dg.AssetSelection.assets(*FILE_ASSETS), partitions_def=mapterhorn_files)
-mapterhorn_source_job = dg.define_asset_job("mapterhorn_source_job", selection=dg.AssetSelection.assets(*SOURCE_ASSETS), partitions_def=source_partitions)
+mapterhorn_file_job = dg.define_asset_job(
+    "mapterhorn_file_job", selection=dg.AssetSelection.assets(*FILE_ASSETS),
+    description="One source file from download to Cloud-Optimized GeoTIFF: download, unpack, georeference, COG, bounds and coverage.")
+mapterhorn_source_job = dg.define_asset_job(
+    "mapterhorn_source_job", selection=dg.AssetSelection.assets(*SOURCE_ASSETS),
+    description="Merges one source's finished files into bounds.csv, coverage.gpkg, the tarball with its MD5 and the report.")
 
 
 def _url_tag(url: str) -> str:
@@ -57,7 +61,9 @@ def plan_file_list_tick(lists: dict[str, bytes], cursor: dict, known: set[str], 
     return {"requests": requests, "new_sources": new_sources, "removed": removed, "cursor": new_cursor}
 
 
-@dg.sensor(job=mapterhorn_file_job, minimum_interval_seconds=60)
+@dg.sensor(job=mapterhorn_file_job, minimum_interval_seconds=60,
+           description="Every minute: each new line of a source's file_list.txt becomes a file partition and starts its run, "
+                       "at most 5,000 per tick. Removed lines are reported on the file's download, never deleted.")
 def mapterhorn_file_list_sensor(context: dg.SensorEvaluationContext, mapterhorn_sources: MapterhornSourcesResource) -> dg.SensorResult:
     """Adds a partition per new file_list.txt line and requests its chain, in batches; removed lines are reported, not deleted."""
     catalog = mapterhorn_sources.catalog()
@@ -79,7 +85,9 @@ def mapterhorn_file_list_sensor(context: dg.SensorEvaluationContext, mapterhorn_
     if waiting:
         context.log.info(f"{len(plan['requests'])} file run(s) requested; {waiting} more on the next ticks")
     keys = [key for key, _ in plan["requests"]]
+    idle = None if keys else f"no new lines in the file lists of {len(lists)} source(s) in {catalog}"
     return dg.SensorResult(
+        skip_reason=idle,
         run_requests=[dg.RunRequest(partition_key=key, run_key=f"{key}@{_url_tag(url)}") for key, url in plan["requests"]],
         dynamic_partitions_requests=[mapterhorn_files.build_add_request(keys), source_partitions.build_add_request(plan["new_sources"])],
         asset_events=removals,
@@ -87,7 +95,9 @@ def mapterhorn_file_list_sensor(context: dg.SensorEvaluationContext, mapterhorn_
     )
 
 
-@dg.sensor(job=mapterhorn_source_job, minimum_interval_seconds=60)
+@dg.sensor(job=mapterhorn_source_job, minimum_interval_seconds=60,
+           description="Every minute: starts the merge of each source whose files have all finished (verified or failed "
+                       "for good) since its last merge. Failed files are left out and named in the report.")
 def mapterhorn_source_merge_sensor(context: dg.SensorEvaluationContext, mapterhorn_sources: MapterhornSourcesResource) -> dg.SensorResult:
     """Requests the merge (bounds.csv, coverage.gpkg, tarball, report) of each source once no file is
     pending: every file verified or failed (the merge leaves failed files out and the report names them)."""
@@ -104,4 +114,5 @@ def mapterhorn_source_merge_sensor(context: dg.SensorEvaluationContext, mapterho
             context.log.warning(f"source {source}: not merged, metadata.json sets require_all_files and {len(state.failed)} file(s) failed")
         elif fingerprint:
             requests.append(dg.RunRequest(partition_key=source, run_key=f"{source}@{fingerprint}"))
-    return dg.SensorResult(run_requests=requests)
+    idle = None if requests else f"no source finished new files since its last merge ({len(known)} known)"
+    return dg.SensorResult(run_requests=requests, skip_reason=idle)

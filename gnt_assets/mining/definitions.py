@@ -56,7 +56,7 @@ defs = dg.Definitions(
         janitor_checks.janitor_repair_sensor,
     ],
     schedules=[schedules.janitor_daily],
-    jobs=[janitor_checks.janitor],
+    jobs=[janitor_checks.janitor, janitor_checks.mining_repair_job, sensors.mining_region_job],
 )
 
 

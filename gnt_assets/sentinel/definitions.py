@@ -29,7 +29,7 @@ from gnt_assets.sentinel.resources import (
     SentinelCubeResource,
 )
 from gnt_assets.sentinel.schedules import sentinel_monthly_schedule
-from gnt_assets.sentinel.sensors import sentinel_chunk_sensor
+from gnt_assets.sentinel.sensors import sentinel_chunk_sensor, sentinel_mosaic_job
 from gnt_assets.vocabulary import FOLLOWS_ANY_PARTITION, describe
 
 KINDS = {
@@ -52,6 +52,7 @@ defs = dg.Definitions(
     asset_checks=[*mosaic_checks, no_failed_chunks, grid_layout_disjoint, aoi_is_valid_area],
     sensors=[sentinel_chunk_sensor],
     schedules=[sentinel_monthly_schedule],
+    jobs=[sentinel_mosaic_job],
 )
 
 
