@@ -160,7 +160,7 @@ def _cell(text: str, limit: int = 300) -> str:
 
 @dg.asset(group_name=GROUP, deps=[conus404_daily], kinds={"json"})
 def conus404_failure_report(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
-    """The seed's ultimate_failures.json: days whose latest run failed after all retries, with error text and time."""
+    """Days whose latest run failed after all retries, with the error text and time (also written as ultimate_failures.json)."""
     failures = run_history.failed_days(context.instance, conus404_daily.key)
     path = storage.path("conus404", "ultimate_failures.json")
     atomic_write_bytes(path, report_document(failures))

@@ -77,8 +77,8 @@ def mapterhorn_unpacked(context: dg.AssetExecutionContext, mapterhorn_sources: M
 
 @dg.asset(**FILE_CHAIN, deps=["mapterhorn_unpacked"], check_specs=[checks.spec("mapterhorn_georeferenced", "every_raster_has_crs", "Every raster has a CRS.")])
 def mapterhorn_georeferenced(context: dg.AssetExecutionContext, mapterhorn_sources: MapterhornSourcesResource) -> dg.MaterializeResult:
-    """The unpacked rasters with the source's CRS: metadata.json ``crs`` replaces every file's (``crs_mode`` override,
-    the default, as upstream's ``gdal_edit -a_srs``) or is given only to files without one (``crs_mode`` missing)."""
+    """The unpacked rasters with the source's CRS: the crs in metadata.json replaces every file's (crs_mode "override",
+    the default, as upstream's gdal_edit -a_srs) or is given only to files without one (crs_mode "missing")."""
     work = FileWork(mapterhorn_sources.root, context.partition_key)
     def georeference() -> dict:
         metadata = read_metadata(mapterhorn_sources.catalog(), work.source)
@@ -163,7 +163,7 @@ def mapterhorn_source_coverage(context: dg.AssetExecutionContext, mapterhorn_sou
 @dg.asset(**SOURCE_STEP, io_manager_key="tar_io_manager", deps=["mapterhorn_bounds_csv", "mapterhorn_source_coverage"],
           check_specs=[checks.spec("mapterhorn_tarball", "tarball_matches_md5", "Tarball re-hashed against its .tar.md5, layout as listed.")])
 def mapterhorn_tarball(context: dg.AssetExecutionContext, mapterhorn_sources: MapterhornSourcesResource, storage: StorageResource):
-    """``{source}.tar`` (LICENSE.pdf, metadata.json, bounds.csv, coverage.gpkg, files/*.tif of the verified files) and its ``.tar.md5``."""
+    """{source}.tar (LICENSE.pdf, metadata.json, bounds.csv, coverage.gpkg, files/*.tif of the verified files) and its .tar.md5 checksum."""
     source, root, catalog = context.partition_key, mapterhorn_sources.root, mapterhorn_sources.catalog()
     keys, _ = _merge(mapterhorn_sources, source)
     members = merge.tarball_members(root, read_metadata(catalog, source), license_pdf(catalog, source), _cog_names(root, keys))

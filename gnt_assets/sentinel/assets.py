@@ -54,7 +54,7 @@ def sentinel_aoi(config: AoiConfig, storage: StorageResource) -> gpd.GeoDataFram
 @dg.asset(group_name="sentinel", io_manager_key="geoparquet_io_manager")
 def sentinel_grid(config: SentinelGridConfig, sentinel_aoi: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     """Grid cells over the AOI, one row per cell of each configured grid (pandera-checked); the
-    chunk sensor turns each cell into a ``sentinel_chunk`` partition."""
+    chunk sensor turns each cell into a sentinel_chunk partition."""
     aoi = sentinel_aoi.geometry.iloc[0]
     grids = [
         named_grid(aoi, g.name, g.generator, GridSpec(d=g.d, overlap=g.overlap, target_crs=g.target_crs, res_m=g.res_m),
@@ -130,5 +130,5 @@ def sentinel_mosaic(
 @dg.asset(group_name="sentinel", io_manager_key="geoparquet_io_manager", deps=[sentinel_mosaic])
 def sentinel_run_log(storage: StorageResource) -> pd.DataFrame:
     """Per month and chunk, the latest attempt: success, scenes used, valid share and the time spent
-    in search, load, mask, median and write (the seed's result CSV as a table)."""
+    in search, load, mask, median and write (the per-chunk result CSV as a table)."""
     return pipeline.run_log(storage)
