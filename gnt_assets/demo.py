@@ -95,11 +95,11 @@ def format_summary(rows: list[SummaryRow]) -> str:
 
 
 def _quiet_dagster_warnings() -> None:
-    """The demo prints its own progress; Dagster's beta/preview notices and the ephemeral
-    one-partition job's backfill-policy notice would bury it (they say nothing about our data)."""
+    """The demo prints its own progress; Dagster's beta/preview notices and the one-partition demo jobs'
+    backfill-policy notice would bury it (they say nothing about our data)."""
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
-    warnings.filterwarnings("ignore", message="Asset job __ephemeral_asset_job__ materializes assets with varying BackfillPolicies")
+    warnings.filterwarnings("ignore", message=r"Asset job \w+ materializes assets with varying BackfillPolicies")
 
 
 def main(pipelines: Sequence[str] = PIPELINES) -> int:
