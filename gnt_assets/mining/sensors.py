@@ -162,6 +162,6 @@ def gee_export_sensor(context: dg.SensorEvaluationContext, storage: StorageResou
             alerts.send({"text": f"mining exports {partition}: {len(failed)} failed {MAX_ATTEMPTS} times: {'; '.join(failed)}"
                                  + ("; the region is written without them (reset them to redo)" if state == "partial" else ""),
                          "partition": partition, "asset": "landsat_exports"}, log=context.log)
-    idle = None if requests else (f"no country-year finished its exports since the last tick ({len(ledgers)} polled, "
+    idle = None if requests else (f"no country-year newly ready for its region run ({len(ledgers)} polled, "
                                   f"{earthengine.max_in_flight - free} export tasks in flight)")
     return dg.SensorResult(run_requests=requests, skip_reason=idle, cursor=json.dumps(cursor, sort_keys=True))

@@ -14,7 +14,7 @@ from gnt_assets.rasters.sensors import raster_folder_sensor
 from gnt_assets.sentinel.sensors import sentinel_chunk_sensor
 
 EXPECTED = {
-    gee_export_sensor: "no country-year finished its exports since the last tick",
+    gee_export_sensor: "no country-year newly ready for its region run",
     janitor_repair_sensor: "no janitor run in clean mode demoted anything",
     conus404_failure_report_sensor: "no conus404_daily run finished",
     raster_folder_sensor: "no new or replaced rasters in",
