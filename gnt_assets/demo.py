@@ -105,9 +105,11 @@ def _quiet_dagster_warnings() -> None:
 def main(pipelines: Sequence[str] = PIPELINES) -> int:
     _quiet_dagster_warnings()
     from gnt_assets.definitions import defs
+    from gnt_assets.pools import apply_pool_limits
 
     instance = dg.DagsterInstance.get()
-    print(f"demo instance: {os.environ.get('DAGSTER_HOME')}  storage root: {os.environ.get('GNT_STORAGE_ROOT', './data')}")
+    limits = ", ".join(f"{pool}={slots}" for pool, slots in apply_pool_limits(instance).items())
+    print(f"demo instance: {os.environ.get('DAGSTER_HOME')}  storage root: {os.environ.get('GNT_STORAGE_ROOT', './data')}  pools: {limits}")
     for pipeline in pipelines:
         started = time.perf_counter()
         print(f"== {pipeline}", flush=True)
