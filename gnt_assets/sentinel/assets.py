@@ -17,12 +17,15 @@ from gnt_assets.sentinel.resources import SentinelCubeResource, SentinelStacReso
 
 class GridConfig(dg.Config):
     name: str
-    generator: str  # "square" or "majortom"
+    generator: str  # "square", "majortom" or "custom" (cells from `path`)
     d: int
     overlap: bool = False
-    target_crs: str = "EPSG:32610"
+    target_crs: str = Field(default="utm", description="'utm': the AOI's UTM zone; or any CRS, e.g. EPSG:3035")
     res_m: float = 20
     chunks_per_side: int = 1
+    path: str = Field(default="", description="custom: a vector file (GeoPackage, GeoParquet, ...) of cells")
+    layer: str | None = None
+    id_column: str = "grid_id"
 
 
 class AoiConfig(dg.Config):
@@ -33,7 +36,7 @@ class AoiConfig(dg.Config):
 
 class SentinelGridConfig(dg.Config):
     grids: list[GridConfig] = [
-        {"name": "square", "generator": "square", "d": 960, "target_crs": "EPSG:32610", "res_m": 20.0},
+        {"name": "square", "generator": "square", "d": 960, "target_crs": "utm", "res_m": 20.0},
         {"name": "majortom", "generator": "majortom", "d": 1000, "target_crs": "EPSG:4326", "res_m": 20.0, "chunks_per_side": 3},
     ]
 
@@ -57,8 +60,8 @@ def sentinel_grid(config: SentinelGridConfig, sentinel_aoi: gpd.GeoDataFrame) ->
     chunk sensor turns each cell into a sentinel_chunk partition."""
     aoi = sentinel_aoi.geometry.iloc[0]
     grids = [
-        named_grid(aoi, g.name, g.generator, GridSpec(d=g.d, overlap=g.overlap, target_crs=g.target_crs, res_m=g.res_m),
-                   g.chunks_per_side)
+        named_grid(aoi, g.name, g.generator, GridSpec(d=g.d, overlap=g.overlap, target_crs=g.target_crs, res_m=g.res_m,
+                                                      id_column=g.id_column), g.chunks_per_side, g.path, g.layer)
         for g in config.grids
     ]
     cells = gpd.GeoDataFrame(pd.concat(grids, ignore_index=True), crs="EPSG:4326")
