@@ -249,7 +249,10 @@ class SquareTiling:
         return list(zip((i0 + cols).tolist(), (j0 + (n - 1 - rows)).tolist(), strict=True))
 
     def cell_key(self, crs: str, i: int, j: int) -> str:
-        return f"{sanitize_key(self.name)}-{self._zone_code(crs)}_c{i}_{j}"  # only digits, '_' and '-' follow the name
+        return f"{self._cell_prefix(crs)}{i}_{j}"
+
+    def _cell_prefix(self, crs: str) -> str:
+        return f"{sanitize_key(self.name)}-{self._zone_code(crs)}_c"  # only digits, '_' and '-' follow it
 
     def cell_geobox(self, crs: str, i: int, j: int) -> GeoBox:
         px = round(self.cell_m / self.res_m)
@@ -259,8 +262,8 @@ class SquareTiling:
         """The chunk's cells with their exact GeoBoxes, enumerated from the chunk key and the AOI."""
         chunk = self.chunk(chunk) if isinstance(chunk, str) else chunk
         part = zone_part if zone_part is not None else self.zone_of(chunk.crs, aoi)
-        px = round(self.cell_m / self.res_m)
-        return [Cell(self.cell_key(chunk.crs, i, j), chunk.crs, i * self.cell_m, (j + 1) * self.cell_m, px, px, self.res_m)
+        px, prefix = round(self.cell_m / self.res_m), self._cell_prefix(chunk.crs)
+        return [Cell(f"{prefix}{i}_{j}", chunk.crs, i * self.cell_m, (j + 1) * self.cell_m, px, px, self.res_m)
                 for i, j in self.cell_indices(chunk, part)]
 
     def zone_geobox(self, crs: str, zone_part: BaseGeometry) -> GeoBox:
@@ -278,12 +281,12 @@ class SquareTiling:
         part = self.zone_of(chunk.crs, aoi)
         cube = self.zone_geobox(chunk.crs, part)
         x0, y1 = cube.affine.c, cube.affine.f
-        px = round(self.cell_m / self.res_m)
-        regions = {}
-        for i, j in self.cell_indices(chunk, part):
-            row = round((y1 - (j + 1) * self.cell_m) / self.res_m)
-            col = round((i * self.cell_m - x0) / self.res_m)
-            regions[self.cell_key(chunk.crs, i, j)] = (slice(row, row + px), slice(col, col + px))
+        px, prefix = round(self.cell_m / self.res_m), self._cell_prefix(chunk.crs)
+        indices = np.array(self.cell_indices(chunk, part), dtype=np.int64).reshape(-1, 2)
+        rows = np.rint((y1 - (indices[:, 1] + 1) * self.cell_m) / self.res_m).astype(np.int64).tolist()
+        cols = np.rint((indices[:, 0] * self.cell_m - x0) / self.res_m).astype(np.int64).tolist()
+        regions = {f"{prefix}{i}_{j}": (slice(r, r + px), slice(c, c + px))
+                   for (i, j), r, c in zip(indices.tolist(), rows, cols, strict=True)}
         return CubeLayout(geobox=cube, chunk_px=self.chunk_px, regions=regions)
 
 
