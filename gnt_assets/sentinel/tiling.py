@@ -370,7 +370,8 @@ class MajorTomTiling:
                          east - (east - west) * t, np.broadcast_to(west, (len(bounds), t.size))])
         lat = np.hstack([np.broadcast_to(south, (len(bounds), t.size)), south + (north - south) * t,
                          np.broadcast_to(north, (len(bounds), t.size)), north - (north - south) * t])
-        epsg = np.array([utm_epsg(x, y) for x, y in zip((west + east)[:, 0] / 2, (south + north)[:, 0] / 2, strict=True)])
+        zone = np.clip(np.floor(((west + east)[:, 0] / 2 + 180) / 6).astype(np.int64) + 1, 1, 60)
+        epsg = np.where((south + north)[:, 0] >= 0, 32600, 32700) + zone  # utm_epsg of each centre
         r, out = self.res_m, [None] * len(bounds)
         for code in np.unique(epsg):
             rows = np.nonzero(epsg == code)[0]
@@ -378,8 +379,10 @@ class MajorTomTiling:
             pad = EDGE_PAD_M
             left, bottom = np.floor((x.min(axis=1) - pad) / r) * r, np.floor((y.min(axis=1) - pad) / r) * r
             right, top = np.ceil((x.max(axis=1) + pad) / r) * r, np.ceil((y.max(axis=1) + pad) / r) * r
-            for k, row in enumerate(rows.tolist()):
-                out[row] = (f"EPSG:{code}", float(left[k]), float(top[k]), round((right[k] - left[k]) / r), round((top[k] - bottom[k]) / r))
+            widths = np.rint((right - left) / r).astype(np.int64).tolist()
+            heights = np.rint((top - bottom) / r).astype(np.int64).tolist()
+            for row, values in zip(rows.tolist(), zip(left.tolist(), top.tolist(), widths, heights, strict=True), strict=True):
+                out[row] = (f"EPSG:{code}", *values)
         return out
 
     def cell_geobox(self, bounds: tuple[float, float, float, float]) -> GeoBox:
@@ -393,7 +396,8 @@ class MajorTomTiling:
         if not footprints:
             return []
         grids = self.cell_grids(np.array([b for _, _, b in footprints]))
-        return [Cell(sanitize_key(f"{self.name}-{cell_id}"), crs, left, top, width, height, self.res_m, 0 if primary else 1)
+        prefix = f"{sanitize_key(self.name)}-"  # geohash ids are [0-9a-z]: safe as they are
+        return [Cell(prefix + cell_id, crs, left, top, width, height, self.res_m, 0 if primary else 1)
                 for (cell_id, primary, _), (crs, left, top, width, height) in zip(footprints, grids, strict=True)]
 
 
