@@ -130,3 +130,34 @@ def test_majortom_overlap_cells_are_a_second_layer():
     assert {p for p, _, _ in cells} == {True, False}
     layers = {c.layer for chunk in tiling.chunks(aoi) for c in tiling.cells(chunk, aoi)}
     assert layers == {0, 1}
+
+
+def test_chunk_layouts_of_two_utm_zones_write_their_own_cubes(tmp_path):
+    """Two chunks, one each side of 6 E: each writes its cells into its zone's cube through the cube store;
+    a layout computed by another chunk of the same zone agrees on that cube."""
+    import numpy as np
+    from upath import UPath
+
+    from gnt_assets.sentinel.cube import VARIABLE, month_index, region_dataset
+    from gnt_assets.sentinel.cube_store import CubeStore
+
+    tiling, aoi, bands, month = SquareTiling(**SMALL), box(5.9, 45.0, 6.1, 45.1), ["red", "green"], "2024-06-01"
+    by_zone = {}
+    for chunk in tiling.chunks(aoi):
+        by_zone.setdefault(chunk.crs, []).append(chunk)
+    assert set(by_zone) == {"EPSG:32631", "EPSG:32632"}
+    for crs, chunks in by_zone.items():
+        first, other = tiling.layout(chunks[0], aoi), tiling.layout(chunks[-1], aoi)
+        assert first.geobox == other.geobox and not set(first.regions) & set(other.regions)
+        cube = CubeStore(UPath(tmp_path / f"cube_square_{crs[5:]}.zarr"))
+        cube.ensure(first, [month], bands)
+        cells = sorted(first.regions)[:2]
+        for index, cell in enumerate(cells):
+            h, w = first.cell_geobox(cell).shape
+            cube.write(region_dataset(first, cell, month, bands, np.full((h, w, 2), 500 + index, "uint16")), first, cell, month)
+        data = cube.open()[VARIABLE]
+        assert data.odc.geobox == first.geobox and data.odc.geobox.crs.epsg == int(crs[5:])
+        for index, cell in enumerate(cells):
+            rows, cols = first.regions[cell]
+            values = data.isel(time=month_index(month), y=rows, x=cols).values
+            assert np.allclose(values, (500 + index) * 1e-4 - 0.1)
