@@ -104,21 +104,6 @@ def square_tiling_generator(cell_size_m: float = 512, work_crs: str = "EPSG:3261
     return generate
 
 
-def custom_generator(func: Callable[[BaseGeometry], gpd.GeoDataFrame], id_column: str = "grid_id") -> GridGenerator:
-    """Any function returning a GeoDataFrame with geometry and the id column (DGGS, ...)."""
-
-    def generate(aoi: BaseGeometry) -> gpd.GeoDataFrame:
-        cells = func(aoi)
-        if not isinstance(cells, gpd.GeoDataFrame) or id_column not in cells or cells.crs is None:
-            raise GridError(f"custom grid generator {func.__name__}: must return a GeoDataFrame with a CRS and {id_column!r}")
-        cells = cells.to_crs("EPSG:4326")
-        if "is_primary" not in cells:
-            cells["is_primary"] = True
-        return cells
-
-    return generate
-
-
 def chunk_key(grid_name: str, cell_id: str) -> str:
     """A cell's partition key: the grid's name said once, then the cell id (``square_510_5685`` for the square
     grid's cell ``square_510_5685``, ``majortom-u4pruyd`` for a Major TOM geohash), sanitised."""
@@ -156,6 +141,21 @@ def file_generator(path: str, id_column: str = "grid_id", layer: str | None = No
 
     generate.__name__ = f"file {path}"
     return custom_generator(generate, id_column=id_column)
+
+
+def custom_generator(func: Callable[[BaseGeometry], gpd.GeoDataFrame], id_column: str = "grid_id") -> GridGenerator:
+    """Any function returning a GeoDataFrame with geometry and the id column (DGGS, ...)."""
+
+    def generate(aoi: BaseGeometry) -> gpd.GeoDataFrame:
+        cells = func(aoi)
+        if not isinstance(cells, gpd.GeoDataFrame) or id_column not in cells or cells.crs is None:
+            raise GridError(f"custom grid generator {func.__name__}: must return a GeoDataFrame with a CRS and {id_column!r}")
+        cells = cells.to_crs("EPSG:4326")
+        if "is_primary" not in cells:
+            cells["is_primary"] = True
+        return cells
+
+    return generate
 
 
 def grid_cells(aoi: BaseGeometry, generator: GridGenerator, *, grid_name: str, id_column: str = "grid_id") -> gpd.GeoDataFrame:
