@@ -165,6 +165,10 @@ class SquareTiling:
     def description(self) -> dict:
         return {"kind": "square", **asdict(self), "chunk_cells": self.chunk_cells, "chunk_px": self.chunk_px}
 
+    @classmethod
+    def from_description(cls, description: dict) -> SquareTiling:
+        return cls(**{k: description[k] for k in ("name", "cell_m", "res_m", "chunk_m", "crs", "chunks_per_side")})
+
     # -- zones: one cube per CRS --------------------------------------------------------------
     def zones(self, aoi: BaseGeometry) -> list[tuple[str, BaseGeometry]]:
         """(CRS, AOI part projected into it) per cube: one per UTM zone touched, or the one configured CRS."""
@@ -275,11 +279,12 @@ class SquareTiling:
         shape = (round((y1 - y0) / self.res_m), round((x1 - x0) / self.res_m))
         return GeoBox(shape, Affine(self.res_m, 0, x0, 0, -self.res_m, y1), crs)
 
-    def layout(self, chunk: Chunk | str, aoi: BaseGeometry) -> CubeLayout:
-        """The chunk's part of its zone cube: the cube's GeoBox and the regions of this chunk's cells only."""
+    def layout(self, chunk: Chunk | str, aoi: BaseGeometry, cube: GeoBox | None = None) -> CubeLayout:
+        """The chunk's part of its zone cube: the cube's GeoBox (from the whole AOI, or as stored in the grid
+        table when ``aoi`` is only the chunk's part of it) and the regions of this chunk's cells only."""
         chunk = self.chunk(chunk) if isinstance(chunk, str) else chunk
         part = self.zone_of(chunk.crs, aoi)
-        cube = self.zone_geobox(chunk.crs, part)
+        cube = cube if cube is not None else self.zone_geobox(chunk.crs, part)
         x0, y1 = cube.affine.c, cube.affine.f
         px, prefix = round(self.cell_m / self.res_m), self._cell_prefix(chunk.crs)
         indices = np.array(self.cell_indices(chunk, part), dtype=np.int64).reshape(-1, 2)
@@ -417,3 +422,36 @@ def chunk_table(tiling: SquareTiling | MajorTomTiling, aoi: BaseGeometry):
     frame = gpd.GeoDataFrame(rows, geometry=footprints, crs="EPSG:4326")
     frame["geometry"] = frame.geometry.intersection(aoi)
     return frame
+
+
+def tiled_grid(tiling: SquareTiling, aoi: BaseGeometry):
+    """The grid asset's rows of a tiled square grid: one per chunk, with the columns of a cell grid (grid, chunk,
+    cell_id, is_primary, area_km2, crs, resolution, chunk_px), the tiling's description (JSON), the chunk's zone
+    cube (``cube`` name and GeoBox origin and shape) and the chunk's part of the AOI as geometry: all a run needs
+    to enumerate the chunk's cells, without the AOI and without a row per cell."""
+    import json
+
+    table = chunk_table(tiling, aoi)
+    cubes = {crs: tiling.zone_geobox(crs, part) for crs, part in tiling.zones(aoi)}
+    table["cell_id"] = table["chunk"]
+    table["is_primary"] = True
+    table["area_km2"] = [round(float(box(*b).area) / 1e6, 6) for b in zip(table.x0, table.y0, table.x1, table.y1, strict=True)]
+    table["resolution"] = float(tiling.res_m)
+    table["chunk_px"] = tiling.chunk_px
+    table["tiling"] = json.dumps(tiling.description())
+    table["cube"] = [f"{tiling.name}_{tiling._zone_code(crs)}" for crs in table["crs"]]
+    for column, values in (("cube_x0", [cubes[c].affine.c for c in table["crs"]]), ("cube_y1", [cubes[c].affine.f for c in table["crs"]]),
+                           ("cube_height", [cubes[c].shape[0] for c in table["crs"]]), ("cube_width", [cubes[c].shape[1] for c in table["crs"]])):
+        table[column] = values
+    return table
+
+
+def row_layout(row) -> tuple[SquareTiling, CubeLayout]:
+    """A tiled grid row's tiling and its chunk's layout (see ``tiled_grid``)."""
+    import json
+
+    tiling = SquareTiling.from_description(json.loads(row["tiling"]))
+    r = tiling.res_m
+    cube = GeoBox((int(row["cube_height"]), int(row["cube_width"])), Affine(r, 0, float(row["cube_x0"]), 0, -r, float(row["cube_y1"])),
+                  row["crs"])
+    return tiling, tiling.layout(row["chunk"], row.geometry, cube)
