@@ -44,6 +44,7 @@ test: lint $(NODE_STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/python -m gnt_assets.pools
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 # Reference tools: exactextract/rasterstats from PyPI, gdal_translate from Debian (benchmarks/cog.py),

@@ -95,19 +95,21 @@ def format_summary(rows: list[SummaryRow]) -> str:
 
 
 def _quiet_dagster_warnings() -> None:
-    """The demo prints its own progress; Dagster's beta/preview notices and the ephemeral
-    one-partition job's backfill-policy notice would bury it (they say nothing about our data)."""
+    """The demo prints its own progress; Dagster's beta/preview notices and the one-partition demo jobs'
+    backfill-policy notice would bury it (they say nothing about our data)."""
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
-    warnings.filterwarnings("ignore", message="Asset job __ephemeral_asset_job__ materializes assets with varying BackfillPolicies")
+    warnings.filterwarnings("ignore", message=r"Asset job \w+ materializes assets with varying BackfillPolicies")
 
 
 def main(pipelines: Sequence[str] = PIPELINES) -> int:
     _quiet_dagster_warnings()
     from gnt_assets.definitions import defs
+    from gnt_assets.pools import apply_pool_limits
 
     instance = dg.DagsterInstance.get()
-    print(f"demo instance: {os.environ.get('DAGSTER_HOME')}  storage root: {os.environ.get('GNT_STORAGE_ROOT', './data')}")
+    limits = ", ".join(f"{pool}={slots}" for pool, slots in apply_pool_limits(instance).items())
+    print(f"demo instance: {os.environ.get('DAGSTER_HOME')}  storage root: {os.environ.get('GNT_STORAGE_ROOT', './data')}  pools: {limits}")
     for pipeline in pipelines:
         started = time.perf_counter()
         print(f"== {pipeline}", flush=True)

@@ -28,13 +28,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_dagster_dev(folder: Path, *, location: tuple[str, ...] = ("-w", str(REPO / "workspace.yaml")), **env: str) -> Iterator[str]:
-    """A fresh instance (the repo's dagster.yaml) and storage root under ``folder``; yields the URL once
-    the code location serves its assets. ``location`` picks the code (default: the repo's workspace);
-    ``env`` adds settings such as ``GNT_RASTER_TILE_SIZE``."""
+def running_dagster_dev(folder: Path, *, location: tuple[str, ...] = ("-w", str(REPO / "workspace.yaml")),
+                        instance_config: Path = REPO / "dagster.yaml", **env: str) -> Iterator[str]:
+    """A fresh instance (``instance_config``, default the repo's dagster.yaml) and storage root under
+    ``folder``; yields the URL once the code location serves its assets. ``location`` picks the code
+    (default: the repo's workspace); ``env`` adds settings such as ``GNT_RASTER_TILE_SIZE``."""
     home = folder / "home"
     home.mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(instance_config, home / "dagster.yaml")
     port = free_port()
     settings = {"DAGSTER_HOME": str(home), "GNT_STORAGE_ROOT": str(folder / "data"), "GNT_PROFILE": "local", **env}
     log = folder / "dev.log"

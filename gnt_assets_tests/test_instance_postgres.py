@@ -9,10 +9,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -20,9 +18,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from gnt_assets_tests.postgres_server import postgres_available, running_postgres
+
 pytestmark = pytest.mark.servers
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -57,34 +56,12 @@ LOCATION = textwrap.dedent(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def postgres():
-    if not (PG_BIN / "initdb").exists() or shutil.which("runuser") is None:
+    if not postgres_available():
         pytest.skip("PostgreSQL 15 server binaries (Debian postgresql-15) are not installed")
-    # initdb refuses root; the postgres user must reach the folder (pytest's tmp is root-only)
-    root = Path(tempfile.mkdtemp(prefix="gnt-pg-"))
-    data, sockets = root / "data", root / "sock"
-    sockets.mkdir()
-    shutil.chown(root, "postgres")
-    shutil.chown(sockets, "postgres")
-    os.chmod(root, 0o755)
-    as_postgres = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*as_postgres, PG_BIN / "initdb", "-D", data, "-A", "trust", "-U", "postgres"], check=True, capture_output=True)
-    port = free_port()
-    options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c max_connections=100"
-    subprocess.run([*as_postgres, PG_BIN / "pg_ctl", "-D", data, "-o", options, "-w", "-l", root / "log", "start"], check=True, capture_output=True)
-    try:
-        subprocess.run([*as_postgres, PG_BIN / "createdb", "-h", "127.0.0.1", "-p", str(port), "dagster"], check=True, capture_output=True)
-        yield {"DAGSTER_PG_USERNAME": "postgres", "DAGSTER_PG_PASSWORD": "unused", "DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_DB": "dagster", "DAGSTER_PG_PORT": str(port)}
-    finally:
-        subprocess.run([*as_postgres, PG_BIN / "pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+    with running_postgres() as settings:
+        yield settings
 
 
 @pytest.fixture

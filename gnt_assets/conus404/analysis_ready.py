@@ -22,7 +22,7 @@ import xarray as xr
 import zarr
 from upath import UPath
 
-from gnt_assets.conus404.daily_store import STORE_START, open_daily, zarr_target
+from gnt_assets.conus404.daily_store import STORE_START, open_daily, require_days_complete, zarr_target
 from gnt_assets.core.atomic import atomic_write_text
 from gnt_assets.core.zarr_regions import create_store, store_exists
 
@@ -116,12 +116,13 @@ def changed_blocks(ledger: Ledger, good: list[date], changed_days: set[str]) -> 
 def update_copy(daily_path: UPath, target: UPath, good: list[date], changed_days: set[str], cursor: int | None,
                 client) -> tuple[dict[str, int], Ledger, int]:
     """Bring the copy to ``good`` days; only the blocks holding new or changed days are rewritten (on the cluster)."""
-    chunks = ensure_copy(daily_path, target)
     ledger = Ledger.read(target)
     blocks, wanted = changed_blocks(ledger, good, changed_days)
     by_block: dict[int, list[str]] = {}
     for day in wanted:
         by_block.setdefault(block_of(date.fromisoformat(day)), []).append(day)
+    require_days_complete(daily_path, [date.fromisoformat(d) for block in blocks for d in by_block.get(block, [])])  # never copy a torn day
+    chunks = ensure_copy(daily_path, target)
     futures = [client.submit(write_block, str(daily_path), str(target), block, by_block.get(block, []), pure=False)
                for block in blocks]
     written = sum(client.gather(futures))

@@ -30,6 +30,10 @@ DAILY_STORE = ("conus404", "daily.zarr")
 
 # Transient source errors (network, throttling, 5xx, timeouts) back off 5, 10, 20, 40 s, each +-50 % jitter.
 SOURCE_RETRY = TRANSIENT_RETRY
+# Backfill runs carry up to a year of days with one source open: the whole record is 43 runs, which the
+# daemon launches in seconds (at 7 days per run it is 2,244 runs, measured at about 3 s each to launch:
+# benchmarks/conus404_record.py). A failed day fails only itself, and a retry redoes only the failed days.
+DAYS_PER_RUN = 366
 
 
 LOCAL_LAST_DAY = date.fromisoformat(LOCAL_SAMPLE_START) + timedelta(days=LOCAL_SAMPLE_DAYS - 2)
@@ -50,7 +54,7 @@ def _store_bounds() -> tuple[str, str]:
 @dg.asset(
     partitions_def=conus404_day,
     group_name=GROUP,
-    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=7),
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=DAYS_PER_RUN),
     retry_policy=SOURCE_RETRY,
     pool="conus404_source",  # bounds concurrent source readers (PC throttling; ~0.9 GB each at full size)
     kinds={"zarr", "xarray"},
@@ -59,7 +63,10 @@ def _store_bounds() -> tuple[str, str]:
 def conus404_daily(context: dg.AssetExecutionContext, storage: StorageResource, conus404_source: Conus404Source,
                    conus404_rules: Conus404Rules) -> dg.MaterializeResult:
     path = storage.path(*DAILY_STORE)
-    days = [date.fromisoformat(k) for k in context.partition_keys]
+    done = _recorded_in_earlier_attempts(context)
+    days = [date.fromisoformat(k) for k in context.partition_keys if k not in done] or [date.fromisoformat(context.partition_keys[-1])]
+    if done:
+        context.log.info(f"retry {context.retry_number}: {len(done)} days written by an earlier attempt are kept; {len(days)} to do")
     try:
         hourly = conus404_source.open_hourly()
         variables = conus404_source.source_variables(hourly)
@@ -100,6 +107,14 @@ def conus404_daily(context: dg.AssetExecutionContext, storage: StorageResource, 
         raise failure_for(next(iter(failed.values())), message)
     return dg.MaterializeResult(metadata={**metadata[days[-1]], "days": dg.MetadataValue.text(", ".join(map(str, days)))})
 
+
+
+def _recorded_in_earlier_attempts(context: dg.AssetExecutionContext) -> set[str]:
+    """Days an earlier, failed attempt of this step wrote and recorded: a retry redoes only the others."""
+    if context.retry_number == 0:
+        return set()
+    records = context.instance.all_logs(context.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+    return {r.dagster_event.partition for r in records if r.dagster_event.asset_key == context.asset_key}
 
 
 def _check_failures(evaluations: list[dg.AssetCheckEvaluation], day: str) -> str:
@@ -160,7 +175,7 @@ def _cell(text: str, limit: int = 300) -> str:
 
 @dg.asset(group_name=GROUP, deps=[conus404_daily], kinds={"json"})
 def conus404_failure_report(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
-    """The seed's ultimate_failures.json: days whose latest run failed after all retries, with error text and time."""
+    """Days whose latest run failed after all retries, with the error text and time (also written as ultimate_failures.json)."""
     failures = run_history.failed_days(context.instance, conus404_daily.key)
     path = storage.path("conus404", "ultimate_failures.json")
     atomic_write_bytes(path, report_document(failures))

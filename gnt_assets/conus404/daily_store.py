@@ -21,7 +21,15 @@ from upath import UPath
 from gnt_assets.conus404.aggregation import WIND_SPEED_ATTRS, DailyFields, output_attrs, resets_name, source_crs
 from gnt_assets.conus404.variables import WIND_SPEED, SourceVariable
 from gnt_assets.core.atomic import local_lock
-from gnt_assets.core.zarr_regions import _store_args, create_store, open_store, store_exists
+from gnt_assets.core.zarr_regions import (
+    StoreLayout,
+    _store_args,
+    create_store,
+    open_store,
+    regions_along,
+    require_complete,
+    store_exists,
+)
 
 SOURCE_HOURS = "source_hours"
 STORE_START = date(1979, 10, 1)  # partitions.conus404_day starts here; the store's time index 0
@@ -121,7 +129,15 @@ def read_day(path: UPath, day: date) -> xr.Dataset:
     stored = xr.open_zarr(zarr_target(path), consolidated=False, zarr_format=3, chunks=None).sel(time=slice(stamp, stamp))
     if stored.sizes["time"] != 1:
         raise KeyError(f"conus404 daily store {path} has no day {day}")
+    require_days_complete(path, [day])
     return stored.load()
+
+
+def require_days_complete(path: UPath, days: list[date]) -> None:
+    """Refuse days whose region has no completion marker (interrupted or still being written), naming them."""
+    layout = StoreLayout.read(path)
+    labels = {str(d): [np.datetime64(d, "ns")] for d in days}
+    require_complete(path, regions_along(path, "time", labels, layout), what="conus404_daily day", layout=layout)
 
 
 def day_objects(path: UPath, day: date, names: list[str]) -> list[UPath]:

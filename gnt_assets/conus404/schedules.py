@@ -12,7 +12,20 @@ from gnt_assets.partitions import conus404_day
 MAX_DAYS_PER_TICK = 62
 
 
-@dg.schedule(cron_schedule="15 6 * * *", target=[conus404_daily], default_status=dg.DefaultScheduleStatus.RUNNING)
+conus404_catchup_job = dg.define_asset_job(
+    "conus404_catchup_job",
+    selection=dg.AssetSelection.assets(conus404_daily.key),
+    description="Aggregates one day of CONUS404 hourly data into the daily store, with its checks.",
+)
+
+
+@dg.schedule(
+    cron_schedule="15 6 * * *",
+    job=conus404_catchup_job,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Every day at 06:15 UTC: starts a run for each complete day of the CONUS404 source that conus404_daily "
+                "does not have yet, oldest first, at most 62 per day.",
+)
 def conus404_catchup_schedule(context: dg.ScheduleEvaluationContext, conus404_source: Conus404Source):
     """When the source window grows, its new complete days become runs (oldest first, bounded per tick)."""
     first, last = conus404_source.complete_days(conus404_source.open_hourly())

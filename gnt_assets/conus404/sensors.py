@@ -6,9 +6,20 @@ import dagster as dg
 from gnt_assets.conus404.assets import conus404_daily, conus404_failure_report
 from gnt_assets.conus404.run_history import FINISHED, planning_run_ids
 
+conus404_failure_report_job = dg.define_asset_job(
+    "conus404_failure_report_job",
+    selection=dg.AssetSelection.assets(conus404_failure_report.key),
+    description="Rebuilds the CONUS404 failure report: the days whose latest run failed after every retry.",
+)
 
-@dg.sensor(asset_selection=[conus404_failure_report], minimum_interval_seconds=60,
-           default_status=dg.DefaultSensorStatus.RUNNING)
+
+@dg.sensor(
+    job=conus404_failure_report_job,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Rebuilds the CONUS404 failure report after any conus404_daily run finishes (a success can clear a "
+                "day that failed before).",
+)
 def conus404_failure_report_sensor(context: dg.SensorEvaluationContext):
     """Requests the report after new finished daily runs (failed or succeeded: a success can clear a day)."""
     cursor = float(context.cursor or 0)

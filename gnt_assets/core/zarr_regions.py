@@ -365,3 +365,53 @@ def region_status(path: UPath, region: dict[str, slice], variables: list[str] | 
         stored_bytes += sum(found_sizes[key] for key in keys & found_sizes.keys())
     marked = _marker(path, region, sizes).exists()
     return RegionStatus(expected=expected, present=present, marked=marked, stored_bytes=stored_bytes)
+
+
+# Reading: a reader takes a region only when its completion marker is there.
+
+
+class IncompleteRegionError(InputError):
+    """A region a reader asked for has no completion marker: its writer has not finished, or was killed.
+
+    Reading it could mix old and new chunks, so the read is refused; re-materializing the named
+    partitions repairs it."""
+
+
+def marked_regions(path: UPath) -> set[str]:
+    """The names of the completion markers beside the store (one listing, however many regions)."""
+    folder = path.parent / f".{path.name}.regions"
+    try:
+        return {UPath(entry).name for entry in path.fs.ls(folder.path, detail=False)}
+    except FileNotFoundError:
+        return set()
+
+
+def regions_along(path: UPath, dim: str, labels: dict[str, np.ndarray], layout: StoreLayout | None = None) -> dict[str, dict[str, slice]]:
+    """Per name (a partition key), the region its coordinate labels along ``dim`` select (the whole store elsewhere)."""
+    layout = StoreLayout.read(path) if layout is None else layout
+    index = layout.labels(dim)
+    return {name: {dim: _locate(index, np.asarray(values), dim, path)} for name, values in labels.items()}
+
+
+def require_complete(path: UPath, regions: dict[str, dict[str, slice]], *, what: str = "partition",
+                     layout: StoreLayout | None = None) -> None:
+    """Refuse to read unless every named region carries its completion marker.
+
+    ``regions`` maps a name (the partition key) to the region it owns; an empty region is the whole
+    store. Raises ``IncompleteRegionError`` naming every region without a marker."""
+    if not regions:
+        return
+    layout = StoreLayout.read(path) if layout is None else layout
+    markers = {name: _marker(path, region, layout.sizes) for name, region in regions.items()}
+    if len(markers) <= 8:  # a few lookups cost less than listing every marker of a long store
+        missing = [name for name, marker in markers.items() if not marker.exists()]
+    else:
+        present = marked_regions(path)
+        missing = [name for name, marker in markers.items() if marker.name not in present]
+    if missing:
+        shown = ", ".join(missing[:20]) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
+        raise IncompleteRegionError(
+            f"zarr store {path}: {what} {shown} {'is' if len(missing) == 1 else 'are'} not completely written "
+            "(no completion marker: the write was interrupted or is still running); re-materialize "
+            f"{'it' if len(missing) == 1 else 'them'} before reading"
+        )

@@ -22,7 +22,7 @@ from upath import UPath
 
 from gnt_assets.core.atomic import atomic_write_text
 from gnt_assets.core.keys import check_key
-from gnt_assets.core.zarr_regions import StoreLayout, create_store, open_store, region_status, write_region
+from gnt_assets.core.zarr_regions import StoreLayout, create_store, open_store, region_status, require_complete, write_region
 from gnt_assets.resources.storage import StorageResource
 
 
@@ -84,16 +84,20 @@ class ZarrRegionIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext) -> xr.Dataset:
         store = self.store_path(context.asset_key)
-        dataset = open_store(store)
+        asset = context.asset_key.to_user_string()
         if not context.has_asset_partitions:
-            return dataset
-        regions = []
+            # the whole store is one region: refused while its write is unfinished
+            require_complete(store, {"(whole store)": {}}, what=f"{asset}")
+            return open_store(store)
+        regions = {}
         for key in context.asset_partition_keys:
             record = _partition_record(store, key)
             if not record.exists():
-                raise FileNotFoundError(f"{context.asset_key.to_user_string()} partition {key} has no region in {store}")
-            regions.append({dim: slice(*span) for dim, span in json.loads(record.read_text()).items()})
-        return _select_regions(dataset, regions)
+                raise FileNotFoundError(f"{asset} partition {key} has no region in {store}")
+            regions[key] = {dim: slice(*span) for dim, span in json.loads(record.read_text()).items()}
+        # a rewrite removes the region's marker first: a reader never takes a half-rewritten region
+        require_complete(store, regions, what=f"{asset} partition")
+        return _select_regions(open_store(store), list(regions.values()))
 
 
 def _select_regions(dataset: xr.Dataset, regions: list[dict[str, slice]]) -> xr.Dataset:

@@ -41,8 +41,8 @@ FILE_ASSET_SPECS = [
     dg.AssetSpec("mapterhorn_unpacked", deps=["mapterhorn_download"],
                  description="The rasters inside the download: zip/7z members checked and extracted (the archive then deleted), or the file itself."),
     dg.AssetSpec("mapterhorn_georeferenced", deps=["mapterhorn_unpacked"],
-                 description="The unpacked rasters with the source's CRS: metadata.json ``crs`` replaces every file's (``crs_mode`` override, "
-                             "the default, as upstream's ``gdal_edit -a_srs``) or is given only to files without one (``crs_mode`` missing)."),
+                 description="The unpacked rasters with the source's CRS: the crs in metadata.json replaces every file's (crs_mode "
+                             "override, the default, as upstream's gdal_edit -a_srs) or is given only to files without one (crs_mode missing)."),
     dg.AssetSpec("mapterhorn_cog", deps=["mapterhorn_georeferenced"],
                  description="Cloud-Optimized GeoTIFFs (LERC, MAX_Z_ERROR 0.001, 512 blocks, no overviews) kept for the tarball; the work folder is then removed."),
     dg.AssetSpec("mapterhorn_bounds", deps=["mapterhorn_cog"],
@@ -171,7 +171,7 @@ def mapterhorn_source_coverage(context: dg.AssetExecutionContext, mapterhorn_sou
 @dg.asset(**SOURCE_STEP, io_manager_key="tar_io_manager", deps=["mapterhorn_bounds_csv", "mapterhorn_source_coverage"],
           check_specs=[checks.spec("mapterhorn_tarball", "tarball_matches_md5", "Tarball re-hashed against its .tar.md5, layout as listed.")])
 def mapterhorn_tarball(context: dg.AssetExecutionContext, mapterhorn_sources: MapterhornSourcesResource, storage: StorageResource):
-    """``{source}.tar`` (LICENSE.pdf, metadata.json, bounds.csv, coverage.gpkg, files/*.tif of the verified files) and its ``.tar.md5``."""
+    """The source's tarball {source}.tar (LICENSE.pdf, metadata.json, bounds.csv, coverage.gpkg, files/*.tif of the verified files) and its .tar.md5."""
     source, root, catalog = context.partition_key, mapterhorn_sources.root, mapterhorn_sources.catalog()
     keys, _ = _merge(mapterhorn_sources, source)
     members = merge.tarball_members(root, read_metadata(catalog, source), license_pdf(catalog, source), _cog_names(root, keys))

@@ -14,16 +14,31 @@ from gnt_assets.mapterhorn.sensors import (
     mapterhorn_source_job,
     mapterhorn_source_merge_sensor,
 )
+from gnt_assets.vocabulary import describe
+
+KINDS = {
+    "mapterhorn_download": {"python", "http"},
+    "mapterhorn_unpacked": {"python", "geotiff"},
+    "mapterhorn_georeferenced": {"python", "geotiff"},
+    "mapterhorn_cog": {"python", "geotiff"},
+    "mapterhorn_bounds": {"python", "csv"},
+    "mapterhorn_coverage": {"python", "geopandas"},
+    "mapterhorn_bounds_csv": {"python", "csv"},
+    "mapterhorn_source_coverage": {"python", "geopackage"},
+    "mapterhorn_tarball": {"python", "tar"},
+    "mapterhorn_file_status": {"python", "parquet"},
+    "mapterhorn_report": {"python", "json"},
+}
 
 defs = dg.Definitions(
-    assets=[
+    assets=describe([
         assets.mapterhorn_file_chain,
         assets.mapterhorn_bounds_csv,
         assets.mapterhorn_source_coverage,
         assets.mapterhorn_tarball,
         assets.mapterhorn_file_status,
         assets.mapterhorn_report,
-    ],
+    ], owner="team:mapterhorn", kinds=KINDS),
     sensors=[mapterhorn_file_list_sensor, mapterhorn_source_merge_sensor],
     jobs=[mapterhorn_file_job, mapterhorn_source_job],
 )

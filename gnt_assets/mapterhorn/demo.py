@@ -11,7 +11,7 @@ import subprocess
 
 import dagster as dg
 
-from gnt_assets.demo_runs import demo_selection_job, materialize_partitions
+from gnt_assets.demo_runs import materialize_partitions, run_job
 from gnt_assets.mapterhorn.chain import FileWork
 from gnt_assets.mapterhorn.merge import merged_dir
 from gnt_assets.mapterhorn.sensors import FILE_ASSETS, SOURCE_ASSETS, mapterhorn_file_list_sensor, mapterhorn_source_merge_sensor
@@ -33,8 +33,7 @@ def run(instance: dg.DagsterInstance, defs: dg.Definitions) -> None:
     # The broken file's failure is expected: its step error is printed below in one line, not as Dagster's traceback.
     quiet = {"loggers": {"console": {"config": {"log_level": os.environ.get("GNT_DEMO_LOG_LEVEL", "CRITICAL")}}}}
     for request in tick(instance, defs, mapterhorn_file_list_sensor):  # ranged runs: many files each
-        result = dg.materialize(assets=[*defs.assets, *(defs.asset_checks or [])], selection=demo_selection_job(FILE_ASSETS),
-                                tags=request.tags, instance=instance, resources=defs.resources, run_config=quiet)
+        result = run_job(defs, instance, "mapterhorn_file_job", FILE_ASSETS, run_config=quiet, tags=request.tags)
         keys = {m.partition for m in result.asset_materializations_for_node("mapterhorn_file_chain") if m.asset_key.path == ["mapterhorn_coverage"]}
         failed = {o.partition for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION" for o in [e.event_specific_data.asset_observation]}
         print(f"   one run, {request.tags['mapterhorn/files']} files: {len(keys)} done, {len(failed)} failed")
@@ -42,7 +41,7 @@ def run(instance: dg.DagsterInstance, defs: dg.Definitions) -> None:
             failure = FileWork(root, key).failure() or {"step": "?", "error": "no failure recorded"}
             print(f"   {key}: failed at {failure['step']} (expected for the demo's broken file): {failure['error'][:160]}")
     sources = [request.partition_key for request in tick(instance, defs, mapterhorn_source_merge_sensor)]
-    materialize_partitions(defs, instance, SOURCE_ASSETS, sources)
+    materialize_partitions(defs, instance, SOURCE_ASSETS, sources, job="mapterhorn_source_job")
     tar_store = defs.resources["storage"].path("tar-store")
     for source in sources:
         check = subprocess.run(["md5sum", "-c", f"{source}.tar.md5"], cwd=str(tar_store), capture_output=True, text=True, check=True)

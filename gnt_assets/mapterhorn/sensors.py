@@ -32,9 +32,13 @@ MAX_FILES_PER_TICK = 1_000
 MAX_REMOVALS_SHOWN = 1000
 
 # One process per run (no step subprocess): the run's files share the pool of the one chain step.
-mapterhorn_file_job = dg.define_asset_job("mapterhorn_file_job", selection=dg.AssetSelection.assets(*FILE_ASSETS), partitions_def=mapterhorn_files,
-                                          executor_def=dg.in_process_executor)
-mapterhorn_source_job = dg.define_asset_job("mapterhorn_source_job", selection=dg.AssetSelection.assets(*SOURCE_ASSETS), partitions_def=source_partitions)
+mapterhorn_file_job = dg.define_asset_job(
+    "mapterhorn_file_job", selection=dg.AssetSelection.assets(*FILE_ASSETS), executor_def=dg.in_process_executor,
+    description="Source files from download to Cloud-Optimized GeoTIFF (download, unpack, georeference, COG, bounds and "
+                "coverage), many files per run on a bounded pool; a failed file fails alone.")
+mapterhorn_source_job = dg.define_asset_job(
+    "mapterhorn_source_job", selection=dg.AssetSelection.assets(*SOURCE_ASSETS),
+    description="Merges one source's finished files into bounds.csv, coverage.gpkg, the tarball with its MD5, the file status table and the report.")
 
 
 def _url_tag(url: str) -> str:
@@ -78,7 +82,10 @@ def plan_file_list_tick(lists: dict[str, bytes], cursor: dict, known: set[str], 
     return {"requests": requests, "new_sources": new_sources, "removed": removed, "cursor": new_cursor}
 
 
-@dg.sensor(job=mapterhorn_file_job, minimum_interval_seconds=30)
+@dg.sensor(job=mapterhorn_file_job, minimum_interval_seconds=30,
+           description="Every 30 seconds: each new line of a source's file_list.txt becomes a file partition; new files are "
+                       "requested as ranged runs of consecutive files, a capped number per tick. Removed lines are reported "
+                       "on the file's download, never deleted.")
 def mapterhorn_file_list_sensor(context: dg.SensorEvaluationContext, mapterhorn_sources: MapterhornSourcesResource) -> dg.SensorResult:
     """Adds a partition per new file_list.txt line and requests ranged runs of their chains, in batches; removed lines are reported, not deleted."""
     catalog = mapterhorn_sources.catalog()
@@ -100,7 +107,9 @@ def mapterhorn_file_list_sensor(context: dg.SensorEvaluationContext, mapterhorn_
     if waiting:
         context.log.info(f"{len(plan['requests'])} file(s) requested; {waiting} more on the next ticks")
     keys = [key for key, _ in plan["requests"]]
+    idle = None if keys else f"no new lines in the file lists of {len(lists)} source(s) in {catalog}"
     return dg.SensorResult(
+        skip_reason=idle,
         run_requests=range_requests(plan["requests"], FILES_PER_RUN),
         dynamic_partitions_requests=[mapterhorn_files.build_add_request(keys), source_partitions.build_add_request(plan["new_sources"])],
         asset_events=removals,
@@ -108,7 +117,9 @@ def mapterhorn_file_list_sensor(context: dg.SensorEvaluationContext, mapterhorn_
     )
 
 
-@dg.sensor(job=mapterhorn_source_job, minimum_interval_seconds=60)
+@dg.sensor(job=mapterhorn_source_job, minimum_interval_seconds=60,
+           description="Every minute: starts the merge of each source whose files have all finished (verified or failed "
+                       "for good) since its last merge. Failed files are left out and named in the report.")
 def mapterhorn_source_merge_sensor(context: dg.SensorEvaluationContext, mapterhorn_sources: MapterhornSourcesResource) -> dg.SensorResult:
     """Requests the merge (bounds.csv, coverage.gpkg, tarball, report) of each source once no file is
     pending: every file verified or failed (the merge leaves failed files out and the report names them)."""
@@ -125,4 +136,5 @@ def mapterhorn_source_merge_sensor(context: dg.SensorEvaluationContext, mapterho
             context.log.warning(f"source {source}: not merged, metadata.json sets require_all_files and {len(state.failed)} file(s) failed")
         elif fingerprint:
             requests.append(dg.RunRequest(partition_key=source, run_key=f"{source}@{fingerprint}"))
-    return dg.SensorResult(run_requests=requests)
+    idle = None if requests else f"no source finished new files since its last merge ({len(known)} known)"
+    return dg.SensorResult(run_requests=requests, skip_reason=idle)

@@ -48,8 +48,8 @@ def _country_year(context) -> tuple[str, int]:
 
 @dg.asset(group_name="mining", io_manager_key="geoparquet_io_manager")
 def mine_polygons(context: dg.AssetExecutionContext, config: PolygonsConfig, storage: StorageResource) -> dg.Output[gpd.GeoDataFrame]:
-    """Validated mine polygons (EPSG:4326, with ``mine_id``); rejected rows and why go to a rejects GeoParquet.
-    Adds every country found as a ``mining_country`` partition."""
+    """Validated mine polygons (EPSG:4326, with a mine_id column); rejected rows and the reasons go to a rejects
+    GeoParquet. Adds every country found as a mining_country partition."""
     source = UPath(config.path) if config.path else ensure_sample_polygons(storage.root_path)
     rejects_path = storage.path("mining", "rejects", "mine_polygons.parquet")
     checked = load_polygons(source, rejects_path)
@@ -69,7 +69,7 @@ def mine_polygons(context: dg.AssetExecutionContext, config: PolygonsConfig, sto
 
 @dg.asset(group_name="mining", io_manager_key="geoparquet_io_manager", partitions_def=mining_country)
 def mining_clusters(context: dg.AssetExecutionContext, config: ClustersConfig, mine_polygons: gpd.GeoDataFrame) -> dg.Output[gpd.GeoDataFrame]:
-    """The country's mines grouped by the seed's envelope-overlap rule (STRtree), each cluster with a stable sha256 id,
+    """The country's mines grouped where their envelopes overlap (STRtree), each cluster with a stable sha256 id,
     its world-grid tiles and tile-aligned export region. Partitioned by country only: clusters depend on the polygons,
     not the year, so every year's exports read the same table instead of recomputing it."""
     country = context.partition_key
@@ -93,7 +93,7 @@ def landsat_exports(context: dg.AssetExecutionContext, config: ExportsConfig, st
                     earthengine: EarthEngineResource, drive: DriveResource, mining_clusters: gpd.GeoDataFrame) -> dg.MaterializeResult:
     """One Landsat annual-composite export per cluster on the world grid (two across the antimeridian); tasks are
     found in one listing before submitting (descriptions carry the attempt number), small regions take the direct
-    computePixels path on a thread pool. Config ``reset`` returns clusters to "to export"."""
+    computePixels path on a thread pool. The config option reset returns clusters to "to export"."""
     country, year = _country_year(context)
     records, counts, errors = submit_exports(storage.root_path, earthengine, mining_clusters, country, year, drive=drive,
                                              reset=config.reset)
@@ -116,7 +116,7 @@ def landsat_regions(context: dg.AssetExecutionContext, config: RegionsConfig, st
                     mining_clusters: gpd.GeoDataFrame) -> dg.MaterializeResult:
     """The country-year zarr region: every export file downloaded (all shards), checked against the world grid,
     written cluster by cluster, and only then deleted from Drive. Exports that failed for good are skipped and
-    named (config ``skip_failed``); reset them (``landsat_exports`` config ``reset``) to redo them."""
+    named (config option skip_failed); reset them with the landsat_exports config option reset to redo them."""
     country, year = _country_year(context)
     result = write_regions(storage.root_path, drive, mining_clusters, country, year, skip_failed=config.skip_failed)
     if result["errors"]:
@@ -140,8 +140,8 @@ def status_path(storage: StorageResource) -> UPath:
 
 @dg.asset(group_name="mining", deps=[landsat_exports, landsat_regions])
 def mining_export_status(storage: StorageResource) -> dg.MaterializeResult:
-    """The seed's ``status`` command: clusters per state (READY, RUNNING, FAILED, CANCELLED, COMPLETED, downloaded)
-    for every country-year with exports, as a table in the UI and ``mining/status.csv``."""
+    """Clusters per export state (READY, RUNNING, FAILED, CANCELLED, COMPLETED, downloaded) for every country-year
+    with exports, as a table in the UI and as mining/status.csv."""
     table = status_table(storage.root_path)
     atomic_write_text(status_path(storage), table.to_csv(index=False))
     text = {"partition", "errors"}

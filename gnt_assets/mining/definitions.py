@@ -17,17 +17,34 @@ from gnt_assets.mining.hpc import HPCTargetResource
 from gnt_assets.mining.local.drive import LocalDrive
 from gnt_assets.mining.local.earthengine import LocalEarthEngine
 from gnt_assets.mining.resources import GoogleDrive, GoogleEarthEngine
+from gnt_assets.vocabulary import FOLLOWS_ANY_PARTITION, describe
+
+KINDS = {
+    "mine_polygons": {"python", "geopandas", "parquet"},
+    "mining_clusters": {"python", "geopandas", "parquet"},
+    "landsat_exports": {"python", "earthengine"},
+    "landsat_regions": {"python", "googledrive", "zarr"},
+    "mining_export_status": {"python", "csv"},
+    "mining_training_tiles": {"python", "pytorch"},
+    "mining_hpc_transfer": {"python", "hpc"},
+}
 
 defs = dg.Definitions(
-    assets=[
-        assets.mine_polygons,
-        assets.mining_clusters,
-        assets.landsat_exports,
-        assets.landsat_regions,
-        assets.mining_export_status,
-        training_assets.mining_training_tiles,
-        training_assets.mining_hpc_transfer,
-    ],
+    assets=describe(
+        [
+            assets.mine_polygons,
+            assets.mining_clusters,
+            assets.landsat_exports,
+            assets.landsat_regions,
+            assets.mining_export_status,
+            training_assets.mining_training_tiles,
+            training_assets.mining_hpc_transfer,
+        ],
+        owner="team:mining",
+        kinds=KINDS,
+        # The status table is refreshed after exports are submitted or regions downloaded (once the runs are over).
+        automation={"mining_export_status": FOLLOWS_ANY_PARTITION},
+    ),
     asset_checks=[
         *checks.checks,
         janitor_checks.training_tiles_match_clusters,
@@ -39,7 +56,7 @@ defs = dg.Definitions(
         janitor_checks.janitor_repair_sensor,
     ],
     schedules=[schedules.janitor_daily],
-    jobs=[janitor_checks.janitor],
+    jobs=[janitor_checks.janitor, janitor_checks.mining_repair_job, sensors.mining_region_job],
 )
 
 

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from gnt_assets.demo_runs import QUIET_RUN_CONFIG
+from gnt_assets.demo_runs import QUIET_RUN_CONFIG, run_job
 
 COUNTRIES = ("BWA", "NAM")
 YEARS = ("2019", "2020")
@@ -10,14 +10,11 @@ YEARS = ("2019", "2020")
 RUN_CONFIG = {"ops": {"mining_clusters": {"config": {"buffer_degrees": 0.005}}}}
 
 
-def _materialize(instance, defs, resources, selection, partition=None, ops=None) -> dg.ExecuteInProcessResult:
+def _materialize(instance, defs, resources, selection, partition=None, ops=None, job="mining_demo") -> dg.ExecuteInProcessResult:
     config = {**QUIET_RUN_CONFIG, **RUN_CONFIG} if "mining_clusters" in selection else dict(QUIET_RUN_CONFIG)
     if ops:
         config = {**config, "ops": {**config.get("ops", {}), **ops}}
-    return dg.materialize(
-        [*defs.assets, *(defs.asset_checks or [])], selection=selection, partition_key=partition, instance=instance,
-        resources=resources, raise_on_error=True, run_config=config,
-    )
+    return run_job(defs, instance, job, selection, partition, resources=resources, run_config=config)
 
 
 def _tick_until(instance, resources, cursor, wanted: int) -> tuple[str, list, int]:
@@ -35,7 +32,7 @@ def _tick_until(instance, resources, cursor, wanted: int) -> tuple[str, list, in
 def _run_request(instance, defs, resources, request) -> tuple[dict, dict]:
     """What the sensor's run does: the region, then (the chain) the training tiles and their HPC copy."""
     selection = [key.to_user_string() for key in request.asset_selection]
-    result = _materialize(instance, defs, resources, selection, request.partition_key)
+    result = _materialize(instance, defs, resources, selection, request.partition_key, job=request.job_name or "mining_region_job")
     return _metadata(result, "landsat_regions"), _metadata(result, "mining_training_tiles")
 
 

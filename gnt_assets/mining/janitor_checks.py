@@ -116,12 +116,26 @@ def janitor_sweep(
     return {"findings": len(findings), "removed": removed, "rematerialize": rerun}
 
 
-@dg.job(description="The mining janitor: mode check reports storage that disagrees with Dagster's record; clean repairs it.")
+@dg.job(description="The mining janitor: in check mode it reports storage that disagrees with Dagster's record; in clean "
+                    "mode it removes orphans and broken outputs and lists the country-years to rebuild.")
 def janitor():
     janitor_sweep()
 
 
-@dg.sensor(asset_selection=dg.AssetSelection.groups("mining"), minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED)
+mining_repair_job = dg.define_asset_job(
+    "mining_repair_job",
+    selection=dg.AssetSelection.assets(*STAGE_ASSETS.values()),
+    description="Re-materializes a country-year that the janitor's clean mode demoted, from the demoted step downstream.",
+)
+
+
+@dg.sensor(
+    job=mining_repair_job,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="Off by default. After each successful janitor run in clean mode, starts the runs that rebuild the "
+                "country-years it demoted, from the demoted step downstream. Turn it on to repair unattended.",
+)
 def janitor_repair_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     """After each successful ``janitor`` run in clean mode, request the runs that re-materialize its demoted
     partitions from the demoted asset downstream (the backfill that repairs them). Turn on to repair unattended."""
@@ -150,4 +164,5 @@ def janitor_repair_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResul
                             tags={"gnt/janitor_run": record.dagster_run.run_id},
                         )
                     )
-    return dg.SensorResult(run_requests=requests, cursor=str(newest))
+    idle = None if requests else "no janitor run in clean mode demoted anything since the last tick"
+    return dg.SensorResult(run_requests=requests, skip_reason=idle, cursor=str(newest))

@@ -104,8 +104,22 @@ def _report_broken(context, alerts, cursor: dict, partition: str, error: Excepti
 
 CHAIN = [landsat_regions.key, mining_training_tiles.key, mining_hpc_transfer.key]  # what follows completed exports
 
+mining_region_job = dg.define_asset_job(
+    "mining_region_job",
+    selection=dg.AssetSelection.assets(*CHAIN),
+    description="Downloads a country-year's completed Earth Engine exports into its zarr region, then builds the training "
+                "tiles and copies them to the HPC target.",
+)
 
-@dg.sensor(asset_selection=CHAIN, minimum_interval_seconds=120, default_status=dg.DefaultSensorStatus.RUNNING)
+
+@dg.sensor(
+    job=mining_region_job,
+    minimum_interval_seconds=120,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Every 2 minutes: polls the Earth Engine export tasks of every country-year, resubmits failed ones up to "
+                "3 attempts, submits queued exports as slots free, and starts the region run once a country-year's "
+                "exports have all completed or failed for good.",
+)
 def gee_export_sensor(context: dg.SensorEvaluationContext, storage: StorageResource, earthengine: EarthEngineResource,
                       alerts: AlertSinksResource) -> dg.SensorResult:
     """Polls the export tasks of every country-year; requests ``landsat_regions`` once all completed and reports
@@ -148,4 +162,6 @@ def gee_export_sensor(context: dg.SensorEvaluationContext, storage: StorageResou
             alerts.send({"text": f"mining exports {partition}: {len(failed)} failed {MAX_ATTEMPTS} times: {'; '.join(failed)}"
                                  + ("; the region is written without them (reset them to redo)" if state == "partial" else ""),
                          "partition": partition, "asset": "landsat_exports"}, log=context.log)
-    return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))
+    idle = None if requests else (f"no country-year newly ready for its region run ({len(ledgers)} polled, "
+                                  f"{earthengine.max_in_flight - free} export tasks in flight)")
+    return dg.SensorResult(run_requests=requests, skip_reason=idle, cursor=json.dumps(cursor, sort_keys=True))

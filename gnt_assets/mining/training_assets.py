@@ -45,7 +45,7 @@ def mining_training_tiles(
     context: dg.AssetExecutionContext, storage: StorageResource, mining_clusters: gpd.GeoDataFrame, mine_polygons: gpd.GeoDataFrame
 ) -> dg.Output[TensorPack]:
     """Every world tile the country's clusters cover in that year: 7-band features (NaN->0), valid mask and
-    mine labels, packed into one memory-mappable file plus index for PyTorch (see ``MiningTiles``)."""
+    mine labels, packed into one memory-mappable file plus index for PyTorch (read it with gnt_assets.mining.dataset.MiningTiles)."""
     country, year = _country_year(context)
     path = region_path(storage.root_path, country, year)
     polygons = mine_polygons.to_crs(4326)

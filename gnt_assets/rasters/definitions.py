@@ -21,9 +21,24 @@ from gnt_assets.rasters.sensors import (
     raster_resample_job,
     raster_tile_job,
 )
+from gnt_assets.vocabulary import FOLLOWS_ANY_PARTITION, describe
+
+KINDS = {
+    "raster_source": {"python", "geotiff"},
+    "raster_catalog": {"python", "parquet"},
+    "raster_tiles": {"python", "dask", "zarr"},
+    **{asset.key.to_user_string(): {"python", "geopandas", "parquet"} for asset in grid_assets},
+    **{asset.key.to_user_string(): {"python", "parquet"} for asset in resampled_assets},
+}
 
 defs = dg.Definitions(
-    assets=[raster_source, raster_catalog, raster_tiles, *grid_assets, *resampled_assets],
+    assets=describe(
+        [raster_source, raster_catalog, raster_tiles, *grid_assets, *resampled_assets],
+        owner="team:rasters",
+        kinds=KINDS,
+        # The catalog is rebuilt after new rasters are registered (once their runs are over).
+        automation={"raster_catalog": FOLLOWS_ANY_PARTITION},
+    ),
     asset_checks=checks,
     sensors=[raster_folder_sensor],
     jobs=[raster_registration_job, raster_tile_job, raster_resample_job, raster_cache_cleanup],

@@ -20,6 +20,7 @@ def run(instance: dg.DagsterInstance, defs: dg.Definitions) -> None:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
     keys = [request.partition_key for request in result.run_requests] or instance.get_dynamic_partitions("raster_sources")
     print(f"rasters: registered {', '.join(keys)}")
-    materialize_partitions(defs, instance, [a.key for a in grid_assets])
-    materialize_partitions(defs, instance, [raster_source.key, raster_tiles.key, *(a.key for a in resampled_assets)], keys)
-    materialize_partitions(defs, instance, ["raster_catalog"])
+    materialize_partitions(defs, instance, [a.key for a in grid_assets], job="rasters_demo")
+    materialize_partitions(defs, instance, [raster_source.key, raster_tiles.key, *(a.key for a in resampled_assets)], keys,
+                           job="raster_registration_job")  # what the folder sensor's runs do
+    materialize_partitions(defs, instance, ["raster_catalog"], job="rasters_demo")

@@ -20,7 +20,8 @@ def clean_result_cache(context: dg.OpExecutionContext, config: CleanupConfig, st
     context.log.info(f"removed {len(removed)} cached results; now {store.stats()}")
 
 
-@dg.job(description="Clean the rasters result cache (config: days_old, min_access).", executor_def=dg.in_process_executor)
+@dg.job(description="Cleans the rasters result cache: removes results not read for days_old days and read fewer than "
+                    "min_access times.", executor_def=dg.in_process_executor)
 def raster_cache_cleanup() -> None:
     clean_result_cache()
 
@@ -29,5 +30,5 @@ raster_cache_cleanup_schedule = dg.ScheduleDefinition(
     name="raster_cache_cleanup_weekly", job=raster_cache_cleanup, cron_schedule="0 3 * * 0",
     run_config={"ops": {"clean_result_cache": {"config": {"days_old": 30.0, "min_access": 2}}}},
     default_status=dg.DefaultScheduleStatus.STOPPED,
-    description="Sunday 03:00: drop cached results older than 30 days that were hit fewer than twice.",
+    description="Off by default. Sundays at 03:00 UTC: removes cached raster results not read for 30 days and read fewer than twice.",
 )

@@ -15,17 +15,19 @@ from gnt_assets.resources.storage import StorageResource
 raster_registration_job = dg.define_asset_job(
     "raster_registration_job",
     selection=dg.AssetSelection.assets(raster_source, raster_tiles, *resampled_assets),
-    partitions_def=raster_sources,
     executor_def=dg.in_process_executor,  # one process per run: steps are light, tiles fan out on Dask
+    description="Registers one raster: validates and hashes it, cuts it into zarr tiles and resamples it onto every grid.",
 )
 
-raster_tile_job = dg.define_asset_job("raster_tile_job", selection=dg.AssetSelection.assets(raster_source, raster_tiles), partitions_def=raster_sources, executor_def=dg.in_process_executor)
-raster_resample_job = dg.define_asset_job("raster_resample_job", selection=dg.AssetSelection.assets(*resampled_assets), partitions_def=raster_sources,
-                                          executor_def=dg.in_process_executor)
+raster_tile_job = dg.define_asset_job("raster_tile_job", selection=dg.AssetSelection.assets(raster_source, raster_tiles), executor_def=dg.in_process_executor,
+                                      description="Validates one raster and cuts it into zarr tiles, without resampling.")
+raster_resample_job = dg.define_asset_job("raster_resample_job", selection=dg.AssetSelection.assets(*resampled_assets), executor_def=dg.in_process_executor,
+                                          description="Resamples one registered raster onto every grid (for example after a grid changed).")
 
 
 @dg.sensor(job=raster_registration_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Running by default; it only registers: adds a raster_sources partition and launches its run for every new or replaced raster in the watched folder or registry.")
+           description="Every minute: each new or replaced raster in the watched folder or the registry becomes a raster_sources "
+                       "partition and starts its registration run. Running by default; it only registers rasters.")
 def raster_folder_sensor(context: dg.SensorEvaluationContext, storage: StorageResource, raster_folder: RasterFolderResource) -> dg.SensorResult:
     problems: list[str] = []
     found = sources.discover(raster_folder.folder_path(storage.root_path), raster_folder.registry_path(storage.root_path), problems)
@@ -39,8 +41,9 @@ def raster_folder_sensor(context: dg.SensorEvaluationContext, storage: StorageRe
     seen = json.loads(context.cursor or "{}")
     signatures = {key: _signature(entry.path) for key, entry in found.items()}
     changed = sorted(key for key in found if key in known and key in seen and seen[key] != signatures[key])
+    idle = "; ".join(problems) if problems else f"no new or replaced rasters in {raster_folder.folder} or {raster_folder.registry}"
     return dg.SensorResult(
-        skip_reason="; ".join(problems) if problems and not (new or changed) else None,
+        skip_reason=idle if not (new or changed) else None,
         run_requests=[dg.RunRequest(partition_key=key, run_key=f"{key}:{found[key].path}:{signatures[key]}") for key in sorted(new + changed)],
         dynamic_partitions_requests=[raster_sources.build_add_request(new)] if new else [],
         cursor=json.dumps(signatures, sort_keys=True),

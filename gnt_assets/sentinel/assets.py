@@ -11,18 +11,24 @@ from gnt_assets.resources.compute import DaskComputeResource
 from gnt_assets.resources.storage import StorageResource
 from gnt_assets.sentinel import chunk_runs as pipeline
 from gnt_assets.sentinel.aoi import aoi_from_bbox, load_geometry_file
-from gnt_assets.sentinel.grid import GridSpec, named_grid
+from gnt_assets.sentinel.grid import GridSpec, named_grid, refuse_shared_chunks
 from gnt_assets.sentinel.resources import SentinelCubeResource, SentinelStacResource
+from gnt_assets.sentinel.tiling import SquareTiling, tiled_grid
 
 
 class GridConfig(dg.Config):
     name: str
-    generator: str  # "square" or "majortom"
+    generator: str  # "square", "majortom" or "custom" (cells from `path`)
     d: int
     overlap: bool = False
-    target_crs: str = "EPSG:32610"
+    target_crs: str = Field(default="utm", description="'utm': the AOI's UTM zone; or any CRS, e.g. EPSG:3035")
     res_m: float = 20
     chunks_per_side: int = 1
+    path: str = Field(default="", description="custom: a vector file (GeoPackage, GeoParquet, ...) of cells")
+    layer: str | None = None
+    id_column: str = "grid_id"
+    chunk_km: float = Field(default=0.0, description="square: > 0 makes each chunk a super-tile of about chunk_km "
+                            "(its cells enumerated and fanned out inside the run; 200 for a continent); 0: a chunk per cell")
 
 
 class AoiConfig(dg.Config):
@@ -33,7 +39,7 @@ class AoiConfig(dg.Config):
 
 class SentinelGridConfig(dg.Config):
     grids: list[GridConfig] = [
-        {"name": "square", "generator": "square", "d": 960, "target_crs": "EPSG:32610", "res_m": 20.0},
+        {"name": "square", "generator": "square", "d": 960, "target_crs": "utm", "res_m": 20.0},
         {"name": "majortom", "generator": "majortom", "d": 1000, "target_crs": "EPSG:4326", "res_m": 20.0, "chunks_per_side": 3},
     ]
 
@@ -54,16 +60,20 @@ def sentinel_aoi(config: AoiConfig, storage: StorageResource) -> gpd.GeoDataFram
 @dg.asset(group_name="sentinel", io_manager_key="geoparquet_io_manager")
 def sentinel_grid(config: SentinelGridConfig, sentinel_aoi: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     """Grid cells over the AOI, one row per cell of each configured grid (pandera-checked); the
-    chunk sensor turns each cell into a ``sentinel_chunk`` partition."""
+    chunk sensor turns each cell into a sentinel_chunk partition."""
     aoi = sentinel_aoi.geometry.iloc[0]
     grids = [
-        named_grid(aoi, g.name, g.generator, GridSpec(d=g.d, overlap=g.overlap, target_crs=g.target_crs, res_m=g.res_m),
-                   g.chunks_per_side)
+        tiled_grid(SquareTiling(g.name, g.d, g.res_m, g.chunk_km * 1000, g.target_crs, g.chunks_per_side), aoi)
+        if g.generator == "square" and g.chunk_km > 0 else
+        named_grid(aoi, g.name, g.generator, GridSpec(d=g.d, overlap=g.overlap, target_crs=g.target_crs, res_m=g.res_m,
+                                                      id_column=g.id_column), g.chunks_per_side, g.path, g.layer)
         for g in config.grids
     ]
     cells = gpd.GeoDataFrame(pd.concat(grids, ignore_index=True), crs="EPSG:4326")
+    refuse_shared_chunks(cells)
     for _grid, group in cells.groupby("grid"):
-        pipeline.layout_for(group)  # refuses a grid whose cells would share a zarr chunk
+        if not pipeline.is_tiled(group.iloc[0]):  # tiled grids are disjoint by construction
+            pipeline.layout_for(group)  # refuses a grid whose cells would share a zarr chunk
     return cells
 
 
@@ -82,7 +92,7 @@ def _result_metadata(results: list) -> dict:
 
 def _catalog_partition(context, storage: StorageResource, cell, partition: str, month: str) -> dict:
     """The partition's STAC item: its cell of the grid's cube, for its month."""
-    cube = storage.path("sentinel", f"cube_{cell['grid']}.zarr")
+    cube = storage.path("sentinel", f"cube_{pipeline.cube_of(cell)}.zarr")
     return catalog_metadata(context, storage.root_path, {"cube": cube}, partition=partition, times=month_span(month),
                             footprint=tuple(float(b) for b in cell.geometry.bounds))
 
@@ -107,10 +117,10 @@ def sentinel_mosaic(
     keys = [(k.keys_by_dimension["month"], k.keys_by_dimension["chunk"]) for k in parsed]
     context.log.info(f"{len(keys)} chunk x month partitions")
     with sentinel_stac.api_url() as url:
-        jobs = pipeline.chunk_jobs(storage, sentinel_grid, sentinel_stac, url, keys, sentinel_cube.backend,
-                                    sentinel_cube.end_month, sentinel_cube.block_months)
+        jobs, owners = pipeline.plan_jobs(storage, sentinel_grid, sentinel_stac, url, keys, sentinel_cube.backend,
+                                          sentinel_cube.end_month, sentinel_cube.block_months)
         with compute.get_client() as client:
-            results = client.gather(client.map(pipeline.run_chunk, jobs, pure=False))
+            results = pipeline.partition_results(client.gather(client.map(pipeline.run_chunk, jobs, pure=False)), owners)
     for result in results:
         pipeline.record_result(storage, result)
         context.log.info(f"{result.month} {result.chunk}: success={result.success} scenes={result.scenes} {result.error or ''}")
@@ -129,5 +139,5 @@ def sentinel_mosaic(
 @dg.asset(group_name="sentinel", io_manager_key="geoparquet_io_manager", deps=[sentinel_mosaic])
 def sentinel_run_log(storage: StorageResource) -> pd.DataFrame:
     """Per month and chunk, the latest attempt: success, scenes used, valid share and the time spent
-    in search, load, mask, median and write (the seed's result CSV as a table)."""
+    in search, load, mask, median and write (the per-chunk result CSV as a table)."""
     return pipeline.run_log(storage)

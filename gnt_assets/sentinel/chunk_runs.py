@@ -15,7 +15,9 @@ from gnt_assets.core.atomic import atomic_write_text
 from gnt_assets.core.errors import InputError
 from gnt_assets.sentinel.cube import BLOCK_MONTHS, DEFAULT_END_MONTH, VARIABLE, CubeLayout, cube_layout
 from gnt_assets.sentinel.cube_store import CubeStore
+from gnt_assets.sentinel.grid import belongs_to
 from gnt_assets.sentinel.mosaic import ChunkJob, ChunkResult, mosaic_chunk_logged
+from gnt_assets.sentinel.tiling import row_layout
 
 run_chunk = mosaic_chunk_logged
 DURATIONS = ("search_s", "load_s", "mask_s", "median_s", "write_s", "total_s")
@@ -53,7 +55,7 @@ def _cell(grid_table: gpd.GeoDataFrame, chunk: str) -> pd.Series:
     rows = grid_table[grid_table["chunk"] == chunk]
     if rows.empty:
         counts = grid_table.groupby("grid").size().to_dict()
-        named = [g for g in counts if chunk.startswith(f"{g}-")]
+        named = [g for g in counts if belongs_to(chunk, g)]
         now = (f"grid {named[0]!r} now has {counts[named[0]]} other cells" if named
                else f"no grid of the current sentinel_grid is named like it (grids now: {counts})")
         raise GridChangedError(
@@ -63,28 +65,91 @@ def _cell(grid_table: gpd.GeoDataFrame, chunk: str) -> pd.Series:
 
 
 def grid_of(grid_table: gpd.GeoDataFrame, chunk: str) -> str:
-    return str(_cell(grid_table, chunk)["grid"])
+    """The name of the cube a partition writes: its grid's, or for a tiled grid its chunk's zone cube."""
+    return cube_of(_cell(grid_table, chunk))
+
+
+def cube_of(row: pd.Series) -> str:
+    return str(row["cube"]) if is_tiled(row) else str(row["grid"])
+
+
+def is_tiled(row: pd.Series) -> bool:
+    """A row of a tiled grid (one row per coarse chunk, its cells enumerated on demand)."""
+    return isinstance(row.get("tiling"), str) and bool(row.get("tiling"))
+
+
+def partition_layout(grid_table: gpd.GeoDataFrame, chunk: str) -> tuple[CubeLayout, list[str]]:
+    """(layout, cell keys) of one partition: a cell grid's whole layout and the cell itself, or a tiled chunk's
+    layout (its zone cube, its own cells' regions only) and its cells."""
+    row = _cell(grid_table, chunk)
+    if is_tiled(row):
+        layout = row_layout(row)[1]
+        return layout, list(layout.regions)
+    return layout_for(grid_table[grid_table["grid"] == row["grid"]]), [chunk]
 
 
 def chunk_jobs(storage, grid_table: gpd.GeoDataFrame, stac, url: str, keys: list[tuple[str, str]],
                backend: str = "zarr", end_month: str = DEFAULT_END_MONTH, block_months: int = BLOCK_MONTHS) -> list[ChunkJob]:
-    """One job per (month, chunk); each grid's cube is created with its whole monthly axis (or grown by
+    """One job per (month, cell) of the partitions; each cube is created with its whole monthly axis (or grown by
     whole blocks to the run's months) first, so the mapped jobs only write data and cannot conflict."""
+    return plan_jobs(storage, grid_table, stac, url, keys, backend, end_month, block_months)[0]
+
+
+def plan_jobs(storage, grid_table: gpd.GeoDataFrame, stac, url: str, keys: list[tuple[str, str]],
+              backend: str = "zarr", end_month: str = DEFAULT_END_MONTH, block_months: int = BLOCK_MONTHS,
+              ) -> tuple[list[ChunkJob], list[tuple[str, str]]]:
+    """The jobs and, per job, its partition (month, chunk): a tiled chunk fans out into one job per cell, each
+    carrying only its own cell's region."""
     bands = list(stac.band_assets)
-    jobs, layouts = [], {}
+    jobs, owners, ensured, layouts = [], [], set(), {}
     for month, chunk in keys:
-        cell = _cell(grid_table, chunk)
-        cube = cube_store(storage, cell["grid"], backend, end_month, block_months)
-        if cell["grid"] not in layouts:
-            layouts[cell["grid"]] = layout_for(grid_table[grid_table["grid"] == cell["grid"]])
-            months = sorted({m for m, c in keys if _cell(grid_table, c)["grid"] == cell["grid"]})
-            cube.ensure(layouts[cell["grid"]], months, bands)
-        jobs.append(ChunkJob(
-            chunk=chunk, month=month, query=stac.query(url, tuple(cell.geometry.bounds), date.fromisoformat(month)),
-            band_assets=dict(stac.band_assets), scl_asset=stac.scl_asset, layout=layouts[cell["grid"]],
-            cube=cube, modifier=stac.modifier(), aws_unsigned=stac.aws_unsigned,
-        ))
-    return jobs
+        row = _cell(grid_table, chunk)
+        name = cube_of(row)
+        cube = cube_store(storage, name, backend, end_month, block_months)
+        key = chunk if is_tiled(row) else name
+        if key not in layouts:
+            layouts[key] = partition_layout(grid_table, chunk)[0]
+        layout = layouts[key]
+        if name not in ensured:
+            months = sorted({m for m, c in keys if grid_of(grid_table, c) == name})
+            cube.ensure(layout, months, bands)
+            ensured.add(name)
+        cells = list(layout.regions) if is_tiled(row) else [chunk]
+        for cell in cells:
+            own = CubeLayout(layout.geobox, layout.chunk_px, {cell: layout.regions[cell]}) if is_tiled(row) else layout
+            bounds = tuple(own.cell_geobox(cell).geographic_extent.boundingbox) if is_tiled(row) else tuple(row.geometry.bounds)
+            jobs.append(ChunkJob(
+                chunk=cell, month=month, query=stac.query(url, bounds, date.fromisoformat(month)),
+                band_assets=dict(stac.band_assets), scl_asset=stac.scl_asset, layout=own,
+                cube=cube, modifier=stac.modifier(), aws_unsigned=stac.aws_unsigned,
+            ))
+            owners.append((month, chunk))
+    return jobs, owners
+
+
+def partition_results(results: list[ChunkResult], owners: list[tuple[str, str]]) -> list[ChunkResult]:
+    """One result per partition: a cell partition's own, or a tiled chunk's cells combined (success if all
+    succeeded; scenes the most any cell saw; valid share the cells' mean, all cells being the same size)."""
+    grouped: dict[tuple[str, str], list[ChunkResult]] = {}
+    for result, owner in zip(results, owners, strict=True):
+        grouped.setdefault(owner, []).append(result)
+    combined = []
+    for (month, chunk), cells in grouped.items():
+        if len(cells) == 1 and cells[0].chunk == chunk:
+            combined.append(cells[0])
+            continue
+        failed = [c for c in cells if not c.success]
+        lows = [c.minimum for c in cells if c.minimum is not None]
+        highs = [c.maximum for c in cells if c.maximum is not None]
+        combined.append(ChunkResult(
+            chunk=chunk, month=month, success=not failed, scenes=max(c.scenes for c in cells),
+            valid_share=sum(c.valid_share for c in cells) / len(cells),
+            clear_pixels_unfilled=sum(c.clear_pixels_unfilled for c in cells),
+            minimum=min(lows) if lows else None, maximum=max(highs) if highs else None,
+            durations={k: round(sum(c.durations.get(k, 0.0) for c in cells), 3) for k in DURATIONS},
+            error="; ".join(f"cell {c.chunk}: {c.error}" for c in failed[:5]) or None,
+            attempts=max(c.attempts for c in cells)))
+    return combined
 
 
 def record_result(storage, result: ChunkResult) -> None:
@@ -103,9 +168,10 @@ def written_objects(storage, grid_table: gpd.GeoDataFrame, keys: list[tuple[str,
     """(chunk objects, stored bytes) of the partitions' regions, for the files/bytes metadata."""
     files = size = 0
     for month, chunk in keys:
-        cube, region, _ = stored_region(storage, grid_table, month, chunk, backend)
-        status = cube.status(region)
-        files, size = files + status.present, size + status.stored_bytes
+        cube, regions = partition_regions(storage, grid_table, month, chunk, backend)
+        for region in regions:
+            status = cube.status(region)
+            files, size = files + status.present, size + status.stored_bytes
     return files, size
 
 
@@ -129,8 +195,25 @@ def grid_table_path(storage) -> UPath:
 
 
 def stored_region(storage, grid_table: gpd.GeoDataFrame, month: str, chunk: str, backend: str = "zarr"):
-    """(cube store, integer region, lazily opened data) of one partition in its cube."""
+    """(cube store, integer region, lazily opened data) of one cell partition in its cube."""
     cell = _cell(grid_table, chunk)
     cube = cube_store(storage, cell["grid"], backend)
     region = cube.region(layout_for(grid_table[grid_table["grid"] == cell["grid"]]), chunk, month)
+    cube.require_complete(region, f"{month}|{chunk}")
     return cube, region, cube.open()[VARIABLE].isel(region)
+
+
+def partition_regions(storage, grid_table: gpd.GeoDataFrame, month: str, chunk: str, backend: str = "zarr"):
+    """(cube store, integer regions) of one partition: one region per cell it holds."""
+    cube = cube_store(storage, grid_of(grid_table, chunk), backend)
+    layout, cells = partition_layout(grid_table, chunk)
+    return cube, [cube.region(layout, cell, month) for cell in cells]
+
+
+def stored_values(storage, grid_table: gpd.GeoDataFrame, month: str, chunk: str, backend: str = "zarr"):
+    """The partition's stored reflectance (CF-decoded), its cells stacked on a first axis."""
+    import numpy as np
+
+    cube, regions = partition_regions(storage, grid_table, month, chunk, backend)
+    data = cube.open()[VARIABLE]
+    return np.stack([data.isel(region).values for region in regions])

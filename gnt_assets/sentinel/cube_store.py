@@ -119,6 +119,12 @@ class CubeStore:
                     return region
         raise RuntimeError(f"month {month} chunk {chunk}: Icechunk commit to {self.path} kept conflicting")
 
+    def require_complete(self, region: dict[str, slice], partition: str) -> None:
+        """Refuse a region whose write did not finish (zarr: no completion marker; an Icechunk read
+        sees only committed transactions, so it never meets a torn region)."""
+        if self.backend == "zarr":
+            zarr_regions.require_complete(self.path, {partition: region}, what="sentinel cube partition")
+
     def status(self, region: dict[str, slice]) -> RegionStatus:
         """Chunks of the region present (and their stored bytes); complete once all exist."""
         if self.backend == "zarr":

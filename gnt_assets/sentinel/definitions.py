@@ -2,6 +2,7 @@
 
 import os
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,13 +29,30 @@ from gnt_assets.sentinel.resources import (
     SentinelCubeResource,
 )
 from gnt_assets.sentinel.schedules import sentinel_monthly_schedule
-from gnt_assets.sentinel.sensors import sentinel_chunk_sensor
+from gnt_assets.sentinel.sensors import sentinel_chunk_sensor, sentinel_mosaic_job
+from gnt_assets.vocabulary import FOLLOWS_ANY_PARTITION, describe
+
+KINDS = {
+    "sentinel_aoi": {"python", "geopandas", "parquet"},
+    "sentinel_grid": {"python", "geopandas", "parquet"},
+    "sentinel_mosaic": {"python", "stac", "dask", "zarr"},
+    "sentinel_run_log": {"python", "parquet"},
+}
 
 defs = dg.Definitions(
-    assets=[sentinel_aoi, sentinel_grid, sentinel_mosaic, sentinel_run_log],
+    assets=describe(
+        [sentinel_aoi, sentinel_grid, sentinel_mosaic, sentinel_run_log],
+        owner="team:sentinel",
+        kinds=KINDS,
+        # The run log is rebuilt after mosaic runs (once none is still running).
+        automation={"sentinel_run_log": FOLLOWS_ANY_PARTITION},
+        # The monthly schedule requests the past month on the 5th: by the 10th the mosaics are expected updated.
+        freshness={"sentinel_mosaic": dg.FreshnessPolicy.cron(deadline_cron="0 6 10 * *", lower_bound_delta=timedelta(days=5))},
+    ),
     asset_checks=[*mosaic_checks, no_failed_chunks, grid_layout_disjoint, aoi_is_valid_area],
     sensors=[sentinel_chunk_sensor],
     schedules=[sentinel_monthly_schedule],
+    jobs=[sentinel_mosaic_job],
 )
 
 

@@ -22,11 +22,11 @@ def run(instance: dg.DagsterInstance, defs: dg.Definitions) -> None:
     """Materializes the sentinel demo partitions on the local backends."""
     from gnt_assets.demo_runs import materialize_partitions
 
-    materialize_partitions(defs, instance, ["sentinel_aoi", "sentinel_grid"])
+    materialize_partitions(defs, instance, ["sentinel_aoi", "sentinel_grid"], job="sentinel_demo")
     chunks = add_chunk_partitions(instance, defs)
     print(f"   {len(chunks)} chunks x {len(DEMO_MONTHS)} months", flush=True)
     # Newest month first (as the chunk sensor requests it): each month still lands at its own time index.
     keys = [dg.MultiPartitionKey({"month": month, "chunk": chunk}) for month in sorted(DEMO_MONTHS, reverse=True)
             for chunk in chunks]
-    materialize_partitions(defs, instance, ["sentinel_mosaic"], keys)
-    materialize_partitions(defs, instance, ["sentinel_run_log"])
+    materialize_partitions(defs, instance, ["sentinel_mosaic"], keys, job="sentinel_mosaic_job")
+    materialize_partitions(defs, instance, ["sentinel_run_log"], job="sentinel_demo")

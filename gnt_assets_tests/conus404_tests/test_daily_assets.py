@@ -194,6 +194,19 @@ def test_a_ranged_backfill_run_fails_only_the_corrupted_day(storage_root, instan
     assert good_days(instance, dg.AssetKey("conus404_daily")) == [date(2020, 7, 1), date(2020, 7, 3)]
 
 
+def test_a_retried_ranged_run_redoes_only_the_day_that_failed(storage_root, instance):
+    """A year-long backfill run that meets one timeout keeps the days it wrote; its retry reads only that day."""
+    result = dg.materialize(assets=[*defs.assets, *defs.asset_checks], selection=["conus404_daily"], instance=instance,
+                            resources=local_resources(storage_root, transient_failures={"2020-07-02": 1}), raise_on_error=False,
+                            tags={"dagster/asset_partition_range_start": "2020-07-01", "dagster/asset_partition_range_end": "2020-07-03"})
+    assert result.success
+    assert sum(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events) == 1
+    logs = [e.message for e in instance.all_logs(result.run_id) if e.message]
+    assert any("retry 1: 2 days written by an earlier attempt are kept; 1 to do" in m for m in logs)
+    assert not any("conus404 day 2020-07-01 (1/" in m for m in logs[next(i for i, m in enumerate(logs) if "retry 1:" in m):])
+    assert instance.get_materialized_partitions(dg.AssetKey("conus404_daily")) == {"2020-07-01", "2020-07-02", "2020-07-03"}
+
+
 def test_a_ranged_run_that_fails_a_read_still_checks_the_days_it_wrote(storage_root, instance):
     """07-05 lies outside the window (the step fails); 07-03 and 07-04 are written and checked in the step."""
     result = _ranged_run(storage_root, instance, "2020-07-03", "2020-07-05", faults={"2020-07-04": "impossible_temperature"})

@@ -18,7 +18,7 @@ def test_every_asset_is_grouped_described_and_checked():
 
 
 def test_daily_asset_retries_with_backoff_and_backfills_in_ranges():
-    assert conus404_daily.backfill_policy == dg.BackfillPolicy.multi_run(7)
+    assert conus404_daily.backfill_policy == dg.BackfillPolicy.multi_run(366)
     assert SOURCE_RETRY.backoff == dg.Backoff.EXPONENTIAL and SOURCE_RETRY.jitter == dg.Jitter.PLUS_MINUS
     blocking = {c.name for checks in defs.asset_checks for c in checks.check_specs if c.blocking and c.asset_key == conus404_daily.key}
     assert blocking == {"hours_complete", "no_all_nan_variable", "t2_plausible", "dewpoint_below_temperature",

@@ -108,11 +108,15 @@ def test_killed_table_write_leaves_old_or_new(tmp_path):
     path = UPath(tmp_path) / "clusters.parquet"
     duration = _timed(lambda: write_table(frame(0.0), path))
     rng = random.Random(11)
-    seen = set()
-    for kill in range(KILLS):
+    seen: list[str] = []
+    for kill in range(3 * KILLS):
         write_table(frame(float(kill)), path)
         _kill_during(_write_table, (str(path), float(kill + 1)), duration * 1.5, rng)
         values = set(read_table(path)["value"].unique())
         assert values in ({float(kill)}, {float(kill + 1)}), values
-        seen.add("new" if values == {float(kill + 1)} else "old")
-    assert seen == {"old", "new"}, f"kills never landed before and after the rename: {seen}"
+        seen.append("new" if values == {float(kill + 1)} else "old")
+        if kill + 1 >= KILLS and len(set(seen)) == 2:
+            break
+        if kill % 5 == 4 and len(set(seen[-5:])) == 1:  # a loaded machine writes slower (or faster) than measured
+            duration *= 2.0 if seen[-1] == "old" else 0.5
+    assert set(seen) == {"old", "new"}, f"kills never landed before and after the rename: {seen}"

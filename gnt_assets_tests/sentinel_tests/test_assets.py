@@ -28,7 +28,9 @@ def test_pipeline_through_dagster(storage_root, instance, stac_url):
     (request,) = sensor_result.dynamic_partitions_requests
     instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
     chunks = instance.get_dynamic_partitions("sentinel_chunk")
-    assert {c.split("-")[0] for c in chunks} == {"square", "majortom"} and sensor_result.run_requests
+    # square cells read square_<i>_<j> (the grid's name once), Major TOM cells majortom-<geohash>
+    assert {c.split("-")[0].split("_")[0] for c in chunks} == {"square", "majortom"} and sensor_result.run_requests
+    assert not any(c.startswith("square-") for c in chunks)
     again = sentinel_chunk_sensor(dg.build_sensor_context(instance=instance, definitions=defs, resources={"storage": resources["storage"]}))
     assert isinstance(again, dg.SkipReason)  # nothing new: no duplicate partitions or runs
 
@@ -82,8 +84,40 @@ def test_monthly_schedule_requests_the_finished_month_for_every_chunk(instance):
     when = datetime(2024, 8, 5, 6, tzinfo=UTC)
     assert isinstance(sentinel_monthly_schedule(dg.build_schedule_context(instance=instance, scheduled_execution_time=when)),
                       dg.SkipReason)  # no chunks yet
-    instance.add_dynamic_partitions("sentinel_chunk", ["square-a", "majortom-b"])
+    instance.add_dynamic_partitions("sentinel_chunk", ["square_1_2", "majortom-b"])
     requests = sentinel_monthly_schedule(dg.build_schedule_context(instance=instance, scheduled_execution_time=when))
-    expected = {str(dg.MultiPartitionKey({"month": "2024-07-01", "chunk": c})) for c in ("square-a", "majortom-b")}
+    expected = {str(dg.MultiPartitionKey({"month": "2024-07-01", "chunk": c})) for c in ("square_1_2", "majortom-b")}
     assert {r.partition_key for r in requests} == expected
     assert len({r.run_key for r in requests}) == 2  # one run per partition; a re-tick with the same keys is deduplicated
+
+
+def test_a_tiled_grid_is_one_partition_per_chunk_with_its_cells_fanned_out(storage_root, instance, stac_url):
+    """chunk_km > 0: the grid table has a row per super-tile (its cells are not listed); a partition's run
+    enumerates the chunk's cells, writes each into the chunk's UTM zone cube and passes the partition's checks."""
+    from gnt_assets.io_managers.geoparquet import read_table
+    from gnt_assets.sentinel import chunk_runs
+
+    resources = {**resources_for_profile("local"), "sentinel_stac": LocalSentinelStac(url=stac_url)}
+    tiles = {"name": "tiles", "generator": "square", "d": 960, "res_m": 20.0, "chunk_km": 1.92}
+    config = {"ops": {"sentinel_aoi": {"config": {"bbox": list(DEMO_BBOX)}},
+                      "sentinel_grid": {"config": {"grids": [tiles]}}}}
+    grid = dg.materialize(ASSETS, selection=["sentinel_aoi", "sentinel_grid"], instance=instance, resources=resources,
+                          run_config=config)
+    assert _checks(grid) == {"aoi_is_valid_area": True, "grid_layout_disjoint": True}
+    table = read_table(chunk_runs.grid_table_path(resources["storage"]))
+    assert set(table["cube"]) == {"tiles_32610"} and table["tiling"].notna().all()
+    sensor_result = sentinel_chunk_sensor(dg.build_sensor_context(instance=instance, definitions=defs, resources={"storage": resources["storage"]}))
+    (request,) = sensor_result.dynamic_partitions_requests
+    instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    chunks = sorted(request.partition_keys)
+    assert chunks == sorted(table["chunk"])
+    layout, cells = chunk_runs.partition_layout(table, chunks[0])
+    assert cells and all(c.startswith("tiles-32610_c") for c in cells) and set(layout.regions) == set(cells)
+    assert layout.geobox.crs.epsg == 32610  # the chunk's own UTM zone (the demo AOI is in zone 10)
+
+    key = dg.MultiPartitionKey({"month": "2024-07-01", "chunk": chunks[0]})
+    mosaic = dg.materialize(ASSETS, selection=["sentinel_mosaic"], partition_key=str(key), instance=instance, resources=resources)
+    checks = _checks(mosaic)
+    assert checks["region_written"] and checks["reflectance_plausible"] and checks["no_fill_where_clear"] and checks["scenes_found"]
+    records = mosaic.asset_materializations_for_node("sentinel_mosaic")[0].metadata["chunk_results"].value.records
+    assert len(records) == 1 and records[0].data["chunk"] == chunks[0]  # one result per partition, its cells combined

@@ -1,6 +1,7 @@
 """AOI validation and grid generators: cells cover the AOI, ids are stable, squares are snapped."""
 
 import geopandas as gpd
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -10,10 +11,12 @@ from gnt_assets.sentinel.aoi import AoiError, aoi_from_bbox, load_geometry_file
 from gnt_assets.sentinel.grid import (
     GridError,
     GridSpec,
+    chunk_key,
     custom_generator,
     grid_cells,
     majortom_generator,
     named_grid,
+    refuse_shared_chunks,
     square_tiling_generator,
 )
 
@@ -55,6 +58,20 @@ def test_custom_generator_and_named_grid_schema():
     assert set(grid.columns) >= {"grid", "chunk", "crs", "resolution", "chunk_px"} and grid["chunk_px"].eq(48).all()
 
 
+def test_chunk_keys_say_the_grid_name_once():
+    cells = grid_cells(AOI, square_tiling_generator(960, "EPSG:32610"), grid_name="square")
+    assert cells["chunk"].str.fullmatch(r"square_-?[0-9]+_[0-9]+").all()  # not square-square_...
+    assert chunk_key("square", "square_510_5685") == "square_510_5685"
+    assert chunk_key("sq", "square_510_5685") == "sq-square_510_5685"  # another square grid keeps its own name
+    assert chunk_key("majortom", "c2b2jzhh4ef") == "majortom-c2b2jzhh4ef"
+
+
+def test_grids_whose_cells_share_keys_are_refused():
+    grid = grid_cells(AOI, square_tiling_generator(960, "EPSG:32610"), grid_name="square")
+    with pytest.raises(GridError, match="give the grids distinct names"):
+        refuse_shared_chunks(gpd.GeoDataFrame(pd.concat([grid, grid.assign(grid="square_copy")]), crs="EPSG:4326"))
+
+
 def test_zero_cell_grid_is_refused():
     with pytest.raises(GridError, match="zero cells"):
         grid_cells(AOI, custom_generator(lambda aoi: gpd.GeoDataFrame({"grid_id": []}, geometry=[], crs="EPSG:4326")), grid_name="none")
@@ -82,3 +99,43 @@ def test_aoi_file_layers_and_bad_inputs(tmp_path):
         aoi_from_bbox((179.5, 10, -179.5, 11))
     with pytest.raises(AoiError, match="longitude/latitude"):
         aoi_from_bbox((500000, 10, 500100, 11))
+
+
+def test_square_grid_crs_follows_the_aoi():
+    """'utm' (the default) is the AOI's own zone: 960 m cells at 50 N are 960 m, not EPSG:32610's 1.4x as many."""
+    aoi = box(10.0, 50.0, 10.2, 50.1)
+    grid = named_grid(aoi, "square", "square", GridSpec(d=960, target_crs="utm", res_m=20))
+    assert grid["crs"].eq("EPSG:32632").all() and grid["area_km2"].round(2).eq(0.92).all()
+    fixed = named_grid(aoi, "square", "square", GridSpec(d=960, target_crs="EPSG:32610", res_m=20))
+    assert len(fixed) > 1.2 * len(grid)  # the far zone's "960 m" cells are smaller and more
+
+
+def test_custom_grid_from_a_file_is_selectable(tmp_path):
+    from gnt_assets.sentinel.assets import GridConfig
+
+    w, s, e, n = AOI.bounds
+    mid = (w + e) / 2
+    path = tmp_path / "cells.gpkg"
+    gpd.GeoDataFrame({"tile": ["a", "b", "far"]}, geometry=[box(w, s, mid, n), box(mid, s, e, n), box(0, 0, 1, 1)],
+                     crs="EPSG:4326").to_file(path, layer="cells")
+    config = GridConfig(name="mine", generator="custom", d=1000, path=str(path), layer="cells", id_column="tile",
+                        target_crs="utm", res_m=20)
+    grid = named_grid(AOI, config.name, config.generator, GridSpec(d=config.d, target_crs=config.target_crs,
+                      res_m=config.res_m, id_column=config.id_column), 1, config.path, config.layer)
+    assert grid["cell_id"].tolist() == ["a", "b"] and grid["crs"].eq("EPSG:32610").all()  # 'far' does not meet the AOI
+    with pytest.raises(GridError, match="id column 'cell'"):
+        named_grid(AOI, "x", "custom", GridSpec(id_column="cell"), path=str(path), layer="cells")
+    with pytest.raises(GridError, match="cannot be read"):
+        named_grid(AOI, "x", "custom", GridSpec(), path=str(tmp_path / "none.gpkg"))
+    with pytest.raises(GridError, match="needs 'path'"):
+        named_grid(AOI, "x", "custom", GridSpec())
+
+
+def test_majortom_overlap_cells_are_a_grid_of_their_own():
+    from gnt_assets.sentinel.chunk_runs import layout_for
+
+    grid = named_grid(AOI, "majortom", "majortom", GridSpec(d=1000, overlap=True, target_crs="EPSG:4326", res_m=20), 3)
+    assert set(grid["grid"]) == {"majortom", "majortom_overlap"}
+    assert grid.loc[grid["grid"] == "majortom", "is_primary"].all() and not grid.loc[grid["grid"] != "majortom", "is_primary"].any()
+    for _, cells in grid.groupby("grid"):
+        layout_for(cells)  # each layer its own cube: no zarr chunk shared

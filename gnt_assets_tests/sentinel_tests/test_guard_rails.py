@@ -60,4 +60,4 @@ def test_a_cell_gone_from_the_grid_fails_naming_the_grid_change(storage_root):
     storage = StorageResource(root=str(storage_root))
     with pytest.raises(GridChangedError, match=r"the grid changed after the partition was added \(grid 'square' now has"):
         chunk_jobs(storage, grid, LocalSentinelStac(url="http://127.0.0.1:9"), "http://127.0.0.1:9",
-                   [("2024-06-01", "square-square_1_2")])
+                   [("2024-06-01", "square_1_2")])
