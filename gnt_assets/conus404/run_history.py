@@ -43,6 +43,16 @@ def planning_run_ids(instance: dg.DagsterInstance, key: dg.AssetKey, limit: int 
     return run_ids
 
 
+def run_plans(instance: dg.DagsterInstance, record: dg.RunRecord, key: dg.AssetKey) -> bool:
+    """Whether one run planned ``key``: its asset selection, or (a whole job launched without one) its planned
+    events. At most one lookup per run however long the asset's history, unlike ``planning_run_ids``."""
+    selection = record.dagster_run.asset_selection
+    if selection:  # None or empty for a whole job (dg.materialize leaves it empty)
+        return key in selection
+    planned = instance.get_records_for_run(record.dagster_run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED, limit=1000)
+    return any(r.event_log_entry.dagster_event.asset_key == key for r in planned.records)
+
+
 def latest_runs(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str, dg.RunRecord]:
     """Day -> the newest finished run that planned ``key`` for that day."""
     run_ids = planning_run_ids(instance, key)

@@ -4,7 +4,7 @@
 import dagster as dg
 
 from gnt_assets.conus404.assets import conus404_daily, conus404_failure_report
-from gnt_assets.conus404.run_history import FINISHED, planning_run_ids
+from gnt_assets.conus404.run_history import FINISHED, run_plans
 
 conus404_failure_report_job = dg.define_asset_job(
     "conus404_failure_report_job",
@@ -24,12 +24,11 @@ def conus404_failure_report_sensor(context: dg.SensorEvaluationContext):
     """Requests the report after new finished daily runs (failed or succeeded: a success can clear a day)."""
     cursor = float(context.cursor or 0)
     newest = cursor
-    daily_runs = planning_run_ids(context.instance, conus404_daily.key, limit=5000)
     for record in context.instance.get_run_records(dg.RunsFilter(statuses=FINISHED), order_by="update_timestamp", ascending=False, limit=200):
         stamp = record.update_timestamp.timestamp()
         if stamp <= cursor:
             break
-        if record.dagster_run.run_id in daily_runs:
+        if run_plans(context.instance, record, conus404_daily.key):  # never a scan of the asset's planned history
             newest = max(newest, stamp)
     if newest == cursor:
         return dg.SkipReason("no conus404_daily run finished since the last report")
