@@ -173,7 +173,7 @@ def analysis_ready_cost(workdir: Path, shape: tuple[int, int]) -> None:
     print(f"Analysis-ready copy ({shape[0]} x {shape[1]} cells, {len(day.data_vars)} stored variables)")
     row("copy of a year built", f"{build:.1f} s")
     row(f"writing day {new_day} into the daily store", f"{write_seconds:.2f} s")
-    row(f"adding it to the copy ({len(ledger.last_blocks)} block, {written / 2**20:.0f} MiB)", f"{update:.2f} s")
+    row(f"adding it to the copy ({len(ledger.last_blocks)} block, {written / 2**20:.0f} MiB of day data)", f"{update:.2f} s")
     row("ratio add-to-copy / write-day", f"{ratio:.1f}x", f"goal < 5x -> {'met' if ratio < 5 else 'NOT met'}")
 
 

@@ -87,43 +87,58 @@ def ensure_copy(daily_path: UPath, target: UPath) -> dict[str, int]:
     return chunks
 
 
-def write_block(daily_path: str, target: str, block: int, days: list[str]) -> int:
-    """Rewrite one 36-day block of the copy from the daily store: ``days`` as stored, the others NaN. Bytes written."""
+def write_block(daily_path: str, target: str, block: int, days: list[str], only: list[str] | None = None) -> int:
+    """Rewrite one 36-day block of the copy from the daily store: ``days`` as stored, the others NaN; with ``only``,
+    just those days' slices (zarr rewrites the chunks around them), so appending a day to a held block reads one
+    day from the daily store instead of 36. Bytes written."""
     daily = xr.open_zarr(zarr_target(UPath(daily_path)), consolidated=False, zarr_format=3, chunks=None)
     group = zarr.open_group(zarr_target(UPath(target)), mode="r+", zarr_format=3)
     span = block_days(block, daily.sizes["time"])
-    keep = np.isin([str(t)[:10] for t in daily["time"].values[span]], days)
+    stamps = [str(t)[:10] for t in daily["time"].values[span]]
+    slices = [slice(span.start + stamps.index(d), span.start + stamps.index(d) + 1) for d in only] if only is not None else [span]
     written = 0
     for name, variable in daily.data_vars.items():
         if "time" not in variable.dims or name not in group:
             continue
-        values = variable[span].values  # one variable's block at a time: 36 days x 1015 x 1367 x 4 B = 200 MB
-        fill = np.nan if values.dtype.kind == "f" else 0
-        values[~keep] = fill
-        group[name][span] = values
-        written += values.nbytes
+        for part in slices:
+            values = variable[part].values  # a whole block: one variable at a time, 36 days x 1015 x 1367 x 4 B = 200 MB
+            keep = np.isin([str(t)[:10] for t in daily["time"].values[part]], days)
+            values[~keep] = np.nan if values.dtype.kind == "f" else 0
+            group[name][part] = values
+            written += values.nbytes
     return written
 
 
-def changed_blocks(ledger: Ledger, good: list[date], changed_days: set[str]) -> tuple[list[int], list[str]]:
-    """The blocks to rewrite (new, re-materialized or no longer good days) and the days the copy will list."""
+# A block with at most this many changed days is patched day by day; more, and it is rewritten whole.
+PATCH_DAYS = 4
+
+
+def changed_blocks(ledger: Ledger, good: list[date], changed_days: set[str]) -> tuple[dict[int, list[str]], list[str]]:
+    """The blocks to rewrite, each with its touched days (new, re-materialized or no longer good), and the days the copy will list."""
     wanted = sorted(str(d) for d in good)
     held = set(ledger.days)
     touched = (set(wanted) - held) | (held - set(wanted)) | (changed_days & set(wanted))
-    return sorted({block_of(date.fromisoformat(d)) for d in touched}), wanted
+    blocks: dict[int, list[str]] = {}
+    for day in sorted(touched):
+        blocks.setdefault(block_of(date.fromisoformat(day)), []).append(day)
+    return blocks, wanted
 
 
 def update_copy(daily_path: UPath, target: UPath, good: list[date], changed_days: set[str], cursor: int | None,
                 client) -> tuple[dict[str, int], Ledger, int]:
     """Bring the copy to ``good`` days; only the blocks holding new or changed days are rewritten (on the cluster)."""
     ledger = Ledger.read(target)
-    blocks, wanted = changed_blocks(ledger, good, changed_days)
+    touched, wanted = changed_blocks(ledger, good, changed_days)
+    blocks = sorted(touched)
     by_block: dict[int, list[str]] = {}
     for day in wanted:
         by_block.setdefault(block_of(date.fromisoformat(day)), []).append(day)
-    require_days_complete(daily_path, [date.fromisoformat(d) for block in blocks for d in by_block.get(block, [])])  # never copy a torn day
+    copied = {block: touched[block] if len(touched[block]) <= PATCH_DAYS else by_block.get(block, []) for block in blocks}
+    listed = set(wanted)
+    require_days_complete(daily_path, [date.fromisoformat(d) for days in copied.values() for d in days if d in listed])  # never copy a torn day
     chunks = ensure_copy(daily_path, target)
-    futures = [client.submit(write_block, str(daily_path), str(target), block, by_block.get(block, []), pure=False)
+    futures = [client.submit(write_block, str(daily_path), str(target), block, by_block.get(block, []),
+                             touched[block] if len(touched[block]) <= PATCH_DAYS else None, pure=False)
                for block in blocks]
     written = sum(client.gather(futures))
     updated = Ledger(days=wanted, cursor=cursor, last_blocks=blocks)
