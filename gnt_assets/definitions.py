@@ -27,14 +27,18 @@ def with_source_links(assets: list) -> list:
                                                git_branch=os.environ.get("GNT_GIT_BRANCH", "main"), file_path_mapping=mapping))
 
 
-pipelines = dg.Definitions.merge(mining.defs, conus404.defs, rasters.defs, sentinel.defs, mapterhorn.defs)
+def code_location() -> dg.Definitions:
+    """The five pipelines, the shared sensors and the profile's resources, as one Definitions."""
+    pipelines = dg.Definitions.merge(mining.defs, conus404.defs, rasters.defs, sentinel.defs, mapterhorn.defs)
+    return dg.Definitions(
+        assets=with_source_links(list(pipelines.assets or [])),
+        asset_checks=pipelines.asset_checks,
+        sensors=[check_failure_alert_sensor, automation_sensor, *(pipelines.sensors or [])],
+        schedules=pipelines.schedules,
+        jobs=[reference_data_on_dask, *(pipelines.jobs or [])],
+        resources=resources_for_profile(),
+    )
 
-# Dagster loads exactly one Definitions object from this module.
-defs = dg.Definitions(
-    assets=with_source_links(list(pipelines.assets or [])),
-    asset_checks=pipelines.asset_checks,
-    sensors=[check_failure_alert_sensor, automation_sensor, *(pipelines.sensors or [])],
-    schedules=pipelines.schedules,
-    jobs=[reference_data_on_dask, *(pipelines.jobs or [])],
-    resources=resources_for_profile(),
-)
+
+# Dagster loads exactly one Definitions object from this module (a second at module scope is refused).
+defs = code_location()

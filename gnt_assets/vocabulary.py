@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 
 import dagster as dg
 
+from gnt_assets.core.errors import InputError
+
 # An unpartitioned roll-up (a status table, a run log, a catalog) refreshed after any partition of what it
 # summarizes is materialized, once nothing upstream is still running: a backfill of 1,000 partitions is
 # followed by one refresh, not 1,000. Unlike eager(), it does not wait for every upstream partition to exist.
@@ -26,7 +28,7 @@ FOLLOWS_SAME_PARTITION = dg.AutomationCondition.eager().without(dg.AutomationCon
     "after the same upstream partition updates")
 
 
-class VocabularyError(ValueError):
+class VocabularyError(InputError):
     """A pipeline's declaration names an asset it does not have, or leaves one of its assets without kinds."""
 
 
