@@ -95,14 +95,15 @@ def write_block(daily_path: str, target: str, block: int, days: list[str], only:
     group = zarr.open_group(zarr_target(UPath(target)), mode="r+", zarr_format=3)
     span = block_days(block, daily.sizes["time"])
     stamps = [str(t)[:10] for t in daily["time"].values[span]]
-    slices = [slice(span.start + stamps.index(d), span.start + stamps.index(d) + 1) for d in only] if only is not None else [span]
+    parts = [slice(span.start + stamps.index(d), span.start + stamps.index(d) + 1) for d in only] if only is not None else [span]
+    # per part, which of its days the copy holds (the others are written as fill)
+    kept = [np.isin(stamps[part.start - span.start:part.stop - span.start], days) for part in parts]
     written = 0
     for name, variable in daily.data_vars.items():
         if "time" not in variable.dims or name not in group:
             continue
-        for part in slices:
+        for part, keep in zip(parts, kept, strict=True):
             values = variable[part].values  # a whole block: one variable at a time, 36 days x 1015 x 1367 x 4 B = 200 MB
-            keep = np.isin([str(t)[:10] for t in daily["time"].values[part]], days)
             values[~keep] = np.nan if values.dtype.kind == "f" else 0
             group[name][part] = values
             written += values.nbytes
@@ -113,15 +114,19 @@ def write_block(daily_path: str, target: str, block: int, days: list[str], only:
 PATCH_DAYS = 4
 
 
+def days_by_block(days) -> dict[int, list[str]]:
+    blocks: dict[int, list[str]] = {}
+    for day in sorted(days):
+        blocks.setdefault(block_of(date.fromisoformat(day)), []).append(day)
+    return blocks
+
+
 def changed_blocks(ledger: Ledger, good: list[date], changed_days: set[str]) -> tuple[dict[int, list[str]], list[str]]:
     """The blocks to rewrite, each with its touched days (new, re-materialized or no longer good), and the days the copy will list."""
     wanted = sorted(str(d) for d in good)
     held = set(ledger.days)
     touched = (set(wanted) - held) | (held - set(wanted)) | (changed_days & set(wanted))
-    blocks: dict[int, list[str]] = {}
-    for day in sorted(touched):
-        blocks.setdefault(block_of(date.fromisoformat(day)), []).append(day)
-    return blocks, wanted
+    return days_by_block(touched), wanted
 
 
 def update_copy(daily_path: UPath, target: UPath, good: list[date], changed_days: set[str], cursor: int | None,
@@ -129,19 +134,16 @@ def update_copy(daily_path: UPath, target: UPath, good: list[date], changed_days
     """Bring the copy to ``good`` days; only the blocks holding new or changed days are rewritten (on the cluster)."""
     ledger = Ledger.read(target)
     touched, wanted = changed_blocks(ledger, good, changed_days)
-    blocks = sorted(touched)
-    by_block: dict[int, list[str]] = {}
-    for day in wanted:
-        by_block.setdefault(block_of(date.fromisoformat(day)), []).append(day)
-    copied = {block: touched[block] if len(touched[block]) <= PATCH_DAYS else by_block.get(block, []) for block in blocks}
+    held_after = days_by_block(wanted)
+    patched = {block: days if len(days) <= PATCH_DAYS else None for block, days in touched.items()}  # None: whole block
     listed = set(wanted)
-    require_days_complete(daily_path, [date.fromisoformat(d) for days in copied.values() for d in days if d in listed])  # never copy a torn day
+    copied = [d for block, days in patched.items() for d in (days if days is not None else held_after.get(block, [])) if d in listed]
+    require_days_complete(daily_path, [date.fromisoformat(d) for d in copied])  # never copy a torn day
     chunks = ensure_copy(daily_path, target)
-    futures = [client.submit(write_block, str(daily_path), str(target), block, by_block.get(block, []),
-                             touched[block] if len(touched[block]) <= PATCH_DAYS else None, pure=False)
-               for block in blocks]
+    futures = [client.submit(write_block, str(daily_path), str(target), block, held_after.get(block, []), only, pure=False)
+               for block, only in sorted(patched.items())]
     written = sum(client.gather(futures))
-    updated = Ledger(days=wanted, cursor=cursor, last_blocks=blocks)
+    updated = Ledger(days=wanted, cursor=cursor, last_blocks=sorted(touched))
     updated.write(target)
     return chunks, updated, written
 
