@@ -2,10 +2,11 @@
 
 All in one run on the same generated tiles (7 x 64 x 64 float32 features, labels, valid mask):
 
-* MiningTiles through a DataLoader (batch 64, random order) with 0 and 2 workers, three ways:
+* MiningTiles through a DataLoader (batch 64, random order) with 0 and 2 workers, four ways:
   "before" (the per-sample path that preceded batched fetching: views of the mapping, stacked by
-  the default collate), ``__getitems__`` under the default collate, and "after" (``MiningTiles.loader``:
-  the batch read with one sorted fancy index per field and handed over as is);
+  the default collate), ``__getitems__`` under the default collate, ``__getitems__`` handed over as
+  is in fresh shared memory per batch, and "after" (``MiningTiles.loader``: with workers, batches
+  cross through shared-memory slots made once and are copied out in the main process);
   goals: 2 workers >= 0.5x raw memmap, 0 workers unchanged or better than before;
 * raw ``np.memmap`` fancy indexing of the same packed file (the ceiling);
 * TorchGeo ``RasterDataset`` + ``RandomGeoSampler`` over the same tiles written as
@@ -166,12 +167,17 @@ class PerSampleTiles(torch.utils.data.Dataset):
         return self.fields["features"][i], self.fields["labels"][i]
 
 
-def make_loader(dataset, samples: int, workers: int, batched: bool) -> DataLoader:
-    """Batch 64 over the same seeded random sampler; ``batched``: ``MiningTiles.loader`` (one tensor per field
-    per batch handed over as is), else a plain ``DataLoader`` with the default collate."""
+def make_loader(dataset, samples: int, workers: int, how: str) -> DataLoader:
+    """Batch 64 over the same seeded random sampler. ``how``: "loader" (``MiningTiles.loader``: with workers,
+    batches cross through shared-memory slots made once), "as_is" (the batch handed over as is, in fresh
+    shared memory per batch), or "default" (a plain ``DataLoader`` with the default collate)."""
     sampler = RandomSampler(dataset, num_samples=samples, generator=torch.Generator().manual_seed(1))
     options = {"sampler": sampler, "num_workers": workers, "persistent_workers": workers > 0}
-    return dataset.loader(64, **options) if batched else DataLoader(dataset, batch_size=64, **options)
+    if how == "loader":
+        return dataset.loader(64, **options)
+    if how == "as_is":
+        return DataLoader(dataset, batch_size=64, collate_fn=dataset.collate, **options)
+    return DataLoader(dataset, batch_size=64, **options)
 
 
 def rate_pass(loader: DataLoader) -> float:
@@ -250,8 +256,9 @@ def main() -> None:
         dataset, before = MiningTiles(folders=[folder]), PerSampleTiles(folder)
         readers = {"memmap": lambda: rate_memmap(folder, args.samples)}
         for workers in (0, 2):
-            for label, data, batched in (("before", before, False), ("default", dataset, False), ("after", dataset, True)):
-                loader = make_loader(data, args.samples, workers, batched)
+            for label, data, how in (("before", before, "default"), ("default", dataset, "default"), ("as_is", dataset, "as_is"),
+                                     ("after", dataset, "loader")):
+                loader = make_loader(data, args.samples, workers, how)
                 rate_pass(loader)  # starts the workers, maps the file, warms the page cache
                 readers[f"{label}{workers}"] = lambda loader=loader: rate_pass(loader)
         rate_memmap(folder, 640)
@@ -276,7 +283,7 @@ def main() -> None:
     goals = {"0": "goal: unchanged or better than before", "2": "goal: >= 0.50x"}
     for workers in ("0", "2"):
         for name, label in (("before", "before: per-sample views, default collate"), ("default", "__getitems__, default collate"),
-                            ("after", "after: MiningTiles.loader (batch as is)")):
+                            ("as_is", "__getitems__, batch as is, fresh shm"), ("after", "after: MiningTiles.loader")):
             key = f"{name}{workers}"
             goal = goals[workers] if name == "after" else ""
             print(f"{workers} workers, {label:42} {statistics.median(rates[key]):10,.0f} samples/s  {ratios[key]:5.2f}x memmap  {goal}")

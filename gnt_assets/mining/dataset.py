@@ -20,12 +20,12 @@ rows (``country``, ``cluster_id``...) only when it needs them (``tiles``,
 Batches: ``DataLoader`` with automatic batching calls ``__getitems__``, which
 gathers each field of the batch with one copy straight into a batch tensor, in
 the sampler's order (on object stores: each partition's records sorted, one
-batch of ranged reads), allocated where it is going (shared memory in a worker, pinned memory with
-``pin_memory=True``). ``loader(...)`` builds a ``DataLoader`` whose collate
-hands that batch over as is: one tensor per field per batch crosses from a
-worker, instead of a stack of per-sample views. A plain ``DataLoader`` with
-the default collate gets the same samples in the same order (it stacks them
-once more). ``export_tile_folders`` writes the seed's per-tile ``.pt`` layout
+batch of ranged reads). ``loader(...)`` builds a ``DataLoader`` whose collate
+hands that batch over as is; with workers, each worker writes its batches into
+shared-memory slots made once and the main process copies each batch out
+(``worker_batches``), instead of every batch faulting in fresh shared memory.
+A plain ``DataLoader`` with the default collate gets the same samples in the
+same order (it stacks them once more). ``export_tile_folders`` writes the seed's per-tile ``.pt`` layout
 for code that expects it. Samples are ``(image, mask)`` tensors, or with
 ``return_dict=True`` a dict in TorchGeo's style: ``image`` float32 (7, 64,
 64), ``mask`` uint8 (1, 64, 64), ``valid`` uint8 (1, 64, 64), plus
@@ -34,6 +34,7 @@ for code that expects it. Samples are ``(image, mask)`` tensors, or with
 
 from __future__ import annotations
 
+import copy
 import operator
 import os
 from collections.abc import Callable, Sequence
@@ -49,6 +50,7 @@ from upath import UPath
 from gnt_assets.core.atomic import is_local
 from gnt_assets.core.packed_tensors import PackedIndex, PackedTensorError, open_packed, read_index
 from gnt_assets.io_managers.mmap_tensors import ROOT_FOLDER, tensor_folder
+from gnt_assets.mining.worker_batches import SlotBatch, SlotLoader, SlotRing, slot_bytes, slots_per_worker
 
 ASSET_KEY = dg.AssetKey("mining_training_tiles")
 
@@ -131,6 +133,7 @@ class MiningTiles(Dataset):
         self.return_dict = return_dict
         self.transforms = transforms
         self.pin_memory = pin_memory
+        self.slot_ring: SlotRing | None = None  # set on the copy that ``loader`` hands to its workers
         self._reset_process_state()
         self._indexes = dict(enumerate(indexes))  # this process read them already
 
@@ -238,7 +241,7 @@ class MiningTiles(Dataset):
             return torch.empty(0, dtype=dtype).new(storage).view(shape)
         return torch.empty(shape, dtype=dtype, pin_memory=self.pin_memory)
 
-    def _read(self, indices) -> tuple[np.ndarray, dict[str, torch.Tensor]]:
+    def _read(self, indices, allocate=None) -> tuple[np.ndarray, dict[str, torch.Tensor]]:
         """The fields of many tiles as batch tensors in the order asked: per field one ``torch.stack``
         of the records' rows (views of the mapping) straight into the batch, the only copy; on object
         stores each partition's records first come sorted in one batch of ranged reads.
@@ -260,8 +263,9 @@ class MiningTiles(Dataset):
             sources[part] = fields
         layout = self._parts_meta[int(parts[0])].layout
         wanted = None if self.return_dict or self.transforms is not None else TUPLE_FIELDS  # tuples carry no valid mask
+        allocate = allocate or self._allocate
         out = {
-            name: self._allocate((len(positions), *shape), dtype)
+            name: allocate((len(positions), *shape), dtype)
             for name, _, _, dtype, shape in layout
             if wanted is None or name in wanted
         }
@@ -297,8 +301,14 @@ class MiningTiles(Dataset):
         positions, fields = self._read([operator.index(i)])
         return self._sample(int(positions[0]), {name: tensor[0] for name, tensor in fields.items()})
 
-    def __getitems__(self, indices: Sequence[int]) -> TileBatch | list:
-        """A batch in the order given (what ``DataLoader`` calls with automatic batching)."""
+    def __getitems__(self, indices: Sequence[int]) -> TileBatch | SlotBatch | list:
+        """A batch in the order given (what ``DataLoader`` calls with automatic batching); in a worker of
+        ``loader(...)``, written into the worker's next shared-memory slot (``worker_batches``)."""
+        worker = get_worker_info()
+        if self.slot_ring is not None and worker is not None and self.transforms is None and len(indices) <= self.slot_ring.batch_size:
+            writer = self.slot_ring.writer(worker.id)
+            positions, fields = self._read(indices, writer.allocate)
+            return writer.publish(self._collated(positions, fields))
         positions, fields = self._read(indices)
 
         def sample(k: int):
@@ -306,33 +316,46 @@ class MiningTiles(Dataset):
 
         if self.transforms is not None:  # per-sample transforms may change shapes: the default collate stacks them
             return [sample(k) for k in range(len(positions))]
+        return TileBatch(self._collated(positions, fields), sample, len(positions))
+
+    def _collated(self, positions: np.ndarray, fields: dict[str, torch.Tensor]):
+        """The batch as the default collate would stack it: a tuple, or a dict of batch fields."""
         if not self.return_dict:
-            collated = (fields["features"], fields["labels"])
-        else:
-            rows = [self._row(int(p)) for p in positions]
-            collated = {
-                "image": fields["features"], "mask": fields["labels"], "valid": fields["valid"],
-                "country": [r["country"] for r in rows], "year": torch.tensor([r["year"] for r in rows]),
-                "cluster_id": [r["cluster_id"] for r in rows], "tile_ix": torch.tensor([r["tile_ix"] for r in rows]),
-                "tile_iy": torch.tensor([r["tile_iy"] for r in rows]),
-            }
-        return TileBatch(collated, sample, len(positions))
+            return fields["features"], fields["labels"]
+        rows = [self._row(int(p)) for p in positions]
+        return {
+            "image": fields["features"], "mask": fields["labels"], "valid": fields["valid"],
+            "country": [r["country"] for r in rows], "year": torch.tensor([r["year"] for r in rows]),
+            "cluster_id": [r["cluster_id"] for r in rows], "tile_ix": torch.tensor([r["tile_ix"] for r in rows]),
+            "tile_iy": torch.tensor([r["tile_iy"] for r in rows]),
+        }
 
     @staticmethod
     def collate(batch):
-        """A ``DataLoader`` collate that hands a ``TileBatch`` over as is (default collate otherwise)."""
+        """A ``DataLoader`` collate that hands a ``TileBatch`` or ``SlotBatch`` over as is (default collate otherwise)."""
         if isinstance(batch, TileBatch):
             return batch.collated
+        if isinstance(batch, SlotBatch):
+            return batch
         return default_collate(batch)
 
     def loader(self, batch_size: int = 64, **kwargs) -> DataLoader:
         """A ``DataLoader`` over this dataset that passes ``__getitems__``'s batch through (``collate``);
-        keyword arguments as for ``DataLoader``. With ``pin_memory=True`` on the dataset and workers,
-        the DataLoader pins (pinned memory cannot cross processes)."""
+        keyword arguments as for ``DataLoader``. With workers (and no per-sample transforms), batches
+        cross from the workers through shared-memory slots made once (``worker_batches.SlotLoader``),
+        copied out in the main process into pinned memory if the dataset has ``pin_memory=True``."""
         kwargs.setdefault("collate_fn", self.collate)
-        if self.pin_memory and kwargs.get("num_workers", 0) > 0:
-            kwargs.setdefault("pin_memory", True)
-        return DataLoader(self, batch_size=batch_size, **kwargs)
+        workers = kwargs.get("num_workers", 0)
+        if workers == 0 or self.transforms is not None or kwargs.get("batch_sampler") is not None:
+            if self.pin_memory and workers > 0:
+                kwargs.setdefault("pin_memory", True)
+            return DataLoader(self, batch_size=batch_size, **kwargs)
+        dataset = copy.copy(self)
+        slots = slots_per_worker(workers, kwargs.get("prefetch_factor") or 2)
+        layouts = [[nbytes for name, _, nbytes, _, _ in part.layout] for part in self._parts_meta] or [[0]]
+        nbytes = max(slot_bytes(batch_size, fields) for fields in layouts)
+        dataset.slot_ring = SlotRing(workers, slots, nbytes, batch_size)
+        return SlotLoader(dataset, batch_size=batch_size, **kwargs)
 
     def _sample(self, position: int, fields: dict[str, torch.Tensor]):
         if not self.return_dict and self.transforms is None:

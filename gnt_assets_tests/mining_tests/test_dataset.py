@@ -15,6 +15,7 @@ from gnt_assets.io_managers.mmap_tensors import tensor_folder
 from gnt_assets.mining.dataset import ASSET_KEY, MiningTiles, partition_folders
 from gnt_assets.mining.samplers import PreChippedTileSampler, cluster_groups, random_cluster_assignment
 from gnt_assets.mining.training_tiles import ClusterTile, geometry_hash, training_tiles
+from gnt_assets.mining.worker_batches import SlotLoader, SlotRing, slot_bytes
 from gnt_assets_tests.mining_tests import training_fixtures as fx
 
 IX0 = {"ZAF": fx.IX0, "NAM": fx.IX0 + 100}  # NAM's clusters lie far from ZAF's
@@ -192,6 +193,47 @@ def test_batched_loader_gives_the_same_samples_in_the_same_order(root, workers):
         np.testing.assert_array_equal(per_sample[k][0].numpy(), features)
     for (a_images, a_masks), (b_images, b_masks) in zip(batched, plain, strict=True):
         assert torch.equal(a_images, b_images) and torch.equal(a_masks, b_masks)
+
+
+def test_worker_batches_cross_through_slots_and_an_early_break_loses_nothing(root):
+    dataset = MiningTiles(root, return_dict=True)
+
+    def sampler():
+        return torch.utils.data.RandomSampler(dataset, generator=torch.Generator().manual_seed(3))
+
+    def second_epoch(loader):
+        for k, _ in enumerate(loader):  # leave the first epoch early: its workers' last batches are dropped
+            if k == 2:
+                break
+        return [{key: value.clone() if torch.is_tensor(value) else value for key, value in batch.items()} for batch in loader]
+
+    loader = dataset.loader(3, sampler=sampler(), num_workers=2, persistent_workers=True)
+    assert isinstance(loader, SlotLoader) and dataset.slot_ring is None  # the loader's copy holds the ring
+    second = second_epoch(loader)
+    expected = second_epoch(DataLoader(dataset, batch_size=3, sampler=sampler(), num_workers=2, persistent_workers=True))
+    assert len(second) == len(expected) == 7
+    for got, want in zip(second, expected, strict=True):
+        assert not got["image"].is_shared()  # copied out of its slot, not a worker's shared memory
+        for key in ("image", "mask", "valid", "year", "tile_ix", "tile_iy"):
+            assert torch.equal(got[key], want[key])
+        assert got["country"] == list(want["country"]) and got["cluster_id"] == list(want["cluster_id"])
+
+
+def test_a_slot_overwritten_before_it_is_copied_out_is_refused():
+    ring = SlotRing(workers=1, slots=2, nbytes=slot_bytes(4, [8]), batch_size=4)
+    writer = ring.writer(0)
+    values = writer.allocate((4, 2), torch.float32)
+    values.copy_(torch.arange(8.0).view(4, 2))
+    batch = writer.publish((values, {"year": torch.tensor([2020] * 4)}))
+    copied, extra = ring.take(batch)
+    assert torch.equal(copied, torch.arange(8.0).view(4, 2)) and copied.data_ptr() != values.data_ptr()
+    assert extra["year"].tolist() == [2020] * 4
+    ring.writer(0)
+    ring.writer(0)  # the third batch comes back to slot 0 while the first is still held
+    with pytest.raises(RuntimeError, match="overwrote batch slot 0"):
+        ring.take(batch)
+    with pytest.raises(ValueError, match="does not fit"):
+        ring.writer(0).allocate((20, 2), torch.float32)
 
 
 def test_batched_dicts_match_per_sample_dicts(root):
