@@ -112,7 +112,7 @@ def wait_for(instance, predicate, timeout=150):
 def test_postgres_instance_runs_partitions_concurrently_and_retries_failures(deployment):
     env, folder = deployment
     with dg.DagsterInstance.get() as instance:
-        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        assert type(instance.run_storage).__name__ == "PooledPostgresRunStorage"
         assert instance.run_storage.postgres_url.startswith("postgresql+psycopg2://")
         launch_all(
             env,
