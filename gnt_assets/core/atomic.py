@@ -160,7 +160,7 @@ def atomic_directory(path: UPath) -> Iterator[UPath]:
                 if old is not None:
                     shutil.rmtree(old.path, ignore_errors=True)
             except BaseException:
-                _recover_locked(path)
+                _recover_locked(path, prefer=OLD_PREFIX)  # this write failed: the old folder stays
                 raise
     except BaseException:
         shutil.rmtree(temp.path, ignore_errors=True)
@@ -238,12 +238,14 @@ def recover_directory(path: UPath) -> bool:
         return _recover_locked(path)
 
 
-def _recover_locked(path: UPath) -> bool:
+def _recover_locked(path: UPath, prefer: str = NEW_PREFIX) -> bool:
     """Under the parent's lock every ``.tmp-new-``/``.tmp-old-`` name is a dead writer's: with no target,
-    the complete new folder (else the old one) becomes the target; the rest is removed."""
+    the complete new folder (or the old one, as ``prefer`` says, else the other) becomes the target;
+    the rest is removed."""
     leftovers = {prefix: sorted(entry.path for entry in os.scandir(path.parent.path) if _temp_target(entry.name, prefix) == path.name)
                  for prefix in (NEW_PREFIX, OLD_PREFIX)}
-    candidates = leftovers[NEW_PREFIX] + leftovers[OLD_PREFIX]
+    other = OLD_PREFIX if prefer == NEW_PREFIX else NEW_PREFIX
+    candidates = leftovers[prefer] + leftovers[other]
     restored = False
     if candidates and not os.path.lexists(path.path):
         os.replace(candidates.pop(0), path.path)
