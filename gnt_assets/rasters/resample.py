@@ -375,5 +375,8 @@ def write_square_zarr(table: gpd.GeoDataFrame, path: UPath) -> UPath:
     dataset = xr.Dataset.from_dataframe(values.join(fraction)).astype("float64")
     dataset.attrs["crs"] = table.crs.to_string()
     with atomic_directory(path) as target:
-        dataset.to_zarr(target.path if is_local(target) else str(target), mode="w-", consolidated=False)
+        if is_local(target):
+            dataset.to_zarr(target.path, mode="w-", consolidated=False)
+        else:  # the storage options (endpoint, credentials) travel with the URL
+            dataset.to_zarr(str(target), mode="w-", consolidated=False, storage_options=dict(target.storage_options) or None)
     return resolve_directory(path)
