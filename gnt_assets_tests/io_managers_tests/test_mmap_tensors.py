@@ -164,13 +164,13 @@ CONCURRENT_WRITER = textwrap.dedent(
     from gnt_assets.resources.storage import StorageResource
 
     manager = MmapTensorIOManager(storage=StorageResource(root=sys.argv[1]))
-    fields = (TensorField("features", "<f4", (7, 64, 64)), TensorField("labels", "|u1", (1, 64, 64)))
+    fields = (TensorField("features", "<f4", (4, 32, 32)), TensorField("labels", "|u1", (1, 32, 32)))
     first, writes = int(sys.argv[2]), int(sys.argv[3])
     for version in range(first, first + writes):
         count = 40 + version % 7
         pack = TensorPack(
             fields,
-            {"features": np.full((count, 7, 64, 64), version, "<f4"), "labels": np.full((count, 1, 64, 64), version % 251, np.uint8)},
+            {"features": np.full((count, 4, 32, 32), version, "<f4"), "labels": np.full((count, 1, 32, 32), version % 251, np.uint8)},
             {"version": [version] * count},
             {"version": version},
         )
@@ -180,11 +180,11 @@ CONCURRENT_WRITER = textwrap.dedent(
 
 
 def test_two_writers_of_one_partition_through_the_io_manager_never_break_each_other(tmp_path):
-    """Two processes publish the same partition 25 times each; a third reads all along. Each writer
+    """Two processes publish the same partition 20 times each; a third reads all along. Each writer
     builds its own data file and nobody removes a file another live writer holds, so every write
     succeeds and every read is one whole version (or, read just as a newer one replaced it, a superseded one)."""
     folder = tensor_folder(UPath(tmp_path), dg.AssetKey("packed"), "a")
-    writers = [subprocess.Popen([sys.executable, "-c", CONCURRENT_WRITER, str(tmp_path), str(first), "25"],
+    writers = [subprocess.Popen([sys.executable, "-c", CONCURRENT_WRITER, str(tmp_path), str(first), "20"],
                                 stderr=subprocess.PIPE, text=True) for first in (1000, 2000)]
     reads = superseded = 0
     while any(writer.poll() is None for writer in writers):
@@ -203,8 +203,8 @@ def test_two_writers_of_one_partition_through_the_io_manager_never_break_each_ot
             superseded += 1
     errors = [writer.stderr.read() for writer in writers]
     assert [writer.returncode for writer in writers] == [0, 0], errors
-    version = assert_whole(folder)
-    assert version in (1024, 2024)  # the last complete publish wins
+    version = open_packed(folder).attrs["version"]
+    assert verify_packed(open_packed(folder)) == [] and version in (1019, 2019)  # the last complete publish wins
     assert reads > 0, superseded
     data_files = [p.name for p in folder.iterdir() if p.name.startswith("tensors-")]
     assert len(data_files) <= 2 and open_packed(folder).data_file in data_files  # at most one left by a writer still holding it
