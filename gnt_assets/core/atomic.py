@@ -19,6 +19,7 @@ point leaves names from which ``recover_directory`` restores the target.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -63,6 +64,18 @@ def _temp_target(name: str, prefix: str) -> str | None:
     return name[len(prefix) : -13]
 
 
+def _flock(fd: int, flags: int = fcntl.LOCK_EX) -> bool:
+    """Take an ``flock``; False where the file system has none (some NFS or Lustre mounts): the write
+    goes ahead unlocked and clean-ups judge its temporaries by age there."""
+    try:
+        fcntl.flock(fd, flags)
+    except OSError as error:
+        if error.errno in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+            return False
+        raise
+    return True
+
+
 def _same_file(fd: int, path: str) -> bool:
     """Whether ``path`` still names the file ``fd`` has open (a clean-up may have removed it before we locked it)."""
     try:
@@ -91,7 +104,7 @@ def atomic_open(path: UPath, mode: str = "wb", *, durable: bool = True,
     while True:
         temp = temp_sibling(path)
         handle = open(temp.path, mode)  # noqa: SIM115 (closed below, after the lock is handed on)
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        _flock(handle.fileno())
         if _same_file(handle.fileno(), temp.path):
             break
         handle.close()  # removed by a clean-up between creating and locking it: take a new name
@@ -141,7 +154,7 @@ def atomic_directory(path: UPath) -> Iterator[UPath]:
         temp = temp_sibling(path)
         temp.mkdir()
         fd = os.open(temp.path, os.O_RDONLY | os.O_DIRECTORY)
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        _flock(fd)
         if _same_file(fd, temp.path):
             break
         os.close(fd)
@@ -266,7 +279,7 @@ def folder_lock(folder: UPath) -> Iterator[None]:
         return
     fd = os.open(folder.path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        _flock(fd)
         yield
     finally:
         os.close(fd)
@@ -294,8 +307,8 @@ def local_lock(path: UPath) -> Iterator[None]:
 
 def remove_if_unused(path: UPath) -> bool:
     """Remove a file or folder unless a live writer holds it: locally, unless it is locked
-    (the check and the removal happen under its lock); on object stores, only once it is
-    older than ``STALE_AFTER_S``. True when it was removed."""
+    (the check and the removal happen under its lock); on object stores (and file systems
+    without ``flock``), only once it is older than ``STALE_AFTER_S``. True when it was removed."""
     if not is_local(path):
         try:
             info = path.fs.info(path.path)
@@ -316,10 +329,10 @@ def remove_if_unused(path: UPath) -> bool:
         return False
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked = _flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False
-        if not _same_file(fd, path.path):
+        if not _same_file(fd, path.path) or (not locked and time.time() - os.fstat(fd).st_mtime < STALE_AFTER_S):
             return False
         if os.path.isdir(path.path):
             shutil.rmtree(path.path, ignore_errors=True)

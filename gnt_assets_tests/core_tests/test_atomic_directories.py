@@ -4,10 +4,13 @@ prefix that one pointer object publishes, the old version deleted only after the
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -173,3 +176,20 @@ def test_object_store_writer_killed_before_the_pointer_switch_leaves_the_old_ver
     s3_root.fs.invalidate_cache()
     assert sorted(p.name for p in s3_root.iterdir()) == sorted(["tile.pointer", resolve_directory(target).name])
     assert contents(resolve_directory(target)) == {"last"}
+
+
+def test_without_flock_writes_go_ahead_and_clean_ups_judge_temporaries_by_age(tmp_path, monkeypatch):
+    def no_flock(fd, flags):
+        raise OSError(errno.ENOLCK, "no locks on this mount")
+
+    monkeypatch.setattr(atomic.fcntl, "flock", no_flock)
+    folder = UPath(tmp_path)
+    young, old = folder / f"{TEMP_PREFIX}a.bin.0123456789ab", folder / f"{TEMP_PREFIX}b.bin.0123456789ab"
+    young.write_bytes(b"maybe live")
+    old.write_bytes(b"dead")
+    os.utime(old.path, (time.time() - atomic.STALE_AFTER_S - 60,) * 2)
+    with atomic_open(folder / "part.bin") as handle:
+        handle.write(b"whole")
+    write(folder / "tile", "v1")
+    assert [p.name for p in remove_stale_temps(folder)] == [old.name]
+    assert (folder / "part.bin").read_bytes() == b"whole" and contents(folder / "tile") == {"v1"} and young.exists()
