@@ -3,17 +3,29 @@
 A crash must leave either the old state or the new one. On a local file system
 that is "write a temporary name beside the target, flush, rename". Object
 stores have no rename, but a single object PUT only becomes visible once
-complete, so there a write goes straight to its key and multi-file outputs
-publish a small manifest last (readers treat a folder without its manifest as
-absent).
+complete: a file goes straight to its key, and a folder is uploaded to a new
+version prefix ``{name}.v-<time>-<id>/`` and then published by rewriting one
+small pointer object ``{name}.pointer`` (one PUT); readers go through
+``resolve_directory``.
+
+Locally, a writer holds an ``flock`` on each temporary it builds for as long as
+it builds it, so a clean-up running beside it (``remove_stale_temps``) removes
+only the temporaries of writers that died. A folder swap is two renames; the
+complete new folder is first renamed ``.tmp-new-…`` and the folder it replaces
+becomes ``.tmp-old-…``, all under a lock on the parent folder, so a crash at any
+point leaves names from which ``recover_directory`` restores the target.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import json
 import os
+import re
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from typing import IO
@@ -21,23 +33,66 @@ from typing import IO
 from upath import UPath
 
 TEMP_PREFIX = ".tmp-"
+NEW_PREFIX = ".tmp-new-"  # a complete folder about to be swapped in
+OLD_PREFIX = ".tmp-old-"  # the folder it replaces, removed once the swap is done
+POINTER_SUFFIX = ".pointer"
+POINTER_FORMAT = "gnt-directory-pointer/1"
+VERSION_MARK = ".v-"
+# An object-store temporary or unpublished version older than this belongs to a writer that died
+# (object stores have no locks to ask); writes of one file or folder take far less.
+STALE_AFTER_S = 6 * 3600
+_SUFFIX = re.compile(r"\.[0-9a-f]{12}$")
+
+
+class AtomicWriteError(RuntimeError):
+    """A folder that cannot be published (nothing was written into it)."""
 
 
 def is_local(path: UPath) -> bool:
     return path.protocol in ("", "file", "local")
 
 
-def temp_sibling(path: UPath) -> UPath:
+def temp_sibling(path: UPath, prefix: str = TEMP_PREFIX) -> UPath:
     """A hidden, unique name in the same folder, so the final rename stays on one device."""
-    return path.parent / f"{TEMP_PREFIX}{path.name}.{uuid.uuid4().hex[:12]}"
+    return path.parent / f"{prefix}{path.name}.{uuid.uuid4().hex[:12]}"
+
+
+def _temp_target(name: str, prefix: str) -> str | None:
+    """The target name a temporary of ``temp_sibling(…, prefix)`` was made for."""
+    if not name.startswith(prefix) or not _SUFFIX.search(name):
+        return None
+    return name[len(prefix) : -13]
+
+
+def _flock(fd: int, flags: int = fcntl.LOCK_EX) -> bool:
+    """Take an ``flock``; False where the file system has none (some NFS or Lustre mounts): the write
+    goes ahead unlocked and clean-ups judge its temporaries by age there."""
+    try:
+        fcntl.flock(fd, flags)
+    except OSError as error:
+        if error.errno in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+            return False
+        raise
+    return True
+
+
+def _same_file(fd: int, path: str) -> bool:
+    """Whether ``path`` still names the file ``fd`` has open (a clean-up may have removed it before we locked it)."""
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 @contextlib.contextmanager
-def atomic_open(path: UPath, mode: str = "wb", *, durable: bool = True) -> Iterator[IO]:
+def atomic_open(path: UPath, mode: str = "wb", *, durable: bool = True,
+                hold: contextlib.ExitStack | None = None) -> Iterator[IO]:
     """Open ``path`` for writing so that readers see the file only once it is complete.
 
     ``durable`` also flushes it to disk before the rename (survives power loss, not just a
     killed process); pointless for a record of data that was itself written without fsync.
+    ``hold`` keeps the file's lock after the rename until that stack closes, so clean-ups
+    (``remove_stale_temps``, packed tensors' unreferenced files) leave it alone meanwhile.
     """
     if "w" not in mode:
         raise ValueError(f"atomic_open writes; got mode {mode!r}")
@@ -46,13 +101,21 @@ def atomic_open(path: UPath, mode: str = "wb", *, durable: bool = True) -> Itera
         with path.open(mode) as handle:
             yield handle
         return
-    temp = temp_sibling(path)
+    while True:
+        temp = temp_sibling(path)
+        handle = open(temp.path, mode)  # noqa: SIM115 (closed below, after the lock is handed on)
+        _flock(handle.fileno())
+        if _same_file(handle.fileno(), temp.path):
+            break
+        handle.close()  # removed by a clean-up between creating and locking it: take a new name
     try:
-        with open(temp.path, mode) as handle:
+        with handle:
             yield handle
             handle.flush()
             if durable:
                 os.fsync(handle.fileno())
+            if hold is not None:
+                hold.callback(os.close, os.dup(handle.fileno()))  # the lock lives while any copy is open
         os.replace(temp.path, path.path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -69,32 +132,157 @@ def atomic_write_text(path: UPath, text: str, *, durable: bool = True) -> None:
     atomic_write_bytes(path, text.encode("utf-8"), durable=durable)
 
 
+def pointer_path(path: UPath) -> UPath:
+    """The object naming the published version of folder ``path`` on an object store."""
+    return path.parent / f"{path.name}{POINTER_SUFFIX}"
+
+
 @contextlib.contextmanager
 def atomic_directory(path: UPath) -> Iterator[UPath]:
-    """Build a folder under a temporary name and swap it into place in one rename.
+    """Build a folder aside and publish it whole; read it back through ``resolve_directory``.
 
-    On object stores the folder is written in place; callers mark completion with
-    a manifest written last (see ``atomic_open``).
+    Locally: built under a locked temporary name, then swapped in by renames that
+    ``recover_directory`` can complete after a crash. On object stores: built under a new
+    version prefix; once it lists files, the pointer is rewritten to name it (one PUT) and
+    only then is the previous version deleted. A failure leaves the previous folder.
     """
     if not is_local(path):
-        path.mkdir(parents=True, exist_ok=True)
-        yield path
+        yield from _object_store_directory(path)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = temp_sibling(path)
-    temp.mkdir()
+    while True:
+        temp = temp_sibling(path)
+        temp.mkdir()
+        fd = os.open(temp.path, os.O_RDONLY | os.O_DIRECTORY)
+        _flock(fd)
+        if _same_file(fd, temp.path):
+            break
+        os.close(fd)
     try:
         yield temp
-        old = None
-        if path.exists():
-            old = temp_sibling(path)
-            os.replace(path.path, old.path)
-        os.replace(temp.path, path.path)
-        if old is not None:
-            shutil.rmtree(old.path, ignore_errors=True)
+        with folder_lock(path.parent):
+            _recover_locked(path)  # a swap an earlier writer left half-done comes first
+            new = temp_sibling(path, NEW_PREFIX)
+            os.replace(temp.path, new.path)
+            try:
+                old = None
+                if os.path.lexists(path.path):
+                    old = temp_sibling(path, OLD_PREFIX)
+                    os.replace(path.path, old.path)
+                os.replace(new.path, path.path)
+                if old is not None:
+                    shutil.rmtree(old.path, ignore_errors=True)
+            except BaseException:
+                _recover_locked(path, prefer=OLD_PREFIX)  # this write failed: the old folder stays
+                raise
     except BaseException:
         shutil.rmtree(temp.path, ignore_errors=True)
         raise
+    finally:
+        os.close(fd)
+
+
+def _object_store_directory(path: UPath) -> Iterator[UPath]:
+    version = path.parent / f"{path.name}{VERSION_MARK}{time.time_ns():016x}-{uuid.uuid4().hex[:8]}"
+    try:
+        yield version
+        version.fs.invalidate_cache()
+        files = version.fs.find(version.path, detail=True)
+        if not files:
+            raise AtomicWriteError(f"{path}: the new version {version.name} holds no files; nothing was published")
+        previous = _published_version(path)
+        record = {"format": POINTER_FORMAT, "version": version.name, "files": len(files),
+                  "bytes": sum(int(info.get("size") or 0) for info in files.values())}
+        atomic_write_text(pointer_path(path), json.dumps(record))
+        if _published_version(path) != version.name:  # a concurrent writer switched it after us: the last one wins
+            version.fs.rm(version.path, recursive=True)
+            return
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError, OSError):
+            version.fs.rm(version.path, recursive=True)
+        raise
+    # published: what the pointer named before (or a folder written in place by older code) can go
+    stale = [path.parent / previous] if previous and previous != version.name else []
+    for folder in stale + ([path] if path.fs.isdir(path.path) else []):
+        with contextlib.suppress(FileNotFoundError, OSError):
+            folder.fs.rm(folder.path, recursive=True)
+    _remove_stale_versions(path, keep=version.name)
+
+
+def _published_version(path: UPath) -> str | None:
+    try:
+        raw = json.loads(pointer_path(path).read_text())
+    except FileNotFoundError:
+        return None
+    if not isinstance(raw, dict) or raw.get("format") != POINTER_FORMAT or not str(raw.get("version", "")).startswith(path.name + VERSION_MARK):
+        raise AtomicWriteError(f"{pointer_path(path)} is not a {POINTER_FORMAT} pointer to a version of {path.name}")
+    return raw["version"]
+
+
+def _remove_stale_versions(path: UPath, keep: str) -> None:
+    """Versions of crashed writers: unpublished and older than ``STALE_AFTER_S`` (a younger one may be live)."""
+    oldest = time.time_ns() - STALE_AFTER_S * 10**9
+    for found in path.fs.glob(f"{path.parent.path}/{path.name}{VERSION_MARK}*"):
+        name = found.rstrip("/").rsplit("/", 1)[-1]
+        stamp = name[len(path.name) + len(VERSION_MARK) :].split("-", 1)[0]
+        if name != keep and re.fullmatch(r"[0-9a-f]{16}", stamp) and int(stamp, 16) < oldest:
+            with contextlib.suppress(FileNotFoundError, OSError):
+                path.fs.rm(found, recursive=True)
+
+
+def resolve_directory(path: UPath) -> UPath:
+    """Where the folder ``atomic_directory(path)`` published is read from.
+
+    Locally the folder itself (first restored from a swap a crash interrupted); on object
+    stores the version its pointer names, or ``path`` when there is no pointer.
+    """
+    if is_local(path):
+        if not os.path.lexists(path.path):
+            recover_directory(path)
+        return path
+    version = _published_version(path)
+    return path if version is None else path.parent / version
+
+
+def recover_directory(path: UPath) -> bool:
+    """Finish a local folder swap a crash interrupted; True when the target was restored."""
+    if not is_local(path) or not path.parent.exists():
+        return False
+    with folder_lock(path.parent):
+        return _recover_locked(path)
+
+
+def _recover_locked(path: UPath, prefer: str = NEW_PREFIX) -> bool:
+    """Under the parent's lock every ``.tmp-new-``/``.tmp-old-`` name is a dead writer's: with no target,
+    the complete new folder (or the old one, as ``prefer`` says, else the other) becomes the target;
+    the rest is removed."""
+    leftovers = {prefix: sorted(entry.path for entry in os.scandir(path.parent.path) if _temp_target(entry.name, prefix) == path.name)
+                 for prefix in (NEW_PREFIX, OLD_PREFIX)}
+    other = OLD_PREFIX if prefer == NEW_PREFIX else NEW_PREFIX
+    candidates = leftovers[prefer] + leftovers[other]
+    restored = False
+    if candidates and not os.path.lexists(path.path):
+        os.replace(candidates.pop(0), path.path)
+        restored = True
+    for leftover in candidates:
+        shutil.rmtree(leftover, ignore_errors=True)
+    return restored
+
+
+@contextlib.contextmanager
+def folder_lock(folder: UPath) -> Iterator[None]:
+    """Writers on one machine take turns in ``folder``: an exclusive ``flock`` on the folder
+    itself, so no lock file lands beside the outputs (none on object stores). Not reentrant:
+    a second ``folder_lock`` on the same folder in one process waits for ever."""
+    if not is_local(folder):
+        yield
+        return
+    fd = os.open(folder.path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        _flock(fd)
+        yield
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -117,16 +305,57 @@ def local_lock(path: UPath) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def remove_if_unused(path: UPath) -> bool:
+    """Remove a file or folder unless a live writer holds it: locally, unless it is locked
+    (the check and the removal happen under its lock); on object stores (and file systems
+    without ``flock``), only once it is older than ``STALE_AFTER_S``. True when it was removed."""
+    if not is_local(path):
+        try:
+            info = path.fs.info(path.path)
+        except FileNotFoundError:
+            return False
+        modified = info.get("LastModified") or info.get("mtime")
+        if info.get("type") == "directory" or modified is None:
+            return False  # a prefix has no age of its own
+        stamp = modified.timestamp() if hasattr(modified, "timestamp") else float(modified)
+        if time.time() - stamp < STALE_AFTER_S:
+            return False
+        with contextlib.suppress(FileNotFoundError):
+            path.fs.rm(path.path)
+        return True
+    try:
+        fd = os.open(path.path, os.O_RDONLY | (os.O_DIRECTORY if os.path.isdir(path.path) else 0))
+    except FileNotFoundError:
+        return False
+    try:
+        try:
+            locked = _flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        if not _same_file(fd, path.path) or (not locked and time.time() - os.fstat(fd).st_mtime < STALE_AFTER_S):
+            return False
+        if os.path.isdir(path.path):
+            shutil.rmtree(path.path, ignore_errors=True)
+        else:
+            os.remove(path.path)
+        return True
+    finally:
+        os.close(fd)
+
+
 def remove_stale_temps(folder: UPath) -> list[UPath]:
-    """Delete temporaries a crashed writer left behind; returns what was removed."""
-    removed = []
+    """Delete temporaries crashed writers left behind (live writers' are kept); a folder swap a
+    crash interrupted is completed first. Returns what was removed."""
+    removed: list[UPath] = []
     if not folder.exists():
         return removed
-    for child in folder.iterdir():
-        if child.name.startswith(TEMP_PREFIX):
-            if child.is_dir():
-                child.fs.rm(child.path, recursive=True)
-            else:
-                child.unlink()
+    children = list(folder.iterdir())
+    if is_local(folder):
+        targets = {_temp_target(c.name, p) for c in children for p in (NEW_PREFIX, OLD_PREFIX)} - {None}
+        for target in sorted(targets):
+            recover_directory(folder / target)
+        children = list(folder.iterdir())
+    for child in children:
+        if child.name.startswith(TEMP_PREFIX) and remove_if_unused(child):
             removed.append(child)
     return removed

@@ -13,11 +13,16 @@ record), and the data file's size and SHA-256. So:
 * publishing is atomic: the data file gets a fresh name, is written completely
   and only then is the index (the single commit point) replaced, so a reader
   sees the old index with its old data file or the new pair, never a mix. Data
-  files no index names are removed after the publish.
+  files no index names are removed after the publish, except those of writers
+  still running: two writers of one partition each build their own data file and
+  the last index published wins (locally each holds a lock on its file until it
+  has published; on object stores, unpublished files are kept until they are
+  ``STALE_AFTER_S`` old).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import uuid
@@ -30,7 +35,7 @@ from typing import Any
 import numpy as np
 from upath import UPath
 
-from gnt_assets.core.atomic import atomic_open, is_local, remove_stale_temps
+from gnt_assets.core.atomic import atomic_open, folder_lock, is_local, remove_if_unused, remove_stale_temps
 from gnt_assets.core.errors import InputError
 
 FORMAT = "gnt-packed-tensors/1"
@@ -151,42 +156,60 @@ def write_packed(
         digest.update(raw)
         crcs.extend(zlib.crc32(raw[i * dtype.itemsize : (i + 1) * dtype.itemsize]) for i in range(records))
 
-    # Checksums run in a thread beside the write (both release the GIL), one batch at a time, in order.
-    with atomic_open(folder / data_file, "wb") as handle, ThreadPoolExecutor(max_workers=1) as hasher:
-        pending = None
-        for start in range(0, count, WRITE_BATCH):
-            stop = min(start + WRITE_BATCH, count)
-            batch = np.zeros(stop - start, dtype)
-            for field in fields:
-                batch[field.name] = arrays[field.name][start:stop]
-            raw = memoryview(batch.view(np.uint8).reshape(-1))
+    with contextlib.ExitStack() as held:  # our data file's lock, until the index naming it is published
+        # Checksums run in a thread beside the write (both release the GIL), one batch at a time, in order.
+        with atomic_open(folder / data_file, "wb", hold=held) as handle, ThreadPoolExecutor(max_workers=1) as hasher:
+            pending = None
+            for start in range(0, count, WRITE_BATCH):
+                stop = min(start + WRITE_BATCH, count)
+                batch = np.zeros(stop - start, dtype)
+                for field in fields:
+                    batch[field.name] = arrays[field.name][start:stop]
+                raw = memoryview(batch.view(np.uint8).reshape(-1))
+                if pending is not None:
+                    pending.result()
+                pending = hasher.submit(checksum, raw, stop - start)
+                handle.write(raw)
             if pending is not None:
                 pending.result()
-            pending = hasher.submit(checksum, raw, stop - start)
-            handle.write(raw)
-        if pending is not None:
-            pending.result()
-    index = PackedIndex(
-        folder=folder,
-        fields=fields,
-        rows={**{k: _plain(v) for k, v in rows.items()}, "offset": [i * dtype.itemsize for i in range(count)], "crc32": crcs},
-        data_file=data_file,
-        data_bytes=count * dtype.itemsize,
-        sha256=digest.hexdigest(),
-        attrs=dict(attrs or {}),
-    )
-    with atomic_open(folder / INDEX_NAME, "wb") as handle:
-        handle.write(json.dumps(_index_json(index)).encode("utf-8"))
-    remove_unreferenced(folder, keep=data_file)
+        index = PackedIndex(
+            folder=folder,
+            fields=fields,
+            rows={**{k: _plain(v) for k, v in rows.items()}, "offset": [i * dtype.itemsize for i in range(count)], "crc32": crcs},
+            data_file=data_file,
+            data_bytes=count * dtype.itemsize,
+            sha256=digest.hexdigest(),
+            attrs=dict(attrs or {}),
+        )
+        with folder_lock(folder):  # publish and clean-up of one partition take turns
+            previous = _published_data_file(folder)
+            with atomic_open(folder / INDEX_NAME, "wb") as handle:
+                handle.write(json.dumps(_index_json(index)).encode("utf-8"))
+            remove_unreferenced(folder, superseded=previous)
     return index
 
 
-def remove_unreferenced(folder: UPath, keep: str) -> list[UPath]:
-    """Delete data files an earlier publish (or a crashed writer) left; returns what went."""
+def _published_data_file(folder: UPath) -> str | None:
+    try:
+        return read_index(folder).data_file
+    except PackedTensorError:
+        return None
+
+
+def remove_unreferenced(folder: UPath, superseded: str | None = None) -> list[UPath]:
+    """Delete data files no index names and no live writer holds, and crashed writers' temporaries;
+    returns what went. ``superseded``, the file the index named before this publish, goes at once
+    (on object stores, where liveness is judged by age, it is the one file known to be unused)."""
     removed = remove_stale_temps(folder)
+    current = _published_data_file(folder)
     for child in folder.iterdir():
-        if child.name.startswith(DATA_PREFIX) and child.name != keep:
-            child.unlink()
+        if not child.name.startswith(DATA_PREFIX) or child.name == current:
+            continue
+        if child.name == superseded and not is_local(child):
+            with contextlib.suppress(FileNotFoundError):
+                child.unlink()
+            removed.append(child)
+        elif remove_if_unused(child):
             removed.append(child)
     return removed
 

@@ -28,7 +28,7 @@ from urllib.parse import quote
 import numpy as np
 from upath import UPath
 
-from gnt_assets.core.atomic import atomic_write_text, is_local, local_lock
+from gnt_assets.core.atomic import atomic_write_text, is_local, local_lock, resolve_directory
 from gnt_assets.core.errors import InputError
 
 STAC_VERSION = "1.1.0"
@@ -173,6 +173,7 @@ def describe_zarr(path: UPath, *, storage_options: Mapping | None = None, band_n
     import xarray as xr
     import zarr
 
+    path = resolve_directory(path)  # a folder published by atomic_directory: the version in use
     options = dict(storage_options or {})
     node = zarr.open(path.path if is_local(path) else str(path), mode="r", storage_options=options or None)
     if isinstance(node, zarr.Array):  # a bare array (raster tiles): xarray cannot open it, zarr-python can

@@ -374,10 +374,12 @@ def _accelerator_available() -> bool:
 def export_tile_folders(index: PackedIndex, target: UPath) -> list[UPath]:
     """Write the seed's per-tile layout for code that expects it:
     ``{cluster}/{year}/{ix}_{iy}/features.pt, labels.pt, metadata.json`` (features float32 (7, 64, 64)
-    NaN->0, labels uint8 (1, 64, 64)). Each tile folder appears atomically; re-running rewrites it."""
+    NaN->0, labels uint8 (1, 64, 64)). Each tile folder appears atomically; re-running rewrites it.
+    Returns where each folder is read from (on object stores the version its pointer names,
+    see ``core.atomic.resolve_directory``)."""
     import json
 
-    from gnt_assets.core.atomic import atomic_directory
+    from gnt_assets.core.atomic import atomic_directory, resolve_directory
 
     records = index.memmap() if is_local(index.data_path) else index.read_records(range(index.count))
     bands = index.attrs.get("bands")
@@ -398,5 +400,5 @@ def export_tile_folders(index: PackedIndex, target: UPath) -> list[UPath]:
             with (work / "labels.pt").open("wb") as handle:
                 torch.save(labels, handle)
             (work / "metadata.json").write_text(json.dumps(metadata, indent=1))
-        folders.append(folder)
+        folders.append(resolve_directory(folder))
     return folders

@@ -20,6 +20,7 @@ import geopandas as gpd
 from dagster import AssetKey
 from upath import UPath
 
+from gnt_assets.core.atomic import remove_if_unused
 from gnt_assets.core.packed_tensors import INDEX_NAME, PackedTensorError, open_packed, verify_packed
 from gnt_assets.io_managers.geoparquet import read_table
 from gnt_assets.io_managers.mmap_tensors import tensor_folder
@@ -222,7 +223,10 @@ def clean(
             folder = partition_target(target_root, *split_partition(finding.partition))
             targets[str(folder)] = folder
     for name, path in sorted(targets.items()):
-        if path.exists():
+        if path.is_file():  # a stray file in a tiles folder may be a writer's that has not published yet
+            if remove_if_unused(path):
+                removed.append(name)
+        elif path.exists():
             path.fs.rm(path.path, recursive=True)
             removed.append(name)
     return removed

@@ -39,12 +39,19 @@ class StorageResource(dg.ConfigurableResource):
     key: str | None = Field(default=None, description="Access key id; use EnvVar.")
     secret: str | None = Field(default=None, description="Secret access key; use EnvVar.")
     anon: bool = False
+    block_size: int | None = Field(
+        default=None,
+        description="s3fs default_block_size in bytes: the part size of multipart uploads (at least 5 MiB) and the read "
+        "block; unset: s3fs's 50 MiB.",
+    )
 
     def storage_options(self) -> dict:
         """fsspec options for a remote root; empty for a local folder."""
         options = s3_options(self.endpoint_url, self.key, self.secret)
         if self.anon:
             options["anon"] = True
+        if self.block_size:
+            options["default_block_size"] = self.block_size
         return options
 
     @property

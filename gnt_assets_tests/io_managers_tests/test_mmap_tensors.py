@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from upath import UPath
 
-from gnt_assets.core.packed_tensors import TensorField, TensorPack, open_packed, verify_packed
+from gnt_assets.core.packed_tensors import TensorField, TensorPack, open_packed, read_index, verify_packed
 from gnt_assets.io_managers.mmap_tensors import MmapTensorIOManager, tensor_folder
 from gnt_assets.resources.storage import StorageResource
 
@@ -152,3 +152,59 @@ def test_writer_killed_at_random_points_leaves_old_or_new_never_torn(tmp_path):
         # The newest reported publish, or a later one of this writer that completed before the kill.
         assert version == last_published or (version > last_published and version // 1000 == point)
         last_published = version
+
+
+CONCURRENT_WRITER = textwrap.dedent(
+    """
+    import sys
+    import dagster as dg
+    import numpy as np
+    from gnt_assets.core.packed_tensors import TensorField, TensorPack
+    from gnt_assets.io_managers.mmap_tensors import MmapTensorIOManager
+    from gnt_assets.resources.storage import StorageResource
+
+    manager = MmapTensorIOManager(storage=StorageResource(root=sys.argv[1]))
+    fields = (TensorField("features", "<f4", (4, 32, 32)), TensorField("labels", "|u1", (1, 32, 32)))
+    first, writes = int(sys.argv[2]), int(sys.argv[3])
+    for version in range(first, first + writes):
+        count = 40 + version % 7
+        pack = TensorPack(
+            fields,
+            {"features": np.full((count, 4, 32, 32), version, "<f4"), "labels": np.full((count, 1, 32, 32), version % 251, np.uint8)},
+            {"version": [version] * count},
+            {"version": version},
+        )
+        manager.handle_output(dg.build_output_context(asset_key=dg.AssetKey("packed"), partition_key="a"), pack)
+    """
+)
+
+
+def test_two_writers_of_one_partition_through_the_io_manager_never_break_each_other(tmp_path):
+    """Two processes publish the same partition 20 times each; a third reads all along. Each writer
+    builds its own data file and nobody removes a file another live writer holds, so every write
+    succeeds and every read is one whole version (or, read just as a newer one replaced it, a superseded one)."""
+    folder = tensor_folder(UPath(tmp_path), dg.AssetKey("packed"), "a")
+    writers = [subprocess.Popen([sys.executable, "-c", CONCURRENT_WRITER, str(tmp_path), str(first), "20"],
+                                stderr=subprocess.PIPE, text=True) for first in (1000, 2000)]
+    reads = superseded = 0
+    while any(writer.poll() is None for writer in writers):
+        if not (folder / "index.json").exists():
+            continue
+        time.sleep(0.02)
+        index = open_packed(folder)
+        try:
+            whole = verify_packed(index) == [] and bool(np.all(index.memmap()["features"] == index.attrs["version"]))
+        except FileNotFoundError:
+            whole = False
+        if whole:
+            reads += 1
+        else:  # the data file went after we read its index: only ever because a newer index replaced it
+            assert read_index(folder).data_file != index.data_file
+            superseded += 1
+    errors = [writer.stderr.read() for writer in writers]
+    assert [writer.returncode for writer in writers] == [0, 0], errors
+    version = open_packed(folder).attrs["version"]
+    assert verify_packed(open_packed(folder)) == [] and version in (1019, 2019)  # the last complete publish wins
+    assert reads > 0, superseded
+    data_files = [p.name for p in folder.iterdir() if p.name.startswith("tensors-")]
+    assert len(data_files) <= 2 and open_packed(folder).data_file in data_files  # at most one left by a writer still holding it

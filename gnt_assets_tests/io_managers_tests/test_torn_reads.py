@@ -53,7 +53,9 @@ def _half(partition: str, value: float, hang: str | None) -> xr.Dataset:
     return part.assign(elevation=(part.elevation.dims, data))
 
 
-def storage_for(root: str) -> StorageResource:
+def storage_for(root: str, endpoint: str = "") -> StorageResource:
+    if endpoint:  # the loopback S3 server
+        return StorageResource(root=root, endpoint_url=endpoint, key="testing", secret="testing")
     return StorageResource(root=root)
 
 
@@ -71,27 +73,32 @@ def half_mean(elevation_cube: xr.Dataset) -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata={"mean": float(elevation_cube.elevation.mean())})
 
 
-def materialize(root: str, assets, partition: str = "west", **kwargs):
-    resources = {"zarr_io_manager": ZarrRegionIOManager(storage=storage_for(root))}
+def materialize(root: str, assets, partition: str = "west", endpoint: str = "", **kwargs):
+    resources = {"zarr_io_manager": ZarrRegionIOManager(storage=storage_for(root, endpoint))}
     return dg.materialize(assets, partition_key=partition, resources=resources, **kwargs)
 
 
-def rewrite_and_hang(root: str, flag: str) -> None:
+def rewrite_and_hang(root: str, flag: str, endpoint: str = "") -> None:
     """Run in a child process: rewrite west with 2.0 through the IO manager; it hangs on its last chunk."""
-    materialize(root, [elevation_asset(2.0, hang=flag)])
+    materialize(root, [elevation_asset(2.0, hang=flag)], endpoint=endpoint)
 
 
 CHILD = "import sys; from gnt_assets_tests.io_managers_tests.test_torn_reads import rewrite_and_hang; rewrite_and_hang(*sys.argv[1:])"
 
 
-def test_a_rewrite_killed_through_the_io_manager_is_refused_downstream_naming_the_partition(tmp_path):
-    root = str(tmp_path / "root")
-    assert materialize(root, [elevation_asset(1.0)]).success
-    assert materialize(root, [elevation_asset(1.0)], partition="east").success
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_rewrite_killed_through_the_io_manager_is_refused_downstream_naming_the_partition(tmp_path, where, request):
+    """On S3 every chunk is one PUT (small objects, never multipart), so the store there is torn the same way."""
+    if where == "s3":
+        root, endpoint = str(request.getfixturevalue("s3_root")), request.getfixturevalue("s3_endpoint").endpoint_url
+    else:
+        root, endpoint = str(tmp_path / "root"), ""
+    assert materialize(root, [elevation_asset(1.0)], endpoint=endpoint).success
+    assert materialize(root, [elevation_asset(1.0)], partition="east", endpoint=endpoint).success
 
     flag = tmp_path / "hanging"
     worktree = Path(__file__).resolve().parents[2]
-    child = subprocess.Popen([sys.executable, "-c", CHILD, root, str(flag)], cwd=worktree,
+    child = subprocess.Popen([sys.executable, "-c", CHILD, root, str(flag), endpoint], cwd=worktree,
                              env={**os.environ, "PYTHONPATH": str(worktree)})
     try:
         for _ in range(1200):
@@ -105,20 +112,20 @@ def test_a_rewrite_killed_through_the_io_manager_is_refused_downstream_naming_th
         child.wait()
 
     # the store really is torn: west holds new chunks beside old ones
-    west = open_store(UPath(root) / "zarr" / "elevation_cube.zarr").elevation.isel(longitude=slice(0, 64)).values
+    west = open_store(storage_for(root, endpoint).path("zarr", "elevation_cube.zarr")).elevation.isel(longitude=slice(0, 64)).values
     assert {1.0, 2.0} <= set(np.unique(west).tolist())
 
-    result = materialize(root, [elevation_asset(1.0), half_mean], selection=[half_mean], raise_on_error=False)
+    result = materialize(root, [elevation_asset(1.0), half_mean], selection=[half_mean], raise_on_error=False, endpoint=endpoint)
     assert not result.success
     failure = result.get_step_failure_events()[0].event_specific_data.error
     assert "IncompleteRegionError" in failure.cls_name or "IncompleteRegionError" in str(failure.cause)
     assert "elevation_cube partition west" in failure.to_string()
     # the other partition was never touched and still reads
-    assert materialize(root, [elevation_asset(1.0), half_mean], partition="east", selection=[half_mean]).success
+    assert materialize(root, [elevation_asset(1.0), half_mean], partition="east", selection=[half_mean], endpoint=endpoint).success
 
     # materializing the partition again repairs it
-    assert materialize(root, [elevation_asset(3.0)]).success
-    repaired = materialize(root, [elevation_asset(3.0), half_mean], selection=[half_mean])
+    assert materialize(root, [elevation_asset(3.0)], endpoint=endpoint).success
+    repaired = materialize(root, [elevation_asset(3.0), half_mean], selection=[half_mean], endpoint=endpoint)
     assert repaired.asset_materializations_for_node("half_mean")[0].metadata["mean"].value == 3.0
 
 
