@@ -4,9 +4,10 @@ Dagster's stock PostgreSQL storages open a new connection for every call (SQLAlc
 every event is a connect, an insert and a notify. The daemon writes one planned-materialization event
 per partition of each run it creates: a ranged CONUS404 run of 366 days took about 30 s to create
 (81 ms per event), against about 8 s pooled (23 ms per event), measured on the 2-core machine at load
-14 (``benchmarks/conus404_record.py`` counts the whole record). Each process keeps one idle connection
-per storage and thread that used it at once (``POOL_SIZE``) and opens up to ``POOL_OVERFLOW`` more while busy; ``pool_pre_ping`` drops
-connections the server closed. ``deploy/dagster.postgres.yaml`` names these classes.
+14 (``benchmarks/conus404_record.py`` counts the whole record). Each process keeps up to ``POOL_SIZE``
+idle connections per storage and opens up to ``POOL_OVERFLOW`` more while busy; a connection is replaced
+after ``POOL_RECYCLE_SECONDS`` (no ping before each use: that is one more round trip per event).
+``deploy/dagster.postgres.yaml`` names these classes.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dagster_postgres.utils import create_pg_engine, get_token_provider_from_con
 
 POOL_SIZE = 2
 POOL_OVERFLOW = 4
-POOL_RECYCLE_SECONDS = 3600
+POOL_RECYCLE_SECONDS = 300
 
 
 class _Pooled:
@@ -29,7 +30,7 @@ class _Pooled:
         self._engine.dispose()
         self._engine = create_pg_engine(
             self.postgres_url, self._token_provider, isolation_level="AUTOCOMMIT", pool_size=POOL_SIZE,
-            max_overflow=POOL_OVERFLOW, pool_recycle=POOL_RECYCLE_SECONDS, pool_pre_ping=True,
+            max_overflow=POOL_OVERFLOW, pool_recycle=POOL_RECYCLE_SECONDS,
         )
 
     @classmethod
