@@ -313,8 +313,8 @@ def dagster_asset_url(asset_key: str, partition: str | None, base_url: str | Non
 
 
 # Families the viewer (``make view``) draws as a map; the others it shows as a footprint outline at most.
-MAPPED_FAMILIES = frozenset({"mining-regions", "conus404-daily", "conus404-analysis-ready", "raster-grids", "sentinel-cubes",
-                             "mapterhorn-cogs", "mapterhorn-coverage"})
+MAPPED_FAMILIES = frozenset({"mining-regions", "conus404-daily", "conus404-analysis-ready", "raster-tiles", "raster-grids",
+                             "sentinel-cubes", "mapterhorn-cogs", "mapterhorn-coverage"})
 
 
 def viewer_url(family: str, item_id: str, base_url: str | None = None) -> str:

@@ -64,8 +64,10 @@ def create_app(storage_root: Path, node_dir: Path) -> FastAPI:
             raise HTTPException(404, str(error)) from error
 
     @app.get("/api/features")
-    def features(url: Annotated[str, Query()], bbox: str | None = None, band: int | None = None, method: str | None = None) -> Response:
-        """A GeoParquet or GeoPackage as GeoJSON in WGS84 (cells of one band and method for resampled grids)."""
+    def features(url: Annotated[str, Query()], bbox: str | None = None, band: int | None = None, method: str | None = None,
+                 value: str | None = None) -> Response:
+        """A GeoParquet or GeoPackage as GeoJSON in WGS84: cells of one band and method for resampled grids,
+        ``value`` names the column drawn (a tile index's ``mean``), features within ``bbox`` only."""
         import geopandas as gpd
 
         path = Path(inside_root(url))
@@ -74,6 +76,10 @@ def create_app(storage_root: Path, node_dir: Path) -> FastAPI:
             frame = frame[frame["band"] == band]
         if method is not None and "method" in frame:
             frame = frame[frame["method"] == method]
+        if value is not None:
+            if value not in frame:
+                raise HTTPException(400, f"{url} has no column {value!r}")
+            frame = frame.assign(value=frame[value])
         frame = frame.to_crs(4326) if frame.crs is not None else frame
         if bbox:
             frame = frame.cx[slice(*map(float, bbox.split(",")[0::2])), slice(*map(float, bbox.split(",")[1::2]))]

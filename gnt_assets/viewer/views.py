@@ -53,7 +53,7 @@ def _percentiles(values: np.ndarray) -> tuple[float, float] | None:
     if not finite.size:
         return None
     low, high = (float(v) for v in np.percentile(finite, [2, 98]))
-    return (low, high) if high > low else (low, low + 1.0)
+    return (low, high) if high > low else (low - 0.5, high + 0.5)  # a constant sits mid-ramp, as in the quick looks
 
 
 def _ramp_legend(label: str, stretch: tuple[float, float]) -> dict:
@@ -191,9 +191,21 @@ def _grid_view(item: dict, path: Path, root: Path) -> dict:
             "legend": {**_ramp_legend(f"{name} band 1 {method} per cell", stretch), "lines": ["transparent: cells without a value"]}}
 
 
+def _tile_index_view(item: dict, path: Path, root: Path) -> dict:
+    """Raster tiles: the array has no georeferencing of its own, its tile index does; each tile filled by its mean."""
+    import pandas as pd
+
+    href = _href(path, item["assets"]["index"], root)
+    means = pd.read_parquet(root / href, columns=["band", "mean"])
+    stretch = _percentiles(means.loc[means["band"] == 1, "mean"].to_numpy("float64")) or (0.0, 1.0)
+    name = item["properties"].get("dagster:partition", "")
+    return {"layers": [{"type": "fill", "geojson": "/api/features?" + urlencode({"url": href, "band": 1, "value": "mean"}),
+                        "property": "value", "stretch": list(stretch), "colors": RAMP_STOPS}],
+            "legend": {**_ramp_legend(f"{name} band 1 mean per tile", stretch), "lines": ["one cell per tile of the tile index"]}}
+
+
 def _footprint_view(item: dict) -> dict:
     what = {"mining-training-tiles": "packed training tensors (not a map): the world tiles they cover",
-            "raster-tiles": "a zarr array of tiles (no georeferencing of its own): the registered raster's footprint",
             "mapterhorn-tarballs": "an archive of the COGs"}.get(item["collection"], "the item's footprint")
     return {"layers": [], "legend": {"kind": "text", "lines": [f"outline: {what}" if item.get("geometry") else f"{what}: no footprint to draw"]}}
 
@@ -241,4 +253,6 @@ def item_view(storage_root: Path, collection: str, item_id: str) -> dict:
                 "legend": {"kind": "text", "lines": ["red outline: valid-pixel coverage of the source files, merged"]}}
     if collection == "raster-grids":
         return _grid_view(item, path, storage_root)
+    if collection == "raster-tiles":
+        return _tile_index_view(item, path, storage_root)
     return _footprint_view(item)
