@@ -2,8 +2,8 @@
 
 Each service's command and environment are read from the compose file and only moved to loopback: service
 host names become 127.0.0.1, the ports a service listens on become free ports, the files the compose file
-mounts become copies in a test folder. PostgreSQL and the object store are not started from their images:
-the tests give their loopback stand-ins (``running_postgres``, moto) as ``endpoints``.
+mounts become copies in a test folder. PostgreSQL is not started from its image: a test passes the settings of
+its ``running_postgres`` as variables that override the compose file's.
 """
 
 from __future__ import annotations
