@@ -32,6 +32,8 @@ from typing import IO
 
 from upath import UPath
 
+from gnt_assets.core.errors import InputError
+
 TEMP_PREFIX = ".tmp-"
 NEW_PREFIX = ".tmp-new-"  # a complete folder about to be swapped in
 OLD_PREFIX = ".tmp-old-"  # the folder it replaces, removed once the swap is done
@@ -44,8 +46,9 @@ STALE_AFTER_S = 6 * 3600
 _SUFFIX = re.compile(r"\.[0-9a-f]{12}$")
 
 
-class AtomicWriteError(RuntimeError):
-    """A folder that cannot be published (nothing was written into it)."""
+class AtomicWriteError(InputError, RuntimeError):
+    """A folder that cannot be published (nothing was written into it), or a pointer that names no version:
+    retrying cannot help, so it is an input error."""
 
 
 def is_local(path: UPath) -> bool:

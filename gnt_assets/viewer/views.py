@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 
 import numpy as np
 
+from gnt_assets.core.errors import InputError
 from gnt_assets.core.quicklook import RAMP
 from gnt_assets.core.stac_catalog import CATALOG_FOLDER
 
@@ -210,7 +211,7 @@ def _footprint_view(item: dict) -> dict:
     return {"layers": [], "legend": {"kind": "text", "lines": [f"outline: {what}" if item.get("geometry") else f"{what}: no footprint to draw"]}}
 
 
-class UnknownItem(LookupError):
+class UnknownItem(InputError, LookupError):
     """The catalog has no such collection or item."""
 
 
