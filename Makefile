@@ -40,7 +40,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
+# gdal-bin (Debian): the raster-output tests open the COGs and zarr stores with gdalinfo.
 test: lint $(NODE_STAMP)
+	command -v gdalinfo >/dev/null || (apt-get update -qq && apt-get install -y -qq gdal-bin)
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
