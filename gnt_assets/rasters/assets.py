@@ -83,7 +83,7 @@ def raster_catalog(storage: StorageResource) -> dg.MaterializeResult:
 @dg.asset(group_name="rasters", partitions_def=raster_sources, deps=[raster_source], code_version=CODE_VERSION, retry_policy=TRANSIENT_RETRY)
 def raster_tiles(context: dg.AssetExecutionContext, storage: StorageResource, compute: DaskComputeResource,
                  raster_folder: RasterFolderResource) -> dg.MaterializeResult:
-    """The raster as a zarr dataset with one chunk per tile (one GET per tile; CF and ``spatial_ref``, so
+    """The raster as a zarr dataset with one chunk per tile (one GET per tile; CF attributes and a spatial_ref grid mapping, so
     xarray/odc-geo and GDAL place it), and a GeoParquet tile index with window, bounds and
     min/max/mean/std/nodata/valid counts; tiles run in parallel on Dask.
     Quick look: band 1 mean per tile (one pixel per tile)."""
