@@ -49,8 +49,11 @@ def outputs(tmp_path_factory):
             every = [*definitions.defs.assets, *definitions.defs.asset_checks]
             dg.materialize(every, selection=[a.key for a in grid_assets], instance=instance, resources=resources)
             for key in ("temperature", "landcover"):
-                dg.materialize(every, selection=[raster_source.key, raster_tiles.key, *(a.key for a in resampled_assets)],
-                               partition_key=key, instance=instance, resources=resources)
+                run = dg.materialize(every, selection=[raster_source.key, raster_tiles.key, *(a.key for a in resampled_assets)],
+                                     partition_key=key, instance=instance, resources=resources)
+                for event in run.get_asset_materialization_events():  # every output is in the STAC catalog too
+                    metadata = event.materialization.metadata
+                    assert "stac_item" in metadata or event.asset_key == raster_source.key, metadata.get("stac_item_error")
         yield storage
 
 
