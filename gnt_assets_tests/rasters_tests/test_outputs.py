@@ -18,13 +18,15 @@ import shapely
 import xarray as xr
 from affine import Affine
 from odc.geo.geobox import GeoBox
+from rasterio.transform import from_origin
+from upath import UPath
 
-from gnt_assets.core.atomic import resolve_directory
+from gnt_assets.core.atomic import atomic_directory, pointer_path, resolve_directory
 from gnt_assets.io_managers.geoparquet import read_table
 from gnt_assets.profiles import resources_for_profile
-from gnt_assets.rasters import definitions, grids
+from gnt_assets.rasters import definitions, grids, sources, tiling
 from gnt_assets.rasters.assets import GRIDS, grid_assets, raster_source, raster_tiles, resampled_assets
-from gnt_assets.rasters.local import sample_rasters
+from gnt_assets.rasters.local import sample_rasters, write_geotiff
 from gnt_assets.rasters.resources import RasterFolderResource
 from gnt_assets.rasters.sensors import raster_folder_sensor
 
@@ -137,3 +139,20 @@ def test_h3_results_are_geoparquet_with_index_and_cell_polygons(outputs):
     if "Parquet" in formats:  # GDAL built with Arrow (Debian 12's gdal-bin is not)
         summary = subprocess.run(["ogrinfo", "-so", "-al", path.path], check=True, capture_output=True, text=True).stdout
         assert "Geometry: " in summary and "cell_id: String" in summary
+
+
+def test_tiles_store_on_s3_is_published_whole_and_read_from_its_version(s3_root, s3_endpoint, tmp_path):
+    data = np.arange(2 * 90 * 70, dtype="int16").reshape(2, 90, 70)
+    write_geotiff(UPath(tmp_path / "two_bands.tif"), data, crs="EPSG:32632", transform=from_origin(575000, 5100000, 30, 30), nodata=-1)
+    info = sources.inspect(sources.SourceEntry(key="two_bands", path=str(tmp_path / "two_bands.tif"), name="two_bands"))
+    path, options = s3_root / "tiles" / "two_bands" / "tiles.zarr", s3_endpoint.storage_options()
+    with atomic_directory(path) as staged:
+        rows = [tiling.write_tile(task) for task in tiling.tile_tasks(info, staged, options, 64)]
+    store = resolve_directory(path)
+    assert store != path and pointer_path(path).exists()
+    dataset = xr.open_zarr(str(store), consolidated=False, storage_options=options, mask_and_scale=False)
+    assert dataset.odc.geobox == source_geobox(tmp_path / "two_bands.tif")
+    np.testing.assert_array_equal(dataset.band_data.values, data)
+    last = rows[-1]  # band 2, the bottom-right partial tile: one chunk
+    tile = tiling.read_tile(str(store), last["chunk_key"], options)[: last["height"], : last["width"]]
+    np.testing.assert_array_equal(tile, data[1, 64:, 64:])
