@@ -9,7 +9,7 @@ NODE_DIR := .gnt/node
 NODE_STAMP := $(NODE_DIR)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.gnt/dagster_home
 
-.PHONY: demo test lint dev bench install node-tools clean
+.PHONY: demo test lint dev view bench install node-tools clean
 
 $(STAMP): pyproject.toml setup.py requirements/base.txt requirements/dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml setup.py requirements/base.txt requirements/dev.txt
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $@
 
-# Loopback servers the tests start: azurite speaks the Azure blob protocol (CONUS404's az:// store).
+# Loopback servers the tests start: azurite speaks the Azure blob protocol (CONUS404's az:// store);
+# maplibre-gl is the map library the viewer serves (make view), from here: nothing is fetched at run time.
 $(NODE_STAMP): package.json
 	mkdir -p $(NODE_DIR)
 	cp package.json $(NODE_DIR)/package.json
@@ -40,14 +41,20 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
-# gdal-bin (Debian): the raster-output tests open the COGs and zarr stores with gdalinfo.
+# The viewer's browser test drives headless Chromium (Debian's; the test never downloads a browser);
+# the raster-output tests open the COGs and zarr stores with gdalinfo (Debian's gdal-bin).
 test: lint $(NODE_STAMP)
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 	command -v gdalinfo >/dev/null || (apt-get update -qq && apt-get install -y -qq gdal-bin)
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m gnt_assets.pools
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+# The map viewer over the STAC catalog of ./data (after `make demo`): http://127.0.0.1:8008/ (GNT_VIEWER_PORT).
+view: $(STAMP) $(NODE_STAMP)
+	GNT_NODE_DIR=$(NODE_DIR) $(BIN)/python -m gnt_assets.viewer
 
 # Reference tools: exactextract/rasterstats from PyPI, gdal_translate from Debian (benchmarks/cog.py),
 # TorchGeo into .gnt/bench by benchmarks/tile_loading.py itself (never into the venv).

@@ -14,7 +14,7 @@ import dagster as dg
 from upath import UPath
 
 from gnt_assets.core.quicklook import QuickLook, framed_png, legend_lines, summary_line, too_small_note
-from gnt_assets.core.stac_catalog import catalog_output
+from gnt_assets.core.stac_catalog import MAPPED_FAMILIES, catalog_output, viewer_url
 
 
 def quicklook_metadata(
@@ -88,7 +88,8 @@ def catalog_metadata(
     title: str | None = None,
 ) -> dict[str, dg.MetadataValue]:
     """Adds (or replaces) the output's item in the STAC catalog under the storage root
-    (``core.stac_catalog.catalog_output``) and returns ``stac_item``, its path, for the materialization.
+    (``core.stac_catalog.catalog_output``) and returns ``stac_item``, its path, for the materialization, and ``view``,
+    its page in the map viewer (``make view``, base ``GNT_VIEWER_URL``) when the viewer draws its family as a map.
     ``assets`` maps asset names to files or stores; ``partition`` defaults to the run's partition key,
     ``family`` to the asset's. Works with an asset's context and with an IO manager's ``OutputContext``.
     A failure to catalog is logged and named in ``stac_item_error``; it never fails the materialization."""
@@ -101,4 +102,8 @@ def catalog_metadata(
         message = f"no STAC item for {context.asset_key.to_user_string()} {partition or ''}: {type(error).__name__}: {error}"
         context.log.warning(message)
         return {"stac_item_error": dg.MetadataValue.text(message)}
-    return {"stac_item": dg.MetadataValue.path(str(path))}
+    metadata = {"stac_item": dg.MetadataValue.path(str(path))}
+    item_family = path.parent.parent.name  # {root}/stac/{family}/{item}/{item}.json
+    if item_family in MAPPED_FAMILIES:
+        metadata["view"] = dg.MetadataValue.url(viewer_url(item_family, path.stem))
+    return metadata

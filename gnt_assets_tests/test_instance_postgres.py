@@ -1,143 +1,192 @@
-"""The deployment instance (deploy/dagster.postgres.yaml) on a real PostgreSQL 15 on loopback.
+"""The deployment instance (deploy/dagster.postgres.yaml) on a real PostgreSQL 15, running gnt_assets itself.
 
-Runs go through the queued run coordinator and the daemon exactly as in a
-deployment: two partitioned runs overlap, and a failed run is retried.
+The code server, webserver and daemon are started with the commands of deploy/docker-compose.yml (storage on
+a local folder here; test_topology adds the object store and Dask). On mining runs it proves what the
+shipped file configures: the gee pool never runs more steps at once than its limit, runs tagged
+gnt/pipeline=mining never start beyond their limit, a run whose worker is killed is marked failed and retried,
+and an asset's own failure is not retried (retry_on_asset_or_op_failure is false). With the default run
+launcher a killed worker is detected by the code server, not by run monitoring (see the deploy file); the
+monitor's timeouts are not exercised here. The instance file is the shipped one with a 1 s monitoring poll.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-import sys
-import textwrap
-import time
-from pathlib import Path
+import contextlib
+import re
+from copy import deepcopy
 
 import dagster as dg
+import psutil
 import pytest
+import yaml
 
+from gnt_assets_tests.deployment import (
+    DEPLOY,
+    REPOSITORY_SELECTOR,
+    Loopback,
+    Services,
+    compose,
+    launch_backfill,
+    launch_run,
+    running_dagster,
+    stop_instigators,
+    wait_until,
+)
 from gnt_assets_tests.postgres_server import postgres_available, running_postgres
 
 pytestmark = pytest.mark.servers
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+SHIPPED = yaml.safe_load((DEPLOY / "dagster.postgres.yaml").read_text())
+GEE_SLOTS = 1  # below the configured 2, so two export runs contend for it
+EXPORTS = ["BWA|2019", "NAM|2020"]
+IN_PROCESS = {"execution": {"config": {"in_process": {}}}}  # one process per run: 2 shared cores start fewer interpreters
+DONE = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+MINING_TAG = next(limit for limit in SHIPPED["concurrency"]["runs"]["tag_concurrency_limits"] if limit["key"] == "gnt/pipeline")
 
-LOCATION = textwrap.dedent(
-    """
-    import os, time
-    from pathlib import Path
-    import dagster as dg
 
-    halves = dg.StaticPartitionsDefinition(["north", "south"])
+def instance_yaml_for_test() -> str:
+    config = deepcopy(SHIPPED)
+    config["run_monitoring"]["poll_interval_seconds"] = 1
+    return yaml.safe_dump(config)
 
-    @dg.asset(partitions_def=halves)
-    def slow_tiles(context):
-        time.sleep(10)
-        return dg.MaterializeResult(metadata={"partition": context.partition_key})
 
-    @dg.asset
-    def flaky_download():
-        marker = Path(os.environ["FLAKY_MARKER"])
-        if not marker.exists():
-            marker.write_text("failed once")
-            raise RuntimeError("connection reset by source")
+def messages(instance, run_id: str, event_type=dg.DagsterEventType.ENGINE_EVENT) -> list[str]:
+    return [e.dagster_event.message or "" for e in instance.all_logs(run_id, of_type=event_type) if e.dagster_event]
 
-    defs = dg.Definitions(
-        assets=[slow_tiles, flaky_download],
-        jobs=[
-            dg.define_asset_job("slow_job", [slow_tiles], partitions_def=halves),
-            dg.define_asset_job("flaky_job", [flaky_download]),
-        ],
-    )
-    """
-)
+
+def worker_pid(instance, run_id: str) -> int | None:
+    for message in messages(instance, run_id):
+        found = re.match(r"Started process for run \(pid: (\d+)\)", message)
+        if found:
+            return int(found.group(1))
+    return None
+
+
+def max_overlap(intervals: list[tuple[float, float]]) -> int:
+    edges = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals], key=lambda e: (e[0], e[1]))
+    running = peak = 0
+    for _, step in edges:
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+def step_intervals(instance, run_ids: list[str], step: str) -> list[tuple[float, float]]:
+    intervals = []
+    for run_id in run_ids:
+        events = {e.dagster_event_type: e.timestamp for e in instance.all_logs(run_id) if e.step_key == step and e.dagster_event}
+        start = events[dg.DagsterEventType.STEP_START]
+        intervals.append((start, events.get(dg.DagsterEventType.STEP_SUCCESS, events.get(dg.DagsterEventType.STEP_FAILURE))))
+    return intervals
+
+
+def seed_mining_inputs(instance) -> None:
+    """The export runs' inputs, materialized in process on the same instance and storage: the polygons
+    (which add the country partitions) and the clusters of the two demo countries."""
+    from gnt_assets.definitions import code_location
+    from gnt_assets.demo_runs import QUIET_RUN_CONFIG, run_job
+    from gnt_assets.mining.demo import COUNTRIES, RUN_CONFIG
+
+    defs = code_location()
+    run_job(defs, instance, "mining_demo", ["mine_polygons"])
+    for country in COUNTRIES:
+        run_job(defs, instance, "mining_demo", ["mining_clusters"], country, run_config={**QUIET_RUN_CONFIG, **RUN_CONFIG})
 
 
 @pytest.fixture(scope="module")
-def postgres():
+def deployment(tmp_path_factory):
+    """Launches every scenario at once against the running services, waits for all of them, and yields
+    the instance and the run ids by scenario."""
     if not postgres_available():
         pytest.skip("PostgreSQL 15 server binaries (Debian postgresql-15) are not installed")
-    with running_postgres() as settings:
-        yield settings
+    folder = tmp_path_factory.mktemp("deployment")
+    services = Services(folder)
+    with running_postgres() as postgres, pytest.MonkeyPatch.context() as patch:
+        env = {**postgres, "GNT_STORAGE_ROOT": str(folder / "data"), "GNT_S3_ENDPOINT_URL": "", "GNT_DASK_SCHEDULER": "",
+               "GNT_PROFILE": "local", "GNT_POOL_GEE": str(GEE_SLOTS),
+               "DAGSTER_GRPC_TIMEOUT_SECONDS": "300"}  # a run's launch waits for its worker to import gnt_assets, slow on 2 busy cores
+        loopback = Loopback(folder)
+        try:
+            with running_dagster(services, compose()["services"], loopback, env, instance_yaml=instance_yaml_for_test(),
+                                 before_daemon=stop_instigators) as url:
+                home = loopback.mounts["/opt/dagster/home"]
+                for name, value in {**env, "DAGSTER_HOME": str(home)}.items():
+                    patch.setenv(name, value)
+                with dg.DagsterInstance.get() as instance:
+                    assert type(instance.run_storage).__name__ == "PooledPostgresRunStorage"
+                    seed_mining_inputs(instance)
+                    yield instance, launch_scenarios(instance, url, services)
+        finally:
+            services.stop()
 
 
-@pytest.fixture
-def deployment(postgres, tmp_path, monkeypatch):
-    home = tmp_path / "home"
-    home.mkdir()
-    shutil.copy(REPO / "deploy" / "dagster.postgres.yaml", home / "dagster.yaml")
-    (tmp_path / "location.py").write_text(LOCATION)
-    (tmp_path / "workspace.yaml").write_text(f"load_from:\n  - python_file: {tmp_path / 'location.py'}\n")
-    env = {**os.environ, **postgres, "DAGSTER_HOME": str(home), "FLAKY_MARKER": str(tmp_path / "flaky")}
-    for name, value in {**postgres, "DAGSTER_HOME": str(home)}.items():
-        monkeypatch.setenv(name, value)
-    daemon = subprocess.Popen(
-        [BIN / "dagster-daemon", "run", "-w", tmp_path / "workspace.yaml"],
-        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "daemon.log", "w"), start_new_session=True,
-    )
-    try:
-        yield env, tmp_path
-    finally:
-        os.killpg(daemon.pid, 15)
-        daemon.wait(30)
+def kill_tree(pid: int) -> None:
+    for process in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
 
 
-def launch_all(env, folder, launches):
-    """Submit runs to the queue at once, as a backfill or several users would."""
-    processes = [
-        subprocess.Popen(
-            [BIN / "dagster", "job", "launch", "-w", folder / "workspace.yaml", "-j", job, "--tags", json.dumps(tags)],
-            env=env, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
-        for job, tags in launches
-    ]
-    for process in processes:
-        _, error = process.communicate(timeout=120)
-        assert process.returncode == 0, error.decode()
+def launch_scenarios(instance, url: str, services: Services) -> dict:
+    """Everything at once, as a busy deployment sees it: a backfill of export runs (the gee pool), a janitor run
+    that loses its worker and a region run whose input is missing."""
+    wait_until("the daemon to apply the pool limits", lambda: instance.event_log_storage.get_concurrency_info("gee").slot_count == GEE_SLOTS, services)
+    instance.event_log_storage.claim_concurrency_slot("gee", "test-holder", "holder")  # the only slot, held for a while
+    backfill = launch_backfill(url, {"selector": {"partitionSetName": "mining_exports_job_partition_set", "repositorySelector": REPOSITORY_SELECTOR},
+                                     "partitionNames": EXPORTS})
+    killed = launch_run(url, "janitor", run_config=IN_PROCESS)
+    # no ZAF clusters were made: the region step's input is missing
+    failing = launch_run(url, "mining_region_job", {"dagster/partition": "ZAF|2019"}, run_config=IN_PROCESS)
+
+    def exports() -> list[str]:
+        return [r.run_id for r in instance.get_runs(dg.RunsFilter(tags={"dagster/backfill": backfill}))]
+
+    def held_by_pool() -> list[str]:
+        log = services.tail("daemon", 10**7)
+        return [r for r in exports() if re.search(rf"Run {r} is blocked by global concurrency limits: {{\"gee\"", log)] if len(exports()) == len(EXPORTS) else []
+
+    def retries() -> list[dg.DagsterRun]:
+        return list(instance.get_runs(dg.RunsFilter(tags={"dagster/root_run_id": killed})))
+
+    kill_tree(wait_until("the janitor run's worker", lambda: worker_pid(instance, killed), services))
+    blocked = wait_until("the queue to hold export runs for the gee pool", held_by_pool, services)
+    held = {r: (instance.get_run_by_id(r).status, messages(instance, r, dg.DagsterEventType.STEP_START)) for r in exports()}
+    instance.event_log_storage.free_concurrency_slot_for_step("test-holder", "holder")
+    wait_until("every run to finish", lambda: all(instance.get_run_by_id(r).status in DONE for r in [*exports(), killed, failing])
+               and any(r.status == dg.DagsterRunStatus.SUCCESS for r in retries()), services, timeout=240)
+    return {"exports": exports(), "blocked": blocked, "held": held, "killed": killed, "retries": [r.run_id for r in retries()],
+            "failing": failing}
 
 
-def wait_for(instance, predicate, timeout=150):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        runs = instance.get_runs()
-        if predicate(runs):
-            return runs
-        time.sleep(1)
-    pytest.fail(f"timed out; runs: {[(r.job_name, r.status, r.tags) for r in instance.get_runs()]}")
+def test_the_gee_pool_never_runs_more_export_steps_than_its_limit(deployment):
+    instance, runs = deployment
+    assert instance.event_log_storage.get_concurrency_info("gee").slot_count == GEE_SLOTS
+    # while the test held the only slot, the queue kept the export runs back and no export step started
+    assert runs["blocked"] and all(status == dg.DagsterRunStatus.QUEUED and not starts for status, starts in runs["held"].values())
+    assert [instance.get_run_by_id(r).status for r in runs["exports"]] == [dg.DagsterRunStatus.SUCCESS] * len(EXPORTS)
+    assert max_overlap(step_intervals(instance, runs["exports"], "landsat_exports")) == GEE_SLOTS
 
 
-def test_postgres_instance_runs_partitions_concurrently_and_retries_failures(deployment):
-    env, folder = deployment
-    with dg.DagsterInstance.get() as instance:
-        assert type(instance.run_storage).__name__ == "PooledPostgresRunStorage"
-        assert instance.run_storage.postgres_url.startswith("postgresql+psycopg2://")
-        launch_all(
-            env,
-            folder,
-            [
-                ("slow_job", {"dagster/partition": "north"}),
-                ("slow_job", {"dagster/partition": "south"}),
-                ("flaky_job", {"dagster/retry_on_asset_or_op_failure": "true"}),
-            ],
-        )
+def test_mining_runs_carry_the_tag_and_never_start_beyond_its_limit(deployment):
+    instance, runs = deployment
+    records = instance.get_run_records(dg.RunsFilter(tags={MINING_TAG["key"]: MINING_TAG["value"]}))
+    assert {r.dagster_run.run_id for r in records} >= {*runs["exports"], runs["killed"], runs["failing"]}
+    intervals = [(r.start_time, r.end_time) for r in records if r.start_time]
+    assert max_overlap(intervals) == MINING_TAG["limit"]  # reached, never passed: 4 runs were queued at once
 
-        done = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE}
-        runs = wait_for(
-            instance,
-            lambda runs: sum(r.job_name == "slow_job" and r.status in done for r in runs) == 2
-            and any(r.job_name == "flaky_job" and r.status == dg.DagsterRunStatus.SUCCESS for r in runs),
-        )
-        slow = [r for r in runs if r.job_name == "slow_job"]
-        assert {r.tags["dagster/partition"] for r in slow} == {"north", "south"}
-        assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in slow)
-        records = {r.dagster_run.run_id: r for r in instance.get_run_records()}
-        (first, second) = sorted((records[r.run_id] for r in slow), key=lambda rec: rec.start_time)
-        assert second.start_time < first.end_time, "the two partitions did not run at the same time"
-        assert instance.get_materialized_partitions(dg.AssetKey("slow_tiles")) == {"north", "south"}
 
-        flaky = sorted((r for r in runs if r.job_name == "flaky_job"), key=lambda r: int(r.tags.get("dagster/retry_number", 0)))
-        assert [r.status for r in flaky] == [dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.SUCCESS]
-        assert flaky[1].tags["dagster/retry_number"] == "1"
+def test_a_run_whose_worker_is_killed_is_marked_failed_and_retried(deployment):
+    instance, runs = deployment
+    assert instance.get_run_by_id(runs["killed"]).status == dg.DagsterRunStatus.FAILURE
+    assert any(f"Run execution process for {runs['killed']} was terminated by signal 9" in m for m in messages(instance, runs["killed"]))
+    (retry,) = runs["retries"][:1]
+    assert instance.get_run_by_id(retry).tags["dagster/retry_number"] == "1"
+    assert instance.get_run_by_id(retry).status == dg.DagsterRunStatus.SUCCESS
+    assert SHIPPED["run_retries"]["enabled"] and SHIPPED["run_retries"]["max_retries"] >= 1
+
+
+def test_an_asset_failure_is_not_retried_as_configured(deployment):
+    instance, runs = deployment
+    assert SHIPPED["run_retries"]["retry_on_asset_or_op_failure"] is False
+    assert instance.get_run_by_id(runs["failing"]).status == dg.DagsterRunStatus.FAILURE
+    assert not instance.get_runs(dg.RunsFilter(tags={"dagster/parent_run_id": runs["failing"]}))
+    assert any("Not retrying run since it failed due to an asset or op failure" in m for m in messages(instance, runs["failing"]))

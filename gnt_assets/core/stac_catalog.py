@@ -226,8 +226,9 @@ def _to_datetime(value) -> datetime:
     return stamp.replace(tzinfo=UTC)
 
 
-def describe_parquet(path: UPath) -> Described:
-    """A (Geo)Parquet file: table:columns, table:row_count, table:primary_geometry and the bbox of its geo metadata."""
+def describe_parquet(path: UPath, *, role: str = "data") -> Described:
+    """A (Geo)Parquet file: table:columns, table:row_count, table:primary_geometry and the bbox of its geo metadata.
+    ``role`` "metadata": context for the item's data (the mine polygons beside a region), outside its footprint."""
     import pyarrow.parquet as pq
 
     with path.open("rb") as handle:
@@ -236,7 +237,7 @@ def describe_parquet(path: UPath) -> Described:
         rows = parquet.metadata.num_rows
         geo = json.loads((schema.metadata or {}).get(b"geo", b"null") or "null")
     columns = [{"name": f.name, "type": str(f.type)} for f in schema]
-    asset = {"href": path, "type": _media_type(path), "roles": ["data"], "table:columns": columns, "table:row_count": int(rows)}
+    asset = {"href": path, "type": _media_type(path), "roles": [role], "table:columns": columns, "table:row_count": int(rows)}
     described = Described(asset, {TABLE})
     if geo:
         primary = geo.get("primary_column", "geometry")
@@ -292,7 +293,7 @@ def describe(path: UPath, **hints) -> Described:
     if suffix == ".zarr":
         return describe_zarr(path, **{k: v for k, v in hints.items() if k in ("storage_options", "band_names", "variables", "time_range")})
     if suffix == ".parquet":
-        return describe_parquet(path)
+        return describe_parquet(path, role=hints.get("role", "data"))
     if suffix in (".gpkg", ".geojson", ".fgb"):
         return describe_vector(path)
     md5 = hints.get("md5") or (read_md5_sidecar(path) if suffix == ".tar" else None)
@@ -310,6 +311,17 @@ def dagster_asset_url(asset_key: str, partition: str | None, base_url: str | Non
     base = (base_url or os.environ.get("GNT_DAGSTER_URL") or "http://127.0.0.1:3000").rstrip("/")
     url = f"{base}/assets/{'/'.join(quote(p, safe='') for p in asset_key.split('/'))}"
     return f"{url}?partition={quote(partition, safe='')}" if partition else url
+
+
+# Families the viewer (``make view``) draws as a map; the others it shows as a footprint outline at most.
+MAPPED_FAMILIES = frozenset({"mining-regions", "conus404-daily", "conus404-analysis-ready", "raster-tiles", "raster-grids",
+                             "sentinel-cubes", "mapterhorn-cogs", "mapterhorn-coverage"})
+
+
+def viewer_url(family: str, item_id: str, base_url: str | None = None) -> str:
+    """The item on the viewer's map (``GNT_VIEWER_URL``, default the ``make view`` address)."""
+    base = (base_url or os.environ.get("GNT_VIEWER_URL") or "http://127.0.0.1:8008").rstrip("/")
+    return f"{base}/#{quote(family, safe='')}/{quote(item_id, safe='')}"
 
 
 def _relative(target: UPath, start: UPath) -> str:
@@ -338,7 +350,7 @@ def build_item(
     if family not in FAMILIES:
         raise StacCatalogError(f"unknown output family {family!r}; known: {', '.join(FAMILIES)}")
     created = created or datetime.now(UTC)
-    boxes = [tuple(footprint)] if footprint else [d.bbox_wgs84 for d in assets.values() if d.bbox_wgs84 is not None]
+    boxes = [tuple(footprint)] if footprint else [d.bbox_wgs84 for d in assets.values() if d.bbox_wgs84 is not None and "data" in d.asset["roles"]]
     times = times or next((d.times for d in assets.values() if d.times is not None), None)
     item_id = item_id_for(asset_key, partition)
     props: dict = {"title": title or f"{asset_key}" + (f" {partition}" if partition else ""), "created": _iso(created),

@@ -125,13 +125,21 @@ def landsat_regions(context: dg.AssetExecutionContext, config: RegionsConfig, st
         context.log.warning(f"{country}|{year}: written without exports that failed for good: {', '.join(result['skipped_failed'])}")
     metadata = {"clusters_written": len(result["written"]), "drive_files_deleted": result["drive_deleted"],
                 "skipped_failed": dg.MetadataValue.text(", ".join(result["skipped_failed"])), **output_metadata([result["path"]]),
-                **catalog_metadata(context, storage.root_path, {"zarr": result["path"]}, times=year_span(int(year)), hints={"zarr": {"band_names": BANDS}})}
+                **catalog_metadata(context, storage.root_path, {"zarr": result["path"], **_mines_asset(storage)}, times=year_span(int(year)),
+                                   hints={"zarr": {"band_names": BANDS}, "mines": {"role": "metadata"}})}
     first = mining_clusters[mining_clusters["cluster_id"].isin(result["written"])].head(1)
     if len(first):
         ix, iy = first["tiles"].iloc[0][0]
         rgb = tile_array(result["path"], int(ix), int(iy))[[2, 1, 0]]
         metadata |= quicklook_metadata(quicklook(rgb, nodata=np.nan, crs="EPSG:4326", variable="Landsat red, green, blue"), title="cluster_rgb")
     return dg.MaterializeResult(metadata=metadata)
+
+
+def _mines_asset(storage: StorageResource) -> dict[str, UPath]:
+    """The mine polygons (where geoparquet_io_manager keeps the mine_polygons asset), so the region's STAC item
+    names them (role metadata: they do not widen its footprint) and the viewer draws them over the region."""
+    path = storage.path("tables", "mine_polygons.parquet")
+    return {"mines": path} if path.exists() else {}
 
 
 def status_path(storage: StorageResource) -> UPath:

@@ -14,6 +14,7 @@ from gnt_assets.mining import (
     training_assets,
 )
 from gnt_assets.mining.hpc import HPCTargetResource
+from gnt_assets.mining.jobs import mining_exports_job
 from gnt_assets.mining.local.drive import LocalDrive
 from gnt_assets.mining.local.earthengine import LocalEarthEngine
 from gnt_assets.mining.resources import GoogleDrive, GoogleEarthEngine
@@ -56,7 +57,7 @@ defs = dg.Definitions(
         janitor_checks.janitor_repair_sensor,
     ],
     schedules=[schedules.janitor_daily],
-    jobs=[janitor_checks.janitor, janitor_checks.mining_repair_job, sensors.mining_region_job],
+    jobs=[mining_exports_job, janitor_checks.janitor, janitor_checks.mining_repair_job, sensors.mining_region_job],
 )
 
 

@@ -32,6 +32,7 @@ from gnt_assets.mining.janitor import (
     tile_findings,
     transfer_findings,
 )
+from gnt_assets.mining.jobs import RUN_TAGS
 from gnt_assets.mining.resources import DriveResource
 from gnt_assets.mining.training_assets import mining_hpc_transfer, mining_training_tiles
 from gnt_assets.partitions import mining_country_year
@@ -116,7 +117,7 @@ def janitor_sweep(
     return {"findings": len(findings), "removed": removed, "rematerialize": rerun}
 
 
-@dg.job(description="The mining janitor: in check mode it reports storage that disagrees with Dagster's record; in clean "
+@dg.job(tags=RUN_TAGS, description="The mining janitor: in check mode it reports storage that disagrees with Dagster's record; in clean "
                     "mode it removes orphans and broken outputs and lists the country-years to rebuild.")
 def janitor():
     janitor_sweep()
@@ -125,6 +126,7 @@ def janitor():
 mining_repair_job = dg.define_asset_job(
     "mining_repair_job",
     selection=dg.AssetSelection.assets(*STAGE_ASSETS.values()),
+    tags=RUN_TAGS,
     description="Re-materializes a country-year that the janitor's clean mode demoted, from the demoted step downstream.",
 )
 

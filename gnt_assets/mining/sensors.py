@@ -24,6 +24,7 @@ from gnt_assets.mining.exports import (
     with_state,
     write_ledger,
 )
+from gnt_assets.mining.jobs import RUN_TAGS
 from gnt_assets.mining.resources import EarthEngineResource
 from gnt_assets.mining.training_assets import mining_hpc_transfer, mining_training_tiles
 from gnt_assets.resources.alerts import AlertSinksResource
@@ -107,6 +108,7 @@ CHAIN = [landsat_regions.key, mining_training_tiles.key, mining_hpc_transfer.key
 mining_region_job = dg.define_asset_job(
     "mining_region_job",
     selection=dg.AssetSelection.assets(*CHAIN),
+    tags=RUN_TAGS,
     description="Downloads a country-year's completed Earth Engine exports into its zarr region, then builds the training "
                 "tiles and copies them to the HPC target.",
 )

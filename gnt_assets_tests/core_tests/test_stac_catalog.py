@@ -202,3 +202,15 @@ def test_pystac_client_searches_the_catalog_served_by_rustac_by_bbox_and_datetim
         everything = client.search(bbox=[-110, 30, -70, 45], datetime="2020-07-01")
         assert sorted(i.id for i in everything.items()) == ["conus404_daily__2020-07-01", "raster_tiles__2020-07-01"]
         assert sorted(c.id for c in client.get_collections()) == ["conus404-daily", "raster-tiles"]
+
+
+def test_a_metadata_asset_is_named_but_does_not_widen_the_footprint(tmp_path):
+    """The mine polygons beside a region cover every country; the region's item keeps the region's footprint."""
+    root = tmp_path / "storage"
+    write_cog(root / "dem.tif")
+    gpd.GeoDataFrame({"mine_id": ["far"]}, geometry=[shapely.box(100, 10, 101, 11)], crs=4326).to_parquet(root / "mines.parquet")
+    path = catalog_output(UPath(root), "mapterhorn_cog", "a.b", {"dem": root / "dem.tif", "mines": root / "mines.parquet"},
+                          hints={"mines": {"role": "metadata"}})
+    document = json.loads(Path(path).read_text())
+    assert document["assets"]["mines"]["roles"] == ["metadata"] and document["assets"]["mines"]["table:row_count"] == 1
+    assert document["bbox"][2] < 20  # the COG's (near 8 deg E), not out to the mine at 101 deg E
