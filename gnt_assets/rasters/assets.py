@@ -18,6 +18,7 @@ import shapely
 from upath import UPath
 
 from gnt_assets.core.atomic import atomic_directory
+from gnt_assets.core.errors import InputError
 from gnt_assets.core.quicklook import choropleth, quicklook
 from gnt_assets.io_managers.geoparquet import read_table, write_table
 from gnt_assets.materialization import catalog_metadata, output_metadata, quicklook_metadata
@@ -138,7 +139,10 @@ def resampled_asset(spec: grids.GridSpec) -> dg.AssetsDefinition:
         cells = read_table(folder / "grids" / f"{spec.name}.parquet")
         methods = config.methods or list(sources.DEFAULT_METHODS[info.kind])
         store = resample.ResultStore(folder / "cache")
-        table, counts = resample.resample(info, cells, spec.name, methods, store, memory_limit_mb=raster_folder.memory_limit_mb, log=context.log.info)
+        try:
+            table, counts = resample.resample(info, cells, spec.name, methods, store, memory_limit_mb=raster_folder.memory_limit_mb, log=context.log.info)
+        except InputError as error:  # a grid/raster combination that cannot work: fails at once, not after the retries
+            raise failure_for(error) from error
         warnings = counts.pop("warnings")
         for warning in warnings:
             context.log.warning(f"{info.key} on {spec.name}: {warning}")
