@@ -41,9 +41,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
-# The viewer's browser test drives headless Chromium (Debian's; the test never downloads a browser).
+# The viewer's browser test drives headless Chromium (Debian's; the test never downloads a browser);
+# the raster-output tests open the COGs and zarr stores with gdalinfo (Debian's gdal-bin).
 test: lint $(NODE_STAMP)
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	command -v gdalinfo >/dev/null || (apt-get update -qq && apt-get install -y -qq gdal-bin)
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml

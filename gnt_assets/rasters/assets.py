@@ -17,11 +17,13 @@ import pandas as pd
 import shapely
 from upath import UPath
 
+from gnt_assets.core.atomic import atomic_directory
+from gnt_assets.core.errors import InputError
 from gnt_assets.core.quicklook import choropleth, quicklook
 from gnt_assets.io_managers.geoparquet import read_table, write_table
 from gnt_assets.materialization import catalog_metadata, output_metadata, quicklook_metadata
 from gnt_assets.partitions import raster_sources
-from gnt_assets.rasters import catalog, grids, resample, sources, tiling
+from gnt_assets.rasters import catalog, grids, resample, sources, square_raster, tiling
 from gnt_assets.rasters.resources import RasterFolderResource
 from gnt_assets.rasters.rio import open_raster
 from gnt_assets.resources.compute import DaskComputeResource
@@ -82,14 +84,17 @@ def raster_catalog(storage: StorageResource) -> dg.MaterializeResult:
 @dg.asset(group_name="rasters", partitions_def=raster_sources, deps=[raster_source], code_version=CODE_VERSION, retry_policy=TRANSIENT_RETRY)
 def raster_tiles(context: dg.AssetExecutionContext, storage: StorageResource, compute: DaskComputeResource,
                  raster_folder: RasterFolderResource) -> dg.MaterializeResult:
-    """The raster as a zarr array with one chunk per tile (one GET per tile), and a GeoParquet tile index
-    with window, bounds and min/max/mean/std/nodata/valid counts; tiles run in parallel on Dask.
+    """The raster as a zarr dataset with one chunk per tile (one GET per tile; CF attributes and a spatial_ref grid mapping, so
+    xarray/odc-geo and GDAL place it), and a GeoParquet tile index with window, bounds and
+    min/max/mean/std/nodata/valid counts; tiles run in parallel on Dask.
     Quick look: band 1 mean per tile (one pixel per tile)."""
     info = catalog.load_source(state_folder(storage), context.partition_key)
     folder = state_folder(storage) / "tiles" / info.key
-    tasks = tiling.tile_tasks(info, folder / "tiles.zarr", storage.storage_options(), raster_folder.tile_size)
-    with compute.get_client() as client:
-        rows = client.gather(client.map(tiling.write_tile, tasks, pure=False))
+    # Built aside and published whole: a failed or killed run leaves the previous store as it was.
+    with atomic_directory(folder / "tiles.zarr") as staged:
+        tasks = tiling.tile_tasks(info, staged, storage.storage_options(), raster_folder.tile_size)
+        with compute.get_client() as client:
+            rows = client.gather(client.map(tiling.write_tile, tasks, pure=False))
     frame = pd.DataFrame(rows)
     index = gpd.GeoDataFrame(frame, geometry=shapely.box(frame.left, frame.bottom, frame.right, frame.top), crs=info.crs)
     write_table(index.sort_values("tile_id").reset_index(drop=True), folder / "index.parquet")
@@ -134,19 +139,24 @@ def resampled_asset(spec: grids.GridSpec) -> dg.AssetsDefinition:
         cells = read_table(folder / "grids" / f"{spec.name}.parquet")
         methods = config.methods or list(sources.DEFAULT_METHODS[info.kind])
         store = resample.ResultStore(folder / "cache")
-        table, counts = resample.resample(info, cells, spec.name, methods, store, memory_limit_mb=raster_folder.memory_limit_mb, log=context.log.info)
+        try:
+            table, counts = resample.resample(info, cells, spec.name, methods, store, memory_limit_mb=raster_folder.memory_limit_mb, log=context.log.info)
+        except InputError as error:  # a grid/raster combination that cannot work: fails at once, not after the retries
+            raise failure_for(error) from error
         warnings = counts.pop("warnings")
         for warning in warnings:
             context.log.warning(f"{info.key} on {spec.name}: {warning}")
         out = gpd.GeoDataFrame(table.merge(cells[["cell_id", "geometry"]], on="cell_id"), geometry="geometry", crs=cells.crs)
         path = folder / "resampled" / spec.name / f"{info.key}.parquet"
         write_table(out, path)
-        written = [path]
-        if spec.kind == "square":
-            written.append(resample.write_square_zarr(out, folder / "resampled" / spec.name / f"{info.key}.zarr"))
+        written = {"table": path}
+        if spec.kind == "square":  # also a raster on the grid: a zarr dataset and a COG per method and band
+            written["zarr"] = square_raster.write_square_zarr(out, folder / "resampled" / spec.name / f"{info.key}.zarr")
+            for cog in square_raster.write_square_cogs(out, folder / "resampled" / spec.name / "cog" / info.key):
+                written[f"cog_{cog.stem}"] = cog
         first = out[(out.band == 1) & (out.method == methods[0])]
         return dg.MaterializeResult(metadata={
-            **output_metadata(written), **catalog_metadata(context, storage.root_path, dict(zip(("table", "zarr"), written, strict=False))),
+            **output_metadata(list(written.values())), **catalog_metadata(context, storage.root_path, written),
             "cells": int(first.cell_id.nunique()), "methods": ", ".join(methods),
             **counts, "point_method_warnings": "; ".join(warnings) or "none", **{f"cache_{k}": v for k, v in store.stats().items()},
             **quicklook_metadata(choropleth(first.geometry.values, first["value"], variable=f"band 1 {methods[0]} per cell", crs=str(cells.crs)), title="choropleth"),

@@ -6,6 +6,7 @@ import dagster as dg
 import numpy as np
 from upath import UPath
 
+from gnt_assets.core.atomic import resolve_directory
 from gnt_assets.io_managers.geoparquet import read_table
 from gnt_assets.partitions import raster_sources
 from gnt_assets.rasters import catalog, grids, resample, sources, tiling
@@ -38,7 +39,8 @@ def tiles_complete_and_recount(context: dg.AssetCheckExecutionContext, storage: 
     info = catalog.load_source(state_folder(storage), context.partition_key)
     folder = state_folder(storage) / "tiles" / info.key
     index = read_table(folder / "index.parquet")
-    array = tiling.open_array(str(folder / "tiles.zarr") if "://" in str(folder) else (folder / "tiles.zarr").path, storage.storage_options(), mode="r")
+    store = resolve_directory(folder / "tiles.zarr")
+    array = tiling.open_array(str(store) if "://" in str(store) else store.path, storage.storage_options(), mode="r")
     size = array.chunks[1]
     expected = {(b, r, c) for b in range(1, info.band_count + 1) for r in range(-(-info.height // size)) for c in range(-(-info.width // size))}
     seen = list(zip(index.band, index.tile_row, index.tile_col, strict=False))

@@ -359,24 +359,3 @@ def choropleth_png(cells: gpd.GeoDataFrame, values: pd.Series, size: int = 480) 
     out = io.BytesIO()
     image.save(out, format="PNG")
     return out.getvalue()
-
-
-def write_square_zarr(table: gpd.GeoDataFrame, path: UPath) -> UPath:
-    """The square-grid result as an xarray Dataset (one variable per method and band, dims j x i),
-    published whole at ``path``; returns where to read it (on object stores the version its pointer names)."""
-    import xarray as xr
-
-    from gnt_assets.core.atomic import atomic_directory, is_local, resolve_directory
-
-    parsed = table.cell_id.str.extract(r"^C[^_]+_(\d+)_(\d+)$").astype(int)
-    frame = table.assign(i=parsed[0], j=parsed[1], var=table.method + "_b" + table.band.astype(str))
-    values = frame.pivot_table(index=["j", "i"], columns="var", values="value", dropna=False)
-    fraction = frame.pivot_table(index=["j", "i"], columns="var", values="valid_fraction", dropna=False).add_suffix("_valid_fraction")
-    dataset = xr.Dataset.from_dataframe(values.join(fraction)).astype("float64")
-    dataset.attrs["crs"] = table.crs.to_string()
-    with atomic_directory(path) as target:
-        if is_local(target):
-            dataset.to_zarr(target.path, mode="w-", consolidated=False)
-        else:  # the storage options (endpoint, credentials) travel with the URL
-            dataset.to_zarr(str(target), mode="w-", consolidated=False, storage_options=dict(target.storage_options) or None)
-    return resolve_directory(path)

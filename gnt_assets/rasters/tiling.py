@@ -1,10 +1,19 @@
 """Tiles of a registered raster: a zarr copy with one chunk per tile, and per-tile statistics.
 
 Why zarr: GeoTIFF blocks must be multiples of 16 pixels, so 1000-pixel tiles would
-straddle blocks; a zarr v3 array chunked (1, tile, tile) stores every tile as exactly one
-object (``c/{band}/{row}/{col}``), so a reader fetches any tile with one GET / range read.
+straddle blocks; a zarr array chunked (1, tile, tile) stores every tile as exactly one
+object (``band_data/{band}.{row}.{col}``), so a reader fetches any tile with one GET / range read.
 Each tile is read, written and counted by one task, so memory is bounded by the tile
 size and tasks run in parallel on the compute resource's Dask cluster.
+
+The store is an xarray dataset: ``band_data`` (band, y, x) with CF attributes and a
+``spatial_ref`` grid mapping, so ``xr.open_zarr(...).odc.geobox`` is the source's GeoBox and
+GDAL opens it (``ZARR:"tiles.zarr":/band_data``). It is written in zarr format 2: the GDAL
+builds at hand (3.10.3 in the rasterio wheel, 3.6.2 in Debian 12) refuse the arrays
+zarr-python writes in format 3 ("Unsupported codec: bytes"; 3.6 does not find them). GDAL
+3.10 reads the CRS from the CF grid mapping; 3.6 reads the geotransform only (given GDAL's
+own ``_CRS`` attribute it swaps the axes of projected CRSs, so none is written). The caller
+builds the store aside and publishes it whole (``core.atomic.atomic_directory``).
 """
 
 from __future__ import annotations
@@ -12,13 +21,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import odc.geo.xr  # xr_zeros, xr_coords; importing it registers the .odc accessor
 import rasterio
 import zarr
+from odc.geo.geobox import GeoBox
 from rasterio.windows import Window
 from upath import UPath
 
 from gnt_assets.core.atomic import is_local
+from gnt_assets.core.zarr_regions import with_exact_transform
 from gnt_assets.rasters.rio import open_raster
+
+VARIABLE = "band_data"
 
 
 @dataclass(frozen=True)
@@ -33,12 +47,28 @@ class TileTask:
     nodata: float | None
 
 
-def open_array(store: str, storage_options: dict, mode: str = "r+", **create):
+def open_array(store: str, storage_options: dict, mode: str = "r+"):
+    """The store's ``band_data`` array, for a tile task to write or a reader to take whole tiles from."""
     if "://" in store:
-        store = zarr.storage.FsspecStore.from_url(store, storage_options=storage_options or None, read_only=False)
-    if create:
-        return zarr.create_array(store=store, overwrite=True, **create)
-    return zarr.open_array(store=store, mode=mode)
+        store = zarr.storage.FsspecStore.from_url(store, storage_options=storage_options or None, read_only=mode == "r")
+    return zarr.open_array(store=store, path=VARIABLE, mode=mode, zarr_format=2)
+
+
+def source_geobox(info) -> GeoBox:
+    """The source's pixel grid (shape, affine, CRS) as odc-geo describes it."""
+    with open_raster(info.path) as src:
+        return GeoBox((src.height, src.width), src.transform, src.crs.to_wkt())
+
+
+def tiles_template(info, geobox: GeoBox, tile_size: int):
+    """The store's metadata and coordinates, its data lazily defined and never computed."""
+    spatial = odc.geo.xr.xr_zeros(geobox, dtype=info.dtype, chunks=(tile_size, tile_size))
+    data = spatial.expand_dims(band=np.arange(1, info.band_count + 1, dtype="int32")).chunk({"band": 1})
+    data.attrs = {"long_name": info.name, "grid_mapping": "spatial_ref"}
+    dataset = data.to_dataset(name=VARIABLE)
+    dataset["band"].attrs["long_name"] = "band number of the source raster (1-based)"
+    dataset.attrs = {"Conventions": "CF-1.8", "source": info.path, "content_hash": info.content_hash, "tile_size": tile_size}
+    return with_exact_transform(dataset)
 
 
 def valid_mask(values: np.ndarray, nodata: float | None) -> np.ndarray:
@@ -78,19 +108,18 @@ def write_tile(task: TileTask) -> dict:
         "tile_id": f"b{task.band}_r{task.row:04d}_c{task.col:04d}",
         "band": task.band, "tile_row": task.row, "tile_col": task.col,
         "row_off": r0, "col_off": c0, "height": values.shape[0], "width": values.shape[1],
-        "chunk_key": f"c/{task.band - 1}/{task.row}/{task.col}",
+        "chunk_key": f"{VARIABLE}/{task.band - 1}.{task.row}.{task.col}",
         "left": left, "bottom": bottom, "right": right, "top": top,
         **tile_stats(values, task.nodata),
     }
 
 
 def tile_tasks(info, store: UPath, storage_options: dict, tile_size: int) -> list[TileTask]:
-    """Create the zarr array for a source and list one task per (band, tile)."""
-    fill = info.nodata if info.nodata is not None else 0
-    open_array(
-        str(store) if not is_local(store) else store.path, storage_options,
-        shape=(info.band_count, info.height, info.width), chunks=(1, tile_size, tile_size),
-        dtype=info.dtype, fill_value=fill, attributes={"crs": info.crs, "source": info.path, "content_hash": info.content_hash},
+    """Create the (empty) tiles store for a source at ``store`` and list one task per (band, tile)."""
+    encoding = {VARIABLE: {"chunks": (1, tile_size, tile_size), "_FillValue": info.nodata}}
+    tiles_template(info, source_geobox(info), tile_size).to_zarr(
+        str(store) if not is_local(store) else store.path, mode="w-", compute=False, encoding=encoding,
+        consolidated=False, zarr_format=2, storage_options=(storage_options or None) if not is_local(store) else None,
     )
     rows = -(-info.height // tile_size)
     cols = -(-info.width // tile_size)
@@ -103,7 +132,7 @@ def tile_tasks(info, store: UPath, storage_options: dict, tile_size: int) -> lis
 
 def read_tile(store: str, chunk_key: str, storage_options: dict | None = None) -> np.ndarray:
     """One tile by its index entry: a single chunk read."""
-    _, band, row, col = chunk_key.split("/")
+    band, row, col = chunk_key.split("/")[-1].split(".")
     array = open_array(store, storage_options or {}, mode="r")
     size = array.chunks[1:]
     return array[int(band), int(row) * size[0] : (int(row) + 1) * size[0], int(col) * size[1] : (int(col) + 1) * size[1]]

@@ -193,7 +193,7 @@ def _grid_view(item: dict, path: Path, root: Path) -> dict:
 
 
 def _tile_index_view(item: dict, path: Path, root: Path) -> dict:
-    """Raster tiles: the array has no georeferencing of its own, its tile index does; each tile filled by its mean."""
+    """Raster tiles: drawn from their tile index, each tile filled by its mean (one cell per tile)."""
     import pandas as pd
 
     href = _href(path, item["assets"]["index"], root)

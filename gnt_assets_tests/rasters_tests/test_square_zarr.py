@@ -10,7 +10,7 @@ import xarray as xr
 
 from gnt_assets.core.atomic import pointer_path
 from gnt_assets.core.stac_catalog import describe_zarr
-from gnt_assets.rasters.resample import write_square_zarr
+from gnt_assets.rasters.square_raster import write_square_zarr
 
 
 def table(value: float) -> gpd.GeoDataFrame:
