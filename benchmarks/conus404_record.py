@@ -31,15 +31,6 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-LAUNCH = """
-mutation($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message }
-    ... on InvalidSubsetError { message }
-  }
-}"""
 CANCEL = """
 mutation($id: String!) { cancelPartitionBackfill(backfillId: $id) { __typename } }"""
 RECORD_DAYS = 15_706
@@ -67,6 +58,7 @@ def record_backfill(workdir: Path, drain: float) -> None:
     from gnt_assets.resources.alerts import AlertSinksResource
     from gnt_assets.sensors.check_failure_alerts import check_failure_alert_sensor
     from gnt_assets_tests.dagster_dev import running_dagster_dev
+    from gnt_assets_tests.deployment import LAUNCH_BACKFILL
     from gnt_assets_tests.postgres_server import postgres_available, running_postgres
 
     if not postgres_available():
@@ -86,7 +78,7 @@ def record_backfill(workdir: Path, drain: float) -> None:
             print(f"instance: {type(instance.run_storage).__name__}; webserver {url}")
             started = time.perf_counter()
             params = {"assetSelection": [{"path": ["conus404_daily"]}], "allPartitions": True, "title": "whole record"}
-            answer = requests.post(f"{url}/graphql", json={"query": LAUNCH, "variables": {"params": params}}, timeout=600).json()
+            answer = requests.post(f"{url}/graphql", json={"query": LAUNCH_BACKFILL, "variables": {"params": params}}, timeout=600).json()
             launched = answer["data"]["launchPartitionBackfill"]
             if launched["__typename"] != "LaunchBackfillSuccess":
                 sys.exit(f"backfill refused: {launched}")
