@@ -61,7 +61,9 @@ def resource_set(profile: str) -> dict[str, Any]:
     if profile == "local":
         root = UPath(os.environ.get("GNT_STORAGE_ROOT", "./data"))
         root = root if "://" in str(root) else root.absolute()
-        return {"conus404_source": LocalConus404Source(root=str(root / "sources" / "conus404"), faults=SAMPLE_FAULTS), **rules}
+        source = LocalConus404Source(root=str(root / "sources" / "conus404"), endpoint_url=os.environ.get("GNT_S3_ENDPOINT_URL"),
+                                     faults=SAMPLE_FAULTS)
+        return {"conus404_source": source, **rules}
     return {**rules,
         "conus404_source": PlanetaryComputerConus404Source(
             stac_url=os.environ.get("GNT_CONUS404_STAC_URL", PC_STAC_URL),

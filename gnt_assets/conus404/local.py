@@ -38,6 +38,7 @@ from upath import UPath
 from gnt_assets.conus404.aggregation import RECORD_END
 from gnt_assets.conus404.resources import Conus404Source
 from gnt_assets.conus404.variables import CATALOG
+from gnt_assets.resources.storage import s3_options
 
 # WRF's CONUS404 projection (cen_lat 39.100006, cen_lon -97.9, true latitudes 30/50, sphere R=6370 km).
 CRS_ATTRS = {
@@ -172,11 +173,15 @@ def ensure_hourly_store(
     root.mkdir(parents=True, exist_ok=True)
     dataset = generate_hourly(start, days, shape, faults)
     encoding = {name: {"chunks": (1, *shape)} for name in CATALOG}
+    if path.protocol not in ("", "file", "local"):
+        # No rename on object stores: written in place, complete once ``.zmetadata`` (written last) is there;
+        # a half-written store lacks it and is rewritten whole on the next call.
+        dataset.to_zarr(path.fs.get_mapper(path.path), mode="w", zarr_format=2, consolidated=True, encoding=encoding)
+        return path
     temp = root / f".tmp-{path.name}"
     if temp.exists():
         temp.fs.rm(temp.path, recursive=True)
-    target = temp.path if temp.protocol in ("", "file", "local") else temp.fs.get_mapper(temp.path)
-    dataset.to_zarr(target, mode="w", zarr_format=2, consolidated=True, encoding=encoding)
+    dataset.to_zarr(temp.path, mode="w", zarr_format=2, consolidated=True, encoding=encoding)
     if path.exists():  # another process won the race; its store is identical
         temp.fs.rm(temp.path, recursive=True)
     else:
@@ -349,6 +354,9 @@ class LocalConus404Source(Conus404Source):
     """A generated hourly zarr (real names, units, projection) under ``root``, covering ``days`` from ``start``."""
 
     root: str = Field(description="Folder for the generated store (below the storage root).")
+    endpoint_url: str | None = Field(
+        default=None, description="S3-compatible endpoint of an s3:// root (GNT_S3_ENDPOINT_URL); credentials as s3fs reads them (AWS_*)."
+    )
     start: str = Field(default=LOCAL_SAMPLE_START, description="First day of the source window.")
     days: int = Field(default=LOCAL_SAMPLE_DAYS, description="Days in the source window; a day outside it fails saying so.")
     shape: list[int] = Field(default=[60, 80], description="Grid (y, x) spanning the real 1015 x 1367 domain.")
@@ -360,9 +368,14 @@ class LocalConus404Source(Conus404Source):
         default_factory=dict, description="Day -> how many reads time out before one succeeds (exercises the retry policy)."
     )
 
+    @property
+    def root_path(self) -> UPath:
+        """The root with its endpoint, so an object-store root reaches the configured server, not AWS."""
+        return UPath(self.root, **s3_options(self.endpoint_url, None, None)) if "://" in self.root else UPath(self.root)
+
     def open_hourly(self) -> xr.Dataset:
         path = ensure_hourly_store(
-            UPath(self.root), date.fromisoformat(self.start), self.days, tuple(self.shape), self.faults
+            self.root_path, date.fromisoformat(self.start), self.days, tuple(self.shape), self.faults
         )
         return xr.open_zarr(path.path if path.protocol in ("", "file", "local") else path.fs.get_mapper(path.path),
                             consolidated=True, chunks=None)
@@ -377,7 +390,7 @@ class LocalConus404Source(Conus404Source):
         allowed = self.transient_failures.get(str(day), 0)
         if not allowed:
             return
-        marker = UPath(self.root) / ".attempts" / str(day)
+        marker = self.root_path / ".attempts" / str(day)
         marker.parent.mkdir(parents=True, exist_ok=True)
         attempts = int(marker.read_text()) if marker.exists() else 0
         marker.write_text(str(attempts + 1))
