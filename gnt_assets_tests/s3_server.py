@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+
+import botocore.exceptions
 
 DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
@@ -33,18 +38,32 @@ class S3Endpoint:
 
 @contextlib.contextmanager
 def s3_server(bucket: str = "gnt-test") -> Iterator[S3Endpoint]:
-    """Start moto on 127.0.0.1 with a free port and one empty bucket; stop it on exit."""
+    """Start moto on 127.0.0.1 with a free port and one empty bucket; stop it on exit.
+
+    moto runs in its own process, as a real object store would: GDAL's /vsis3/ client holds the
+    GIL while it waits for a response, so a server thread inside the same interpreter could never answer."""
     import boto3
-    from moto.server import ThreadedMotoServer
+
+    from gnt_assets_tests.dagster_dev import free_port
 
     for name, value in DUMMY_CREDENTIALS.items():
         os.environ.setdefault(name, value)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        host, port = server.get_host_and_port()
-        endpoint = S3Endpoint(endpoint_url=f"http://{host}:{port}", bucket=bucket)
-        boto3.client("s3", endpoint_url=endpoint.endpoint_url, region_name="us-east-1").create_bucket(Bucket=bucket)
+        endpoint = S3Endpoint(endpoint_url=f"http://127.0.0.1:{port}", bucket=bucket)
+        client = boto3.client("s3", endpoint_url=endpoint.endpoint_url, region_name="us-east-1")
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                client.create_bucket(Bucket=bucket)
+                break
+            except botocore.exceptions.EndpointConnectionError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
         yield endpoint
     finally:
-        server.stop()
+        server.terminate()
+        server.wait(10)

@@ -55,6 +55,17 @@ def is_local(path: UPath) -> bool:
     return path.protocol in ("", "file", "local")
 
 
+def located(url: str, like: UPath | None) -> UPath:
+    """A path kept as text, reopened with ``like``'s storage options when both share a protocol.
+
+    Text drops a UPath's options, so a raster under an S3-compatible storage root would otherwise
+    be looked for on AWS; a URL of any other protocol keeps its own defaults."""
+    path = UPath(url)
+    if like is None or is_local(path) or path.protocol != like.protocol:
+        return path
+    return UPath(url, **like.storage_options)
+
+
 def temp_sibling(path: UPath, prefix: str = TEMP_PREFIX) -> UPath:
     """A hidden, unique name in the same folder, so the final rename stays on one device."""
     return path.parent / f"{prefix}{path.name}.{uuid.uuid4().hex[:12]}"

@@ -17,7 +17,7 @@ import pandas as pd
 import shapely
 from upath import UPath
 
-from gnt_assets.core.atomic import atomic_directory
+from gnt_assets.core.atomic import atomic_directory, located
 from gnt_assets.core.errors import InputError
 from gnt_assets.core.quicklook import choropleth, quicklook
 from gnt_assets.io_managers.geoparquet import read_table, write_table
@@ -48,12 +48,12 @@ def raster_source(context: dg.AssetExecutionContext, storage: StorageResource, r
         error = sources.RasterSourceError(f"raster {key!r} is neither in {raster_folder.folder_path(storage.root_path)} nor in the registry")
         raise failure_for(error) from error
     try:
-        info = sources.inspect(found[key])
+        info = sources.inspect(found[key], storage.root_path)
     except sources.RasterSourceError as error:
         catalog.record_error(state_folder(storage), key, found[key].path, str(error))
         raise failure_for(error) from error  # bad input: fails at once, not after the transient retries
     catalog.record_source(state_folder(storage), info)
-    with open_raster(info.path) as src:
+    with open_raster(located(info.path, storage.root_path)) as src:
         scale = max(1, max(src.width, src.height) // 512)
         preview = src.read(1, out_shape=(src.height // scale or 1, src.width // scale or 1))
     return dg.MaterializeResult(
@@ -140,7 +140,8 @@ def resampled_asset(spec: grids.GridSpec) -> dg.AssetsDefinition:
         methods = config.methods or list(sources.DEFAULT_METHODS[info.kind])
         store = resample.ResultStore(folder / "cache")
         try:
-            table, counts = resample.resample(info, cells, spec.name, methods, store, memory_limit_mb=raster_folder.memory_limit_mb, log=context.log.info)
+            table, counts = resample.resample(info, cells, spec.name, methods, store, memory_limit_mb=raster_folder.memory_limit_mb,
+                                            log=context.log.info, like=storage.root_path)
         except InputError as error:  # a grid/raster combination that cannot work: fails at once, not after the retries
             raise failure_for(error) from error
         warnings = counts.pop("warnings")

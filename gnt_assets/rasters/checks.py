@@ -4,9 +4,8 @@ averages inside the source's range."""
 
 import dagster as dg
 import numpy as np
-from upath import UPath
 
-from gnt_assets.core.atomic import resolve_directory
+from gnt_assets.core.atomic import located, resolve_directory
 from gnt_assets.io_managers.geoparquet import read_table
 from gnt_assets.partitions import raster_sources
 from gnt_assets.rasters import catalog, grids, resample, sources, tiling
@@ -21,7 +20,7 @@ SAMPLE_TILES = 3
                 description="The source's catalog entry exists and the file still has the registered content hash.")
 def source_unchanged(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
     info = catalog.load_source(state_folder(storage), context.partition_key)
-    current = sources.content_hash(UPath(info.path))
+    current = sources.content_hash(located(info.path, storage.root_path))
     return dg.AssetCheckResult(passed=current == info.content_hash, metadata={"registered": info.content_hash, "current": current})
 
 

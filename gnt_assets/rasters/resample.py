@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw
 from rasterio.windows import Window, from_bounds
 from upath import UPath
 
-from gnt_assets.core.atomic import atomic_write_bytes, atomic_write_text
+from gnt_assets.core.atomic import atomic_write_bytes, atomic_write_text, located
 from gnt_assets.rasters.grids import GridError, cell_centres
 from gnt_assets.rasters.rio import open_raster
 from gnt_assets.rasters.tiling import valid_mask
@@ -243,13 +243,14 @@ def _point_rows(centres_xy, transform, shape) -> np.ndarray:
 
 
 def resample(info, cells: gpd.GeoDataFrame, grid_name: str, methods, store: ResultStore, *,
-             memory_limit_mb: float = 1536, log=None) -> tuple[pd.DataFrame, dict]:
+             memory_limit_mb: float = 1536, log=None, like: UPath | None = None) -> tuple[pd.DataFrame, dict]:
     """Long table (cell_id, band, method, value, valid_fraction) for every method and band; cached parts are read.
 
     The raster is opened by path and read block by block (full-width rows of the cells'
     window, sized by ``memory_limit_mb``); coverage weights are computed (or read from the
     weights cache) per block, and area statistics accumulate across blocks, equal to the
-    whole-window computation. Point methods sample each cell centre in the block holding its row."""
+    whole-window computation. Point methods sample each cell centre in the block holding its row.
+    ``like``: the storage root, whose options a source on its filesystem needs."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"{info.key}: unknown resampling methods {unknown}; use {', '.join(METHODS)}")
@@ -267,7 +268,7 @@ def resample(info, cells: gpd.GeoDataFrame, grid_name: str, methods, store: Resu
                 counts["cache_hits"] += 1
                 tables.append(table)
     if todo:
-        with open_raster(info.path) as src:
+        with open_raster(located(info.path, like)) as src:
             window = cells_window(src, local.total_bounds)
             transform = src.window_transform(window)
             plan = BlockPlan.for_window(int(window.height), int(window.width), memory_limit_mb)

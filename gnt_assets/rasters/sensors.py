@@ -6,6 +6,7 @@ import json
 import dagster as dg
 from upath import UPath
 
+from gnt_assets.core.atomic import located
 from gnt_assets.partitions import raster_sources
 from gnt_assets.rasters import sources
 from gnt_assets.rasters.assets import raster_source, raster_tiles, resampled_assets
@@ -39,7 +40,7 @@ def raster_folder_sensor(context: dg.SensorEvaluationContext, storage: StorageRe
     # hash -> new data version -> its tiles and resampled partitions show stale and rerun.
     # The run key carries the signature, so an unchanged file is never resubmitted.
     seen = json.loads(context.cursor or "{}")
-    signatures = {key: _signature(entry.path) for key, entry in found.items()}
+    signatures = {key: _signature(located(entry.path, storage.root_path)) for key, entry in found.items()}
     changed = sorted(key for key in found if key in known and key in seen and seen[key] != signatures[key])
     idle = "; ".join(problems) if problems else f"no new or replaced rasters in {raster_folder.folder} or {raster_folder.registry}"
     return dg.SensorResult(
@@ -50,9 +51,9 @@ def raster_folder_sensor(context: dg.SensorEvaluationContext, storage: StorageRe
     )
 
 
-def _signature(path: str) -> str:
+def _signature(path: UPath) -> str:
     try:
-        stat = UPath(path).stat()
+        stat = path.stat()
     except (FileNotFoundError, OSError):
         return "missing"
     return f"{stat.st_size}:{stat.st_mtime}"

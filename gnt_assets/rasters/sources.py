@@ -16,6 +16,7 @@ import rasterio
 import yaml
 from upath import UPath
 
+from gnt_assets.core.atomic import located
 from gnt_assets.core.errors import InputError
 from gnt_assets.core.keys import PartitionKeyError, sanitize_key
 from gnt_assets.rasters.rio import open_raster
@@ -145,9 +146,10 @@ def _check_nodata(path: UPath, dtype: str, nodata: float | None) -> None:
         raise RasterSourceError(f"{path}: nodata {nodata} is outside the range of {dtype} [{limits.min}, {limits.max}]")
 
 
-def inspect(entry: SourceEntry) -> SourceInfo:
-    """Open and validate a source; any problem raises RasterSourceError naming the file."""
-    path = UPath(entry.path)
+def inspect(entry: SourceEntry, like: UPath | None = None) -> SourceInfo:
+    """Open and validate a source; any problem raises RasterSourceError naming the file.
+    ``like``: the storage root, whose options (endpoint, credentials) a source on its filesystem needs."""
+    path = located(entry.path, like)
     if not path.exists():
         raise RasterSourceError(f"{path}: registered raster {entry.key!r} points at a missing file")
     try:

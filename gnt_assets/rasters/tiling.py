@@ -28,7 +28,7 @@ from odc.geo.geobox import GeoBox
 from rasterio.windows import Window
 from upath import UPath
 
-from gnt_assets.core.atomic import is_local
+from gnt_assets.core.atomic import is_local, located
 from gnt_assets.core.zarr_regions import with_exact_transform
 from gnt_assets.rasters.rio import open_raster
 
@@ -37,7 +37,7 @@ VARIABLE = "band_data"
 
 @dataclass(frozen=True)
 class TileTask:
-    source: str
+    source: UPath  # with its storage options: it is opened on a Dask worker
     store: str
     storage_options: dict
     band: int
@@ -54,9 +54,9 @@ def open_array(store: str, storage_options: dict, mode: str = "r+"):
     return zarr.open_array(store=store, path=VARIABLE, mode=mode, zarr_format=2)
 
 
-def source_geobox(info) -> GeoBox:
+def source_geobox(source: UPath) -> GeoBox:
     """The source's pixel grid (shape, affine, CRS) as odc-geo describes it."""
-    with open_raster(info.path) as src:
+    with open_raster(source) as src:
         return GeoBox((src.height, src.width), src.transform, src.crs.to_wkt())
 
 
@@ -94,8 +94,7 @@ def tile_stats(values: np.ndarray, nodata: float | None) -> dict:
 
 def write_tile(task: TileTask) -> dict:
     """Copy one tile into its zarr chunk and count it (runs on a Dask worker)."""
-    source = UPath(task.source)
-    with open_raster(source) as src:
+    with open_raster(task.source) as src:
         window = Window(task.col * task.tile_size, task.row * task.tile_size, task.tile_size, task.tile_size).intersection(
             Window(0, 0, src.width, src.height)
         )
@@ -115,9 +114,11 @@ def write_tile(task: TileTask) -> dict:
 
 
 def tile_tasks(info, store: UPath, storage_options: dict, tile_size: int) -> list[TileTask]:
-    """Create the (empty) tiles store for a source at ``store`` and list one task per (band, tile)."""
+    """Create the (empty) tiles store for a source at ``store`` and list one task per (band, tile);
+    a source on the store's filesystem is opened with its options."""
+    source = located(info.path, store)
     encoding = {VARIABLE: {"chunks": (1, tile_size, tile_size), "_FillValue": info.nodata}}
-    tiles_template(info, source_geobox(info), tile_size).to_zarr(
+    tiles_template(info, source_geobox(source), tile_size).to_zarr(
         str(store) if not is_local(store) else store.path, mode="w-", compute=False, encoding=encoding,
         consolidated=False, zarr_format=2, storage_options=(storage_options or None) if not is_local(store) else None,
     )
@@ -125,7 +126,7 @@ def tile_tasks(info, store: UPath, storage_options: dict, tile_size: int) -> lis
     cols = -(-info.width // tile_size)
     target = str(store) if not is_local(store) else store.path
     return [
-        TileTask(info.path, target, storage_options, band, r, c, tile_size, info.nodata)
+        TileTask(source, target, storage_options, band, r, c, tile_size, info.nodata)
         for band in range(1, info.band_count + 1) for r in range(rows) for c in range(cols)
     ]
 
