@@ -87,12 +87,13 @@ def ensure_copy(daily_path: UPath, target: UPath) -> dict[str, int]:
     return chunks
 
 
-def write_block(daily_path: str, target: str, block: int, days: list[str], only: list[str] | None = None) -> int:
+def write_block(daily_path: UPath, target: UPath, block: int, days: list[str], only: list[str] | None = None) -> int:
     """Rewrite one 36-day block of the copy from the daily store: ``days`` as stored, the others NaN; with ``only``,
     just those days' slices (zarr rewrites the chunks around them), so appending a day to a held block reads one
-    day from the daily store instead of 36. Bytes written."""
-    daily = xr.open_zarr(zarr_target(UPath(daily_path)), consolidated=False, zarr_format=3, chunks=None)
-    group = zarr.open_group(zarr_target(UPath(target)), mode="r+", zarr_format=3)
+    day from the daily store instead of 36. Bytes written. The paths travel to a Dask worker as UPaths,
+    with their storage options: as text they would lose an object store's endpoint."""
+    daily = xr.open_zarr(zarr_target(daily_path), consolidated=False, zarr_format=3, chunks=None)
+    group = zarr.open_group(zarr_target(target), mode="r+", zarr_format=3)
     span = block_days(block, daily.sizes["time"])
     stamps = [str(t)[:10] for t in daily["time"].values[span]]
     parts = [slice(span.start + stamps.index(d), span.start + stamps.index(d) + 1) for d in only] if only is not None else [span]
@@ -140,7 +141,7 @@ def update_copy(daily_path: UPath, target: UPath, good: list[date], changed_days
     copied = [d for block, days in patched.items() for d in (days if days is not None else held_after.get(block, [])) if d in listed]
     require_days_complete(daily_path, [date.fromisoformat(d) for d in copied])  # never copy a torn day
     chunks = ensure_copy(daily_path, target)
-    futures = [client.submit(write_block, str(daily_path), str(target), block, held_after.get(block, []), only, pure=False)
+    futures = [client.submit(write_block, daily_path, target, block, held_after.get(block, []), only, pure=False)
                for block, only in sorted(patched.items())]
     written = sum(client.gather(futures))
     updated = Ledger(days=wanted, cursor=cursor, last_blocks=sorted(touched))
