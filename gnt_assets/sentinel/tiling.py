@@ -88,7 +88,7 @@ def utm_parts(aoi: BaseGeometry) -> list[tuple[int, BaseGeometry]]:
 
 
 def _grow(mask: np.ndarray) -> np.ndarray:
-    """The mask and its 8 neighbours (GDAL's all_touched can miss a cell that a near-vertical edge barely enters)."""
+    """The mask and its 8 neighbours (an edge of at most one cell from a vertex stays in the vertex's neighbours)."""
     out = mask.copy()
     out[1:] |= mask[:-1]
     out[:-1] |= mask[1:]
@@ -96,6 +96,13 @@ def _grow(mask: np.ndarray) -> np.ndarray:
     grown[:, 1:] |= out[:, :-1]
     grown[:, :-1] |= out[:, 1:]
     return grown
+
+
+def _polygonal(geometry: BaseGeometry) -> BaseGeometry:
+    """The geometry without its lines and points (an intersection may add them where two edges meet)."""
+    if geometry.geom_type != "GeometryCollection":
+        return geometry
+    return shapely.union_all([g for g in shapely.get_parts(geometry) if g.area > 0])
 
 
 @dataclass(frozen=True)
@@ -227,28 +234,31 @@ class SquareTiling:
     # -- cells of one chunk ---------------------------------------------------------------------
     def cell_indices(self, chunk: Chunk, zone_part: BaseGeometry) -> list[tuple[int, int]]:
         """Global (column, row) indices of the chunk's cells that share area with the AOI, one chunk at a time:
-        rasterized candidates, with the exact shapely test only for the cells on the AOI's edge."""
+        a cell no AOI edge enters is inside or outside whole, so its centre decides (rasterized); the cells
+        around the AOI's edge vertices (densified to half a cell) hold every edge and get the exact shapely test.
+        GDAL's all_touched is not enough there: it missed slivers a few metres wide along the chunk's edge."""
         from rasterio.features import rasterize
 
         n, d = self.chunk_cells, self.cell_m
-        local = zone_part.intersection(box(*chunk.bounds))
+        west, _, _, north = chunk.bounds
+        local = _polygonal(zone_part.intersection(box(*chunk.bounds)))
         if local.is_empty or local.area == 0:
             return []
         i0, j0 = chunk.ix * n, chunk.iy * n
         if local.equals(box(*chunk.bounds)):
             inside = np.ones((n, n), bool)
         else:
-            transform = Affine(d, 0, chunk.bounds[0], 0, -d, chunk.bounds[3])  # row 0 = northernmost cells
-            near = _grow(rasterize([local], (n, n), transform=transform, all_touched=True, dtype="uint8").astype(bool))
-            core = local.buffer(-d * 0.75)  # a cell whose centre is this far inside lies wholly inside
-            inside = (rasterize([core], (n, n), transform=transform, dtype="uint8").astype(bool)
-                      if not core.is_empty else np.zeros((n, n), bool))
-            edge_r, edge_c = np.nonzero(near & ~inside)
+            transform = Affine(d, 0, west, 0, -d, north)  # row 0 = northernmost cells
+            inside = rasterize([local], (n, n), transform=transform, dtype="uint8").astype(bool)
+            xy = shapely.get_coordinates(shapely.segmentize(local, d / 2))
+            vertex = np.zeros((n, n), bool)
+            vertex[np.clip(np.floor((north - xy[:, 1]) / d).astype(np.int64), 0, n - 1),
+                   np.clip(np.floor((xy[:, 0] - west) / d).astype(np.int64), 0, n - 1)] = True
+            edge_r, edge_c = np.nonzero(_grow(vertex))
             gi, gj = i0 + edge_c, j0 + (n - 1 - edge_r)
             shapely.prepare(local)
             squares = shapely.box(gi * d, gj * d, (gi + 1) * d, (gj + 1) * d)
-            hits = shapely.intersects(local, squares) & ~shapely.touches(local, squares)
-            inside[edge_r[hits], edge_c[hits]] = True
+            inside[edge_r, edge_c] = shapely.intersects(local, squares) & ~shapely.touches(local, squares)
         rows, cols = np.nonzero(inside)
         return list(zip((i0 + cols).tolist(), (j0 + (n - 1 - rows)).tolist(), strict=True))
 
