@@ -17,7 +17,7 @@ seed's odc-stac + xarray median): that needs part 5 of the issue (lazy chunked l
 The square grids are what ``sentinel_grid`` stores with ``chunk_km`` set (e.g. ``{"name": "europe", "generator":
 "square", "d": 960, "res_m": 10, "chunk_km": 200}``).
 
-Usage: python benchmarks/sentinel_scale.py [--sample 12]
+Usage: python benchmarks/sentinel_scale.py [--sample 12] [--only planning] [--grid 'Major TOM']
 """
 
 import argparse
@@ -37,15 +37,16 @@ PLAN_GOAL_S = 1.0
 TICK_GOAL_S = 30.0
 
 
-def _tilings():
+def _tilings(grid: str = ""):
     from gnt_assets.sentinel.tiling import MajorTomTiling, SquareTiling
 
-    return {
+    tilings = {
         "square 960 m, 200 km chunks, UTM per chunk (default)": SquareTiling(cell_m=960, res_m=10, chunk_m=200_000),
         "square 960 m, 200 km chunks, EPSG:3035": SquareTiling(cell_m=960, res_m=10, chunk_m=200_000, crs="EPSG:3035"),
         "square 960 m, 100 km chunks, UTM per chunk": SquareTiling(cell_m=960, res_m=10, chunk_m=100_000),
         "Major TOM 1 km, 2 degree chunks": MajorTomTiling(d=1000, res_m=10, chunk_deg=2.0),
     }
+    return {label: tiling for label, tiling in tilings.items() if grid.lower() in label.lower()}
 
 
 def _build(label: str, queue) -> None:
@@ -68,10 +69,10 @@ def _build(label: str, queue) -> None:
                resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
 
 
-def grids() -> None:
+def grids(grid: str = "") -> None:
     print("1. Grids over Europe (35-71 N, 25 W-45 E) at 10 m, 120 months")
     spawn = multiprocessing.get_context("spawn")
-    for label in _tilings():
+    for label in _tilings(grid):
         queue = spawn.Queue()
         process = spawn.Process(target=_build, args=(label, queue))
         process.start()
@@ -87,14 +88,14 @@ def grids() -> None:
             print(f"      cells {cells:,} counted chunk by chunk (peak RSS then {after_mb:.0f} MB: one chunk's cells at a time)")
 
 
-def planning(sample: int) -> None:
+def planning(sample: int, grid: str = "") -> None:
     from gnt_assets.sentinel import chunk_runs
     from gnt_assets.sentinel.tiling import MajorTomTiling, tiled_grid
 
     print(f"2. Per-partition planning (one chunk's cells + cube layout; square: from the sentinel_grid row as a run"
           f" does, Major TOM: from the key and the AOI; {sample} chunks sampled)")
     aoi = box(*EUROPE)
-    for label, tiling in _tilings().items():
+    for label, tiling in _tilings(grid).items():
         table = None if isinstance(tiling, MajorTomTiling) else tiled_grid(tiling, aoi)
         chunks = [c.key for c in tiling.chunks(aoi)] if table is None else table["chunk"].tolist()
         picked = chunks[:: max(1, len(chunks) // sample)][:sample]
@@ -161,10 +162,15 @@ def dagster_ticks() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sample", type=int, default=12, help="chunks sampled for the planning time")
+    parser.add_argument("--only", choices=["grids", "planning", "ticks"], help="one figure only")
+    parser.add_argument("--grid", default="", help="only the grids whose label holds this text (e.g. 'Major TOM')")
     args = parser.parse_args()
-    grids()
-    planning(args.sample)
-    dagster_ticks()
+    if args.only in (None, "grids"):
+        grids(args.grid)
+    if args.only in (None, "planning"):
+        planning(args.sample, args.grid)
+    if args.only in (None, "ticks"):
+        dagster_ticks()
 
 
 if __name__ == "__main__":
