@@ -146,3 +146,19 @@ def test_download_whose_md5_differs_from_drive_is_discarded_and_kept_on_drive(tm
         server.corrupt.clear()
         drive.download(files[1], dest)
         assert dest.read_bytes() == DATA * 2
+
+
+def test_cloud_profile_takes_the_refresh_token_login_and_shared_drive_from_the_environment(monkeypatch):
+    from gnt_assets.mining.definitions import mining_service_resources
+
+    for name, value in (("GNT_GOOGLE_CLIENT_ID", "cid"), ("GNT_GOOGLE_CLIENT_SECRET", "csecret"), ("GNT_GOOGLE_REFRESH_TOKEN", "1//r"),
+                        ("GNT_GEE_PROJECT", "p"), ("GNT_DRIVE_SHARED_DRIVE_ID", "0Ashared")):
+        monkeypatch.setenv(name, value)
+    resources = mining_service_resources("cloud")
+    drive = resources["drive"].process_config_and_initialize()  # EnvVars resolve at run time
+    assert (drive.client_id, drive.client_secret, drive.refresh_token, drive.shared_drive_id) == ("cid", "csecret", "1//r", "0Ashared")
+    credentials = resources["earthengine"].process_config_and_initialize().credentials()
+    assert credentials.refresh_token == "1//r" and credentials.token is None
+    monkeypatch.delenv("GNT_GOOGLE_REFRESH_TOKEN")
+    monkeypatch.setenv("GNT_GEE_SERVICE_ACCOUNT_KEY", "{}")
+    assert mining_service_resources("cloud")["drive"].process_config_and_initialize().service_account_key == "{}"

@@ -101,3 +101,23 @@ def test_target_settings_keep_secrets_out_of_metadata(monkeypatch, tmp_path):
     monkeypatch.setenv("GNT_HPC_PASSWORD", "secret")
     cloud = resource_set("cloud")["hpc"].process_config_and_initialize()  # EnvVars resolve at run time
     assert cloud.describe() == "sftp://bob@hpc/x" and cloud.password == "secret"
+
+
+def test_sftp_target_with_a_private_key_from_an_environment_variable(monkeypatch, tmp_path):
+    """The cloud profile's SSH key comes as text from GNT_HPC_SSH_KEY: no password, no key file on disk."""
+    import asyncssh
+
+    from gnt_assets.mining.definitions import resource_set
+
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    (tmp_path / "remote").mkdir()
+    with sftp_server(str(tmp_path / "remote"), authorized_key=key.export_public_key().decode()) as endpoint:
+        monkeypatch.setenv("GNT_HPC_TARGET_URL", endpoint.url("/scratch"))
+        monkeypatch.setenv("GNT_HPC_SSH_KEY", key.export_private_key().decode())
+        monkeypatch.delenv("GNT_HPC_PASSWORD", raising=False)
+        cloud = resource_set("cloud")["hpc"].process_config_and_initialize().model_copy(update={"verify_host_key": False})
+        assert cloud.password is None and "PRIVATE KEY" in cloud.private_key
+        exercise(UPath(tmp_path) / "src", cloud.root_path() / "ZAF" / "2020")
+        wrong = cloud.model_copy(update={"private_key": asyncssh.generate_private_key("ssh-ed25519").export_private_key().decode()})
+        with pytest.raises(Exception, match=r"(?i)permission denied|auth"):
+            wrong.root_path().exists()

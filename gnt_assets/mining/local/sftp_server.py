@@ -29,8 +29,9 @@ class SFTPEndpoint:
 
 
 class _PasswordServer(asyncssh.SSHServer):
-    def __init__(self, username: str, password: str) -> None:
+    def __init__(self, username: str, password: str, authorized_key: str | None) -> None:
         self._username, self._password = username, password
+        self._key = asyncssh.import_public_key(authorized_key) if authorized_key else None
 
     def begin_auth(self, username: str) -> bool:
         return True
@@ -40,6 +41,12 @@ class _PasswordServer(asyncssh.SSHServer):
 
     def validate_password(self, username: str, password: str) -> bool:
         return username == self._username and password == self._password
+
+    def public_key_auth_supported(self) -> bool:
+        return self._key is not None
+
+    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        return username == self._username and key == self._key
 
 
 def _sftp_factory(root: str, read_only: bool, drop_after_bytes: int | None):
@@ -71,10 +78,12 @@ def _sftp_factory(root: str, read_only: bool, drop_after_bytes: int | None):
 
 @contextlib.contextmanager
 def sftp_server(
-    root: str, *, username: str = "gnt", password: str = "gnt-local", read_only: bool = False, drop_after_bytes: int | None = None
+    root: str, *, username: str = "gnt", password: str = "gnt-local", read_only: bool = False, drop_after_bytes: int | None = None,
+    authorized_key: str | None = None,
 ) -> Iterator[SFTPEndpoint]:
     """Serve ``root`` over SFTP on 127.0.0.1 (free port) from a background event loop; stop on exit.
 
+    ``authorized_key`` (OpenSSH public key text) is accepted for ``username`` besides the password.
     ``drop_after_bytes`` aborts the connection once that many bytes were written (a target that disappears mid-copy).
     """
     loop = asyncio.new_event_loop()
@@ -85,7 +94,7 @@ def sftp_server(
         key = asyncssh.generate_private_key("ssh-ed25519")
         return await asyncssh.listen(
             "127.0.0.1", 0, server_host_keys=[key],
-            server_factory=lambda: _PasswordServer(username, password),
+            server_factory=lambda: _PasswordServer(username, password, authorized_key),
             sftp_factory=_sftp_factory(root, read_only, drop_after_bytes), allow_scp=False,
         )
 
