@@ -2,18 +2,21 @@
 
 Order per partition: the data file first, ``index.json`` last, so a reader on
 the cluster never finds an index naming a file that is not there yet. Each
-file is uploaded under a temporary name, its size and SHA-256 are read back
-*from the target*, and only then is it renamed into place. A re-run skips files
-whose target copy already has the right size and checksum, so an interrupted
-transfer resumes where it stopped. Nothing is ever deleted from the source;
-superseded data files on the target are removed only after the new index is
-verified there.
+file is uploaded under a temporary name fixed by its content, so a copy cut
+off half-way is continued from the size already on the target (appending the
+rest) rather than started again; its size and SHA-256 are then taken *on the
+target* (SFTP: ``sha256sum`` run over SSH, so nothing is read back over the
+network; other targets read the copy back), and only then is it renamed into
+place. A resumed copy that does not verify is copied once more from scratch.
+A re-run skips files whose target copy already has the right size and
+checksum. Nothing is ever deleted from the source; superseded data files on the
+target are removed only after the new index is verified there.
 """
 
 from __future__ import annotations
 
 import hashlib
-import uuid
+import shlex
 from dataclasses import dataclass
 
 from upath import UPath
@@ -34,6 +37,7 @@ class CopiedFile:
     bytes: int
     sha256: str
     copied: bool  # False: the target already had an identical copy
+    sent: int = 0  # bytes sent this time (less than ``bytes`` when a partial copy was continued)
 
 
 def file_digest(path: UPath) -> tuple[int, str]:
@@ -46,9 +50,24 @@ def file_digest(path: UPath) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-def target_digest(path: UPath) -> tuple[int, str] | None:
+def _remote_sha256(path: UPath) -> str | None:
+    """SHA-256 computed by the target host itself (sshfs targets), or None where it cannot run commands."""
+    execute = getattr(path.fs, "execute", None)
+    if execute is None:
+        return None
     try:
-        return file_digest(path) if path.exists() else None
+        return execute(f"sha256sum -- {shlex.quote(path.path)}").stdout.split()[0]
+    except Exception:  # an SFTP-only account (no shell): read the copy back instead
+        return None
+
+
+def target_digest(path: UPath) -> tuple[int, str] | None:
+    """Size and SHA-256 of a file on the target, computed there when the target can."""
+    try:
+        if not path.exists():
+            return None
+        remote = _remote_sha256(path)
+        return (path.stat().st_size, remote) if remote else file_digest(path)
     except FileNotFoundError:
         return None
 
@@ -57,28 +76,39 @@ def partition_target(root: UPath, country: str, year: str) -> UPath:
     return root / country / str(year)
 
 
-def _copy_verified(source: UPath, target: UPath, expected: tuple[int, str], label: str) -> None:
-    temp = target.parent / f".tmp-{target.name}.{uuid.uuid4().hex[:12]}"
+def _append_from(source: UPath, temp: UPath, start: int) -> int:
+    """Write ``source`` from byte ``start`` on to the end of ``temp``; returns the bytes sent."""
+    sent = 0
+    with source.open("rb") as reader, temp.open("ab" if start else "wb") as writer:
+        reader.seek(start)
+        while block := reader.read(BLOCK):
+            writer.write(block)
+            sent += len(block)
+    return sent
+
+
+def _copy_verified(source: UPath, target: UPath, expected: tuple[int, str], label: str) -> int:
+    """Copy (or continue copying) ``source`` to ``target`` through a temporary file; returns the bytes sent."""
+    temp = target.parent / f".tmp-{target.name}.{expected[1][:16]}"  # the same name when the copy is resumed
     try:
-        with source.open("rb") as reader, temp.open("wb") as writer:
-            while block := reader.read(BLOCK):
-                writer.write(block)
+        partial = temp.stat().st_size if temp.exists() else 0
+        start = partial if partial <= expected[0] else 0
+        sent = _append_from(source, temp, start)
         found = target_digest(temp)
+        if found != expected and start:  # the partial copy was not a prefix of this file
+            sent += _append_from(source, temp, 0)
+            found = target_digest(temp)
         if found != expected:
+            temp.unlink()
             raise TransferError(f"{label}: target copy {temp} has size/SHA-256 {found}, expected {expected}")
         if target.exists():
             target.unlink()  # SFTP rename does not overwrite
         temp.fs.mv(temp.path, target.path)
+        return sent
     except TransferError:
         raise
-    except Exception as error:
+    except Exception as error:  # the partial copy stays for the next attempt to continue
         raise TransferError(f"{label}: copying {source.name} to {target} failed ({type(error).__name__}: {error})") from error
-    finally:
-        try:
-            if temp.exists():
-                temp.unlink()
-        except Exception:  # the target may be gone; the source is untouched either way
-            pass
 
 
 def transfer_partition(index: PackedIndex, target_dir: UPath, label: str) -> list[CopiedFile]:
@@ -99,8 +129,8 @@ def transfer_partition(index: PackedIndex, target_dir: UPath, label: str) -> lis
         if target_digest(target) == wanted:
             results.append(CopiedFile(source.name, wanted[0], wanted[1], copied=False))
             continue
-        _copy_verified(source, target, wanted, label)
-        results.append(CopiedFile(source.name, wanted[0], wanted[1], copied=True))
+        sent = _copy_verified(source, target, wanted, label)
+        results.append(CopiedFile(source.name, wanted[0], wanted[1], copied=True, sent=sent))
     for stale in target_dir.iterdir():
         if (stale.name.startswith(DATA_PREFIX) and stale.name != index.data_file) or stale.name.startswith(".tmp-"):
             stale.unlink()

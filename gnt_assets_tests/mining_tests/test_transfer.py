@@ -121,3 +121,46 @@ def test_sftp_target_with_a_private_key_from_an_environment_variable(monkeypatch
         wrong = cloud.model_copy(update={"private_key": asyncssh.generate_private_key("ssh-ed25519").export_private_key().decode()})
         with pytest.raises(Exception, match=r"(?i)permission denied|auth"):
             wrong.root_path().exists()
+
+
+def _sftp_dir(endpoint) -> UPath:
+    return HPCTargetResource(url=endpoint.url("/x"), password=endpoint.password, verify_host_key=False).root_path() / "ZAF" / "2020"
+
+
+def _cut_off(tmp_path, index) -> UPath:
+    """A copy of ``index`` interrupted a third of the way into its data file; returns the partial file left."""
+    with sftp_server(str(tmp_path / "remote"), drop_after_bytes=index.data_bytes // 3) as endpoint, pytest.raises(TransferError):
+        transfer_partition(index, _sftp_dir(endpoint), "ZAF|2020")
+    landed = tmp_path / "remote" / "x" / "ZAF" / "2020"
+    temps = [p for p in landed.iterdir() if p.name.startswith(f".tmp-{index.data_file}.")]
+    assert len(temps) == 1 and 0 < temps[0].stat().st_size < index.data_bytes
+    return temps[0]
+
+
+def test_sftp_copy_cut_off_continues_from_its_size_and_is_verified_by_sha256sum_on_the_target(tmp_path):
+    (tmp_path / "remote").mkdir()
+    index = publish(UPath(tmp_path) / "src", 40, 3.0)
+    index_bytes = (index.folder / INDEX_NAME).stat().st_size
+    partial = _cut_off(tmp_path, index).stat().st_size
+    with sftp_server(str(tmp_path / "remote")) as endpoint:
+        copied = transfer_partition(index, _sftp_dir(endpoint), "ZAF|2020")
+        assert [f.sent for f in copied] == [index.data_bytes - partial, index_bytes]  # only the rest was sent
+        assert endpoint.stats["written"] == index.data_bytes - partial + index_bytes
+        assert endpoint.stats["read"] == 0  # verified where the copy lives, not read back
+        assert any(c.startswith("sha256sum -- /x/ZAF/2020/.tmp-tensors-") for c in endpoint.stats["commands"])
+        assert transfer_problems(index, _sftp_dir(endpoint)) == [] and endpoint.stats["read"] == 0
+    landed = tmp_path / "remote" / "x" / "ZAF" / "2020"
+    assert sorted(p.name for p in landed.iterdir()) == sorted([INDEX_NAME, index.data_file])
+
+
+def test_partial_copy_that_is_not_a_prefix_is_copied_again_and_sftp_only_accounts_read_back(tmp_path):
+    (tmp_path / "remote").mkdir()
+    index = publish(UPath(tmp_path) / "src", 40, 3.0)
+    temp = _cut_off(tmp_path, index)
+    temp.write_bytes(b"\xff" * temp.stat().st_size)  # damaged on the target
+    with sftp_server(str(tmp_path / "remote"), shell=False) as endpoint:
+        copied = transfer_partition(index, _sftp_dir(endpoint), "ZAF|2020")
+        assert copied[0].sent > index.data_bytes  # the rest, then the whole file again
+        assert endpoint.stats["read"] >= index.data_bytes  # no shell: the copy is read back to check it
+        assert transfer_problems(index, _sftp_dir(endpoint)) == []
+    assert file_digest(UPath(temp.parent / index.data_file)) == (index.data_bytes, index.sha256)
