@@ -164,3 +164,40 @@ def test_partial_copy_that_is_not_a_prefix_is_copied_again_and_sftp_only_account
         assert endpoint.stats["read"] >= index.data_bytes  # no shell: the copy is read back to check it
         assert transfer_problems(index, _sftp_dir(endpoint)) == []
     assert file_digest(UPath(temp.parent / index.data_file)) == (index.data_bytes, index.sha256)
+
+
+def test_s3_upload_cut_off_continues_from_the_parts_received_and_lands_with_s3s_sha256(tmp_path, s3_endpoint, s3_root, monkeypatch):
+    import base64
+
+    from gnt_assets.mining import transfer
+
+    monkeypatch.setattr(transfer, "S3_PART", 5 * 2**20)
+    index = publish(UPath(tmp_path) / "src", 100, 4.0)  # 11.9 MB: three parts
+    target = HPCTargetResource(url=str(s3_root), endpoint_url=s3_endpoint.endpoint_url, key="testing", secret="testing").root_path() / "ZAF" / "2020"
+    fs, call_s3, calls = target.fs, target.fs.call_s3, []
+
+    def flaky(method, **kwargs):
+        calls.append(method)
+        if method == "upload_part" and kwargs["PartNumber"] == 2 and calls.count("upload_part") == 2:
+            raise ConnectionError("connection reset by the test")
+        return call_s3(method, **kwargs)
+
+    monkeypatch.setattr(fs, "call_s3", flaky)
+    with pytest.raises(TransferError, match=r"ZAF\|2020: copying tensors-.*connection reset"):
+        transfer_partition(index, target, "ZAF|2020")
+    calls.clear()
+    copied = transfer_partition(index, target, "ZAF|2020")
+    assert copied[0].sent == index.data_bytes - 5 * 2**20 and calls.count("upload_part") == 3  # parts 2 and 3, then the index
+    bucket, key, _ = fs.split_path((target / index.data_file).path)
+    head = call_s3("head_object", Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+    assert base64.b64decode(head["ChecksumSHA256"]).hex() == index.sha256  # S3's own full-object SHA-256
+    calls.clear()
+    assert transfer_problems(index, target) == [] and "get_object" not in calls  # checked from S3's checksum, not read back
+    newer = publish(UPath(tmp_path) / "src", 60, 5.0)  # a newer version cut off, then superseded by the one after
+    calls.clear()
+    with pytest.raises(TransferError):
+        transfer_partition(newer, target, "ZAF|2020")
+    assert call_s3("list_multipart_uploads", Bucket=bucket, Prefix=key.rsplit("/", 1)[0]).get("Uploads")
+    monkeypatch.setattr(fs, "call_s3", call_s3)
+    transfer_partition(publish(UPath(tmp_path) / "src", 7, 6.0), target, "ZAF|2020")
+    assert not call_s3("list_multipart_uploads", Bucket=bucket, Prefix=key.rsplit("/", 1)[0]).get("Uploads")  # aborted
