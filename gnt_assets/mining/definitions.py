@@ -65,10 +65,13 @@ def mining_service_resources(profile: str) -> dict[str, Any]:
     if profile == "local":
         root = os.environ.get("GNT_STORAGE_ROOT", "./data")
         return {"earthengine": LocalEarthEngine(root=root), "drive": LocalDrive(root=root)}
-    key = dg.EnvVar("GNT_GEE_SERVICE_ACCOUNT_KEY")
+    if os.environ.get("GNT_GOOGLE_REFRESH_TOKEN"):  # the seed's OAuth login, renewed from its refresh token
+        auth = {name: dg.EnvVar(f"GNT_GOOGLE_{name.upper()}") for name in ("client_id", "client_secret", "refresh_token")}
+    else:
+        auth = {"service_account_key": dg.EnvVar("GNT_GEE_SERVICE_ACCOUNT_KEY")}
     return {
-        "earthengine": GoogleEarthEngine(project=dg.EnvVar("GNT_GEE_PROJECT"), service_account_key=key),
-        "drive": GoogleDrive(service_account_key=key),
+        "earthengine": GoogleEarthEngine(project=dg.EnvVar("GNT_GEE_PROJECT"), **auth),
+        "drive": GoogleDrive(shared_drive_id=os.environ.get("GNT_DRIVE_SHARED_DRIVE_ID") or None, **auth),
     }
 
 
@@ -84,7 +87,8 @@ def hpc_resources(profile: str) -> dict[str, Any]:
     if profile == "local":
         root = os.environ.get("GNT_STORAGE_ROOT", "./data").rstrip("/")
         return {"hpc": HPCTargetResource(url=os.environ.get("GNT_HPC_TARGET_URL") or f"{root}/hpc_target")}
-    optional = {name: dg.EnvVar(env) for name, env in (("password", "GNT_HPC_PASSWORD"), ("key", "GNT_HPC_S3_KEY"), ("secret", "GNT_HPC_S3_SECRET")) if os.environ.get(env)}
+    secrets = (("password", "GNT_HPC_PASSWORD"), ("private_key", "GNT_HPC_SSH_KEY"), ("key", "GNT_HPC_S3_KEY"), ("secret", "GNT_HPC_S3_SECRET"))
+    optional = {name: dg.EnvVar(env) for name, env in secrets if os.environ.get(env)}
     return {
         "hpc": HPCTargetResource(
             url=dg.EnvVar("GNT_HPC_TARGET_URL"), endpoint_url=os.environ.get("GNT_HPC_S3_ENDPOINT_URL"), **optional

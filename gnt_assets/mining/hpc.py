@@ -3,7 +3,7 @@
 ``sftp://user@login-node:22/scratch/gnt`` (sshfs), ``s3://bucket/prefix`` (s3fs)
 or a plain folder. The local profile copies to ``{storage root}/hpc_target``;
 tests also serve the ``sftp://`` path from ``gnt_assets.mining.local.sftp_server.sftp_server``.
-Secrets (password, S3 keys) come from ``EnvVar``s and never appear in metadata.
+Secrets (password, SSH private key text, S3 keys) come from ``EnvVar``s and never appear in metadata.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ class HPCTargetResource(dg.ConfigurableResource):
     url: str = Field(description="Target root: sftp://user@host:port/path, s3://bucket/prefix, or a local folder.")
     password: str | None = Field(default=None, description="SFTP password; use EnvVar('GNT_HPC_PASSWORD').")
     client_keys: list[str] | None = Field(default=None, description="SFTP private key files.")
+    private_key: str | None = Field(default=None, description="SFTP private key text (OpenSSH/PEM); use EnvVar('GNT_HPC_SSH_KEY').")
     verify_host_key: bool = Field(default=True, description="Check the SFTP server's key against ~/.ssh/known_hosts.")
     endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint for s3:// targets.")
     key: str | None = Field(default=None, description="S3 access key id; use EnvVar.")
@@ -35,8 +36,13 @@ class HPCTargetResource(dg.ConfigurableResource):
         if scheme in ("sftp", "ssh"):
             if self.password:
                 options["password"] = self.password
-            if self.client_keys:
-                options["client_keys"] = self.client_keys
+            keys: list[Any] = list(self.client_keys or [])
+            if self.private_key:
+                import asyncssh
+
+                keys.append(asyncssh.import_private_key(self.private_key))  # held in memory, never written to disk
+            if keys:
+                options["client_keys"] = keys
             if not self.verify_host_key:
                 options["known_hosts"] = None
         elif scheme == "s3":

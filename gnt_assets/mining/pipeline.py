@@ -20,6 +20,7 @@ from upath import UPath
 from gnt_assets.core.atomic import atomic_write_bytes, is_local
 from gnt_assets.io_managers.geoparquet import write_table
 from gnt_assets.mining.downloads import ExportFileError, assemble
+from gnt_assets.mining.drive import is_copy_of
 from gnt_assets.mining.exports import (
     ACTIVE,
     DONE,
@@ -213,7 +214,7 @@ def _export_files(root: UPath, drive, record: ExportRecord, staging: Path) -> tu
     files = {}
     for file in listed:
         dest = staging / file.name
-        if not (dest.exists() and (not file.size or dest.stat().st_size == file.size)):  # staged copies are reused
+        if not is_copy_of(file, dest):  # staged copies are reused if size and MD5 are Drive's
             drive.download(file, dest)
         files[file.name] = dest.read_bytes()
     return files, listed

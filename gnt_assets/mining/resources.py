@@ -2,7 +2,11 @@
 
 ``earthengine`` submits and polls Landsat exports, ``drive`` lists, downloads and
 deletes the exported files. Cloud credentials come from ``EnvVar``s: a service
-account's JSON key (``GNT_GEE_SERVICE_ACCOUNT_KEY``) and project (``GNT_GEE_PROJECT``).
+account's JSON key (``GNT_GEE_SERVICE_ACCOUNT_KEY``), or OAuth user credentials
+with a refresh token (``GNT_GOOGLE_CLIENT_ID``, ``GNT_GOOGLE_CLIENT_SECRET``,
+``GNT_GOOGLE_REFRESH_TOKEN``: the seed's desktop-app login, whose access token
+expires after an hour and is renewed from the refresh token), and the project
+(``GNT_GEE_PROJECT``).
 """
 
 from __future__ import annotations
@@ -69,20 +73,34 @@ class DriveResource(dg.ConfigurableResource):
         raise NotImplementedError
 
 
-def _credentials(key_json: str | None, token: str | None) -> Any:
-    if token:
-        from google.oauth2.credentials import Credentials
+class GoogleAuth(dg.ConfigurableResource):
+    """Google credentials, first found of: OAuth refresh token, bare access token, service account key."""
 
-        return Credentials(token=token)
-    from google.oauth2 import service_account
-
-    return service_account.Credentials.from_service_account_info(json.loads(key_json or "{}"), scopes=SCOPES)
-
-
-class GoogleEarthEngine(EarthEngineResource):
-    project: str = Field(description="Google Cloud project registered for Earth Engine.")
     service_account_key: str | None = Field(default=None, description="Service account JSON key; use EnvVar.")
-    access_token: str | None = Field(default=None, description="OAuth token instead of a key; use EnvVar.")
+    access_token: str | None = Field(default=None, description="OAuth token instead of a key (expires in about an hour); use EnvVar.")
+    client_id: str | None = Field(default=None, description="OAuth client id of the refresh-token login; use EnvVar.")
+    client_secret: str | None = Field(default=None, description="OAuth client secret of the refresh-token login; use EnvVar.")
+    refresh_token: str | None = Field(default=None, description="OAuth refresh token (seed's token.json); use EnvVar.")
+    token_uri: str = Field(default="https://oauth2.googleapis.com/token", description="Where access tokens are renewed.")
+
+    def credentials(self) -> Any:
+        if self.refresh_token:
+            from google.oauth2.credentials import Credentials
+
+            # No token yet: the first request fetches one, and a 401 fetches another.
+            return Credentials(token=None, refresh_token=self.refresh_token, client_id=self.client_id,
+                               client_secret=self.client_secret, token_uri=self.token_uri, scopes=SCOPES)
+        if self.access_token:
+            from google.oauth2.credentials import Credentials
+
+            return Credentials(token=self.access_token)
+        from google.oauth2 import service_account
+
+        return service_account.Credentials.from_service_account_info(json.loads(self.service_account_key or "{}"), scopes=SCOPES)
+
+
+class GoogleEarthEngine(EarthEngineResource, GoogleAuth):
+    project: str = Field(description="Google Cloud project registered for Earth Engine.")
     api_url: str | None = Field(default=None, description="Earth Engine REST base URL (default: Google's).")
     _ee: Any = PrivateAttr(default=None)
 
@@ -90,7 +108,7 @@ class GoogleEarthEngine(EarthEngineResource):
         if self._ee is None:
             import ee
 
-            ee.Initialize(_credentials(self.service_account_key, self.access_token), url=self.api_url, project=self.project)
+            ee.Initialize(self.credentials(), url=self.api_url, project=self.project)
             self._ee = ee
         return self._ee
 
@@ -110,9 +128,9 @@ class GoogleEarthEngine(EarthEngineResource):
         return ee_api.compute_pixels(self._client(), spec)
 
 
-class GoogleDrive(DriveResource):
-    service_account_key: str | None = Field(default=None, description="Service account JSON key; use EnvVar.")
-    access_token: str | None = Field(default=None, description="OAuth token instead of a key; use EnvVar.")
+class GoogleDrive(DriveResource, GoogleAuth):
+    shared_drive_id: str | None = Field(default=None, description="Shared drive holding the export folder (else every drive).")
+    api_endpoint: str | None = Field(default=None, description="Drive v3 base URL, e.g. http://host/drive/v3/ (default: Google's).")
     _service: Any = PrivateAttr(default=None)
     _folder_ids: list[str] = PrivateAttr(default_factory=list)
 
@@ -120,16 +138,17 @@ class GoogleDrive(DriveResource):
         if self._service is None:
             from googleapiclient.discovery import build
 
-            credentials = _credentials(self.service_account_key, self.access_token)
-            self._service = build("drive", "v3", credentials=credentials, static_discovery=True, cache_discovery=False)
+            options = {"api_endpoint": self.api_endpoint} if self.api_endpoint else None
+            self._service = build("drive", "v3", credentials=self.credentials(), static_discovery=True, cache_discovery=False,
+                                  client_options=options)
         return self._service
 
     def list_files(self, prefix: str) -> list[DriveFile]:
         if not self.folder:
-            return drive_api.list_export_files(self._client(), prefix)
+            return drive_api.list_export_files(self._client(), prefix, shared_drive_id=self.shared_drive_id)
         if not self._folder_ids:  # looked up once found (Earth Engine creates the folder with its first export)
-            self._folder_ids = drive_api.folder_ids(self._client(), self.folder)
-        return drive_api.list_export_files(self._client(), prefix, self._folder_ids)
+            self._folder_ids = drive_api.folder_ids(self._client(), self.folder, self.shared_drive_id)
+        return drive_api.list_export_files(self._client(), prefix, self._folder_ids, shared_drive_id=self.shared_drive_id)
 
     def download(self, file: DriveFile, dest: Path) -> None:
         drive_api.download_file(self._client(), file, dest)

@@ -81,7 +81,7 @@ def mining_hpc_transfer(
     context: dg.AssetExecutionContext, hpc: HPCTargetResource, mining_training_tiles: PackedIndex
 ) -> dg.MaterializeResult:
     """The partition's packed tiles and index copied to the HPC target, verified by size and SHA-256 on the
-    target; a re-run copies only what is missing or different."""
+    target; a re-run continues a cut-off copy and copies only what is missing or different."""
     country, year = _country_year(context)
     copied = transfer_partition(mining_training_tiles, partition_target(hpc.root_path(), country, year), context.partition_key)
     return dg.MaterializeResult(
@@ -90,6 +90,7 @@ def mining_hpc_transfer(
             "bytes": sum(f.bytes for f in copied),
             "copied_files": sum(f.copied for f in copied),
             "already_there": sum(not f.copied for f in copied),
+            "bytes_sent": sum(f.sent for f in copied),  # less than the copied files' size when a cut-off copy was continued
             "sha256": mining_training_tiles.sha256,
             "target": hpc.describe() + f"/{country}/{year}",
         }

@@ -34,6 +34,7 @@ class _EarthEngine(BaseHTTPRequestHandler):
     exports: list = []
     pixels: list = []
     refuse: set = set()  # export descriptions answered with HTTP 400
+    authorization: list = []  # the Authorization header of every request
 
     def _reply(self, body: dict | bytes, status: int = 200, content_type: str = "application/json") -> None:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -47,6 +48,7 @@ class _EarthEngine(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self):
+        self.authorization.append(self.headers.get("Authorization", ""))
         if self.path.startswith("/$discovery"):
             return self._reply(json.loads((TESTS / "cloud_api_discovery_document.json").read_text()))
         if "/operations/" in self.path:
@@ -58,6 +60,7 @@ class _EarthEngine(BaseHTTPRequestHandler):
         self.send_error(404)
 
     def do_POST(self):
+        self.authorization.append(self.headers.get("Authorization", ""))
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
         if self.path.split("?")[0].endswith("image:computePixels"):
             self.pixels.append(body)
@@ -88,6 +91,7 @@ def _render(grid: dict) -> bytes:
 def earthengine_server():
     server = ThreadingHTTPServer(("127.0.0.1", 0), _EarthEngine)
     _EarthEngine.operations, _EarthEngine.exports, _EarthEngine.pixels, _EarthEngine.refuse = {}, [], [], set()
+    _EarthEngine.authorization = []
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
@@ -220,3 +224,16 @@ def test_compute_pixels_run_on_a_bounded_pool_with_backoff_on_429_and_quota(tmp_
     assert len(errors) == 1 and "Invalid geometry" in errors[0]
     assert [r.state for r in read_ledger(ledger)] == ["FAILED" if r.spec.description == refused else "COMPLETED" for r in records]
     assert all(direct_path(UPath(tmp_path), "ZAF", 2020, s.description).exists() for s in specs if s.description != refused)
+
+
+def test_refresh_token_login_reaches_earth_engine_with_the_token_endpoint_answer(earthengine_server, tmp_path):
+    """The seed's OAuth login for Earth Engine: the access token comes from the token endpoint (here the loopback one)."""
+    from gnt_assets.mining.local.drive_server import drive_server
+
+    with drive_server(tmp_path) as tokens:
+        client = GoogleEarthEngine(project="test", api_url=earthengine_server, client_id=tokens.client_id,
+                                   client_secret=tokens.client_secret, refresh_token=tokens.refresh_token, token_uri=tokens.token_uri)
+        assert client.task_index() == {}
+    assert tokens.tokens_issued == ["ya29.local-1"]
+    listing = [a for a in _EarthEngine.authorization if a]
+    assert listing and set(listing) == {"Bearer ya29.local-1"}

@@ -202,3 +202,34 @@ def test_janitor_reset_after_a_deleted_chunk_and_the_repair_restore_it_byte_iden
     materialize(instance, resources, ["landsat_regions"], "NAM|2020")
     assert not region_findings(storage_root, "NAM|2020", table)
     assert {p: p.read_bytes() for p in (store / "reflectance" / "c").rglob("*") if p.is_file()} == chunks  # byte-identical
+
+
+def test_regions_through_google_drive_on_a_shared_drive_keep_a_file_whose_md5_differs(storage_root, instance):
+    """The real Drive client against the loopback Drive: a damaged download is not used and its file not deleted."""
+    from gnt_assets.mining.local.drive_server import drive_server
+    from gnt_assets.mining.resources import GoogleDrive
+
+    resources = mining_resources(storage_root)
+    materialize(instance, resources, ["mine_polygons"])
+    materialize(instance, resources, ["mining_clusters"], "BWA")
+    materialize(instance, resources, ["landsat_exports"], "BWA|2020")
+    cursor = None
+    for _ in range(3):
+        cursor = sensor_tick(instance, resources, cursor).cursor
+    folder = storage_root / "local" / "drive" / "landsat_mining"
+    shards = sorted(p.name for p in folder.glob("*BWA*"))
+    damaged = shards[0]
+    with drive_server(storage_root / "local" / "drive", shared_drive_id="0AsharedGNT", corrupt={damaged}) as server:
+        drive = GoogleDrive(client_id=server.client_id, client_secret=server.client_secret, refresh_token=server.refresh_token,
+                            token_uri=server.token_uri, api_endpoint=server.api_endpoint, shared_drive_id="0AsharedGNT")
+        failed = materialize(instance, {**resources, "drive": drive}, ["landsat_regions"], "BWA|2020", raise_on_error=False)
+        assert not failed.success
+        error = failed.get_step_failure_events()[0].event_specific_data.error.message
+        assert f"Drive file {damaged}" in error and "downloaded MD5" in error
+        assert sorted(p.name for p in folder.glob("*BWA*")) == [n for n in shards if n.split("-")[0] == damaged.split("-")[0]]
+        damaged_record = next(r for r in read_ledger(ledger_path(storage_root, "BWA", "2020")) if damaged.startswith(r.spec.description))
+        assert not damaged_record.downloaded
+        server.corrupt.clear()
+        regions = materialize(instance, {**resources, "drive": drive}, ["landsat_regions"], "BWA|2020")
+        assert all(_checks(regions).values()), _checks(regions)
+    assert not list(folder.glob("*BWA*")) and all(r.downloaded for r in read_ledger(ledger_path(storage_root, "BWA", "2020")))

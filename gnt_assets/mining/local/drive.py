@@ -1,4 +1,8 @@
-"""The local Drive: a folder under the storage root, with stable file ids (sha256 of the name)."""
+"""The local Drive: a folder under the storage root, with stable file ids (sha256 of the name).
+
+Listings carry each file's MD5 as Drive's ``md5Checksum`` does, and a download is
+kept only if it matches (the same check as on Drive).
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,16 @@ from pathlib import Path
 
 from upath import UPath
 
-from gnt_assets.mining.drive import DriveFile
+from gnt_assets.mining.drive import DriveFile, verify_md5
 from gnt_assets.mining.resources import DriveResource
 
 
 def file_id(name: str) -> str:
     return hashlib.sha256(name.encode()).hexdigest()[:28]
+
+
+def _md5(path: UPath) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
 
 
 class LocalDrive(DriveResource):
@@ -30,7 +38,7 @@ class LocalDrive(DriveResource):
 
     def list_files(self, prefix: str) -> list[DriveFile]:
         folder = self._folder()
-        return [DriveFile(file_id(n), n, (folder / n).stat().st_size) for page in self._pages(prefix) for n in page]
+        return [DriveFile(file_id(n), n, (folder / n).stat().st_size, _md5(folder / n)) for page in self._pages(prefix) for n in page]
 
     def _by_id(self, fid: str) -> UPath:
         for path in self._folder().glob("*"):
@@ -43,6 +51,7 @@ class LocalDrive(DriveResource):
         part = dest.with_name(dest.name + ".part")
         with self._by_id(file.file_id).open("rb") as source, open(part, "wb") as out:
             shutil.copyfileobj(source, out)
+        verify_md5(file, part)
         part.replace(dest)
 
     def delete(self, fid: str) -> None:
