@@ -107,11 +107,15 @@ def mapterhorn_file_list_sensor(context: dg.SensorEvaluationContext, mapterhorn_
     if waiting:
         context.log.info(f"{len(plan['requests'])} file(s) requested; {waiting} more on the next ticks")
     keys = [key for key, _ in plan["requests"]]
+    if keys:
+        # One insert for the tick's keys, which the sensor already knows are new: through a SensorResult add
+        # request the daemon checks every key with a query of its own (7 s per 1,000 keys at 100,000 keys).
+        context.instance.add_dynamic_partitions(mapterhorn_files.name, keys)
     idle = None if keys else f"no new lines in the file lists of {len(lists)} source(s) in {catalog}"
     return dg.SensorResult(
         skip_reason=idle,
         run_requests=range_requests(plan["requests"], FILES_PER_RUN),
-        dynamic_partitions_requests=[mapterhorn_files.build_add_request(keys), source_partitions.build_add_request(plan["new_sources"])],
+        dynamic_partitions_requests=[source_partitions.build_add_request(plan["new_sources"])],
         asset_events=removals,
         cursor=json.dumps(plan["cursor"], sort_keys=True, separators=(",", ":")),
     )
