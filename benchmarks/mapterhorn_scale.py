@@ -189,7 +189,7 @@ def limits(keys_count: int, folder: Path, postgres: bool, materialized: int, bac
             queued = len(instance.get_runs())
             print(f"sensor daemon tick over {keys_count:,} lines: {tick_seconds:.1f} s (goal < 30 s), status {tick.status.value}, "
                   f"{len(instance.get_dynamic_partitions('mapterhorn_files')):,} partitions added, {queued} ranged runs queued "
-                  f"({FILES_PER_RUN} files each), cursor {len(cursor):,} bytes (goal < 100 KB)")
+                  f"({sensors.MAX_FILES_PER_TICK:,} files per tick), cursor {len(cursor):,} bytes (goal < 100 KB)")
             # Partitions: the rest of the list but the last tick's in sensor-sized batches, then the last daemon tick.
             keys = [f"scale.dgm1_{i:06d}" for i in range(keys_count)]
             known = set(instance.get_dynamic_partitions("mapterhorn_files"))
