@@ -12,7 +12,7 @@ per-file chain's orchestration overhead.
    their checks (the work + Dagster + checks); the difference is reported as a share of the work.
 
 Needs gdal_translate: ``apt-get install gdal-bin``.
-Usage: python benchmarks/cog.py [--size 8192] [--chain-size 5120] [--repeat 2]
+Usage: python benchmarks/cog.py [--size 8192] [--chain-size 5120] [--repeat 2] [--chain-only]
 """
 
 import argparse
@@ -38,6 +38,7 @@ from gnt_assets.mapterhorn.download import download
 from gnt_assets.mapterhorn.local import SourceServer, license_pdf
 from gnt_assets.mapterhorn.rasters import COG_OPTIONS
 from gnt_assets.mapterhorn.resources import MapterhornSourcesResource
+from gnt_assets.resources.storage import StorageResource
 
 NODATA = -9999.0
 FILE_ASSETS = [assets.mapterhorn_file_chain]  # the six per-file assets, one step
@@ -128,9 +129,10 @@ def plain_chain(root: Path, catalog: Path) -> None:
 def dagster_chain(root: Path, catalog: Path, instance: dg.DagsterInstance) -> None:
     (entry,) = list_files(catalog, "bench")
     instance.add_dynamic_partitions("mapterhorn_files", [entry.key])
-    resource = MapterhornSourcesResource(work_dir=str(root), catalog_dir=str(catalog), retries=0)
+    resources = {"mapterhorn_sources": MapterhornSourcesResource(work_dir=str(root), catalog_dir=str(catalog), retries=0),
+                 "storage": StorageResource(root=str(root / "storage"))}  # the COG's STAC item is written under it
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-    result = dg.materialize(FILE_ASSETS, partition_key=entry.key, instance=instance, resources={"mapterhorn_sources": resource}, run_config=quiet)
+    result = dg.materialize(FILE_ASSETS, partition_key=entry.key, instance=instance, resources=resources, run_config=quiet)
     assert result.success
 
 
@@ -159,11 +161,13 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=8192, help="COG benchmark raster side (8192 = 256 MiB float32)")
     parser.add_argument("--chain-size", type=int, default=5120, help="chain benchmark raster side (5120 = 100 MiB float32)")
     parser.add_argument("--repeat", type=int, default=2, help="runs per measurement; the fastest counts")
+    parser.add_argument("--chain-only", action="store_true", help="only the per-file chain (part 2, needs no gdal_translate)")
     args = parser.parse_args()
-    if shutil.which("gdal_translate") is None:
-        sys.exit("gdal_translate not found: install it with `apt-get install gdal-bin` (the reference tool of this benchmark)")
+    if not args.chain_only and shutil.which("gdal_translate") is None:
+        sys.exit("gdal_translate not found: install it with `apt-get install gdal-bin` (the reference tool of this benchmark), or pass --chain-only")
     with tempfile.TemporaryDirectory() as tmp:
-        bench_cog(Path(tmp), args.size, args.repeat)
+        if not args.chain_only:
+            bench_cog(Path(tmp), args.size, args.repeat)
         bench_chain(Path(tmp), args.chain_size, args.repeat)
 
 

@@ -8,7 +8,8 @@ the issue's goal beside it.
    ``dagster dev``; for each size in ``--keys`` a source with that many lines is generated and:
    - one sensor daemon tick (``execute_sensor_iteration``: the list parsed, ``MAX_FILES_PER_TICK``
      partitions added, their ranged runs queued), its cursor size, and the sensor function alone;
-   - adding every partition in sensor-sized batches, fetching every key, resolving one run's range;
+   - adding every partition but the last tick's in sensor-sized batches, then the source's last daemon
+     tick (its runs resolve their ranges against the whole set), fetching every key, resolving one run's range;
    - ``--materialized`` partitions materialized (seeded without fsync: the seeding is not measured),
      then ``get_materialized_partitions``, the status cache and the asset page's partition health
      query (GraphQL ``partitionStats`` and ``assetPartitionStatuses``);
@@ -188,12 +189,12 @@ def limits(keys_count: int, folder: Path, postgres: bool, materialized: int, bac
             queued = len(instance.get_runs())
             print(f"sensor daemon tick over {keys_count:,} lines: {tick_seconds:.1f} s (goal < 30 s), status {tick.status.value}, "
                   f"{len(instance.get_dynamic_partitions('mapterhorn_files')):,} partitions added, {queued} ranged runs queued "
-                  f"({FILES_PER_RUN} files each), cursor {len(cursor):,} bytes (goal < 100 KB)")
-            # Partitions: the rest of the list in sensor-sized batches, then reading them back.
+                  f"({sensors.MAX_FILES_PER_TICK:,} files per tick), cursor {len(cursor):,} bytes (goal < 100 KB)")
+            # Partitions: the rest of the list but the last tick's in sensor-sized batches, then the last daemon tick.
             keys = [f"scale.dgm1_{i:06d}" for i in range(keys_count)]
             known = set(instance.get_dynamic_partitions("mapterhorn_files"))
-            rest = [k for k in keys if k not in known]
             batch = sensors.MAX_FILES_PER_TICK
+            rest = [k for k in keys[:-batch] if k not in known]
 
             def add_rest():
                 for offset in range(0, len(rest), batch):
@@ -202,6 +203,16 @@ def limits(keys_count: int, folder: Path, postgres: bool, materialized: int, bac
             seconds, _ = _timed(add_rest)
             print(f"adding {len(rest):,} partitions in batches of {batch:,}: {seconds:.1f} s ({seconds / max(1, len(rest)) * 1e6:.0f} us each; "
                   f"through the sensor: {len(rest) / batch:.0f} more ticks)")
+            # The last tick of the source (every key but its 1,000 known): its ranged runs' planned events
+            # resolve their range against the whole set. The sensor starts afresh (its cursor dropped) to skip the interval.
+            remote = repository.get_sensor("mapterhorn_file_list_sensor")
+            instance.delete_instigator_state(remote.get_remote_origin_id(), remote.selector_id)
+            instance.start_sensor(remote)
+            runs_before = instance.get_runs_count()
+            seconds, _ = _timed(lambda: list(execute_sensor_iteration(process_context, logger, None, None)))
+            (tick,) = instance.get_ticks(remote.get_remote_origin_id(), remote.selector_id, limit=1)
+            print(f"last sensor daemon tick ({len(keys) - batch:,} of {keys_count:,} keys known): {seconds:.1f} s (goal < 30 s), status {tick.status.value}, "
+                  f"{len(instance.get_dynamic_partitions('mapterhorn_files')):,} partitions, {instance.get_runs_count() - runs_before} ranged runs queued")
             seconds, fetched = _timed(lambda: instance.get_dynamic_partitions("mapterhorn_files"))
             print(f"fetching all {len(fetched):,} keys (get_dynamic_partitions, once per sensor tick and per ranged run): {seconds:.2f} s")
             with partition_loading_context(dynamic_partitions_store=instance):

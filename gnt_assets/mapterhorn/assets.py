@@ -24,8 +24,9 @@ GROUP = "mapterhorn"
 SOURCE_STEP = dict(partitions_def=source_partitions, group_name=GROUP)
 ALL_FILES = dg.AllPartitionMapping()
 
-# Files per ranged run: Dagster's start-up (about 2.3 s) and the run's bookkeeping are paid once per
-# this many files; a backfill of a 35,000-file source is 70 runs.
+# Files per ranged run of a backfill (the file-list sensor's runs carry one tick's files): Dagster's
+# start-up (about 2.3 s) and the run's bookkeeping are paid once per this many files; a backfill of a
+# 35,000-file source is 70 runs.
 FILES_PER_RUN = 500
 # step -> (asset, the step's check: name, description, function)
 FILE_STEPS = {

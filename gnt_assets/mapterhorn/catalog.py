@@ -60,6 +60,7 @@ class SourceMetadata:
 
 _SOURCE_NAME = re.compile(r"[A-Za-z0-9_-]+")
 _VOLUME = re.compile(r"(?<=\.7z)\.(\d{3})$", re.IGNORECASE)
+_VOLUME_HINT = re.compile(r"\.7z\.", re.IGNORECASE)  # a line without it has no volume suffix: no urlsplit needed
 
 
 def _source_folders(catalog: Path) -> list[str]:
@@ -80,8 +81,13 @@ def source_of(key: str) -> str:
     return key.split(".", 1)[0]
 
 
+def _path_name(path: str) -> str:
+    """``PurePosixPath(path).name`` without building the path (the sensor parses 100,000-line lists)."""
+    return next((part for part in reversed(path.split("/")) if part and part != "."), "")
+
+
 def _stem(url: str) -> str:
-    name = PurePosixPath(urlsplit(url.strip()).path).name or url
+    name = _path_name(urlsplit(url.strip()).path) or url
     return name.split(".", 1)[0] if not name.startswith(".") else name
 
 
@@ -117,12 +123,13 @@ def _group_volumes(source: str, entries: list[tuple[int, str]]) -> list[tuple[in
     """Lines ``x.7z.001``, ``x.7z.002`` ... (upstream's multi-volume archives) become one file, at the
     first volume's line; a set must be numbered 001 to N without a gap."""
     sets: dict[str, list[tuple[int, int, str]]] = {}
+    matches = {line: _VOLUME.search(urlsplit(line).path) for _, line in entries if _VOLUME_HINT.search(line.replace("\t", ""))}
     for number, line in entries:
-        if match := _VOLUME.search(urlsplit(line).path):
+        if match := matches.get(line):
             sets.setdefault(line[: -len(match.group(0))], []).append((int(match.group(1)), number, line))
     grouped, placed = [], set()
     for number, line in entries:
-        match = _VOLUME.search(urlsplit(line).path)
+        match = matches.get(line)
         if match is None:
             grouped.append((number, line, ()))
             continue
