@@ -89,10 +89,15 @@ def mapterhorn_file_list_sensor(context: dg.SensorEvaluationContext, mapterhorn_
     catalog = mapterhorn_sources.catalog()
     if skipped := unusable_sources(catalog):
         context.log.warning(f"source folders skipped, rename them to letters, digits, '_' or '-': {', '.join(skipped)}")
-    cursor = json.loads(context.cursor) if context.cursor else {}
+    state = json.loads(context.cursor) if context.cursor else {}
+    cursor, settled = (state["sources"], state["partitions"]) if "sources" in state else (state, None)
     lists = {source: (catalog / source / "file_list.txt").read_bytes() for source in sources(catalog)}
     changed = [s for s, data in lists.items() if cursor.get(s, {}).get("sha256") != hashlib.sha256(data).hexdigest()[:32] or cursor[s]["waiting"]]
-    known = set(context.instance.get_dynamic_partitions(mapterhorn_files.name)) if changed else set()
+    existing = context.instance.get_dynamic_partitions(mapterhorn_files.name) if changed else []
+    # Partitions are listed in the order they were added. Keys past the count the last completed tick left were
+    # added by a tick whose cursor was never saved (daemon killed, tick timed out): they count as new again, so
+    # the same ranges and run keys are requested (Dagster never launches a run key twice).
+    known = set(existing if settled is None else existing[:settled])
     known_sources = set(context.instance.get_dynamic_partitions(source_partitions.name))
     plan = plan_file_list_tick(lists, cursor, known, known_sources, max_files=MAX_FILES_PER_TICK)
     if plan["removed"]:
@@ -105,17 +110,20 @@ def mapterhorn_file_list_sensor(context: dg.SensorEvaluationContext, mapterhorn_
     if waiting:
         context.log.info(f"{len(plan['requests'])} file(s) requested; {waiting} more on the next ticks")
     keys = [key for key, _ in plan["requests"]]
-    if keys:
+    present = set(existing)
+    fresh = [key for key in keys if key not in present]
+    if fresh:
         # One insert for the tick's keys, which the sensor already knows are new: through a SensorResult add
         # request the daemon checks every key with a query of its own (7 s per 1,000 keys at 100,000 keys).
-        context.instance.add_dynamic_partitions(mapterhorn_files.name, keys)
+        context.instance.add_dynamic_partitions(mapterhorn_files.name, fresh)
+    partitions = len(existing) + len(fresh) if changed else settled
     idle = None if keys else f"no new lines in the file lists of {len(lists)} source(s) in {catalog}"
     return dg.SensorResult(
         skip_reason=idle,
         run_requests=range_requests(plan["requests"], MAX_FILES_PER_TICK),
         dynamic_partitions_requests=[source_partitions.build_add_request(plan["new_sources"])],
         asset_events=removals,
-        cursor=json.dumps(plan["cursor"], sort_keys=True, separators=(",", ":")),
+        cursor=json.dumps({"sources": plan["cursor"], "partitions": partitions}, sort_keys=True, separators=(",", ":")),
     )
 
 

@@ -74,6 +74,31 @@ def test_the_sensor_adds_partitions_in_batches_and_requests_ranges_resumed_next_
     assert len(instance.get_dynamic_partitions("mapterhorn_files")) == 100 and len(cursor) < 200
 
 
+def test_a_tick_whose_cursor_was_never_saved_is_planned_again_with_the_same_run_keys(tmp_path, instance):
+    """The sensor adds its keys before the daemon saves the tick: if the daemon dies in between, the next
+    tick starts from the old cursor and must still request those files (not take them as done)."""
+    catalog = tmp_path / "source-catalog"
+    (catalog / "big").mkdir(parents=True)
+    (catalog / "big" / "file_list.txt").write_bytes(_list(30))
+    resource = MapterhornSourcesResource(work_dir=str(tmp_path), catalog_dir=str(catalog))
+
+    def tick(cursor):
+        with dg.build_sensor_context(instance=instance, cursor=cursor, resources={"mapterhorn_sources": resource}) as context:
+            result = mapterhorn_file_list_sensor(context)
+        for request in result.dynamic_partitions_requests:
+            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        return result
+
+    settled = tick(None)
+    (catalog / "big" / "file_list.txt").write_bytes(_list(50))
+    lost = tick(settled.cursor)  # its cursor is never saved
+    retried = tick(settled.cursor)
+    assert [r.run_key for r in lost.run_requests] == [r.run_key for r in retried.run_requests] and len(retried.run_requests) == 1
+    assert retried.run_requests[0].tags["mapterhorn/files"] == "20" and retried.cursor == lost.cursor
+    assert len(instance.get_dynamic_partitions("mapterhorn_files")) == 50  # nothing added twice
+    assert tick(retried.cursor).run_requests == []
+
+
 def test_range_run_keys_name_the_range_and_change_with_its_urls():
     (first,) = sensors.range_requests([("s.a", "https://h/a.tif"), ("s.b", "https://h/b.tif")], 10)
     (moved,) = sensors.range_requests([("s.a", "https://h/a.tif"), ("s.b", "https://h/v2/b.tif")], 10)
