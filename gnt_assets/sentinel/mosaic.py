@@ -14,12 +14,12 @@ import numpy as np
 from affine import Affine
 from odc.geo.geobox import GeoBox
 
-from gnt_assets.core.errors import TransientError
+from gnt_assets.core.errors import TransientError, is_transient
 from gnt_assets.core.quicklook import QuickLook, quicklook
 from gnt_assets.sentinel.cube import CubeLayout, region_dataset
 from gnt_assets.sentinel.cube_store import CubeStore
 from gnt_assets.sentinel.radiometry import item_radiometry, to_cube_dn
-from gnt_assets.sentinel.stac import SceneQuery, StacPagingError, StacSearchError, search_scenes
+from gnt_assets.sentinel.stac import SceneQuery, StacPagingError, search_scenes
 
 CLEAR_SCL = (4, 5)
 MORPHOLOGY_RADIUS = 5
@@ -160,8 +160,8 @@ class ChunkJob:
     cube: CubeStore
     modifier: Callable | None = None
     aws_unsigned: bool = False
-    attempts: int = 3  # search/read failures are retried (flaky API or bucket) before the chunk counts as failed
-    backoff_s: float = 2.0
+    attempts: int = 6  # transient failures (search, read, write) are retried before the cell counts as failed (the seed's retries=5)
+    backoff_s: float = 2.0  # doubled after each failed attempt
     halo_px: int = HALO_PX  # loaded and masked around the cell, then cropped: no seams between cells
 
     @property
@@ -261,20 +261,18 @@ def mosaic_chunk(job: ChunkJob) -> ChunkResult:
 
 
 def mosaic_chunk_logged(job: ChunkJob) -> ChunkResult:
-    """mosaic_chunk that retries search/read failures with backoff and reports the final failure as a
-    result, so one bad chunk never hides the others' results. The region is only written on success."""
+    """mosaic_chunk that retries transient failures (``is_transient``: search, scene reads, a flaky store write)
+    with exponential backoff and reports the final failure as a result, so one bad cell never hides the
+    others' results. The region is only marked complete on success."""
     for attempt in range(1, job.attempts + 1):
         try:
             result = mosaic_chunk(job)
             result.attempts = attempt
             return result
-        except (StacSearchError, SceneLoadError) as error:
-            failure = error
-            if isinstance(error, StacPagingError) or attempt == job.attempts:
-                break
-            time.sleep(job.backoff_s * 2 ** (attempt - 1))
         except Exception as error:
             failure = error
-            break
+            if isinstance(error, StacPagingError) or not is_transient(error) or attempt == job.attempts:
+                break
+            time.sleep(job.backoff_s * 2 ** (attempt - 1))
     return ChunkResult(chunk=job.chunk, month=job.month, success=False, attempts=attempt,
                        error=f"{type(failure).__name__}: {failure}")
