@@ -43,11 +43,11 @@ def loads(monkeypatch):
     counts, failing = Counter(), {}
     real = mosaic.load_scenes
 
-    def counted(job, items):
+    def counted(job, items, geobox=None):
         counts[job.chunk] += 1
         if counts[job.chunk] <= failing.get(job.chunk, 0):
             raise mosaic.SceneLoadError(f"injected read failure of cell {job.chunk}")
-        return real(job, items)
+        return real(job, items, geobox)
 
     monkeypatch.setattr(mosaic, "load_scenes", counted)
     return counts, failing
