@@ -34,9 +34,10 @@ def padded_geobox(geobox: GeoBox, halo: int) -> GeoBox:
     return GeoBox((height + 2 * halo, width + 2 * halo), geobox.affine @ Affine.translation(-halo, -halo), geobox.crs)
 
 
-# A window's stack: 20 dates x 2088 x 2088 px x (4 bands + SCL) x 2 bytes is about 0.9 GB, so a worker's memory
-# stays bounded whatever the cell's size (a 100 km cell at 10 m is 25 windows; eagerly it would be about 20 GB).
-WINDOW_PX = 2048
+# Measured on a 6000 x 6000 px cell, 21 dates (benchmarks/sentinel_cell_memory.py WINDOW nowrite dates21): whole cell, killed out of memory
+# at 20 GB; 2048 px windows 4.4 GB peak; 1024 px windows 3.0 GB, which is then the cell's own conversion for the
+# write (float64 reflectance, about 26 bytes per pixel and band), not the load.
+WINDOW_PX = 1024
 
 
 def cell_windows(shape: tuple[int, int], size: int) -> list[tuple[slice, slice]]:
