@@ -77,6 +77,12 @@ def sentinel_grid(config: SentinelGridConfig, sentinel_aoi: gpd.GeoDataFrame) ->
     return cells
 
 
+class MosaicConfig(dg.Config):
+    cell_attempts: int = Field(default=6, gt=0, description="Tries per cell for transient failures (search, read, "
+                               "write) before the cell, and so its chunk, counts as failed (the seed's retries=5).")
+    retry_backoff_s: float = Field(default=2.0, ge=0, description="Wait before the second try, doubled after each.")
+
+
 def _result_metadata(results: list) -> dict:
     """Scenes, valid share, elapsed time and the per-chunk result log of a run."""
     rows = pipeline.result_rows(results)
@@ -105,6 +111,7 @@ def _catalog_partition(context, storage: StorageResource, cell, partition: str, 
 )
 def sentinel_mosaic(
     context: dg.AssetExecutionContext,
+    config: MosaicConfig,
     sentinel_grid: gpd.GeoDataFrame,
     storage: StorageResource,
     compute: DaskComputeResource,
@@ -112,28 +119,56 @@ def sentinel_mosaic(
     sentinel_cube: SentinelCubeResource,
 ) -> dg.MaterializeResult:
     """Cloud-masked (SCL 4/5) monthly median reflectance of one grid cell, written as the cell's
-    region of its grid's zarr cube; a run of many partitions maps the chunks on the compute cluster."""
+    region of its grid's zarr cube; a run of many partitions maps the cells on the compute cluster.
+    A cell failing after its retries fails only its own partition: the others are materialized, and
+    a rerun of the failed partition redoes only the cells its ledger does not record as written."""
     parsed = [sentinel_month_chunk.get_partition_key_from_str(str(k)) for k in context.partition_keys]
     keys = [(k.keys_by_dimension["month"], k.keys_by_dimension["chunk"]) for k in parsed]
     context.log.info(f"{len(keys)} chunk x month partitions")
     with sentinel_stac.api_url() as url:
         jobs, owners = pipeline.plan_jobs(storage, sentinel_grid, sentinel_stac, url, keys, sentinel_cube.backend,
-                                          sentinel_cube.end_month, sentinel_cube.block_months)
+                                          sentinel_cube.end_month, sentinel_cube.block_months,
+                                          config.cell_attempts, config.retry_backoff_s)
+        jobs, owners, reused, reused_owners = pipeline.resume(storage, jobs, owners)
+        if reused:
+            context.log.info(f"{len(reused)} cells kept from the failed partitions' last run, {len(jobs)} to run")
         with compute.get_client() as client:
-            results = pipeline.partition_results(client.gather(client.map(pipeline.run_chunk, jobs, pure=False)), owners)
+            cells = [*pipeline.run_cells(client, jobs), *reused]
+    owners = [*owners, *reused_owners]
+    pipeline.record_ledgers(storage, cells, owners)
+    results = pipeline.partition_results(cells, owners)
     for result in results:
         pipeline.record_result(storage, result)
         context.log.info(f"{result.month} {result.chunk}: success={result.success} scenes={result.scenes} {result.error or ''}")
-    failed = [r for r in results if not r.success]
+    failed = pipeline.failed_cells(cells, owners)
+    done = [(key, month, chunk) for key, (month, chunk) in zip(parsed, keys, strict=True) if (month, chunk) not in failed]
+    run, per_partition = _partition_metadata(context, storage, sentinel_grid, sentinel_cube.backend, done,
+                                             [r for r in results if (r.month, r.chunk) not in failed])
     if failed:
-        raise dg.Failure("; ".join(f"month {r.month} chunk {r.chunk}: {r.error}" for r in failed))
-    files, size = pipeline.written_objects(storage, sentinel_grid, keys, sentinel_cube.backend)
-    metadata = {"files": dg.MetadataValue.int(files), "bytes": dg.MetadataValue.int(size), **_result_metadata(results)}
-    for key, (month, chunk) in zip(parsed, keys, strict=True) if sentinel_cube.backend == "zarr" else ():  # a STAC item per partition
-        metadata |= _catalog_partition(context, storage, sentinel_grid[sentinel_grid["chunk"] == chunk].iloc[0], str(key), month)
+        for key, _month, _chunk in done:  # the run fails, but these partitions are written
+            context.log_event(dg.AssetMaterialization(context.asset_key, partition=str(key),
+                                                      metadata={**run, **per_partition[str(key)]}))
+        raise dg.Failure(
+            description="; ".join(f"month {m} chunk {c}: {len(ids)} cell(s) failed after retries: {', '.join(ids)}"
+                                  for (m, c), ids in failed.items()),
+            metadata={"failed_cells": dg.MetadataValue.json({f"{m}|{c}": ids for (m, c), ids in failed.items()}),
+                      "errors": dg.MetadataValue.text("; ".join(f"{r.month} {r.chunk}: {r.error}" for r in results if r.error)),
+                      "materialized_partitions": dg.MetadataValue.int(len(done))})
+    for item in per_partition.values():
+        run |= item
+    return dg.MaterializeResult(metadata=run)
+
+
+def _partition_metadata(context, storage: StorageResource, grid: gpd.GeoDataFrame, backend: str,
+                        done: list, results: list) -> tuple[dict, dict]:
+    """The run's metadata (objects, bytes, the result log) and, per written partition, its STAC item's."""
+    files, size = pipeline.written_objects(storage, grid, [(m, c) for _, m, c in done], backend)
+    run = {"files": dg.MetadataValue.int(files), "bytes": dg.MetadataValue.int(size), **_result_metadata(results)}
     if len(results) == 1 and results[0].look is not None:
-        metadata.update(quicklook_metadata(results[0].look, title="rgb", variable="Sentinel-2 red, green, blue monthly median"))
-    return dg.MaterializeResult(metadata=metadata)
+        run.update(quicklook_metadata(results[0].look, title="rgb", variable="Sentinel-2 red, green, blue monthly median"))
+    per_partition = {str(key): _catalog_partition(context, storage, grid[grid["chunk"] == chunk].iloc[0], str(key), month)
+                     if backend == "zarr" else {} for key, month, chunk in done}
+    return run, per_partition
 
 
 @dg.asset(group_name="sentinel", io_manager_key="geoparquet_io_manager", deps=[sentinel_mosaic])

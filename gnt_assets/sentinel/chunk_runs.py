@@ -1,4 +1,5 @@
-"""From partition keys to chunk jobs and back: cube paths, store initialisation, per-chunk result records."""
+"""From partition keys to chunk jobs and back: cube paths, store initialisation, per-chunk result records,
+and the per-cell ledger that lets a rerun of a failed partition redo only its failed or missing cells."""
 
 from __future__ import annotations
 
@@ -97,7 +98,7 @@ def chunk_jobs(storage, grid_table: gpd.GeoDataFrame, stac, url: str, keys: list
 
 def plan_jobs(storage, grid_table: gpd.GeoDataFrame, stac, url: str, keys: list[tuple[str, str]],
               backend: str = "zarr", end_month: str = DEFAULT_END_MONTH, block_months: int = BLOCK_MONTHS,
-              ) -> tuple[list[ChunkJob], list[tuple[str, str]]]:
+              attempts: int = 6, backoff_s: float = 2.0) -> tuple[list[ChunkJob], list[tuple[str, str]]]:
     """The jobs and, per job, its partition (month, chunk): a tiled chunk fans out into one job per cell, each
     carrying only its own cell's region."""
     bands = list(stac.band_assets)
@@ -121,10 +122,74 @@ def plan_jobs(storage, grid_table: gpd.GeoDataFrame, stac, url: str, keys: list[
             jobs.append(ChunkJob(
                 chunk=cell, month=month, query=stac.query(url, bounds, date.fromisoformat(month)),
                 band_assets=dict(stac.band_assets), scl_asset=stac.scl_asset, layout=own,
-                cube=cube, modifier=stac.modifier(), aws_unsigned=stac.aws_unsigned,
+                cube=cube, modifier=stac.modifier(), aws_unsigned=stac.aws_unsigned, attempts=attempts, backoff_s=backoff_s,
             ))
             owners.append((month, chunk))
     return jobs, owners
+
+
+def run_cells(client, jobs: list[ChunkJob]) -> list[ChunkResult]:
+    """Each job mapped on the cluster; a task lost with its worker (KilledWorker, a crash outside the
+    retried work) becomes that cell's failed result instead of failing every partition of the run."""
+    futures = client.map(run_chunk, jobs, pure=False)
+    results = []
+    for job, future in zip(jobs, futures, strict=True):
+        try:
+            results.append(future.result())
+        except Exception as error:
+            results.append(ChunkResult(chunk=job.chunk, month=job.month, success=False,
+                                       error=f"{type(error).__name__} on the compute cluster: {error}"))
+    return results
+
+
+def _ledger_path(storage, month: str, chunk: str) -> UPath:
+    return storage.path("sentinel", "ledger", month, f"{chunk}.json")
+
+
+def _cell_record(result: ChunkResult) -> dict:
+    return {k: v for k, v in dataclasses.asdict(result).items() if k != "look"}
+
+
+def resume(storage, jobs: list[ChunkJob], owners: list[tuple[str, str]]
+           ) -> tuple[list[ChunkJob], list[tuple[str, str]], list[ChunkResult], list[tuple[str, str]]]:
+    """(jobs to run, their owners, reused results, their owners). A partition whose last run failed keeps the
+    cells its ledger records as written, when their regions are still complete in the cube; a partition whose
+    last run succeeded (or that never ran) redoes every cell, so re-materializing it refreshes it."""
+    ledgers: dict[tuple[str, str], dict] = {}
+    run, run_owners, reused, reused_owners = [], [], [], []
+    for job, owner in zip(jobs, owners, strict=True):
+        if owner not in ledgers:
+            path = _ledger_path(storage, *owner)
+            ledgers[owner] = json.loads(path.read_text()) if path.exists() else {"complete": True, "cells": {}}
+        ledger = ledgers[owner]
+        record = ledger["cells"].get(job.chunk)
+        if not ledger["complete"] and record and record["success"] and \
+                job.cube.status(job.cube.region(job.layout, job.chunk, job.month)).complete:
+            reused.append(ChunkResult(**record))
+            reused_owners.append(owner)
+        else:
+            run.append(job)
+            run_owners.append(owner)
+    return run, run_owners, reused, reused_owners
+
+
+def record_ledgers(storage, results: list[ChunkResult], owners: list[tuple[str, str]]) -> None:
+    """Per partition, every cell's latest result (one JSON per chunk and month, replaced atomically)."""
+    grouped: dict[tuple[str, str], dict[str, dict]] = {}
+    for result, owner in zip(results, owners, strict=True):
+        grouped.setdefault(owner, {})[result.chunk] = _cell_record(result)
+    for (month, chunk), cells in grouped.items():
+        ledger = {"complete": all(c["success"] for c in cells.values()), "cells": cells}
+        atomic_write_text(_ledger_path(storage, month, chunk), json.dumps(ledger))
+
+
+def failed_cells(results: list[ChunkResult], owners: list[tuple[str, str]]) -> dict[tuple[str, str], list[str]]:
+    """Per partition with a failed cell, the failed cell ids."""
+    failed: dict[tuple[str, str], list[str]] = {}
+    for result, owner in zip(results, owners, strict=True):
+        if not result.success:
+            failed.setdefault(owner, []).append(result.chunk)
+    return failed
 
 
 def partition_results(results: list[ChunkResult], owners: list[tuple[str, str]]) -> list[ChunkResult]:
@@ -153,8 +218,7 @@ def partition_results(results: list[ChunkResult], owners: list[tuple[str, str]])
 
 
 def record_result(storage, result: ChunkResult) -> None:
-    record = {k: v for k, v in dataclasses.asdict(result).items() if k != "look"}
-    atomic_write_text(_result_path(storage, result.month, result.chunk), json.dumps(record))
+    atomic_write_text(_result_path(storage, result.month, result.chunk), json.dumps(_cell_record(result)))
 
 
 def read_result(storage, month: str, chunk: str) -> dict:

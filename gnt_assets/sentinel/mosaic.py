@@ -14,12 +14,12 @@ import numpy as np
 from affine import Affine
 from odc.geo.geobox import GeoBox
 
-from gnt_assets.core.errors import TransientError
+from gnt_assets.core.errors import TransientError, is_transient
 from gnt_assets.core.quicklook import QuickLook, quicklook
 from gnt_assets.sentinel.cube import CubeLayout, region_dataset
 from gnt_assets.sentinel.cube_store import CubeStore
 from gnt_assets.sentinel.radiometry import item_radiometry, to_cube_dn
-from gnt_assets.sentinel.stac import SceneQuery, StacPagingError, StacSearchError, search_scenes
+from gnt_assets.sentinel.stac import SceneQuery, StacPagingError, search_scenes
 
 CLEAR_SCL = (4, 5)
 MORPHOLOGY_RADIUS = 5
@@ -32,6 +32,19 @@ def padded_geobox(geobox: GeoBox, halo: int) -> GeoBox:
     """The geobox grown by ``halo`` pixels on every side, on the same pixel grid."""
     height, width = geobox.shape
     return GeoBox((height + 2 * halo, width + 2 * halo), geobox.affine @ Affine.translation(-halo, -halo), geobox.crs)
+
+
+# Measured on a 6000 x 6000 px cell, 21 dates (benchmarks/sentinel_cell_memory.py WINDOW nowrite dates21): whole cell, killed out of memory
+# at 20 GB; 2048 px windows 4.4 GB peak; 1024 px windows 3.0 GB, which is then the cell's own conversion for the
+# write (float64 reflectance, about 26 bytes per pixel and band), not the load.
+WINDOW_PX = 1024
+
+
+def cell_windows(shape: tuple[int, int], size: int) -> list[tuple[slice, slice]]:
+    """The cell's (rows, cols) cut into windows of at most ``size`` pixels a side, row-major."""
+    height, width = shape
+    return [(slice(r, min(r + size, height)), slice(c, min(c + size, width)))
+            for r in range(0, height, size) for c in range(0, width, size)]
 
 
 class SceneLoadError(TransientError):
@@ -160,9 +173,10 @@ class ChunkJob:
     cube: CubeStore
     modifier: Callable | None = None
     aws_unsigned: bool = False
-    attempts: int = 3  # search/read failures are retried (flaky API or bucket) before the chunk counts as failed
-    backoff_s: float = 2.0
+    attempts: int = 6  # transient failures (search, read, write) are retried before the cell counts as failed (the seed's retries=5)
+    backoff_s: float = 2.0  # doubled after each failed attempt
     halo_px: int = HALO_PX  # loaded and masked around the cell, then cropped: no seams between cells
+    window_px: int = WINDOW_PX  # a big cell is loaded, masked and reduced one window (plus halo) at a time
 
     @property
     def load_geobox(self) -> GeoBox:
@@ -185,15 +199,16 @@ class ChunkResult:
     look: QuickLook | None = None
 
 
-def load_scenes(job: ChunkJob, items: list) -> tuple[np.ndarray, np.ndarray]:
+def load_scenes(job: ChunkJob, items: list, geobox: GeoBox | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(time, y, x, band) reflectance DN on the cube's one scale (bilinear) and (time, y, x) SCL (nearest)
-    on the cell's GeoBox. Items are loaded per radiometry (``raster:bands`` or processing baseline),
-    each group's DN converted to the cube's, then the groups' dates merged in time order."""
+    on ``geobox`` (default: the cell's, with its halo). Items are loaded per radiometry (``raster:bands`` or
+    processing baseline), each group's DN converted to the cube's, then the groups' dates merged in time order."""
     assets = list(job.band_assets.values())
+    geobox = job.load_geobox if geobox is None else geobox
     groups: dict[tuple, list] = {}
     for item in items:
         groups.setdefault(item_radiometry(item, assets), []).append(item)
-    loaded = [_load_group(job, group, radiometry) for radiometry, group in groups.items()]
+    loaded = [_load_group(job, group, radiometry, geobox) for radiometry, group in groups.items()]
     if len(loaded) == 1:
         return loaded[0][1], loaded[0][2]
     order = np.argsort(np.concatenate([times for times, _, _ in loaded]), kind="stable")
@@ -202,14 +217,14 @@ def load_scenes(job: ChunkJob, items: list) -> tuple[np.ndarray, np.ndarray]:
     return bands, scl
 
 
-def _load_group(job: ChunkJob, items: list, radiometry: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _load_group(job: ChunkJob, items: list, radiometry: tuple, geobox: GeoBox) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     import odc.stac
 
     if job.aws_unsigned:
         odc.stac.configure_rio(cloud_defaults=True, aws={"aws_unsigned": True})
     assets = list(job.band_assets.values())
     try:
-        data = odc.stac.load(items, bands=[job.scl_asset, *assets], geobox=job.load_geobox,
+        data = odc.stac.load(items, bands=[job.scl_asset, *assets], geobox=geobox,
                              resampling={job.scl_asset: "nearest", "*": "bilinear"}, groupby="solar_day",
                              fail_on_error=True)
     except Exception as error:
@@ -227,22 +242,26 @@ def mosaic_chunk(job: ChunkJob) -> ChunkResult:
     durations["search_s"] = time.perf_counter() - started
     height, width = job.layout.cell_geobox(job.chunk).shape
     nbands = len(job.band_assets)
+    median = np.zeros((height, width, nbands), np.uint16)
+    clear_any = np.zeros((height, width), bool)
+    padded, halo = job.load_geobox, job.halo_px
     if items:
+        durations.update(dict.fromkeys(("load_s", "mask_s", "median_s"), 0.0))
+    for rows, cols in cell_windows((height, width), job.window_px) if items else []:
+        # The window plus the halo on every side (in the padded geobox's pixels), masked, then cropped.
         mark = time.perf_counter()
-        bands, scl = load_scenes(job, items)
-        durations["load_s"] = time.perf_counter() - mark
+        bands, scl = load_scenes(job, items, padded[rows.start : rows.stop + 2 * halo, cols.start : cols.stop + 2 * halo])
+        durations["load_s"] += time.perf_counter() - mark
         mark = time.perf_counter()
-        inner = (slice(None), slice(job.halo_px, job.halo_px + height), slice(job.halo_px, job.halo_px + width))
-        bad = (cloud_mask(scl) | (bands == 0).any(axis=-1))[inner]  # masked with the halo, then cropped
-        bands = bands[inner]
-        durations["mask_s"] = time.perf_counter() - mark
+        inner = (slice(None), slice(halo, halo + rows.stop - rows.start), slice(halo, halo + cols.stop - cols.start))
+        bad = (cloud_mask(scl) | (bands == 0).any(axis=-1))[inner]
+        del scl
+        durations["mask_s"] += time.perf_counter() - mark
         mark = time.perf_counter()
-        median = masked_median(bands, bad)
-        durations["median_s"] = time.perf_counter() - mark
-        clear_any = (~bad).any(axis=0)
-    else:
-        median = np.zeros((height, width, nbands), np.uint16)
-        clear_any = np.zeros((height, width), bool)
+        median[rows, cols] = masked_median(bands[inner], bad)
+        durations["median_s"] += time.perf_counter() - mark
+        clear_any[rows, cols] = (~bad).any(axis=0)
+        del bands, bad
     filled = (median == 0).all(axis=-1)
     mark = time.perf_counter()
     job.cube.write(region_dataset(job.layout, job.chunk, job.month, list(job.band_assets), median), job.layout, job.chunk, job.month)
@@ -261,20 +280,18 @@ def mosaic_chunk(job: ChunkJob) -> ChunkResult:
 
 
 def mosaic_chunk_logged(job: ChunkJob) -> ChunkResult:
-    """mosaic_chunk that retries search/read failures with backoff and reports the final failure as a
-    result, so one bad chunk never hides the others' results. The region is only written on success."""
+    """mosaic_chunk that retries transient failures (``is_transient``: search, scene reads, a flaky store write)
+    with exponential backoff and reports the final failure as a result, so one bad cell never hides the
+    others' results. The region is only marked complete on success."""
     for attempt in range(1, job.attempts + 1):
         try:
             result = mosaic_chunk(job)
             result.attempts = attempt
             return result
-        except (StacSearchError, SceneLoadError) as error:
-            failure = error
-            if isinstance(error, StacPagingError) or attempt == job.attempts:
-                break
-            time.sleep(job.backoff_s * 2 ** (attempt - 1))
         except Exception as error:
             failure = error
-            break
+            if isinstance(error, StacPagingError) or not is_transient(error) or attempt == job.attempts:
+                break
+            time.sleep(job.backoff_s * 2 ** (attempt - 1))
     return ChunkResult(chunk=job.chunk, month=job.month, success=False, attempts=attempt,
                        error=f"{type(failure).__name__}: {failure}")

@@ -140,3 +140,30 @@ def test_masked_median_equals_rounded_bottleneck_nanmedian(dates, seed, cloudy):
         expected = np.nan_to_num(np.rint(bn.nanmedian(floats, axis=0)), nan=0).astype("uint16")
     assert np.array_equal(masked_median(bands, bad), expected)
     assert all(a < b for a, b in sorting_network(dates))
+
+
+def test_a_cell_is_loaded_and_reduced_window_by_window_with_the_same_result(stac_url, tmp_path, monkeypatch):
+    """A big cell never sits in memory whole: with 16 px windows a 48 px cell is loaded as 9 windows of at most
+    16 px plus the halo a side, and the written median equals the one-window run's pixel for pixel."""
+    from dataclasses import replace
+
+    from gnt_assets.sentinel import mosaic
+
+    cells = named_grid(box(*DEMO_BBOX), "sq", "square", GridSpec(d=960, target_crs="EPSG:32610", res_m=20))
+    layout, chunk = layout_for(cells), cells["chunk"].iloc[0]
+    shapes, real = {2048: [], 16: []}, mosaic._load_group
+    written = {}
+    for window in shapes:
+        monkeypatch.setattr(mosaic, "_load_group", lambda job, items, radiometry, geobox, seen=shapes[window]: (
+            seen.append(tuple(geobox.shape)), real(job, items, radiometry, geobox))[1])
+        store = CubeStore(UPath(tmp_path / f"cube_{window}.zarr"))
+        store.ensure(layout, ["2024-06-01"], list(BANDS))
+        result = mosaic_chunk(replace(_job(stac_url, store, layout, chunk, "2024-06-01"), window_px=window))
+        assert result.success and result.scenes == 3
+        rows, cols = layout.regions[chunk]
+        written[window] = (store.open()[VARIABLE].isel(time=month_index("2024-06-01"), y=rows, x=cols).values,
+                           result.valid_share, result.clear_pixels_unfilled)
+    (height, width), halo = layout.cell_geobox(chunk).shape, mosaic.HALO_PX
+    assert (height, width) == (48, 48) and set(shapes[2048]) == {(48 + 2 * halo, 48 + 2 * halo)}
+    assert len(shapes[16]) == 9 * len(shapes[2048]) and set(shapes[16]) == {(16 + 2 * halo, 16 + 2 * halo)}
+    assert np.array_equal(written[2048][0], written[16][0], equal_nan=True) and written[2048][1:] == written[16][1:]

@@ -1,0 +1,131 @@
+"""Through Dagster, a tiled grid's cells fanned out inside the run: per-cell retries, a failed cell failing only its
+own chunk partition, and a rerun of that partition redoing only the failed cell (its ledger)."""
+
+from collections import Counter
+
+import dagster as dg
+import pytest
+
+from gnt_assets.definitions import defs
+from gnt_assets.profiles import resources_for_profile
+from gnt_assets.sentinel import chunk_runs, mosaic
+from gnt_assets.sentinel.cube_store import CubeStore
+from gnt_assets.sentinel.local import DEMO_BBOX, LocalSentinelStac
+from gnt_assets.sentinel.sensors import sentinel_chunk_sensor
+
+ASSETS = [*defs.assets, *(defs.asset_checks or [])]
+MONTH = "2024-07-01"
+FAST_RETRIES = {"ops": {"sentinel_mosaic": {"config": {"cell_attempts": 3, "retry_backoff_s": 0.0}}}}
+
+
+@pytest.fixture
+def tiled(storage_root, instance, stac_url):
+    """(resources, grid table, chunk partition keys) of a tiled grid over the demo AOI: 2 x 2 cells of 12 px per chunk."""
+    from gnt_assets.io_managers.geoparquet import read_table
+
+    resources = {**resources_for_profile("local"), "sentinel_stac": LocalSentinelStac(url=stac_url)}
+    tiles = {"name": "tiles", "generator": "square", "d": 240, "res_m": 20.0, "chunk_km": 0.48}
+    config = {"ops": {"sentinel_aoi": {"config": {"bbox": list(DEMO_BBOX)}}, "sentinel_grid": {"config": {"grids": [tiles]}}}}
+    dg.materialize(ASSETS, selection=["sentinel_aoi", "sentinel_grid"], instance=instance, resources=resources, run_config=config)
+    sensed = sentinel_chunk_sensor(dg.build_sensor_context(instance=instance, definitions=defs,
+                                                           resources={"storage": resources["storage"]}))
+    (request,) = sensed.dynamic_partitions_requests
+    instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    table = read_table(chunk_runs.grid_table_path(resources["storage"]))
+    chunks = instance.get_dynamic_partitions("sentinel_chunk")
+    assert len(chunks) >= 2 and all(len(chunk_runs.partition_layout(table, c)[1]) >= 2 for c in chunks)
+    return resources, table, chunks
+
+
+@pytest.fixture
+def loads(monkeypatch):
+    """Scene loads per cell; cells named in ``failing`` raise a transient read error (``failing[cell]`` times, or always)."""
+    counts, failing = Counter(), {}
+    real = mosaic.load_scenes
+
+    def counted(job, items, geobox=None):
+        counts[job.chunk] += 1
+        if counts[job.chunk] <= failing.get(job.chunk, 0):
+            raise mosaic.SceneLoadError(f"injected read failure of cell {job.chunk}")
+        return real(job, items, geobox)
+
+    monkeypatch.setattr(mosaic, "load_scenes", counted)
+    return counts, failing
+
+
+def _key(month, chunk):
+    return str(dg.MultiPartitionKey({"month": month, "chunk": chunk}))
+
+
+def _range(chunks):
+    return {"dagster/asset_partition_range_start": _key(MONTH, chunks[0]), "dagster/asset_partition_range_end": _key(MONTH, chunks[-1])}
+
+
+def _complete(storage, table, chunk) -> list[bool]:
+    cube, regions = chunk_runs.partition_regions(storage, table, MONTH, chunk)
+    return [cube.status(region).complete for region in regions]
+
+
+def test_a_cell_whose_store_write_fails_twice_succeeds_by_retry(tiled, loads, instance, monkeypatch):
+    """A flaky object store (a timeout on write) is retried with backoff like a flaky search or read."""
+    resources, table, chunks = tiled
+    counts, _ = loads
+    cell = chunk_runs.partition_layout(table, chunks[0])[1][0]
+    writes, real = Counter(), CubeStore.write
+
+    def flaky(self, dataset, layout, chunk, month):
+        writes[chunk] += 1
+        if chunk == cell and writes[chunk] <= 2:
+            raise TimeoutError(f"injected store timeout writing {chunk}")
+        return real(self, dataset, layout, chunk, month)
+
+    monkeypatch.setattr(CubeStore, "write", flaky)
+    result = dg.materialize(ASSETS, selection=["sentinel_mosaic"], partition_key=_key(MONTH, chunks[0]), instance=instance,
+                            resources=resources, run_config=FAST_RETRIES)
+    assert result.success and writes[cell] == 3 and counts[cell] == 3
+    assert all(_complete(resources["storage"], table, chunks[0]))
+    records = result.asset_materializations_for_node("sentinel_mosaic")[0].metadata["chunk_results"].value.records
+    assert records[0].data["attempts"] == "3"
+
+
+def test_a_cell_that_always_fails_fails_only_its_own_chunk(tiled, loads, instance):
+    """One run of two chunk partitions: the chunk with the failing cell fails naming the cell, its other cells are
+    written; the other chunk is materialized."""
+    resources, table, chunks = tiled
+    counts, failing = loads
+    bad, good = chunks[0], chunks[1]
+    cells = chunk_runs.partition_layout(table, bad)[1]
+    failing[cells[0]] = 10**6
+    result = dg.materialize(ASSETS, selection=["sentinel_mosaic"], instance=instance, resources=resources,
+                            run_config=FAST_RETRIES, tags=_range([bad, good]), raise_on_error=False)
+    assert not result.success and counts[cells[0]] == 3  # tried cell_attempts times
+    assert instance.get_materialized_partitions(dg.AssetKey("sentinel_mosaic")) == {_key(MONTH, good)}
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = failure.step_failure_data.error.message + str(failure.step_failure_data.user_failure_data.description)
+    assert f"month {MONTH} chunk {bad}: 1 cell(s) failed after retries: {cells[0]}" in message
+    assert _complete(resources["storage"], table, bad) == [False, *[True] * (len(cells) - 1)]
+    assert all(_complete(resources["storage"], table, good))
+
+
+def test_a_rerun_of_the_failed_chunk_redoes_only_the_failed_cell(tiled, loads, instance):
+    resources, table, chunks = tiled
+    counts, failing = loads
+    cells = chunk_runs.partition_layout(table, chunks[0])[1]
+    failing[cells[0]] = 10**6
+    first = dg.materialize(ASSETS, selection=["sentinel_mosaic"], partition_key=_key(MONTH, chunks[0]), instance=instance,
+                           resources=resources, run_config=FAST_RETRIES, raise_on_error=False)
+    assert not first.success and all(counts[c] == 1 for c in cells[1:])
+
+    failing.clear()
+    counts.clear()
+    rerun = dg.materialize(ASSETS, selection=["sentinel_mosaic"], partition_key=_key(MONTH, chunks[0]), instance=instance,
+                           resources=resources, run_config=FAST_RETRIES)
+    assert rerun.success and dict(counts) == {cells[0]: 1}  # the written cells are kept, not reloaded
+    assert all(_complete(resources["storage"], table, chunks[0]))
+    checks = {e.check_name: e.passed for e in rerun.get_asset_check_evaluations()}
+    assert checks["region_written"] and checks["reflectance_plausible"] and checks["scenes_found"]
+
+    counts.clear()  # the partition succeeded: materializing it again refreshes every cell
+    again = dg.materialize(ASSETS, selection=["sentinel_mosaic"], partition_key=_key(MONTH, chunks[0]), instance=instance,
+                           resources=resources, run_config=FAST_RETRIES)
+    assert again.success and set(counts) == set(cells)
