@@ -89,18 +89,12 @@ def partition_layout(grid_table: gpd.GeoDataFrame, chunk: str) -> tuple[CubeLayo
     return layout_for(grid_table[grid_table["grid"] == row["grid"]]), [chunk]
 
 
-def chunk_jobs(storage, grid_table: gpd.GeoDataFrame, stac, url: str, keys: list[tuple[str, str]],
-               backend: str = "zarr", end_month: str = DEFAULT_END_MONTH, block_months: int = BLOCK_MONTHS) -> list[ChunkJob]:
-    """One job per (month, cell) of the partitions; each cube is created with its whole monthly axis (or grown by
-    whole blocks to the run's months) first, so the mapped jobs only write data and cannot conflict."""
-    return plan_jobs(storage, grid_table, stac, url, keys, backend, end_month, block_months)[0]
-
-
 def plan_jobs(storage, grid_table: gpd.GeoDataFrame, stac, url: str, keys: list[tuple[str, str]],
               backend: str = "zarr", end_month: str = DEFAULT_END_MONTH, block_months: int = BLOCK_MONTHS,
               attempts: int = 6, backoff_s: float = 2.0) -> tuple[list[ChunkJob], list[tuple[str, str]]]:
     """The jobs and, per job, its partition (month, chunk): a tiled chunk fans out into one job per cell, each
-    carrying only its own cell's region."""
+    carrying only its own cell's region. Each cube is created with its whole monthly axis (or grown by whole
+    blocks to the run's months) first, so the mapped jobs only write data and cannot conflict."""
     bands = list(stac.band_assets)
     jobs, owners, ensured, layouts = [], [], set(), {}
     for month, chunk in keys:

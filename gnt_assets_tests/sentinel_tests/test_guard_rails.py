@@ -5,7 +5,7 @@ import pytest
 from shapely.geometry import box
 
 from gnt_assets.sentinel.aoi import AoiError, load_geometry_file
-from gnt_assets.sentinel.chunk_runs import GridChangedError, chunk_jobs
+from gnt_assets.sentinel.chunk_runs import GridChangedError, plan_jobs
 from gnt_assets.sentinel.definitions import SentinelConfigError, refuse_remote_workers_on_local_storage
 from gnt_assets.sentinel.grid import GridSpec, named_grid
 from gnt_assets.sentinel.local import LocalSentinelStac
@@ -59,5 +59,5 @@ def test_a_cell_gone_from_the_grid_fails_naming_the_grid_change(storage_root):
     grid = named_grid(box(-123.14, 49.26, -123.11, 49.28), "square", "square", GridSpec(d=960, target_crs="EPSG:32610", res_m=20))
     storage = StorageResource(root=str(storage_root))
     with pytest.raises(GridChangedError, match=r"the grid changed after the partition was added \(grid 'square' now has"):
-        chunk_jobs(storage, grid, LocalSentinelStac(url="http://127.0.0.1:9"), "http://127.0.0.1:9",
+        plan_jobs(storage, grid, LocalSentinelStac(url="http://127.0.0.1:9"), "http://127.0.0.1:9",
                    [("2024-06-01", "square_1_2")])
