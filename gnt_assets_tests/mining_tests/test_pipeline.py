@@ -18,6 +18,18 @@ def _checks(result):
     return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
 
 
+def exported(instance, resources, country: str, year: str = "2020") -> str | None:
+    """Polygons, the country's clusters and one year's exports, the export sensor ticked until every task is
+    done; the sensor's cursor."""
+    materialize(instance, resources, ["mine_polygons"])
+    materialize(instance, resources, ["mining_clusters"], country)
+    materialize(instance, resources, ["landsat_exports"], f"{country}|{year}")
+    cursor = None
+    for _ in range(3):
+        cursor = sensor_tick(instance, resources, cursor).cursor
+    return cursor
+
+
 def test_polygons_to_regions_with_sensor(storage_root, instance):
     resources = mining_resources(storage_root)
     polygons = materialize(instance, resources, ["mine_polygons"])
@@ -176,12 +188,7 @@ def test_janitor_reset_after_a_deleted_chunk_and_the_repair_restore_it_byte_iden
     from gnt_assets.mining.janitor import region_findings, reset_for_missing_chunks
 
     resources = mining_resources(storage_root)
-    materialize(instance, resources, ["mine_polygons"])
-    materialize(instance, resources, ["mining_clusters"], "NAM")
-    materialize(instance, resources, ["landsat_exports"], "NAM|2020")
-    cursor = None
-    for _ in range(3):
-        cursor = sensor_tick(instance, resources, cursor).cursor
+    cursor = exported(instance, resources, "NAM")
     materialize(instance, resources, ["landsat_regions"], "NAM|2020")
     table = read_table(storage_root / "tables" / "mining_clusters" / "NAM.parquet")
     store = region_path(storage_root, "NAM", "2020")
@@ -210,12 +217,7 @@ def test_regions_through_google_drive_on_a_shared_drive_keep_a_file_whose_md5_di
     from gnt_assets.mining.resources import GoogleDrive
 
     resources = mining_resources(storage_root)
-    materialize(instance, resources, ["mine_polygons"])
-    materialize(instance, resources, ["mining_clusters"], "BWA")
-    materialize(instance, resources, ["landsat_exports"], "BWA|2020")
-    cursor = None
-    for _ in range(3):
-        cursor = sensor_tick(instance, resources, cursor).cursor
+    exported(instance, resources, "BWA")
     folder = storage_root / "local" / "drive" / "landsat_mining"
     shards = sorted(p.name for p in folder.glob("*BWA*"))
     damaged = shards[0]
