@@ -21,7 +21,7 @@ across the antimeridian (Fiji, Chukotka; rings drawn from 179.97 to -179.98, whi
    of it at two sizes and projects linearly to the country-year's tile count (said so in the output).
 
 Usage: python benchmarks/mining_scale.py [--mines 45000] [--years 41] [--in-flight 5000] [--direct 200]
-       [--workers 20] [--latency 1.0] [--tile-sample 3000] [--skip plan,sensor,throughput,objects,memory]
+       [--workers 20] [--latency 1.0] [--tile-sample 600] [--skip plan,sensor,throughput,objects,memory]
 """
 
 from __future__ import annotations
@@ -435,11 +435,12 @@ def _tiles_peak(args) -> tuple[float, float, int]:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
+    start = time.perf_counter()
     pack, _ = training_tiles(region, tiles, polygons, partition="bench", year=2000,
                              chunks_present=region_chunks_present(UPath(path)), must_touch=must_touch)
     done.set()
     sampler.join()
-    return before, max(peak[0], _rss_mb()), len(pack.rows["tile_ix"])
+    return before, max(peak[0], _rss_mb()), len(pack.rows["tile_ix"]), time.perf_counter() - start
 
 
 def _rss_mb() -> float:
@@ -471,13 +472,14 @@ def memory(root: UPath, clusters: dict, mines: gpd.GeoDataFrame, sample: int) ->
     for part in (subset.iloc[: max(1, take // 2)], subset):
         with spawn.Pool(1) as pool:
             results.append(pool.apply(_tiles_peak, ((path.path, part, polygons, must_touch),)))
-    (b1, p1, n1), (b2, p2, n2) = results
+    (b1, p1, n1, _), (b2, p2, n2, _) = results
     slope = ((p2 - b2) - (p1 - b1)) / max(n2 - n1, 1)
     projected = (p2 - b2) + slope * (pairs - n2) + b2
     print(f"   full size not run: its region store alone would take ~{pairs * 7 * 64 * 64 * 4 / 1e9:.0f} GB of chunks to build here; "
           f"sampled {len(subset)} clusters of it (region of {len(specs)} exports written in {build_s:.0f} s)")
-    for (before, peak, n) in results:
-        print(f"   {n:,} tile rows: peak RSS {peak:,.0f} MB ({peak - before:,.0f} MB over the {before:,.0f} MB before the call)")
+    for (before, peak, n, seconds) in results:
+        print(f"   {n:,} tile rows: peak RSS {peak:,.0f} MB ({peak - before:,.0f} MB over the {before:,.0f} MB before the call), "
+              f"{seconds:.0f} s ({seconds / n * 1000:.0f} ms per tile: region_chunks_present lists the store for each tile)")
     print(f"   {slope * 1024:,.0f} kB per tile row -> projected peak at {pairs:,} rows: {projected / 1024:,.1f} GB "
           f"(goal < {MEMORY_GOAL_GB:.0f} GB: {_verdict(projected / 1024, MEMORY_GOAL_GB)})")
 
@@ -494,7 +496,7 @@ def main() -> None:
     parser.add_argument("--direct", type=int, default=200, help="computePixels requests for the throughput")
     parser.add_argument("--workers", type=int, default=20, help="computePixels pool size (direct_workers)")
     parser.add_argument("--latency", type=float, default=1.0, help="server-side seconds per computePixels request")
-    parser.add_argument("--tile-sample", type=int, default=3000, help="tile rows of the largest country-year for the memory part")
+    parser.add_argument("--tile-sample", type=int, default=600, help="tile rows of the largest country-year for the memory part")
     parser.add_argument("--shard-tiles", type=int, default=16, help="shard side in tiles for the object count's comparison")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the sensor tick")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: sensor,throughput,objects,memory")
