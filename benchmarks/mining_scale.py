@@ -479,7 +479,7 @@ def memory(root: UPath, clusters: dict, mines: gpd.GeoDataFrame, sample: int) ->
           f"sampled {len(subset)} clusters of it (region of {len(specs)} exports written in {build_s:.0f} s)")
     for (before, peak, n, seconds) in results:
         print(f"   {n:,} tile rows: peak RSS {peak:,.0f} MB ({peak - before:,.0f} MB over the {before:,.0f} MB before the call), "
-              f"{seconds:.0f} s ({seconds / n * 1000:.0f} ms per tile: region_chunks_present lists the store for each tile)")
+              f"{seconds:.0f} s ({seconds / n * 1000:.0f} ms per tile, not profiled)")
     print(f"   {slope * 1024:,.0f} kB per tile row -> projected peak at {pairs:,} rows: {projected / 1024:,.1f} GB "
           f"(goal < {MEMORY_GOAL_GB:.0f} GB: {_verdict(projected / 1024, MEMORY_GOAL_GB)})")
 
