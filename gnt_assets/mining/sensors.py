@@ -4,7 +4,6 @@ download run when every export of a partition completed."""
 
 import hashlib
 import json
-from copy import deepcopy
 from dataclasses import replace
 
 import dagster as dg
@@ -38,7 +37,8 @@ def poll_ledger(records: list, earthengine: EarthEngineResource, free: int, max_
     """Updated records, a log line per change and the free slots left: poll open tasks, resubmit failures below
     the limit as a new attempt (a new description, so no old task is revived) and submit queued exports while
     slots are free. ``tasks`` (description -> task, one listing per tick) finds a queued export's task submitted
-    before its record was written; without it the listing is taken once, when first needed."""
+    before its record was written; without it the listing is taken once, when first needed. A changed record is
+    replaced by a new one, never mutated, so the caller can compare against a shallow copy."""
     notes = []
     for i, record in enumerate(records):
         if record.route != "drive" or record.state == DONE or record.downloaded:
@@ -143,7 +143,7 @@ def gee_export_sensor(context: dg.SensorEvaluationContext, storage: StorageResou
         if not records or all(r.downloaded for r in records):
             continue
         try:
-            before = deepcopy(records)
+            before = list(records)  # poll_ledger replaces changed records, never mutates one: a shallow copy suffices
             records, notes, free = poll_ledger(records, earthengine, free, tasks=tasks)
             save_changes(ledger, before, records)
         except Exception as error:  # one partition's failure never stops the tick for the others
