@@ -18,6 +18,8 @@ from typing import Any
 
 from googleapiclient.http import MediaIoBaseDownload
 
+from gnt_assets.core.errors import TransientError
+
 
 @dataclass(frozen=True)
 class DriveFile:
@@ -27,8 +29,9 @@ class DriveFile:
     md5: str = ""  # Drive's md5Checksum of the stored bytes
 
 
-class ChecksumMismatch(OSError):
-    """A downloaded copy whose MD5 differs from Drive's ``md5Checksum``; the copy was discarded."""
+class ChecksumMismatch(TransientError, OSError):
+    """A downloaded copy whose MD5 differs from Drive's ``md5Checksum``; the copy was discarded.
+    Transient: bytes damaged in transit come right on the next download (an OSError, as any failed read)."""
 
 
 def list_scope(shared_drive_id: str | None) -> dict[str, Any]:
