@@ -11,6 +11,7 @@ from gnt_assets.mapterhorn import definitions as mapterhorn
 from gnt_assets.mining import definitions as mining
 from gnt_assets.profiles import resources_for_profile
 from gnt_assets.rasters import definitions as rasters
+from gnt_assets.run_monitoring import DEFAULT_EXECUTOR
 from gnt_assets.sensors.automation import automation_sensor
 from gnt_assets.sensors.check_failure_alerts import check_failure_alert_sensor
 from gnt_assets.sentinel import definitions as sentinel
@@ -37,6 +38,7 @@ def code_location() -> dg.Definitions:
         schedules=pipelines.schedules,
         jobs=[reference_data_on_dask, *(pipelines.jobs or [])],
         resources=resources_for_profile(),
+        executor=DEFAULT_EXECUTOR,
     )
 
 

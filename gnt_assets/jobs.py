@@ -12,6 +12,8 @@ import os
 import dagster as dg
 from dagster_dask import dask_executor
 
+from gnt_assets.run_monitoring import heartbeating
+
 REFERENCE_DATA = ["mine_polygons", "grid_square_5km", "grid_h3_5km", "sentinel_aoi", "sentinel_grid"]
 
 
@@ -25,6 +27,6 @@ def _cluster() -> dict:
 reference_data_on_dask = dg.define_asset_job(
     "reference_data_on_dask",
     selection=dg.AssetSelection.assets(*REFERENCE_DATA),
-    executor_def=dask_executor.configured({"cluster": _cluster()}),
+    executor_def=heartbeating(dask_executor.configured({"cluster": _cluster()})),
     description="The unpartitioned reference assets, one Dask task per step (GNT_DASK_SCHEDULER, else a local cluster).",
 )

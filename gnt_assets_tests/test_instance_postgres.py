@@ -3,16 +3,18 @@
 The code server, webserver and daemon are started with the commands of deploy/docker-compose.yml (storage on
 a local folder here; test_topology adds the object store and Dask). On mining runs it proves what the
 shipped file configures: the gee pool never runs more steps at once than its limit, runs tagged
-gnt/pipeline=mining never start beyond their limit, a run whose worker is killed is marked failed and retried,
-and an asset's own failure is not retried (retry_on_asset_or_op_failure is false). With the default run
-launcher a killed worker is detected by the code server, not by run monitoring (see the deploy file); the
-monitor's timeouts are not exercised here. The instance file is the shipped one with a 1 s monitoring poll.
+gnt/pipeline=mining never start beyond their limit, a run whose worker is killed is marked failed (by the code
+server that started it) and retried, an asset's own failure is not retried (retry_on_asset_or_op_failure is
+false), and a run whose worker is lost with its code server is failed by run monitoring, from the stopped
+heartbeats, and retried once the code server is back. The instance file is the shipped one with a 1 s
+monitoring poll and heartbeats every second, timing out after 5 s.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
+import time
 from copy import deepcopy
 
 import dagster as dg
@@ -20,6 +22,7 @@ import psutil
 import pytest
 import yaml
 
+from gnt_assets.run_monitoring import heartbeat_key
 from gnt_assets_tests.deployment import (
     DEPLOY,
     REPOSITORY_SELECTOR,
@@ -29,6 +32,8 @@ from gnt_assets_tests.deployment import (
     launch_backfill,
     launch_run,
     running_dagster,
+    service_command,
+    service_env,
     stop_instigators,
     wait_until,
 )
@@ -41,12 +46,15 @@ GEE_SLOTS = 1  # below the configured 2, so two export runs contend for it
 EXPORTS = ["BWA|2019", "NAM|2020"]
 IN_PROCESS = {"execution": {"config": {"in_process": {}}}}  # one process per run: 2 shared cores start fewer interpreters
 DONE = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+HEARTBEAT_TIMEOUT = 5
+LOST_DAY = "2020-07-01"  # a day the local CONUS404 source serves; its run takes several seconds
 MINING_TAG = next(limit for limit in SHIPPED["concurrency"]["runs"]["tag_concurrency_limits"] if limit["key"] == "gnt/pipeline")
 
 
 def instance_yaml_for_test() -> str:
     config = deepcopy(SHIPPED)
     config["run_monitoring"]["poll_interval_seconds"] = 1
+    config["run_launcher"]["config"] = {"heartbeat_interval_seconds": 1, "heartbeat_timeout_seconds": HEARTBEAT_TIMEOUT}
     return yaml.safe_dump(config)
 
 
@@ -115,15 +123,23 @@ def deployment(tmp_path_factory):
                 with dg.DagsterInstance.get() as instance:
                     assert type(instance.run_storage).__name__ == "PooledPostgresRunStorage"
                     seed_mining_inputs(instance)
-                    yield instance, launch_scenarios(instance, url, services)
+                    runs = launch_scenarios(instance, url, services)
+                    runs["lost"] = lose_the_code_server(instance, url, services, loopback, env)
+                    yield instance, runs
         finally:
             services.stop()
 
 
 def kill_tree(pid: int) -> None:
-    for process in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
+    processes = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    for process in processes:
         with contextlib.suppress(psutil.NoSuchProcess):
             process.kill()
+    psutil.wait_procs(processes, timeout=30)
+
+
+def heartbeat(instance, run_id: str) -> str | None:
+    return instance.run_storage.get_cursor_values({heartbeat_key(run_id)}).get(heartbeat_key(run_id))
 
 
 def launch_scenarios(instance, url: str, services: Services) -> dict:
@@ -155,6 +171,42 @@ def launch_scenarios(instance, url: str, services: Services) -> dict:
                and any(r.status == dg.DagsterRunStatus.SUCCESS for r in retries()), services, timeout=240)
     return {"exports": exports(), "blocked": blocked, "held": held, "killed": killed, "retries": [r.run_id for r in retries()],
             "failing": failing}
+
+
+def lose_the_code_server(instance, url: str, services: Services, loopback: Loopback, env: dict[str, str]) -> dict:
+    """The code server dies with the run worker it started (a restarted container, a lost machine) and comes
+    back: nothing is left to report the run, so only the monitor can fail it, from its stopped heartbeats."""
+    lost = launch_run(url, "conus404_catchup_job", {"dagster/partition": LOST_DAY}, run_config=IN_PROCESS)
+    wait_until("the CONUS404 run's heartbeat", lambda: instance.get_run_by_id(lost).status == dg.DagsterRunStatus.STARTED
+               and heartbeat(instance, lost), services, every=0.2)
+    kill_tree(services.processes["code-server"].pid)
+    spec = compose()["services"]["code-server"]
+    services.start("code-server", service_command("code-server", spec, loopback), service_env(spec, loopback, env))
+    wait_until("the monitor to fail the lost run", lambda: instance.get_run_by_id(lost).status == dg.DagsterRunStatus.FAILURE,
+               services, timeout=120)
+    failed_at = time.time()
+
+    def retried() -> list[dg.DagsterRun]:
+        return list(instance.get_runs(dg.RunsFilter(tags={"dagster/root_run_id": lost})))
+
+    wait_until("the lost run's retry to succeed", lambda: any(r.status == dg.DagsterRunStatus.SUCCESS for r in retried()),
+               services, timeout=240)
+    return {"run": lost, "silent_for": failed_at - float(heartbeat(instance, lost)), "retries": [r.run_id for r in retried()]}
+
+
+def test_a_run_lost_with_its_code_server_is_failed_by_the_monitor_and_retried(deployment):
+    instance, runs = deployment
+    lost = runs["lost"]
+    assert SHIPPED["run_launcher"]["class"] == "HeartbeatRunLauncher" and SHIPPED["run_monitoring"]["enabled"]
+    assert instance.get_run_by_id(lost["run"]).status == dg.DagsterRunStatus.FAILURE
+    (failure,) = messages(instance, lost["run"], dg.DagsterEventType.RUN_FAILURE)
+    assert "sent no heartbeat" in failure, failure  # the monitor's verdict, not the code server's
+    assert not any("was terminated by signal" in m for m in messages(instance, lost["run"]))
+    # failed after the timeout, not before, and within a few monitor polls of it
+    assert HEARTBEAT_TIMEOUT < lost["silent_for"] < HEARTBEAT_TIMEOUT + 30
+    (retry,) = lost["retries"][:1]
+    assert instance.get_run_by_id(retry).tags["dagster/retry_number"] == "1"
+    assert instance.get_run_by_id(retry).status == dg.DagsterRunStatus.SUCCESS
 
 
 def test_the_gee_pool_never_runs_more_export_steps_than_its_limit(deployment):

@@ -19,6 +19,7 @@ from gnt_assets.mapterhorn.chain import source_state
 from gnt_assets.mapterhorn.resources import MapterhornSourcesResource
 from gnt_assets.partitions import mapterhorn_files
 from gnt_assets.partitions import mapterhorn_sources as source_partitions
+from gnt_assets.run_monitoring import IN_PROCESS_EXECUTOR
 
 FILE_ASSETS = ["mapterhorn_download", "mapterhorn_unpacked", "mapterhorn_georeferenced", "mapterhorn_cog", "mapterhorn_bounds", "mapterhorn_coverage"]
 SOURCE_ASSETS = ["mapterhorn_bounds_csv", "mapterhorn_source_coverage", "mapterhorn_tarball", "mapterhorn_file_status", "mapterhorn_report"]
@@ -31,7 +32,7 @@ MAX_REMOVALS_SHOWN = 1000
 
 # One process per run (no step subprocess): the run's files share the pool of the one chain step.
 mapterhorn_file_job = dg.define_asset_job(
-    "mapterhorn_file_job", selection=dg.AssetSelection.assets(*FILE_ASSETS), executor_def=dg.in_process_executor,
+    "mapterhorn_file_job", selection=dg.AssetSelection.assets(*FILE_ASSETS), executor_def=IN_PROCESS_EXECUTOR,
     description="Source files from download to Cloud-Optimized GeoTIFF (download, unpack, georeference, COG, bounds and "
                 "coverage), many files per run on a bounded pool; a failed file fails alone.")
 mapterhorn_source_job = dg.define_asset_job(

@@ -6,6 +6,7 @@ import dagster as dg
 from gnt_assets.rasters import resample
 from gnt_assets.rasters.assets import state_folder
 from gnt_assets.resources.storage import StorageResource
+from gnt_assets.run_monitoring import IN_PROCESS_EXECUTOR
 
 
 class CleanupConfig(dg.Config):
@@ -21,7 +22,7 @@ def clean_result_cache(context: dg.OpExecutionContext, config: CleanupConfig, st
 
 
 @dg.job(description="Cleans the rasters result cache: removes results not read for days_old days and read fewer than "
-                    "min_access times.", executor_def=dg.in_process_executor)
+                    "min_access times.", executor_def=IN_PROCESS_EXECUTOR)
 def raster_cache_cleanup() -> None:
     clean_result_cache()
 

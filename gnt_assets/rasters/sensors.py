@@ -12,17 +12,18 @@ from gnt_assets.rasters import sources
 from gnt_assets.rasters.assets import raster_source, raster_tiles, resampled_assets
 from gnt_assets.rasters.resources import RasterFolderResource
 from gnt_assets.resources.storage import StorageResource
+from gnt_assets.run_monitoring import IN_PROCESS_EXECUTOR
 
 raster_registration_job = dg.define_asset_job(
     "raster_registration_job",
     selection=dg.AssetSelection.assets(raster_source, raster_tiles, *resampled_assets),
-    executor_def=dg.in_process_executor,  # one process per run: steps are light, tiles fan out on Dask
+    executor_def=IN_PROCESS_EXECUTOR,  # one process per run: steps are light, tiles fan out on Dask
     description="Registers one raster: validates and hashes it, cuts it into zarr tiles and resamples it onto every grid.",
 )
 
-raster_tile_job = dg.define_asset_job("raster_tile_job", selection=dg.AssetSelection.assets(raster_source, raster_tiles), executor_def=dg.in_process_executor,
+raster_tile_job = dg.define_asset_job("raster_tile_job", selection=dg.AssetSelection.assets(raster_source, raster_tiles), executor_def=IN_PROCESS_EXECUTOR,
                                       description="Validates one raster and cuts it into zarr tiles, without resampling.")
-raster_resample_job = dg.define_asset_job("raster_resample_job", selection=dg.AssetSelection.assets(*resampled_assets), executor_def=dg.in_process_executor,
+raster_resample_job = dg.define_asset_job("raster_resample_job", selection=dg.AssetSelection.assets(*resampled_assets), executor_def=IN_PROCESS_EXECUTOR,
                                           description="Resamples one registered raster onto every grid (for example after a grid changed).")
 
 
