@@ -11,6 +11,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from gnt_assets.mapterhorn import sensors
 from gnt_assets.mapterhorn.resources import MapterhornSourcesResource
 from gnt_assets.mapterhorn.sensors import mapterhorn_file_list_sensor, plan_file_list_tick
+from gnt_assets.run_monitoring import IN_PROCESS_EXECUTOR
 
 
 def _list(n: int, start: int = 0) -> bytes:
@@ -110,4 +111,4 @@ def test_file_assets_are_backfilled_in_ranges_in_one_process():
     from gnt_assets.mapterhorn.assets import FILES_PER_RUN, mapterhorn_file_chain
 
     assert mapterhorn_file_chain.backfill_policy == dg.BackfillPolicy.multi_run(max_partitions_per_run=FILES_PER_RUN)
-    assert sensors.mapterhorn_file_job.executor_def is dg.in_process_executor
+    assert sensors.mapterhorn_file_job.executor_def is IN_PROCESS_EXECUTOR  # one process per run, sending heartbeats
