@@ -7,7 +7,7 @@ import pytest
 import rasterio
 import shapely
 from exactextract import exact_extract
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from rasterio.transform import from_origin
 
@@ -43,6 +43,7 @@ def _cells(rng, transform, shape, n):
 @pytest.mark.parametrize("case", sorted(CASES))
 @settings(max_examples=6, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1))
+@example(seed=25558)  # geographic: cell 46 ties classes 1 and 4, which the two tools break differently
 def test_area_methods_equal_exactextract(tmp_path_factory, case, seed):
     crs, transform = CASES[case]
     rng = np.random.default_rng(seed)
@@ -64,7 +65,22 @@ def test_area_methods_equal_exactextract(tmp_path_factory, case, seed):
             ref = reference[method].to_numpy(dtype=float)
             defined = np.isfinite(ref)
             assert np.array_equal(np.isfinite(ours), defined), method
+            if method == "majority":  # a tie (equal coverage, up to rounding) may go either way
+                ours, ref = _untie(weights, values, values != nodata, ours, ref)
             np.testing.assert_allclose(ours[defined], ref[defined], rtol=1e-6, atol=1e-9, err_msg=method)
+
+
+def _untie(weights, values, valid, ours, ref):
+    """Where the two classes' coverages tie, both tools' answers must be among the tied classes; they are then
+    counted as agreeing."""
+    classes = np.unique(values[valid])
+    coverage = np.stack([zonal(weights, (values == k).astype("float64"), valid, "sum").value for k in classes])
+    best = np.nanmax(coverage, axis=0)
+    tied = np.abs(coverage - best) <= 1e-9 * np.maximum(best, 1)
+    index = {k: i for i, k in enumerate(classes)}
+    for cell in np.flatnonzero(np.isfinite(ref) & (ours != ref)):
+        assert tied[index[ours[cell]], cell] and tied[index[ref[cell]], cell], f"majority of cell {cell}: no tie"
+    return ours, np.where(np.isfinite(ref) & (ours != ref), ours, ref)
 
 
 def test_coverage_sums_to_cell_area_inside_the_raster():
