@@ -37,16 +37,19 @@ def _pixel_rings(geoms: np.ndarray, transform: Affine):
     """Ring vertices in pixel coordinates, each ring's cell and the sign that makes
     exteriors add area and holes remove it."""
     parts, part_cell = shapely.get_parts(geoms, return_index=True)
-    rings, ring_part = shapely.get_rings(parts, return_index=True)
-    coords, ring_of_vertex = shapely.get_coordinates(rings, return_index=True)
+    # Ragged coordinates with ring and part offsets: no ring geometries are built.
+    _, coords, (ring_offsets, part_offsets) = shapely.to_ragged_array(parts)
+    rings = len(ring_offsets) - 1
+    ring_of_vertex = np.repeat(np.arange(rings), np.diff(ring_offsets))
+    ring_part = np.repeat(np.arange(len(parts)), np.diff(part_offsets))
     inverse = ~transform
     u = inverse.a * coords[:, 0] + inverse.b * coords[:, 1] + inverse.c
     v = inverse.d * coords[:, 0] + inverse.e * coords[:, 1] + inverse.f
-    is_exterior = np.ones(len(rings), dtype=bool)
+    is_exterior = np.ones(rings, dtype=bool)
     is_exterior[1:] = ring_part[1:] != ring_part[:-1]
     same = ring_of_vertex[1:] == ring_of_vertex[:-1]
     shoelace = np.bincount(
-        ring_of_vertex[:-1][same], (u[:-1] * v[1:] - u[1:] * v[:-1])[same], minlength=len(rings)
+        ring_of_vertex[:-1][same], (u[:-1] * v[1:] - u[1:] * v[:-1])[same], minlength=rings
     )
     # The row sweep below yields -(signed area), so flip to +area for exteriors, -area for holes.
     sign = -np.sign(shoelace) * np.where(is_exterior, 1.0, -1.0)
@@ -59,19 +62,23 @@ def _cut_at_integers(a0, b0, a1, b1):
     Returns the points' a and b, each point's segment, and where each segment's points end."""
     lo = np.floor(np.minimum(a0, a1)) + 1
     hi = np.ceil(np.maximum(a0, a1)) - 1
-    slots = np.maximum(hi - lo + 1, 0).astype(np.int64) + 2
-    end = np.cumsum(slots)
-    start = end - slots
-    segment = np.repeat(np.arange(len(a0)), slots)
-    rising = a1 > a0
-    first = np.where(rising, lo, hi)[segment]
-    step = np.where(rising, 1.0, -1.0)[segment]
-    a = first + step * (np.arange(end[-1] if len(end) else 0) - start[segment] - 1)
+    count = np.maximum(hi - lo + 1, 0).astype(np.int64)
+    crossings = np.arange(count.sum())
+    crossing_segment = np.repeat(np.arange(len(a0)), count)
+    step = np.where(a1 > a0, 1.0, -1.0)
+    before = np.cumsum(count) - count
+    a_cross = (np.where(a1 > a0, lo, hi) - step * before)[crossing_segment] + step[crossing_segment] * crossings
     with np.errstate(invalid="ignore", divide="ignore"):
-        b = b0[segment] + (a - a0[segment]) * ((b1 - b0) / (a1 - a0))[segment]
-    a[start], b[start] = a0, b0
-    a[end - 1], b[end - 1] = a1, b1
-    return a, b, segment, end
+        slope = (b1 - b0) / (a1 - a0)
+    b_cross = b0[crossing_segment] + (a_cross - a0[crossing_segment]) * slope[crossing_segment]
+    # Segment s owns slots start[s] .. end[s] - 1: its first end, its crossings, its last end.
+    end = np.cumsum(count + 2)
+    start = end - count - 2
+    a, b = np.empty(len(crossings) + 2 * len(a0)), np.empty(len(crossings) + 2 * len(a0))
+    a[start], b[start], a[end - 1], b[end - 1] = a0, b0, a1, b1
+    at = crossings + 2 * crossing_segment + 1
+    a[at], b[at] = a_cross, b_cross
+    return a, b, np.repeat(np.arange(len(a0)), count + 2), end
 
 
 def _pieces(points: int, end: np.ndarray) -> np.ndarray:
