@@ -36,12 +36,18 @@ class CoverageWeights:
 def _pixel_rings(geoms: np.ndarray, transform: Affine):
     """Ring vertices in pixel coordinates, each ring's cell and the sign that makes
     exteriors add area and holes remove it."""
-    parts, part_cell = shapely.get_parts(geoms, return_index=True)
-    # Ragged coordinates with ring and part offsets: no ring geometries are built.
-    _, coords, (ring_offsets, part_offsets) = shapely.to_ragged_array(parts)
-    rings = len(ring_offsets) - 1
-    ring_of_vertex = np.repeat(np.arange(rings), np.diff(ring_offsets))
-    ring_part = np.repeat(np.arange(len(parts)), np.diff(part_offsets))
+    if np.all((shapely.get_type_id(geoms) == shapely.GeometryType.POLYGON) & (shapely.get_num_interior_rings(geoms) == 0)):
+        # Plain polygons (H3 and square cells): each cell is one exterior ring.
+        coords, ring_of_vertex = shapely.get_coordinates(geoms, return_index=True)
+        rings = len(geoms)
+        part_cell = ring_part = np.arange(rings)
+    else:
+        parts, part_cell = shapely.get_parts(geoms, return_index=True)
+        # Ragged coordinates with ring and part offsets: no ring geometries are built.
+        _, coords, (ring_offsets, part_offsets) = shapely.to_ragged_array(parts)
+        rings = len(ring_offsets) - 1
+        ring_of_vertex = np.repeat(np.arange(rings), np.diff(ring_offsets))
+        ring_part = np.repeat(np.arange(len(parts)), np.diff(part_offsets))
     inverse = ~transform
     u = inverse.a * coords[:, 0] + inverse.b * coords[:, 1] + inverse.c
     v = inverse.d * coords[:, 0] + inverse.e * coords[:, 1] + inverse.f
