@@ -36,41 +36,62 @@ class CoverageWeights:
 def _pixel_rings(geoms: np.ndarray, transform: Affine):
     """Ring vertices in pixel coordinates, each ring's cell and the sign that makes
     exteriors add area and holes remove it."""
-    parts, part_cell = shapely.get_parts(geoms, return_index=True)
-    rings, ring_part = shapely.get_rings(parts, return_index=True)
-    coords, ring_of_vertex = shapely.get_coordinates(rings, return_index=True)
+    if np.all((shapely.get_type_id(geoms) == shapely.GeometryType.POLYGON) & (shapely.get_num_interior_rings(geoms) == 0)):
+        # Plain polygons (H3 and square cells): each cell is one exterior ring.
+        coords, ring_of_vertex = shapely.get_coordinates(geoms, return_index=True)
+        rings = len(geoms)
+        part_cell = ring_part = np.arange(rings)
+    else:
+        parts, part_cell = shapely.get_parts(geoms, return_index=True)
+        # Ragged coordinates with ring and part offsets: no ring geometries are built.
+        _, coords, (ring_offsets, part_offsets) = shapely.to_ragged_array(parts)
+        rings = len(ring_offsets) - 1
+        ring_of_vertex = np.repeat(np.arange(rings), np.diff(ring_offsets))
+        ring_part = np.repeat(np.arange(len(parts)), np.diff(part_offsets))
     inverse = ~transform
     u = inverse.a * coords[:, 0] + inverse.b * coords[:, 1] + inverse.c
     v = inverse.d * coords[:, 0] + inverse.e * coords[:, 1] + inverse.f
-    is_exterior = np.ones(len(rings), dtype=bool)
+    is_exterior = np.ones(rings, dtype=bool)
     is_exterior[1:] = ring_part[1:] != ring_part[:-1]
     same = ring_of_vertex[1:] == ring_of_vertex[:-1]
     shoelace = np.bincount(
-        ring_of_vertex[:-1][same], (u[:-1] * v[1:] - u[1:] * v[:-1])[same], minlength=len(rings)
+        ring_of_vertex[:-1][same], (u[:-1] * v[1:] - u[1:] * v[:-1])[same], minlength=rings
     )
     # The row sweep below yields -(signed area), so flip to +area for exteriors, -area for holes.
     sign = -np.sign(shoelace) * np.where(is_exterior, 1.0, -1.0)
     return u, v, ring_of_vertex, part_cell[ring_part], sign
 
 
-def _split_edges(u0, v0, u1, v1):
-    """Cut every edge at integer u and v; returns (edge index, t) of all pieces' ends, sorted."""
-    n = len(u0)
-    pieces = [np.arange(n), np.arange(n)], [np.zeros(n), np.ones(n)]
-    edges, ts = pieces
-    for a, b in ((u0, u1), (v0, v1)):
-        lo = np.floor(np.minimum(a, b)) + 1
-        hi = np.ceil(np.maximum(a, b)) - 1
-        count = np.maximum(hi - lo + 1, 0).astype(np.int64)
-        edge = np.repeat(np.arange(n), count)
-        first = np.repeat(np.cumsum(count) - count, count)
-        k = lo[edge] + (np.arange(count.sum()) - first)
-        edges.append(edge)
-        ts.append((k - a[edge]) / (b[edge] - a[edge]))
-    edge = np.concatenate(edges)
-    t = np.concatenate(ts)
-    order = np.lexsort((t, edge))
-    return edge[order], t[order]
+def _cut_at_integers(a0, b0, a1, b1):
+    """Every segment (a0, b0) -> (a1, b1) cut where ``a`` crosses an integer: its ends and the
+    crossings, in travel order, without sorting (crossings run monotonically along a segment).
+    Returns the points' a and b, each point's segment, and where each segment's points end."""
+    lo = np.floor(np.minimum(a0, a1)) + 1
+    hi = np.ceil(np.maximum(a0, a1)) - 1
+    count = np.maximum(hi - lo + 1, 0).astype(np.int64)
+    crossings = np.arange(count.sum())
+    crossing_segment = np.repeat(np.arange(len(a0)), count)
+    step = np.where(a1 > a0, 1.0, -1.0)
+    before = np.cumsum(count) - count
+    a_cross = (np.where(a1 > a0, lo, hi) - step * before)[crossing_segment] + step[crossing_segment] * crossings
+    with np.errstate(invalid="ignore", divide="ignore"):
+        slope = (b1 - b0) / (a1 - a0)
+    b_cross = b0[crossing_segment] + (a_cross - a0[crossing_segment]) * slope[crossing_segment]
+    # Segment s owns slots start[s] .. end[s] - 1: its first end, its crossings, its last end.
+    end = np.cumsum(count + 2)
+    start = end - count - 2
+    a, b = np.empty(len(crossings) + 2 * len(a0)), np.empty(len(crossings) + 2 * len(a0))
+    a[start], b[start], a[end - 1], b[end - 1] = a0, b0, a1, b1
+    at = crossings + 2 * crossing_segment + 1
+    a[at], b[at] = a_cross, b_cross
+    return a, b, np.repeat(np.arange(len(a0)), count + 2), end
+
+
+def _pieces(points: int, end: np.ndarray) -> np.ndarray:
+    """First point of every piece between consecutive points of the same segment."""
+    keep = np.ones(points, dtype=bool)
+    keep[end - 1] = False
+    return np.flatnonzero(keep)
 
 
 def coverage_weights(geoms, transform: Affine, shape: tuple[int, int], batch_elements: int = BATCH_ELEMENTS) -> CoverageWeights:
@@ -113,14 +134,16 @@ def _batch_coverage(geoms, transform, col0, row0, width, height, shape):
     same = np.flatnonzero(ring_of_vertex[1:] == ring_of_vertex[:-1])
     u0, v0, u1, v1 = u[same], v[same], u[same + 1], v[same + 1]
     edge_ring = ring_of_vertex[same]
-    edge, t = _split_edges(u0, v0, u1, v1)
-    pu = u0[edge] + t * (u1[edge] - u0[edge])
-    pv = v0[edge] + t * (v1[edge] - v0[edge])
-    piece = np.flatnonzero(edge[1:] == edge[:-1])
+    # Cut edges at pixel rows, then each row piece at pixel columns: every piece lies in one pixel.
+    rv, ru, row_edge, row_end = _cut_at_integers(v0, u0, v1, u1)
+    first = _pieces(len(rv), row_end)
+    pu, pv, in_row, end = _cut_at_integers(ru[first], rv[first], ru[first + 1], rv[first + 1])
+    piece = _pieces(len(pu), end)
+    ring = edge_ring[row_edge[first[in_row[piece]]]]
     umid = 0.5 * (pu[piece] + pu[piece + 1])
     vmid = 0.5 * (pv[piece] + pv[piece + 1])
-    dv = (pv[piece + 1] - pv[piece]) * sign[edge_ring[edge[piece]]]
-    cell = ring_cell[edge_ring[edge[piece]]]
+    dv = (pv[piece + 1] - pv[piece]) * sign[ring]
+    cell = ring_cell[ring]
     c = np.floor(umid).astype(np.int64)
     r = np.floor(vmid).astype(np.int64)
     frac = umid - c
@@ -136,12 +159,19 @@ def _batch_coverage(geoms, transform, col0, row0, width, height, shape):
     before = np.where(row_start > 0, running[np.maximum(row_start - 1, 0)], 0.0)
     cover = running - np.repeat(before, row_len)
     nonzero = np.flatnonzero(cover > 1e-12)
-    elem_cell = np.searchsorted(offset, nonzero, side="right") - 1
-    lr, lc = np.divmod(nonzero - offset[elem_cell], width[elem_cell])
-    pixel_row, pixel_col = lr + row0[elem_cell], lc + col0[elem_cell]
-    inside = (pixel_row >= 0) & (pixel_row < shape[0]) & (pixel_col >= 0) & (pixel_col < shape[1])
-    flat = pixel_row[inside] * shape[1] + pixel_col[inside]
-    return elem_cell[inside], flat, np.minimum(cover[nonzero[inside]], 1.0)
+    # Each element's bounding-box row gives its cell and the raster pixel of its row's first
+    # element, so cells and pixels come from one gather (no search, no division).
+    row_cell = np.repeat(np.arange(len(width)), height)
+    pixel_row = row0[row_cell] + np.arange(len(row_cell)) - np.repeat(np.cumsum(height) - height, height)
+    element_row = np.repeat(np.arange(len(row_cell)), row_len)[nonzero]
+    flat = (pixel_row * shape[1] + col0[row_cell] - row_start)[element_row] + nonzero
+    cell = row_cell[element_row]
+    outside_rows = (pixel_row < 0) | (pixel_row >= shape[0])
+    if outside_rows.any() or ((col0 < 0) | (col0 + width > shape[1])).any():
+        col = nonzero - row_start[element_row] + col0[cell]
+        inside = ~outside_rows[element_row] & (col >= 0) & (col < shape[1])
+        nonzero, cell, flat = nonzero[inside], cell[inside], flat[inside]
+    return cell, flat, np.minimum(cover[nonzero], 1.0)
 
 
 @dataclass(frozen=True)

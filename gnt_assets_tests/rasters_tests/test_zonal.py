@@ -7,7 +7,7 @@ import pytest
 import rasterio
 import shapely
 from exactextract import exact_extract
-from hypothesis import example, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from rasterio.transform import from_origin
 
@@ -90,6 +90,28 @@ def test_coverage_sums_to_cell_area_inside_the_raster():
     weights = coverage_weights([hexagon, square], transform, (100, 100))
     np.testing.assert_allclose(np.asarray(weights.matrix.sum(axis=1)).ravel(), [hexagon.area, square.area], rtol=1e-12)
     assert weights.matrix.max() <= 1.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), batch_elements=st.integers(1, 400))
+def test_coverage_is_each_pixels_intersection_area_whatever_the_batches(seed, batch_elements):
+    """Vertices on a quarter-pixel lattice put many of them and whole edges exactly on pixel
+    lines, where the row and column cuts meet; every pixel's weight is the area of its box
+    intersected with the cell, however the cells are split into batches."""
+    rng = np.random.default_rng(seed)
+    shape = (12, 10)
+    transform = from_origin(0, 12, 1, 1)
+    cells = []
+    for _ in range(6):
+        points = shapely.multipoints(rng.integers(-4, 48, (int(rng.integers(3, 9)), 2)) / 4.0)
+        cells.append(shapely.buffer(shapely.convex_hull(points), 0) if rng.random() < 0.5 else shapely.envelope(points))
+    cells = np.array([c for c in cells if c.area > 0], dtype=object)
+    assume(len(cells) > 0)
+    weights = coverage_weights(cells, transform, shape, batch_elements=batch_elements)
+    rows, cols = np.divmod(np.arange(shape[0] * shape[1]), shape[1])
+    boxes = shapely.box(cols, shape[0] - rows - 1, cols + 1, shape[0] - rows)
+    expected = shapely.area(shapely.intersection(cells[:, None], boxes[None, :]))
+    np.testing.assert_allclose(weights.matrix.toarray(), expected, atol=1e-12)
 
 
 def test_cells_outside_the_raster_have_no_valid_fraction():
