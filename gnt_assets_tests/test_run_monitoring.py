@@ -39,7 +39,7 @@ def heartbeat_of(instance, run_id: str) -> str | None:
 def test_every_job_of_the_code_location_sends_heartbeats():
     repository = code_location().get_repository_def()
     plain = [job.name for job in repository.get_all_jobs() if not isinstance(job.executor_def, HeartbeatingExecutorDefinition)]
-    assert not plain
+    assert plain == ["reference_data_on_dask"]  # dagster-dask refuses any executor but its own class
 
 
 def test_a_run_worker_beats_while_it_runs_and_the_launcher_reads_it():
