@@ -22,6 +22,15 @@ FOLLOWS_ANY_PARTITION = (
     & ~dg.AutomationCondition.in_progress()
 ).with_label("after upstream partitions update")
 
+# The same, and also after an upstream partition fails: a roll-up that lists failures (the raster catalog
+# names every file that could not register) must show a failure without waiting for the next success.
+FOLLOWS_ANY_PARTITION_OR_FAILURE = (
+    (dg.AutomationCondition.any_deps_updated() | dg.AutomationCondition.any_deps_match(
+        dg.AutomationCondition.execution_failed().newly_true())).since_last_handled()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("after upstream partitions update or fail")
+
 # A partitioned asset that follows the same partition of its upstream: eager() for every partition, not only
 # the latest time window (catch-up runs fill historical days).
 FOLLOWS_SAME_PARTITION = dg.AutomationCondition.eager().without(dg.AutomationCondition.in_latest_time_window()).with_label(

@@ -23,7 +23,7 @@ from gnt_assets.core.quicklook import choropleth, quicklook
 from gnt_assets.io_managers.geoparquet import read_table, write_table
 from gnt_assets.materialization import catalog_metadata, output_metadata, quicklook_metadata
 from gnt_assets.partitions import raster_sources
-from gnt_assets.rasters import catalog, grids, resample, sources, square_raster, tiling
+from gnt_assets.rasters import catalog, grids, resample, sources, square_raster, states, tiling
 from gnt_assets.rasters.resources import RasterFolderResource
 from gnt_assets.rasters.rio import open_raster
 from gnt_assets.resources.compute import DaskComputeResource
@@ -47,12 +47,15 @@ def raster_source(context: dg.AssetExecutionContext, storage: StorageResource, r
     if key not in found:
         error = sources.RasterSourceError(f"raster {key!r} is neither in {raster_folder.folder_path(storage.root_path)} nor in the registry")
         raise failure_for(error) from error
+    states.set_state(state_folder(storage), key, "validating")
     try:
         info = sources.inspect(found[key], storage.root_path)
     except sources.RasterSourceError as error:
         catalog.record_error(state_folder(storage), key, found[key].path, str(error))
+        states.set_state(state_folder(storage), key, "error", str(error))
         raise failure_for(error) from error  # bad input: fails at once, not after the transient retries
     catalog.record_source(state_folder(storage), info)
+    states.set_state(state_folder(storage), key, "pending", "validated; waiting for raster_tiles")
     with open_raster(located(info.path, storage.root_path)) as src:
         scale = max(1, max(src.width, src.height) // 512)
         preview = src.read(1, out_shape=(src.height // scale or 1, src.width // scale or 1))
@@ -68,16 +71,17 @@ def raster_source(context: dg.AssetExecutionContext, storage: StorageResource, r
 
 
 @dg.asset(group_name="rasters", deps=[raster_source], code_version=CODE_VERSION, retry_policy=TRANSIENT_RETRY)
-def raster_catalog(storage: StorageResource) -> dg.MaterializeResult:
-    """Every source with path, CRS, pixel size, dtype, nodata, extent, bands, hash and status
-    (GeoParquet, pandera-checked); failed registrations never replace a good entry."""
-    table = catalog.build_catalog(state_folder(storage))
+def raster_catalog(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+    """Every source with path, CRS, pixel size, dtype, nodata, extent, bands, hash, its state (pending, validating,
+    tiling, indexing, ready, error, archived) and last error (GeoParquet, pandera-checked); failed registrations
+    never replace a good entry. Rebuilt after any registration, failed ones included."""
+    table = catalog.build_catalog(state_folder(storage), context.instance.get_dynamic_partitions(raster_sources.name))
     path = state_folder(storage) / "catalog.parquet"
     write_table(table, path)
+    counts = {state: int((table.status == state).sum()) for state in states.STATES}
     return dg.MaterializeResult(metadata={
-        **output_metadata([path]), "sources": len(table),
-        "ready": int((table.status == "ready").sum()), "errors": int((table.status == "error").sum()),
-        "table": dg.MetadataValue.md(table.drop(columns="geometry")[["key", "status", "kind", "crs", "error"]].to_markdown(index=False)),
+        **output_metadata([path]), "sources": len(table), **counts, "errors": counts["error"],
+        "table": dg.MetadataValue.md(table.drop(columns="geometry")[["key", "status", "status_since", "kind", "crs", "error"]].to_markdown(index=False)),
     })
 
 
@@ -90,14 +94,21 @@ def raster_tiles(context: dg.AssetExecutionContext, storage: StorageResource, co
     Quick look: band 1 mean per tile (one pixel per tile)."""
     info = catalog.load_source(state_folder(storage), context.partition_key)
     folder = state_folder(storage) / "tiles" / info.key
-    # Built aside and published whole: a failed or killed run leaves the previous store as it was.
-    with atomic_directory(folder / "tiles.zarr") as staged:
-        tasks = tiling.tile_tasks(info, staged, storage.storage_options(), raster_folder.tile_size)
-        with compute.get_client() as client:
-            rows = client.gather(client.map(tiling.write_tile, tasks, pure=False))
-    frame = pd.DataFrame(rows)
-    index = gpd.GeoDataFrame(frame, geometry=shapely.box(frame.left, frame.bottom, frame.right, frame.top), crs=info.crs)
-    write_table(index.sort_values("tile_id").reset_index(drop=True), folder / "index.parquet")
+    with states.failing_as_error(state_folder(storage), info.key):
+        states.set_state(state_folder(storage), info.key, "tiling")
+        if not located(info.path, storage.root_path).exists():  # moved or deleted since registration: retrying cannot help
+            error = sources.RasterSourceError(f"{info.path}: registered raster {info.key!r} is gone; put it back or register it again")
+            raise failure_for(error) from error
+        # Built aside and published whole: a failed or killed run leaves the previous store as it was.
+        with atomic_directory(folder / "tiles.zarr") as staged:
+            tasks = tiling.tile_tasks(info, staged, storage.storage_options(), raster_folder.tile_size)
+            with compute.get_client() as client:
+                rows = client.gather(client.map(tiling.write_tile, tasks, pure=False))
+        states.set_state(state_folder(storage), info.key, "indexing", f"{len(rows)} tiles written; writing the tile index")
+        frame = pd.DataFrame(rows)
+        index = gpd.GeoDataFrame(frame, geometry=shapely.box(frame.left, frame.bottom, frame.right, frame.top), crs=info.crs)
+        write_table(index.sort_values("tile_id").reset_index(drop=True), folder / "index.parquet")
+        states.set_state(state_folder(storage), info.key, "ready", f"{len(rows)} tiles indexed")
     first = index[index.band == 1]
     means = np.full((int(first.tile_row.max()) + 1, int(first.tile_col.max()) + 1), np.nan)
     means[first.tile_row, first.tile_col] = first["mean"]

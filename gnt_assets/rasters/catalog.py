@@ -1,6 +1,7 @@
-"""The raster catalog: one row per registered source, good or failed, from the per-source
-entries written at registration. A failed registration never overwrites a good entry, so
-the catalog keeps the last good state of every source."""
+"""The raster catalog: one row per known source, good or failed, from the per-source entries
+written at registration and each source's state (``states``). A failed registration never
+overwrites a good entry, so the catalog keeps the last good description of every source beside
+its current state and error."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from upath import UPath
 
 from gnt_assets.core.atomic import atomic_write_text
 from gnt_assets.rasters.sources import SourceInfo
+from gnt_assets.rasters.states import STATES, read_states
 
 CATALOG_SCHEMA = pa.DataFrameSchema(
     {
@@ -29,7 +31,9 @@ CATALOG_SCHEMA = pa.DataFrameSchema(
         "band_count": pa.Column(float, pa.Check.ge(1), nullable=True),
         "pixel_size_x": pa.Column(float, pa.Check.gt(0), nullable=True),
         "content_hash": pa.Column(str, pa.Check.str_length(64, 64), nullable=True),
-        "status": pa.Column(str, pa.Check.isin(["ready", "error"])),
+        "status": pa.Column(str, pa.Check.isin(STATES)),
+        "status_detail": pa.Column(str, nullable=True),
+        "status_since": pa.Column(str, nullable=True),
         "error": pa.Column(str, nullable=True),
     },
     strict=False,
@@ -65,22 +69,31 @@ def extent_lonlat(row: dict):
     return box if np.isfinite(shapely.bounds(box)).all() else None
 
 
-def build_catalog(folder: UPath) -> gpd.GeoDataFrame:
-    """Good entries (status ready, last error kept beside them) and sources never registered (status error)."""
-    rows = {}
+def build_catalog(folder: UPath, known: list[str] | tuple[str, ...] = ()) -> gpd.GeoDataFrame:
+    """Every source: its last good entry (with the last error beside it), or its error alone if it never
+    registered, or only its key (``known``: the partitions Dagster has) while no step has run for it.
+    ``status`` is the source's state; a good entry from before states were kept reads as ready."""
+    rows = {key: {"key": key, "path": None, "status": "pending", "error": None, "geometry": None} for key in known}
     for path in sorted((folder / "sources").glob("*.json")) if (folder / "sources").exists() else []:
         row = json.loads(path.read_text())
         rows[row["key"]] = {**row, "status": "ready", "error": None, "geometry": extent_lonlat(row)}
     for path in sorted((folder / "errors").glob("*.json")) if (folder / "errors").exists() else []:
         row = json.loads(path.read_text())
-        if row["key"] in rows:
+        if row["key"] in rows and rows[row["key"]]["path"] is not None and "crs" in rows[row["key"]]:
             rows[row["key"]]["error"] = row["error"]
         else:
             rows[row["key"]] = {**row, "status": "error", "geometry": None}
-    frame = pd.DataFrame(list(rows.values()), columns=sorted({c for r in rows.values() for c in r} | {"key", "path", "status", "error", "geometry"}))
-    for column in ("width", "height", "band_count", "pixel_size_x"):
-        frame[column] = pd.to_numeric(frame.get(column), errors="coerce").astype(float)
-    for column in ("kind", "crs", "content_hash", "error"):
-        frame[column] = frame.get(column, pd.Series(dtype=object)).astype(object).where(frame.get(column).notna(), None)
+    for key, record in read_states(folder).items():
+        row = rows.setdefault(key, {"key": key, "path": None, "error": None, "geometry": None})
+        row.update(status=record["state"], status_detail=record["detail"] or None, status_since=record["since"])
+        if record["state"] == "error" and not row.get("error"):
+            row["error"] = record["detail"]
+    numeric, text = ("width", "height", "band_count", "pixel_size_x"), ("path", "kind", "crs", "content_hash", "status_detail", "status_since", "error")
+    frame = pd.DataFrame(list(rows.values()), columns=sorted({c for r in rows.values() for c in r} | {"key", "status", "geometry", *numeric, *text}))
+    for column in numeric:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+    for column in text:
+        frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
+    frame["path"] = frame["path"].fillna("")
     CATALOG_SCHEMA.validate(frame)
     return gpd.GeoDataFrame(frame, geometry="geometry", crs="EPSG:4326")

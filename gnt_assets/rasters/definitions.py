@@ -13,7 +13,7 @@ from gnt_assets.rasters.assets import (
     resampled_assets,
 )
 from gnt_assets.rasters.checks import checks
-from gnt_assets.rasters.jobs import raster_cache_cleanup, raster_cache_cleanup_schedule
+from gnt_assets.rasters.jobs import raster_archive_job, raster_cache_cleanup, raster_cache_cleanup_schedule
 from gnt_assets.rasters.resources import RasterFolderResource
 from gnt_assets.rasters.sensors import (
     raster_folder_sensor,
@@ -21,7 +21,7 @@ from gnt_assets.rasters.sensors import (
     raster_resample_job,
     raster_tile_job,
 )
-from gnt_assets.vocabulary import FOLLOWS_ANY_PARTITION, describe
+from gnt_assets.vocabulary import FOLLOWS_ANY_PARTITION_OR_FAILURE, describe
 
 KINDS = {
     "raster_source": {"python", "geotiff"},
@@ -36,12 +36,12 @@ defs = dg.Definitions(
         [raster_source, raster_catalog, raster_tiles, *grid_assets, *resampled_assets],
         owner="team:rasters",
         kinds=KINDS,
-        # The catalog is rebuilt after new rasters are registered (once their runs are over).
-        automation={"raster_catalog": FOLLOWS_ANY_PARTITION},
+        # The catalog is rebuilt after rasters register or fail to (once their runs are over).
+        automation={"raster_catalog": FOLLOWS_ANY_PARTITION_OR_FAILURE},
     ),
     asset_checks=checks,
     sensors=[raster_folder_sensor],
-    jobs=[raster_registration_job, raster_tile_job, raster_resample_job, raster_cache_cleanup],
+    jobs=[raster_registration_job, raster_tile_job, raster_resample_job, raster_cache_cleanup, raster_archive_job],
     schedules=[raster_cache_cleanup_schedule],
 )
 

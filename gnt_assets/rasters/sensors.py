@@ -8,8 +8,8 @@ from upath import UPath
 
 from gnt_assets.core.atomic import located
 from gnt_assets.partitions import raster_sources
-from gnt_assets.rasters import sources
-from gnt_assets.rasters.assets import raster_source, raster_tiles, resampled_assets
+from gnt_assets.rasters import sources, states
+from gnt_assets.rasters.assets import raster_source, raster_tiles, resampled_assets, state_folder
 from gnt_assets.rasters.resources import RasterFolderResource
 from gnt_assets.resources.storage import StorageResource
 from gnt_assets.run_monitoring import IN_PROCESS_EXECUTOR
@@ -29,12 +29,14 @@ raster_resample_job = dg.define_asset_job("raster_resample_job", selection=dg.As
 
 @dg.sensor(job=raster_registration_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
            description="Every minute: each new or replaced raster in the watched folder or the registry becomes a raster_sources "
-                       "partition and starts its registration run. Running by default; it only registers rasters.")
+                       "partition and starts its registration run. Running by default; it only registers rasters. Archived sources are skipped.")
 def raster_folder_sensor(context: dg.SensorEvaluationContext, storage: StorageResource, raster_folder: RasterFolderResource) -> dg.SensorResult:
     problems: list[str] = []
     found = sources.discover(raster_folder.folder_path(storage.root_path), raster_folder.registry_path(storage.root_path), problems)
     for problem in problems:
         context.log.warning(problem)
+    archived = {key for key, record in states.read_states(state_folder(storage)).items() if record["state"] == "archived"}
+    found = {key: entry for key, entry in found.items() if key not in archived}  # retired: never registered again
     known = set(context.instance.get_dynamic_partitions(raster_sources.name))
     new = sorted(set(found) - known)
     # A file whose size or mtime changed since the last tick is registered again: new content

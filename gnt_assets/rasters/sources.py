@@ -146,6 +146,18 @@ def _check_nodata(path: UPath, dtype: str, nodata: float | None) -> None:
         raise RasterSourceError(f"{path}: nodata {nodata} is outside the range of {dtype} [{limits.min}, {limits.max}]")
 
 
+def _check_on_the_globe(path: UPath, bounds, pixel: float) -> None:
+    """Longitudes past +-180 or latitudes past +-90 (within half a pixel): every grid cell and
+    coverage weight downstream assumes one world, so such a raster is refused, with the fix."""
+    slack = max(pixel / 2, 1e-9)
+    if bounds.left < -180 - slack or bounds.right > 180 + slack:
+        raise RasterSourceError(
+            f"{path}: longitudes {bounds.left:g} to {bounds.right:g} run past +-180 degrees; shift or split it into "
+            "-180..180 first (for example: gdalwarp -t_srs EPSG:4326 -te -180 -90 180 90 --config CENTER_LONG 0 in.tif out.tif)")
+    if bounds.bottom < -90 - slack or bounds.top > 90 + slack:
+        raise RasterSourceError(f"{path}: latitudes {bounds.bottom:g} to {bounds.top:g} run past +-90 degrees")
+
+
 def inspect(entry: SourceEntry, like: UPath | None = None) -> SourceInfo:
     """Open and validate a source; any problem raises RasterSourceError naming the file.
     ``like``: the storage root, whose options (endpoint, credentials) a source on its filesystem needs."""
@@ -166,6 +178,8 @@ def inspect(entry: SourceEntry, like: UPath | None = None) -> SourceInfo:
         raise RasterSourceError(f"{path}: geotransform {tuple(transform[:6])} is not finite and invertible")
     if transform.b != 0 or transform.d != 0:
         raise RasterSourceError(f"{path}: rotated geotransforms are not supported")
+    if crs.is_geographic:
+        _check_on_the_globe(path, bounds, abs(transform.a))
     nodata = entry.nodata if entry.nodata is not None else file_nodata
     _check_nodata(path, dtype, nodata)
     return SourceInfo(

@@ -68,8 +68,33 @@ def test_cli_registers_and_runs_through_the_webserver(webserver, tmp_path, capsy
     assert main([*args, "list"]) == 0
     assert capsys.readouterr().out.startswith("my_counts\tready\tcount")
 
+    # the seed's synchronous resample: waits for the run and writes the values as JSON
+    output = tmp_path / "results.json"
+    assert main([*args, "resample", "my_counts", "--methods", "sum", "--output", str(output), "--grid", "h3_5km"]) == 0
+    assert _json(capsys)["status"] == "SUCCESS"
+    written = json.loads(output.read_text())
+    assert list(written["grids"]) == ["h3_5km"] and {row["method"] for row in written["grids"]["h3_5km"]} == {"sum"}
+    assert len(written["grids"]["h3_5km"]) == len(read_table(root / "rasters" / "resampled" / "h3_5km" / "my_counts.parquet"))
+
+    # the seed's queues: a missing result is waiting on "resampling"; process-tasks launches its run once
+    (root / "rasters" / "resampled" / "square_5km" / "my_counts.parquet").unlink()
+    assert main([*args, "process-tasks", "resampling", "--max-tasks", "5"]) == 0
+    launched = _json(capsys)
+    assert launched["waiting"] == 1 and [run["key"] for run in launched["launched"]] == ["my_counts"]
+    assert main([*args, "queue-status"]) == 0
+    queue = _json(capsys)
+    assert queue["sources"]["ready"] == 1 and set(queue["jobs"]) >= {"raster_resample_job", "raster_registration_job"}
+    assert _wait(args, launched["launched"][0]["run_id"], capsys) == "SUCCESS"
+    assert (root / "rasters" / "resampled" / "square_5km" / "my_counts.parquet").exists()
+    assert main([*args, "process-tasks", "resampling"]) == 0 and _json(capsys)["launched"] == []
+
     assert main([*args, "cache-cleanup", "--days-old", "0", "--min-access", "5"]) == 0
     assert _wait(args, _json(capsys)["run_id"], capsys) == "SUCCESS"
     assert main([*args, "cache-stats"]) == 0
     assert _json(capsys)["entries"] == 0
     assert main([*args, "register", str(tmp_path / "nothing.tif")]) == 2
+
+    assert main([*args, "archive", "my_counts"]) == 0
+    assert _wait(args, _json(capsys)["run_id"], capsys) == "SUCCESS"
+    assert main([*args, "status", "--raster-id", "my_counts"]) == 0 and _json(capsys)["state"] == "archived"
+    assert (root / "rasters" / "archive" / "my_counts" / "tiles" / "my_counts").exists()

@@ -3,27 +3,17 @@ resampling onto the square and H3 grids, the result cache, and bad input failing
 
 import dagster as dg
 import numpy as np
-import pytest
 import rasterio
 from exactextract import exact_extract
 from rasterio.transform import from_origin
 
 from gnt_assets.io_managers.geoparquet import read_table
-from gnt_assets.profiles import resources_for_profile
 from gnt_assets.rasters import catalog as raster_catalog
 from gnt_assets.rasters import definitions, resample, sources, tiling
 from gnt_assets.rasters.assets import grid_assets, raster_source, raster_tiles, resampled_assets
 from gnt_assets.rasters.jobs import raster_cache_cleanup
 from gnt_assets.rasters.local import sample_rasters, write_geotiff
-from gnt_assets.rasters.resources import RasterFolderResource
 from gnt_assets.rasters.sensors import raster_folder_sensor
-
-
-@pytest.fixture
-def resources(storage_root):
-    built = resources_for_profile("local")
-    built["raster_folder"] = RasterFolderResource(tile_size=100)
-    return built
 
 
 def _materialize(instance, resources, selection, partition_key=None, raise_on_error=True, run_config=None):
@@ -148,7 +138,9 @@ def test_bad_input_fails_its_own_partition_and_catalog_keeps_good_entries(instan
     assert not _materialize(instance, resources, [raster_source.key], "good", raise_on_error=False).success
     _materialize(instance, resources, ["raster_catalog"])
     catalog = read_table(storage_root / "rasters" / "catalog.parquet").set_index("key")
-    assert catalog.loc["good", "status"] == "ready" and "not a readable raster" in catalog.loc["good", "error"]
+    # its state is error now, beside the last good description (CRS, hash) it registered with
+    assert catalog.loc["good", "status"] == "error" and "not a readable raster" in catalog.loc["good", "error"]
+    assert catalog.loc["good", "crs"] == "EPSG:4326" and catalog.loc["good", "content_hash"]
     assert (catalog.drop(index="good").status == "error").all()
 
 
@@ -190,4 +182,5 @@ def test_unsupported_crs_and_unusable_names_stay_in_their_own_lane(instance, res
     assert "site.tif" in message and "not supported for grid 'h3_5km'" in message, message
     _materialize(instance, resources, ["raster_catalog"])  # a source with no lon/lat extent is still listed
     catalog = read_table(storage_root / "rasters" / "catalog.parquet").set_index("key")
-    assert catalog.loc["site", "status"] == "ready" and catalog.loc["site"].geometry is None
+    assert catalog.loc["site", "status"] == "pending" and catalog.loc["site"].geometry is None  # validated, never tiled
+    assert "validated" in catalog.loc["site", "status_detail"]
