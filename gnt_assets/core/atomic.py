@@ -32,7 +32,7 @@ from typing import IO
 
 from upath import UPath
 
-from gnt_assets.core.errors import InputError
+from gnt_assets.core.errors import InputError, TransientError
 
 TEMP_PREFIX = ".tmp-"
 NEW_PREFIX = ".tmp-new-"  # a complete folder about to be swapped in
@@ -152,26 +152,35 @@ def pointer_path(path: UPath) -> UPath:
 
 
 @contextlib.contextmanager
-def atomic_directory(path: UPath) -> Iterator[UPath]:
+def atomic_directory(path: UPath, *, resume: str | None = None) -> Iterator[UPath]:
     """Build a folder aside and publish it whole; read it back through ``resolve_directory``.
 
     Locally: built under a locked temporary name, then swapped in by renames that
     ``recover_directory`` can complete after a crash. On object stores: built under a new
     version prefix; once it lists files, the pointer is rewritten to name it (one PUT) and
     only then is the previous version deleted. A failure leaves the previous folder.
+
+    ``resume``: a token naming what is built (for example a content hash): the folder is built
+    under a name derived from it, kept when the build fails or is killed, and taken up again by
+    the next build with the same token, so a long build resumes instead of restarting. Clean-ups
+    of temporaries leave such folders alone; a second builder with the same token meanwhile is
+    refused locally (a ``TransientError``: retried once the first is done).
     """
     if not is_local(path):
-        yield from _object_store_directory(path)
+        yield from _object_store_directory(path, resume)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        temp = temp_sibling(path)
-        temp.mkdir()
-        fd = os.open(temp.path, os.O_RDONLY | os.O_DIRECTORY)
-        _flock(fd)
-        if _same_file(fd, temp.path):
-            break
-        os.close(fd)
+    if resume is not None:
+        temp, fd = _resume_folder(path, resume)
+    else:
+        while True:
+            temp = temp_sibling(path)
+            temp.mkdir()
+            fd = os.open(temp.path, os.O_RDONLY | os.O_DIRECTORY)
+            _flock(fd)
+            if _same_file(fd, temp.path):
+                break
+            os.close(fd)
     try:
         yield temp
         with folder_lock(path.parent):
@@ -190,14 +199,36 @@ def atomic_directory(path: UPath) -> Iterator[UPath]:
                 _recover_locked(path, prefer=OLD_PREFIX)  # this write failed: the old folder stays
                 raise
     except BaseException:
-        shutil.rmtree(temp.path, ignore_errors=True)
+        if resume is None:
+            shutil.rmtree(temp.path, ignore_errors=True)
         raise
     finally:
         os.close(fd)
 
 
-def _object_store_directory(path: UPath) -> Iterator[UPath]:
+RESUME_PREFIX = ".resume-"  # a resumable build in progress (kept across attempts; see atomic_directory)
+
+
+def _resume_folder(path: UPath, token: str) -> tuple[UPath, int]:
+    if not re.fullmatch(r"[0-9A-Za-z_-]{1,64}", token):
+        raise ValueError(f"resume token {token!r}: letters, digits, '_' and '-' only")
+    folder = path.parent / f"{RESUME_PREFIX}{path.name}.{token}"
+    folder.mkdir(exist_ok=True)
+    fd = os.open(folder.path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        _flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as error:
+        os.close(fd)
+        raise TransientError(f"{path}: another run is building it ({folder.name}); try again once it is done") from error
+    return folder, fd
+
+
+def _object_store_directory(path: UPath, resume: str | None = None) -> Iterator[UPath]:
     version = path.parent / f"{path.name}{VERSION_MARK}{time.time_ns():016x}-{uuid.uuid4().hex[:8]}"
+    if resume is not None and _published_version(path) != f"{path.name}{VERSION_MARK}resume-{resume}":
+        # a version named by its token (never taken for a crashed writer's: no time stamp), kept on failure;
+        # once published, the next build of the same token starts a fresh version instead of writing into it
+        version = path.parent / f"{path.name}{VERSION_MARK}resume-{resume}"
     try:
         yield version
         version.fs.invalidate_cache()
@@ -212,8 +243,9 @@ def _object_store_directory(path: UPath) -> Iterator[UPath]:
             version.fs.rm(version.path, recursive=True)
             return
     except BaseException:
-        with contextlib.suppress(FileNotFoundError, OSError):
-            version.fs.rm(version.path, recursive=True)
+        if "resume-" not in version.name:
+            with contextlib.suppress(FileNotFoundError, OSError):
+                version.fs.rm(version.path, recursive=True)
         raise
     # published: what the pointer named before (or a folder written in place by older code) can go
     stale = [path.parent / previous] if previous and previous != version.name else []

@@ -99,11 +99,18 @@ def raster_tiles(context: dg.AssetExecutionContext, storage: StorageResource, co
         if not located(info.path, storage.root_path).exists():  # moved or deleted since registration: retrying cannot help
             error = sources.RasterSourceError(f"{info.path}: registered raster {info.key!r} is gone; put it back or register it again")
             raise failure_for(error) from error
-        # Built aside and published whole: a failed or killed run leaves the previous store as it was.
-        with atomic_directory(folder / "tiles.zarr") as staged:
+        # Built aside and published whole: a failed or killed run leaves the previous store as it was, and
+        # the next run of the same content takes the build up where it stopped (tiles already written are kept).
+        with atomic_directory(folder / "tiles.zarr", resume=tiling.resume_token(info, raster_folder.tile_size)) as staged:
             tasks = tiling.tile_tasks(info, staged, storage.storage_options(), raster_folder.tile_size)
+            done = tiling.finished_tiles(staged)
+            todo = [task for task in tasks if task.tile_id not in done]
+            if done:
+                context.log.info(f"{info.key}: resuming, {len(tasks) - len(todo)} of {len(tasks)} tiles already written")
             with compute.get_client() as client:
-                rows = client.gather(client.map(tiling.write_tile, tasks, pure=False))
+                rows = [done[task.tile_id] for task in tasks if task.tile_id in done] + client.gather(
+                    client.map(tiling.write_tile, todo, pure=False))
+            tiling.drop_progress(staged)
         states.set_state(state_folder(storage), info.key, "indexing", f"{len(rows)} tiles written; writing the tile index")
         frame = pd.DataFrame(rows)
         index = gpd.GeoDataFrame(frame, geometry=shapely.box(frame.left, frame.bottom, frame.right, frame.top), crs=info.crs)
@@ -117,6 +124,7 @@ def raster_tiles(context: dg.AssetExecutionContext, storage: StorageResource, co
         **quicklook_metadata(quicklook(means, crs=info.crs, variable="band 1 mean per tile"), title="tile_means"),
         "tiles": len(rows), "tile_size": raster_folder.tile_size,
         "valid_pixels": int(index.valid_count.sum()), "nodata_pixels": int(index.nodata_count.sum()),
+        "tiles_resumed": len(tasks) - len(todo),
     })
 
 

@@ -13,11 +13,16 @@ builds at hand (3.10.3 in the rasterio wheel, 3.6.2 in Debian 12) refuse the arr
 zarr-python writes in format 3 ("Unsupported codec: bytes"; 3.6 does not find them). GDAL
 3.10 reads the CRS from the CF grid mapping; 3.6 reads the geotransform only (given GDAL's
 own ``_CRS`` attribute it swaps the axes of projected CRSs, so none is written). The caller
-builds the store aside and publishes it whole (``core.atomic.atomic_directory``).
+builds the store aside and publishes it whole (``core.atomic.atomic_directory``), resumably: each
+tile task records its statistics under ``_tile_progress/`` once its chunk is written, so a build
+killed half-way redoes only the tiles without a record (``finished_tiles``); the records are
+removed before the store is published.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,11 +33,13 @@ from odc.geo.geobox import GeoBox
 from rasterio.windows import Window
 from upath import UPath
 
-from gnt_assets.core.atomic import is_local, located
+from gnt_assets.core.atomic import atomic_write_text, is_local, located
 from gnt_assets.core.zarr_regions import with_exact_transform
 from gnt_assets.rasters.rio import open_raster
 
 VARIABLE = "band_data"
+PROGRESS = "_tile_progress"  # per-tile records of a build in progress (not part of the published store)
+LAYOUT_VERSION = "1"  # bump when the store's layout changes: a build of an older layout is not resumed
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,10 @@ class TileTask:
     col: int
     tile_size: int
     nodata: float | None
+
+    @property
+    def tile_id(self) -> str:
+        return f"b{self.band}_r{self.row:04d}_c{self.col:04d}"
 
 
 def open_array(store: str, storage_options: dict, mode: str = "r+"):
@@ -103,25 +114,54 @@ def write_tile(task: TileTask) -> dict:
     array = open_array(task.store, task.storage_options)
     r0, c0 = int(window.row_off), int(window.col_off)
     array[task.band - 1, r0 : r0 + values.shape[0], c0 : c0 + values.shape[1]] = values
-    return {
-        "tile_id": f"b{task.band}_r{task.row:04d}_c{task.col:04d}",
+    row = {
+        "tile_id": task.tile_id,
         "band": task.band, "tile_row": task.row, "tile_col": task.col,
         "row_off": r0, "col_off": c0, "height": values.shape[0], "width": values.shape[1],
         "chunk_key": f"{VARIABLE}/{task.band - 1}.{task.row}.{task.col}",
         "left": left, "bottom": bottom, "right": right, "top": top,
         **tile_stats(values, task.nodata),
     }
+    # after the chunk: a record means the tile is done (a task killed before it is redone)
+    atomic_write_text(_store_path(task.store, task.storage_options) / PROGRESS / f"{task.tile_id}.json", json.dumps(row), durable=False)
+    return row
+
+
+def _store_path(store: str, storage_options: dict) -> UPath:
+    return UPath(store, **(storage_options or {})) if "://" in store else UPath(store)
+
+
+def resume_token(info, tile_size: int) -> str:
+    """What a tiles build is of: the source's bytes, nodata and shape, the tile size and the layout version."""
+    described = json.dumps([info.content_hash, info.nodata, info.width, info.height, info.band_count, tile_size, LAYOUT_VERSION])
+    return hashlib.sha256(described.encode()).hexdigest()[:24]
+
+
+def finished_tiles(store: UPath) -> dict[str, dict]:
+    """The index rows of tiles an earlier attempt of this build already wrote (one listing)."""
+    folder = store / PROGRESS
+    if not folder.exists():
+        return {}
+    return {path.stem: json.loads(path.read_text()) for path in folder.iterdir() if path.suffix == ".json"}
+
+
+def drop_progress(store: UPath) -> None:
+    """Remove the per-tile records before the store is published."""
+    folder = store / PROGRESS
+    if folder.exists():
+        folder.fs.rm(folder.path, recursive=True)
 
 
 def tile_tasks(info, store: UPath, storage_options: dict, tile_size: int) -> list[TileTask]:
-    """Create the (empty) tiles store for a source at ``store`` and list one task per (band, tile);
-    a source on the store's filesystem is opened with its options."""
+    """Create the (empty) tiles store for a source at ``store`` (unless a resumed build made it) and list
+    one task per (band, tile); a source on the store's filesystem is opened with its options."""
     source = located(info.path, store)
     encoding = {VARIABLE: {"chunks": (1, tile_size, tile_size), "_FillValue": info.nodata}}
-    tiles_template(info, source_geobox(source), tile_size).to_zarr(
-        str(store) if not is_local(store) else store.path, mode="w-", compute=False, encoding=encoding,
-        consolidated=False, zarr_format=2, storage_options=(storage_options or None) if not is_local(store) else None,
-    )
+    if not (store / VARIABLE / ".zarray").exists():  # else a resumed build: the store of the same token is there
+        tiles_template(info, source_geobox(source), tile_size).to_zarr(
+            str(store) if not is_local(store) else store.path, mode="w-", compute=False, encoding=encoding,
+            consolidated=False, zarr_format=2, storage_options=(storage_options or None) if not is_local(store) else None,
+        )
     rows = -(-info.height // tile_size)
     cols = -(-info.width // tile_size)
     target = str(store) if not is_local(store) else store.path

@@ -193,3 +193,33 @@ def test_without_flock_writes_go_ahead_and_clean_ups_judge_temporaries_by_age(tm
     write(folder / "tile", "v1")
     assert [p.name for p in remove_stale_temps(folder)] == [old.name]
     assert (folder / "part.bin").read_bytes() == b"whole" and contents(folder / "tile") == {"v1"} and young.exists()
+
+
+@pytest.mark.parametrize("where", ["local", "object store"])
+def test_a_resumable_build_keeps_its_work_when_it_fails_and_takes_it_up_again(tmp_path, where, request):
+    root = UPath(tmp_path) if where == "local" else request.getfixturevalue("s3_root")
+    target = root / "tiles.zarr"
+    with pytest.raises(RuntimeError), atomic_directory(target, resume="abc123") as building:
+        (building / "tile-1").write_text("done before the kill")
+        raise RuntimeError("killed")
+    assert not target.exists() or where == "object store"
+    if where == "local":  # a second builder of the same token meanwhile is refused, to be retried
+        assert remove_stale_temps(root) == []  # clean-ups leave the kept work alone
+        with pytest.raises(RuntimeError, match="first builder fails"), atomic_directory(target, resume="abc123") as again:
+            with pytest.raises(atomic.TransientError, match="another run"), atomic_directory(target, resume="abc123"):
+                pass
+            raise RuntimeError("first builder fails too")
+        assert again.exists() and not target.exists()
+    with atomic_directory(target, resume="abc123") as building:
+        assert (building / "tile-1").read_text() == "done before the kill"  # the same folder, taken up
+        (building / "tile-2").write_text("done now")
+    root.fs.invalidate_cache()
+    published = resolve_directory(target)
+    assert sorted(p.name for p in published.iterdir()) == ["tile-1", "tile-2"]
+    with atomic_directory(target, resume="abc123") as building:  # built and published: the next build starts afresh
+        assert not building.exists() or list(building.iterdir()) == []
+        (building / "tile-3").write_text("rebuilt")
+    root.fs.invalidate_cache()
+    assert [p.name for p in resolve_directory(target).iterdir()] == ["tile-3"]
+    leftovers = [p.name for p in root.iterdir() if p.name not in ("tiles.zarr", "tiles.zarr.pointer")]
+    assert leftovers == [] if where == "local" else len(leftovers) == 1  # the published version only

@@ -184,3 +184,33 @@ def test_unsupported_crs_and_unusable_names_stay_in_their_own_lane(instance, res
     catalog = read_table(storage_root / "rasters" / "catalog.parquet").set_index("key")
     assert catalog.loc["site", "status"] == "pending" and catalog.loc["site"].geometry is None  # validated, never tiled
     assert "validated" in catalog.loc["site", "status_detail"]
+
+
+def test_a_killed_tiles_build_resumes_with_the_tiles_it_wrote(instance, resources, storage_root):
+    folder = storage_root / "rasters" / "incoming"
+    folder.mkdir(parents=True)
+    write_geotiff(folder / "big.tif", np.arange(250 * 250, dtype="float32").reshape(250, 250), crs="EPSG:4326",
+                  transform=from_origin(10, 46, 0.001, 0.001), nodata=-1.0)
+    _register(instance, resources)
+    _materialize(instance, resources, [raster_source.key], "big")
+    info = raster_catalog.load_source(storage_root / "rasters", "big")
+    # what a run killed after four of its nine tiles leaves: the resumable build folder with their chunks and records
+    tiles = storage_root / "rasters" / "tiles" / "big"
+    tiles.mkdir(parents=True)
+    staged = tiles / f".resume-tiles.zarr.{tiling.resume_token(info, 100)}"
+    staged.mkdir()
+    tasks = tiling.tile_tasks(info, staged, {}, 100)
+    for task in tasks[:4]:
+        tiling.write_tile(task)
+    written = {p.name: p.stat().st_mtime_ns for p in (staged / "band_data").iterdir() if not p.name.startswith(".")}
+    assert len(written) == 4
+
+    run = _materialize(instance, resources, [raster_tiles.key], "big")
+    assert run.asset_materializations_for_node("raster_tiles")[0].metadata["tiles_resumed"].value == 4
+    store = tiles / "tiles.zarr"
+    assert not staged.exists() and not (store / tiling.PROGRESS).exists()
+    assert {n: (store / "band_data" / n).stat().st_mtime_ns for n in written} == written  # taken up, not rewritten
+    with rasterio.open(folder / "big.tif") as src:
+        np.testing.assert_array_equal(tiling.open_array(store.path, {}, mode="r")[0], src.read(1))
+    index = read_table(tiles / "index.parquet")
+    assert len(index) == 9 and index.tile_id.is_unique and index.valid_count.sum() == 250 * 250
