@@ -312,10 +312,26 @@ def _marker(path: UPath, region: dict[str, slice], sizes: dict[str, int]) -> UPa
     return path.parent / f".{path.name}.regions" / f"{name}.json"
 
 
+def write_encoded(arrays: dict[str, zarr.Array], dataset: xr.Dataset, region: dict[str, slice], where: str) -> None:
+    """Write the dataset's data variables as they are stored (already CF-encoded: the stored dtype, fill for
+    missing), straight into the arrays at ``region``: no decoded float copy of the data is ever made."""
+    for name, variable in dataset.data_vars.items():
+        array = arrays.get(name)
+        if array is None:
+            raise ZarrLayoutError(f"zarr store {where}: has no array {name!r} to write")
+        if variable.dtype != array.dtype:
+            raise ZarrLayoutError(f"zarr store {where}: {name!r} is stored as {array.dtype}; an encoded write "
+                                  f"must bring that dtype, not {variable.dtype}")
+        dims = tuple(array.metadata.dimension_names or variable.dims)
+        # every chunk written, all-fill ones included: a region is complete when all its objects exist
+        array.with_config({"write_empty_chunks": True})[tuple(region.get(dim, slice(None)) for dim in dims)] = variable.transpose(*dims).values
+
+
 def write_region(path: UPath, dataset: xr.Dataset, layout: StoreLayout | None = None, *,
-                 codec_pipeline: str | None = None) -> dict[str, slice]:
+                 codec_pipeline: str | None = None, encoded: bool = False) -> dict[str, slice]:
     """Write ``dataset`` where its coordinates place it; idempotent, and marked complete only at the end.
-    ``codec_pipeline``: a name from ``CODEC_PIPELINES`` (default: see ``codec_pipeline_name``)."""
+    ``codec_pipeline``: a name from ``CODEC_PIPELINES`` (default: see ``codec_pipeline_name``).
+    ``encoded``: the data variables hold stored values (see ``write_encoded``); coordinates are only placed."""
     codec_pipeline = codec_pipeline_name(codec_pipeline)  # refused before anything changes
     layout = StoreLayout.read(path) if layout is None else layout
     region = region_of(path, dataset, layout)
@@ -325,9 +341,12 @@ def write_region(path: UPath, dataset: xr.Dataset, layout: StoreLayout | None = 
     region_dims = set(region)
     unrelated = [name for name, var in dataset.variables.items() if not set(var.dims) & region_dims]
     with writing_with(codec_pipeline, path):
-        portable_strings(dataset.drop_vars(unrelated)).to_zarr(
-            **_store_args(path), region=region, mode="r+", consolidated=False, zarr_format=3, write_empty_chunks=True
-        )
+        if encoded:
+            write_encoded(dict(_open_group(path, mode="r+").arrays()), dataset, region, str(path))
+        else:
+            portable_strings(dataset.drop_vars(unrelated)).to_zarr(
+                **_store_args(path), region=region, mode="r+", consolidated=False, zarr_format=3, write_empty_chunks=True
+            )
     # Atomic against a killed writer; no fsync, as zarr does not sync the chunks it marks either.
     atomic_write_text(marker, json.dumps({dim: [s.start, s.stop] for dim, s in region.items()}), durable=False)
     return region

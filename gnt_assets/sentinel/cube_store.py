@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import xarray as xr
+import zarr
 from upath import UPath
 
 from gnt_assets.core import zarr_regions
@@ -101,7 +102,7 @@ class CubeStore:
         if self.backend == "zarr":
             store_layout = zarr_regions.StoreLayout.read(self.path)
             region = self.region(layout, chunk, month, store_layout)
-            placed = zarr_regions.write_region(self.path, dataset, store_layout)
+            placed = zarr_regions.write_region(self.path, dataset, store_layout, encoded=True)
             if any((int(placed[d].start), int(placed[d].stop)) != (s.start, s.stop) for d, s in region.items()):
                 # the labels' place and the month's index are one and the same
                 raise ZarrLayoutError(f"month {month} chunk {chunk}: labels place the region at {placed}, "
@@ -112,9 +113,9 @@ class CubeStore:
             repo = self._repository()
             for _ in range(COMMIT_TRIES):
                 session = repo.writable_session("main")
-                # Data only: coordinates are written once by ensure(), so partitions touch disjoint chunks.
-                dataset[[VARIABLE]].drop_vars(list(dataset.coords)).to_zarr(
-                    session.store, region=region, mode="r+", consolidated=False, zarr_format=3, write_empty_chunks=True)
+                # Data only, as stored: coordinates are written once by ensure(), so partitions touch disjoint chunks.
+                group = zarr.open_group(session.store, mode="r+", zarr_format=3)
+                zarr_regions.write_encoded({VARIABLE: group[VARIABLE]}, dataset[[VARIABLE]], region, str(self.path))
                 if self._commit(session, f"sentinel {month[:7]} {chunk}", {"chunk": chunk, "month": month}):
                     return region
         raise RuntimeError(f"month {month} chunk {chunk}: Icechunk commit to {self.path} kept conflicting")

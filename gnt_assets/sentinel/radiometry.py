@@ -72,9 +72,3 @@ def to_cube_dn(values: np.ndarray, radiometry: tuple[tuple[float, float], ...]) 
             converted = np.rint((source.astype(np.float64) * scale + offset - CUBE_OFFSET) / CUBE_SCALE)
         out[..., band] = np.where(valid, np.clip(converted, 1, 65535), 0)
     return out
-
-
-def dn_to_reflectance(dn: np.ndarray) -> np.ndarray:
-    """Cube DN as float32 reflectance, NaN where the DN is the fill value 0."""
-    reflectance = dn.astype(np.float64) * CUBE_SCALE + CUBE_OFFSET
-    return np.where(dn == 0, np.nan, reflectance)

@@ -170,3 +170,29 @@ def test_months_out_of_order_equal_an_in_order_run_on_disk(tmp_path, backend):
 @pytest.mark.parametrize("backend", ["zarr", "icechunk"])
 def test_months_out_of_order_equal_an_in_order_run_on_s3(s3_root, backend):
     _out_of_order_equals_in_order(s3_root, backend)
+
+
+@pytest.mark.parametrize("backend", ["zarr", "icechunk"])
+def test_a_cell_is_written_as_stored_without_a_decoded_float_copy(tmp_path, backend):
+    import tracemalloc
+
+    cube = CubeStore(UPath(tmp_path / "cube"), backend)
+    cells = named_grid(AOI, "sq", "square", GridSpec(d=9600, target_crs="EPSG:32610", res_m=10))  # 960 x 960 px cells
+    layout, chunk = layout_for(cells), cells["chunk"].iloc[0]
+    cube.ensure(layout, ["2024-06-01"], BANDS)
+    h, w = layout.cell_geobox(chunk).shape
+    median = np.random.default_rng(0).integers(1, 12000, (h, w, 4), dtype="uint16")
+    median[:10] = 0  # fill
+    dataset = region_dataset(layout, chunk, "2024-06-01", BANDS, median)
+    tracemalloc.start()
+    cube.write(dataset, layout, chunk, "2024-06-01")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    # decoding to float64 reflectance and encoding back took about 13 times the DN bytes
+    assert peak < 4 * median.nbytes, f"{peak / median.nbytes:.1f} x the cell's bytes"
+    stored = cube.open()[VARIABLE].isel(time=month_index("2024-06-01"))
+    rows, cols = layout.regions[chunk]
+    decoded = stored.isel(y=rows, x=cols).values
+    np.testing.assert_allclose(decoded, np.where(median == 0, np.nan, median * 1e-4 - 0.1), rtol=1e-6)
+    with pytest.raises(ZarrLayoutError, match="stored as uint16"):
+        cube.write(dataset.astype("float64"), layout, chunk, "2024-06-01")
