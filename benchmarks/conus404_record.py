@@ -1,7 +1,8 @@
 """The whole CONUS404 record (15,706 days) as one backfill on the PostgreSQL deployment instance.
 
-Starts PostgreSQL 15 on loopback and `dagster dev` (webserver + daemon) with deploy/dagster.postgres.yaml
-and a code location whose source is fast (a tiny generated grid, ``benchmarks/conus404_record_location.py``),
+Starts PostgreSQL 15 on loopback and `dagster dev` (webserver + daemon) with deploy/dagster.postgres.yaml and
+the services' DAGSTER_EVENT_BATCH_SIZE from deploy/docker-compose.yml, and a code location whose source is fast
+(a tiny generated grid, ``benchmarks/conus404_record_location.py``),
 then, with the goal beside each figure:
 
 - launches a backfill of every conus404_daily partition through the UI's GraphQL API and times the
@@ -13,7 +14,8 @@ then, with the goal beside each figure:
 - cancels the backfill, and on local disk measures the cost of adding one day to an analysis-ready
   copy that already holds a year, against the cost of writing that day (goal < 5x).
 
-    .venv/bin/python benchmarks/conus404_record.py [--drain 180] [--shape 254 342] [--workdir /tmp/c404-record]
+    .venv/bin/python benchmarks/conus404_record.py [--drain 180] [--create-timeout 900] [--shape 254 342] [--workdir /tmp/c404-record]
+        [--skip-backfill | --skip-copy]
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def timed_tick(sensor, instance, resources=None) -> tuple[float, str]:
     return time.perf_counter() - started, type(result).__name__
 
 
-def record_backfill(workdir: Path, drain: float) -> None:
+def record_backfill(workdir: Path, drain: float, create_timeout: float) -> None:
     import dagster as dg
 
     from gnt_assets.conus404.assets import DAYS_PER_RUN
@@ -58,7 +60,7 @@ def record_backfill(workdir: Path, drain: float) -> None:
     from gnt_assets.resources.alerts import AlertSinksResource
     from gnt_assets.sensors.check_failure_alerts import check_failure_alert_sensor
     from gnt_assets_tests.dagster_dev import running_dagster_dev
-    from gnt_assets_tests.deployment import LAUNCH_BACKFILL
+    from gnt_assets_tests.deployment import LAUNCH_BACKFILL, compose
     from gnt_assets_tests.postgres_server import postgres_available, running_postgres
 
     if not postgres_available():
@@ -69,7 +71,8 @@ def record_backfill(workdir: Path, drain: float) -> None:
 
     ensure_hourly_store(UPath(source_root), date(1979, 10, 1), source_days, (8, 10))  # before any run reads it
     with running_postgres(max_connections=200) as pg:
-        env = {**pg, "GNT_BENCH_SOURCE_ROOT": str(source_root), "GNT_BENCH_SOURCE_DAYS": str(source_days)}
+        batching = {"DAGSTER_EVENT_BATCH_SIZE": compose()["x-gnt"]["environment"]["DAGSTER_EVENT_BATCH_SIZE"]}  # as deployed
+        env = {**pg, **batching, "GNT_BENCH_SOURCE_ROOT": str(source_root), "GNT_BENCH_SOURCE_DAYS": str(source_days)}
         os.environ.update(env)
         with running_dagster_dev(workdir, location=("-f", str(REPO / "benchmarks" / "conus404_record_location.py")),
                                  instance_config=REPO / "deploy" / "dagster.postgres.yaml", **env) as url:
@@ -86,9 +89,13 @@ def record_backfill(workdir: Path, drain: float) -> None:
             submitted = time.perf_counter() - started
             expected = -(-RECORD_DAYS // DAYS_PER_RUN)
             by_backfill = dg.RunsFilter(tags={"dagster/backfill": backfill_id})
-            created, deadline = 0, time.monotonic() + 900
+            created, deadline = 0, time.monotonic() + create_timeout
+            progress = time.monotonic() + 30
             while created < expected and time.monotonic() < deadline:
                 created = instance.get_runs_count(by_backfill)
+                if time.monotonic() > progress:
+                    print(f"    {time.perf_counter() - started:.0f} s: {created} runs created", flush=True)
+                    progress += 30
                 time.sleep(2)
             all_created = time.perf_counter() - started
             print("Launch (goal: whole record launched in < 2 min)")
@@ -174,14 +181,17 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--drain", type=float, default=180.0, help="seconds to let the backfill's runs drain")
     parser.add_argument("--shape", type=int, nargs=2, default=(254, 342), help="grid of the analysis-ready measurement")
+    parser.add_argument("--create-timeout", type=float, default=900.0, help="seconds to wait for the daemon to create every run")
     parser.add_argument("--skip-backfill", action="store_true")
+    parser.add_argument("--skip-copy", action="store_true", help="skip the analysis-ready measurement")
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="c404-record-"))
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"CONUS404 record benchmark in {workdir}")
     if not args.skip_backfill:
-        record_backfill(workdir / "record", args.drain)
-    analysis_ready_cost(workdir / "analysis_ready", tuple(args.shape))
+        record_backfill(workdir / "record", args.drain, args.create_timeout)
+    if not args.skip_copy:
+        analysis_ready_cost(workdir / "analysis_ready", tuple(args.shape))
 
 
 if __name__ == "__main__":

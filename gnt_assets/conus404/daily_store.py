@@ -83,7 +83,7 @@ def store_encoding(template: xr.Dataset) -> dict:
 
 def day_dataset(hourly: xr.Dataset, fields: DailyFields) -> xr.Dataset:
     """One day as a region of the store: time length 1, same names and attributes."""
-    data_vars = {name: (("time", "y", "x"), array[np.newaxis].astype("float32"), fields.attrs[name])
+    data_vars = {name: (("time", "y", "x"), array[np.newaxis].astype("float32", copy=False), fields.attrs[name])
                  for name, array in fields.fields.items()}
     data_vars[SOURCE_HOURS] = (("time",), np.array([fields.hours_found], dtype="int16"), {})
     for name, count in fields.counts.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from datetime import date, datetime, timedelta
 
 import numpy as np
@@ -18,9 +19,9 @@ from gnt_assets.conus404.variables import CATALOG, VariableConfigError, resolve_
 VARIABLES = ["T2", "U10", "V10", "PREC_ACC_NC", "ACSWDNB"]
 
 
-def hourly_dataset(seed: int, start: datetime, hours: int, drop: set[int]) -> xr.Dataset:
+def hourly_dataset(seed: int, start: datetime, hours: int, drop: set[int], grid: tuple[int, int] = (2, 3)) -> xr.Dataset:
     rng = np.random.default_rng(seed)
-    shape = (hours, 2, 3)
+    shape = (hours, *grid)
     times = [start + timedelta(hours=h) for h in range(hours)]
     keep = [i for i in range(hours) if i not in drop]
     data = {
@@ -32,7 +33,8 @@ def hourly_dataset(seed: int, start: datetime, hours: int, drop: set[int]) -> xr
     }
     ds = xr.Dataset(
         {k: (("time", "y", "x"), v.astype("float32")[keep]) for k, v in data.items()},
-        coords={"time": pd.DatetimeIndex([times[i] for i in keep]).values, "y": [0.0, 1.0], "x": [0.0, 1.0, 2.0]},
+        coords={"time": pd.DatetimeIndex([times[i] for i in keep]).values, "y": np.arange(grid[0], dtype=float),
+                "x": np.arange(grid[1], dtype=float)},
     )
     ds["crs"] = ((), 0, CRS_ATTRS)
     return ds
@@ -69,6 +71,56 @@ def test_daily_values_match_a_loop_over_hours(seed, offset, day_index):
     for name, values in expected.items():
         np.testing.assert_allclose(result.fields[name], values, rtol=2e-5, atol=1e-3, err_msg=name)
     assert result.hours_found == 24 and result.missing_hours == []
+
+
+def whole_day(ds: xr.Dataset, day: date, offset: int) -> dict[str, np.ndarray]:
+    """The reductions over each variable's whole day at once, as aggregate_day computed them before it read hour by hour."""
+    midnight = np.datetime64(datetime(day.year, day.month, day.day), "ns")
+
+    def window(name, hours):
+        return ds[name].sel(time=slice(midnight + np.timedelta64(hours[0], "h"), midnight + np.timedelta64(hours[-1], "h"))).values
+
+    t2, u10, v10 = (window(name, range(24)) for name in ("T2", "U10", "V10"))
+    steps = window("ACSWDNB", range(offset - 1, offset + 24)).astype(np.float64)
+    before, after = steps[:-1], steps[1:]
+    reset = after < before * 0.5
+    return {
+        "T2": t2.mean(axis=0, dtype=np.float32), "T2_min": t2.min(axis=0), "T2_max": t2.max(axis=0),
+        "U10": u10.mean(axis=0, dtype=np.float32), "V10": v10.mean(axis=0, dtype=np.float32),
+        "WIND10": np.sqrt(u10 * u10 + v10 * v10).mean(axis=0, dtype=np.float32),
+        "PREC_ACC_NC": window("PREC_ACC_NC", range(offset, offset + 24)).sum(axis=0, dtype=np.float32),
+        "ACSWDNB": np.where(reset, after, after - before).sum(axis=0).astype(np.float32),
+    }
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**31), offset=st.sampled_from([0, 1]), restart_at=st.integers(24, 48))
+def test_hour_by_hour_reduction_is_bit_for_bit_the_whole_day_one(seed, offset, restart_at):
+    """Reading an hour at a time keeps every addition, in float32 (float64 for buckets), in the same order."""
+    ds = hourly_dataset(seed, datetime(2001, 2, 28), hours=3 * 24 + 1, drop=set(), grid=(17, 23))
+    bucket = ds["ACSWDNB"].values
+    bucket[restart_at:, :8] -= bucket[restart_at - 1, :8] - 1e3  # these cells restart from about 0 (water year)
+    ds["T2"].values[29:31, 0, :3] = np.nan  # a gap in two hours of the day
+    result = aggregate_day(ds, date(2001, 3, 1), resolve_variables(VARIABLES), accumulation_offset=offset)
+    for name, values in whole_day(ds, date(2001, 3, 1), offset).items():
+        np.testing.assert_array_equal(result.fields[name], values, err_msg=name)
+    assert result.counts["ACSWDNB_resets"] == (8 * 23 if offset - 1 < restart_at - 24 < offset + 24 else 0)
+
+
+def test_a_day_is_reduced_holding_hours_not_whole_days(tmp_path):
+    """The 1015 x 1367 day fits beside other work: besides its outputs, aggregate_day allocates less than one
+    variable's day (it held every variable's day, the bucket's in float64 several times over)."""
+    grid = (200, 200)
+    hourly_dataset(1, datetime(2001, 3, 1), hours=2 * 24 + 1, drop=set(), grid=grid).chunk({"time": 1}).to_zarr(tmp_path / "hourly.zarr", consolidated=False)
+    source = xr.open_zarr(tmp_path / "hourly.zarr", consolidated=False, chunks=None)  # as the source resources open it
+    tracemalloc.start()
+    try:
+        result = aggregate_day(source, date(2001, 3, 1), resolve_variables(VARIABLES))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    outputs = sum(array.nbytes for array in result.fields.values())
+    assert peak < outputs + 24 * grid[0] * grid[1] * 4
 
 
 @settings(max_examples=10, deadline=None)
