@@ -121,7 +121,8 @@ def sentinel_mosaic(
     """Cloud-masked (SCL 4/5) monthly median reflectance of one grid cell, written as the cell's
     region of its grid's zarr cube; a run of many partitions maps the cells on the compute cluster.
     A cell failing after its retries fails only its own partition: the others are materialized, and
-    a rerun of the failed partition redoes only the cells its ledger does not record as written."""
+    a rerun of the failed partition (or of one whose run was killed) redoes only the cells its ledger does not
+    record as written."""
     parsed = [sentinel_month_chunk.get_partition_key_from_str(str(k)) for k in context.partition_keys]
     keys = [(k.keys_by_dimension["month"], k.keys_by_dimension["chunk"]) for k in parsed]
     context.log.info(f"{len(keys)} chunk x month partitions")
@@ -132,8 +133,8 @@ def sentinel_mosaic(
         jobs, owners, reused, reused_owners = pipeline.resume(storage, jobs, owners)
         if reused:
             context.log.info(f"{len(reused)} cells kept from the failed partitions' last run, {len(jobs)} to run")
-        with compute.get_client() as client:
-            cells = [*pipeline.run_cells(client, jobs), *reused]
+        with compute.get_client() as client:  # each finished cell recorded at once: a killed run's rerun keeps it
+            cells = [*pipeline.run_cells(client, jobs, lambda i, result: pipeline.record_cell(storage, result, owners[i])), *reused]
     owners = [*owners, *reused_owners]
     pipeline.record_ledgers(storage, cells, owners)
     results = pipeline.partition_results(cells, owners)

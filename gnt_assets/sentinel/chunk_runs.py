@@ -122,22 +122,50 @@ def plan_jobs(storage, grid_table: gpd.GeoDataFrame, stac, url: str, keys: list[
     return jobs, owners
 
 
-def run_cells(client, jobs: list[ChunkJob]) -> list[ChunkResult]:
-    """Each job mapped on the cluster; a task lost with its worker (KilledWorker, a crash outside the
-    retried work) becomes that cell's failed result instead of failing every partition of the run."""
+def run_cells(client, jobs: list[ChunkJob], on_result=None) -> list[ChunkResult]:
+    """Each job mapped on the cluster, results in the jobs' order; ``on_result(index, result)`` is called as each
+    cell finishes (the per-cell progress record). A task lost with its worker (KilledWorker, a crash outside
+    the retried work) becomes that cell's failed result instead of failing every partition of the run."""
+    from distributed import as_completed
+
     futures = client.map(run_chunk, jobs, pure=False)
-    results = []
-    for job, future in zip(jobs, futures, strict=True):
+    index_of = {future.key: index for index, future in enumerate(futures)}
+    results: list[ChunkResult | None] = [None] * len(jobs)
+    for future in as_completed(futures):
+        index = index_of[future.key]
         try:
-            results.append(future.result())
+            result = future.result()
         except Exception as error:
-            results.append(ChunkResult(chunk=job.chunk, month=job.month, success=False,
-                                       error=f"{type(error).__name__} on the compute cluster: {error}"))
+            result = ChunkResult(chunk=jobs[index].chunk, month=jobs[index].month, success=False,
+                                 error=f"{type(error).__name__} on the compute cluster: {error}")
+        results[index] = result
+        if on_result is not None:
+            on_result(index, result)
     return results
 
 
 def _ledger_path(storage, month: str, chunk: str) -> UPath:
     return storage.path("sentinel", "ledger", month, f"{chunk}.json")
+
+
+def _progress_folder(storage, month: str, chunk: str) -> UPath:
+    """One record per finished cell of a run in progress: what a run killed before its ledger leaves behind."""
+    return storage.path("sentinel", "ledger", month, f"{chunk}.cells")
+
+
+def record_cell(storage, result: ChunkResult, owner: tuple[str, str]) -> None:
+    """A finished cell's record, written (atomically) as it finishes, so a rerun after a kill keeps it."""
+    atomic_write_text(_progress_folder(storage, *owner) / f"{result.chunk}.json", json.dumps(_cell_record(result)), durable=False)
+
+
+def _read_ledger(storage, owner: tuple[str, str]) -> dict:
+    """The partition's ledger: a run killed before its end counts as incomplete, with the cells it recorded."""
+    progress = _progress_folder(storage, *owner)
+    if progress.exists():
+        cells = {path.stem: json.loads(path.read_text()) for path in progress.iterdir() if path.suffix == ".json"}
+        return {"complete": False, "cells": cells}
+    path = _ledger_path(storage, *owner)
+    return json.loads(path.read_text()) if path.exists() else {"complete": True, "cells": {}}
 
 
 def _cell_record(result: ChunkResult) -> dict:
@@ -153,8 +181,7 @@ def resume(storage, jobs: list[ChunkJob], owners: list[tuple[str, str]]
     run, run_owners, reused, reused_owners = [], [], [], []
     for job, owner in zip(jobs, owners, strict=True):
         if owner not in ledgers:
-            path = _ledger_path(storage, *owner)
-            ledgers[owner] = json.loads(path.read_text()) if path.exists() else {"complete": True, "cells": {}}
+            ledgers[owner] = _read_ledger(storage, owner)
         ledger = ledgers[owner]
         record = ledger["cells"].get(job.chunk)
         if not ledger["complete"] and record and record["success"] and \
@@ -175,6 +202,9 @@ def record_ledgers(storage, results: list[ChunkResult], owners: list[tuple[str, 
     for (month, chunk), cells in grouped.items():
         ledger = {"complete": all(c["success"] for c in cells.values()), "cells": cells}
         atomic_write_text(_ledger_path(storage, month, chunk), json.dumps(ledger))
+        progress = _progress_folder(storage, month, chunk)
+        if progress.exists():  # the run's own records: the ledger now holds them
+            progress.fs.rm(progress.path, recursive=True)
 
 
 def failed_cells(results: list[ChunkResult], owners: list[tuple[str, str]]) -> dict[tuple[str, str], list[str]]:

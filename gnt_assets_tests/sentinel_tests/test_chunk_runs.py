@@ -129,3 +129,29 @@ def test_a_rerun_of_the_failed_chunk_redoes_only_the_failed_cell(tiled, loads, i
     again = dg.materialize(ASSETS, selection=["sentinel_mosaic"], partition_key=_key(MONTH, chunks[0]), instance=instance,
                            resources=resources, run_config=FAST_RETRIES)
     assert again.success and set(counts) == set(cells)
+
+
+def test_a_run_killed_before_its_ledger_is_resumed_from_the_cells_it_finished(tiled, loads, instance, monkeypatch):
+    resources, table, chunks = tiled
+    counts, _ = loads
+    cells = chunk_runs.partition_layout(table, chunks[0])[1]
+    real, recorded = chunk_runs.record_cell, []
+
+    def dies_after_the_first_cell(storage, result, owner):
+        real(storage, result, owner)
+        recorded.append(result.chunk)
+        raise RuntimeError("the run's process dies here")  # nothing after this runs: no ledger, no result
+
+    monkeypatch.setattr(chunk_runs, "record_cell", dies_after_the_first_cell)
+    killed = dg.materialize(ASSETS, selection=["sentinel_mosaic"], partition_key=_key(MONTH, chunks[0]), instance=instance,
+                            resources=resources, run_config=FAST_RETRIES, raise_on_error=False)
+    assert not killed.success
+    monkeypatch.setattr(chunk_runs, "record_cell", real)
+    assert len(recorded) == 1 and not chunk_runs._ledger_path(resources["storage"], MONTH, chunks[0]).exists()
+
+    counts.clear()
+    rerun = dg.materialize(ASSETS, selection=["sentinel_mosaic"], partition_key=_key(MONTH, chunks[0]), instance=instance,
+                           resources=resources, run_config=FAST_RETRIES)
+    assert rerun.success and set(counts) == set(cells) - set(recorded)  # the finished cell is kept, not reloaded
+    assert all(_complete(resources["storage"], table, chunks[0]))
+    assert not chunk_runs._progress_folder(resources["storage"], MONTH, chunks[0]).exists()  # folded into the ledger
