@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw
 from rasterio.windows import Window, from_bounds
 from upath import UPath
 
-from gnt_assets.core.atomic import atomic_write_bytes, atomic_write_text, located
+from gnt_assets.core.atomic import atomic_open, atomic_write_bytes, atomic_write_text, located
 from gnt_assets.rasters.grids import GridError, cell_centres
 from gnt_assets.rasters.rio import open_raster
 from gnt_assets.rasters.tiling import valid_mask
@@ -83,9 +83,8 @@ def block_weights(folder: UPath, key: str, geoms, cells: np.ndarray, transform, 
     if path.exists():
         return (*_load_weights(path), True)
     matrix = coverage_weights(geoms, transform, shape, batch_elements=batch_elements).matrix
-    buffer = io.BytesIO()
-    np.savez(buffer, data=matrix.data, indices=matrix.indices, indptr=matrix.indptr, mshape=np.array(matrix.shape), cells=cells)
-    atomic_write_bytes(path, buffer.getvalue())
+    with atomic_open(path, durable=False) as handle:  # streamed: no in-memory copy of a block's weights
+        np.savez(handle, data=matrix.data, indices=matrix.indices, indptr=matrix.indptr, mshape=np.array(matrix.shape), cells=cells)
     _record_access(path, hit=False)
     return cells, matrix, False
 
@@ -200,18 +199,19 @@ POINT_PAD = 2  # rows the cubic kernel reaches beyond a point's base row
 
 @dataclass(frozen=True)
 class BlockPlan:
-    """Rows of the cells' window in blocks sized so a block's arrays fit half the memory limit
-    and the coverage sweep a quarter (the rest is left to cells, GDAL's cache and Python)."""
+    """Rows of the cells' window in blocks sized so a block's arrays fit 3/8 of the memory limit, the
+    coverage sweep a quarter and GDAL's block cache an eighth (the rest is left to cells and Python)."""
 
     rows: list[tuple[int, int]]
     batch_elements: int
+    gdal_cache_mb: int
 
     @classmethod
     def for_window(cls, height: int, width: int, memory_limit_mb: float) -> BlockPlan:
         budget = memory_limit_mb * 2**20
-        block_rows = max(1, int(budget / 2 / (width * BYTES_PER_BLOCK_PIXEL)))
+        block_rows = max(1, int(budget * 3 / 8 / (width * BYTES_PER_BLOCK_PIXEL)))
         rows = [(r, min(r + block_rows, height)) for r in range(0, height, block_rows)]
-        return cls(rows, max(4096, int(budget / 4 / BYTES_PER_SWEPT_PIXEL)))
+        return cls(rows, max(4096, int(budget / 4 / BYTES_PER_SWEPT_PIXEL)), max(16, int(memory_limit_mb / 8)))
 
 
 class Progress:
@@ -268,7 +268,7 @@ def resample(info, cells: gpd.GeoDataFrame, grid_name: str, methods, store: Resu
                 counts["cache_hits"] += 1
                 tables.append(table)
     if todo:
-        with open_raster(located(info.path, like)) as src:
+        with open_raster(located(info.path, like), cache_mb=max(16, int(memory_limit_mb / 8))) as src:
             window = cells_window(src, local.total_bounds)
             transform = src.window_transform(window)
             plan = BlockPlan.for_window(int(window.height), int(window.width), memory_limit_mb)

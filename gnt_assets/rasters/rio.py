@@ -39,8 +39,14 @@ def gdal_s3_options(storage_options: dict) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def open_raster(path: str | UPath) -> Iterator[rasterio.DatasetReader]:
-    """The raster at ``path`` (local path or fsspec URL), open for reading by GDAL's own I/O while the block runs."""
+def open_raster(path: str | UPath, cache_mb: int | None = None) -> Iterator[rasterio.DatasetReader]:
+    """The raster at ``path`` (local path or fsspec URL), open for reading by GDAL's own I/O while the block runs.
+    ``cache_mb``: GDAL's block cache meanwhile (its default is 5 % of the machine's memory, which a long
+    windowed read fills: part of a task's memory limit must bound it)."""
+    if cache_mb is not None:
+        with rasterio.Env(GDAL_CACHEMAX=int(cache_mb)), open_raster(path) as src:
+            yield src
+        return
     upath = UPath(path)
     if is_local(upath):
         with rasterio.open(upath.path) as src:
