@@ -1,7 +1,8 @@
 """Checks of the Mapterhorn assets, as check specs the assets evaluate on their own outputs.
 
-Per-file checks are blocking ERRORs: a file that fails one stops its own chain
-and nothing else. Outputs a later step already consumed are judged by the
+The per-step checks run in the pool on each file's step record (a file that fails
+one stops its own chain and nothing else); the per-file asset reports them as one
+evaluation per run. Outputs a later step already consumed are judged by the
 step's record, so a resumed run still checks.
 """
 

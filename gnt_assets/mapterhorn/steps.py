@@ -140,18 +140,20 @@ def cog_step(work: FileWork) -> dict:
 def bounds_step(work: FileWork) -> dict:
     if record := _resumed(work, "bounds"):
         return record
-    rows = []
+    found = []
     for cog in work.inputs("bounds"):
         try:
-            rows.append(rasters.raster_bounds(cog).csv_row())
+            found.append(rasters.raster_bounds(cog))
         except rasters.RasterError as error:
             raise rasters.RasterError(f"mapterhorn file {work.key}: {error}") from error
     path = work.bounds_path
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(".tmp-" + path.name)
-    temp.write_text("\n".join(sorted(rows)) + "\n")
+    temp.write_text("\n".join(sorted(b.csv_row() for b in found)) + "\n")
     os.replace(temp, path)
-    return work.write_record("bounds", [path], rows=len(rows), resumed=False)
+    # The union of the file's bounds (EPSG:3857) for its materialization, without reading the rows again.
+    bbox = [min(b.left for b in found), min(b.bottom for b in found), max(b.right for b in found), max(b.top for b in found)]
+    return work.write_record("bounds", [path], rows=len(found), bbox=bbox, resumed=False)
 
 
 def polygon_step(work: FileWork) -> dict:

@@ -108,7 +108,7 @@ def test_range_run_keys_name_the_range_and_change_with_its_urls():
 
 
 def test_file_assets_are_backfilled_in_ranges_in_one_process():
-    from gnt_assets.mapterhorn.assets import FILES_PER_RUN, mapterhorn_file_chain
+    from gnt_assets.mapterhorn.assets import FILES_PER_RUN, mapterhorn_cog
 
-    assert mapterhorn_file_chain.backfill_policy == dg.BackfillPolicy.multi_run(max_partitions_per_run=FILES_PER_RUN)
+    assert mapterhorn_cog.backfill_policy == dg.BackfillPolicy.multi_run(max_partitions_per_run=FILES_PER_RUN)
     assert sensors.mapterhorn_file_job.executor_def is IN_PROCESS_EXECUTOR  # one process per run, sending heartbeats
