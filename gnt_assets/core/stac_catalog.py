@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -102,31 +103,40 @@ def _media_type(path: UPath) -> str | None:
     return MEDIA.get(path.suffix.lower())
 
 
-def _wgs84_bbox(bounds: Sequence[float], crs) -> tuple[float, float, float, float]:
+_PER_THREAD = threading.local()
+
+
+def _crs_facts(crs) -> tuple:
+    """(transformer to EPSG:4326 or None when already in it, authority code or None, WKT2) of ``crs``, cached per CRS
+    and thread: building a transformer costs several milliseconds, more than describing a small COG, and a ranged
+    run describes hundreds of files in the same CRS."""
     from pyproj import CRS, Transformer
 
-    source = CRS.from_user_input(crs)
-    if source.equals(CRS.from_epsg(4326)):
-        left, bottom, right, top = bounds
-    else:
-        left, bottom, right, top = Transformer.from_crs(source, 4326, always_xy=True).transform_bounds(*bounds, densify_pts=21)
+    cache = _PER_THREAD.__dict__.setdefault("crs_facts", {})
+    key = crs.to_wkt() if hasattr(crs, "to_wkt") else str(crs)
+    if key not in cache:
+        source = CRS.from_user_input(crs)
+        authority = source.to_authority()
+        to_wgs84 = None if source.equals(CRS.from_epsg(4326)) else Transformer.from_crs(source, 4326, always_xy=True)
+        cache[key] = (to_wgs84, f"{authority[0]}:{authority[1]}" if authority else None, source.to_wkt())
+    return cache[key]
+
+
+def _wgs84_bbox(bounds: Sequence[float], crs) -> tuple[float, float, float, float]:
+    to_wgs84 = _crs_facts(crs)[0]
+    left, bottom, right, top = bounds if to_wgs84 is None else to_wgs84.transform_bounds(*bounds, densify_pts=21)
     return (float(left), float(bottom), float(right), float(top))
 
 
 def _proj_code(crs) -> str | None:
-    from pyproj import CRS
-
-    authority = CRS.from_user_input(crs).to_authority()
-    return f"{authority[0]}:{authority[1]}" if authority else None
+    return _crs_facts(crs)[1]
 
 
 def _proj_fields(crs, shape: Sequence[int], transform, bounds: Sequence[float]) -> dict:
     fields = {"proj:code": _proj_code(crs), "proj:shape": [int(s) for s in shape],
               "proj:transform": [float(v) for v in tuple(transform)[:6]], "proj:bbox": [float(b) for b in bounds]}
     if fields["proj:code"] is None:
-        from pyproj import CRS
-
-        fields["proj:wkt2"] = CRS.from_user_input(crs).to_wkt()
+        fields["proj:wkt2"] = _crs_facts(crs)[2]
     return fields
 
 
