@@ -168,8 +168,9 @@ def polygon_step(work: FileWork) -> dict:
     temp = path.with_name(".tmp-" + path.name)
     temp.unlink(missing_ok=True)
     coverage.to_file(temp, driver="GPKG", layer="coverage")
-    if len(gpd.read_file(temp)) != len(coverage):
-        raise rasters.RasterError(f"mapterhorn file {work.key}: the written GeoPackage does not read back")
+    back = gpd.read_file(temp)
+    if len(back) != len(coverage) or back.geometry.is_empty.all() or not back.geometry.is_valid.all():
+        raise rasters.RasterError(f"mapterhorn file {work.key}: the written GeoPackage does not read back as valid, non-empty polygons")
     os.replace(temp, path)
     return work.write_record("polygon", [path], polygons=len(coverage), area=float(coverage.area.sum()), resumed=False)
 
