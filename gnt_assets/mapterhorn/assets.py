@@ -55,8 +55,8 @@ def _file_metadata(outcome: FileOutcome, stac: dict[str, dg.MetadataValue]) -> d
     records = outcome.records
     cog, bounds, polygon = records["cog"], records["bounds"], records["polygon"]
     return {
-        "cogs": dg.MetadataValue.int(len(cog["outputs"])),
-        "cog_bytes": dg.MetadataValue.int(cog["bytes"]),
+        "files": dg.MetadataValue.int(len(cog["outputs"])),  # the COGs: files and bytes as every asset reports them
+        "bytes": dg.MetadataValue.int(cog["bytes"]),
         "download_bytes": dg.MetadataValue.int(records["download"].get("bytes", 0)),
         "work_bytes": dg.MetadataValue.int(max(r.get("work_bytes", 0) for r in records.values())),
         "resumed_steps": dg.MetadataValue.int(sum(bool(r.get("resumed")) for r in records.values())),
@@ -187,7 +187,7 @@ def mapterhorn_tarball(context: dg.AssetExecutionContext, mapterhorn_sources: Ma
           check_specs=[checks.spec("mapterhorn_file_status", "one_row_per_listed_file", "One row per file of the list, each key once.")])
 def mapterhorn_file_status(context: dg.AssetExecutionContext, mapterhorn_sources: MapterhornSourcesResource):
     """Where each file of the source stands, one row per listed file: key, URL, line, status (done, failed, pending),
-    the step that failed or the last one done, the error, COG count and bytes (tables/mapterhorn_file_status/{source}.parquet)."""
+    the step that failed or the last one done, the steps done, the error, COG count and bytes (tables/mapterhorn_file_status/{source}.parquet)."""
     entries = list_files(mapterhorn_sources.catalog(), context.partition_key)
     frame = file_status(mapterhorn_sources.root, entries)
     counts = frame["status"].value_counts()

@@ -109,7 +109,7 @@ def test_sources_to_verified_tarballs(pipeline, instance, storage_root):
     # The event-log budget: one materialization per file, its metadata counts, sizes, bounds and timings, no previews.
     event = instance.get_latest_materialization_event(dg.AssetKey("mapterhorn_cog")).asset_materialization
     assert "preview" not in event.metadata and len(serialize_value(event)) < 2048
-    assert event.metadata["cogs"].value == 2 and len(event.metadata["bounds_3857"].value) == 4 and event.metadata["coverage_area"].value > 0
+    assert event.metadata["files"].value == 2 and len(event.metadata["bounds_3857"].value) == 4 and event.metadata["coverage_area"].value > 0
     assert set(event.metadata["step_seconds"].value) == {"download", "unpacked", "georeferenced", "cog", "bounds", "polygon"}
     assert json.loads(Path(event.metadata["stac_item"].value).read_text())["properties"]["dagster:partition"] == "lowland_grids.block_b"
 
@@ -264,6 +264,7 @@ def test_a_ranged_run_carries_every_file_and_one_failure_stays_its_own(pipeline,
     assert list(status["status"]) == ["done", "done", "failed"] and status["key"].iloc[2] == broken
     assert status["step"].iloc[2] == "download" and status["url"].iloc[2].endswith("/alpine_tiles/tile_2600_1202.tif")
     assert "GDAL cannot read it as a raster" in status["error"].iloc[2] and list(status["cogs"]) == [1, 1, 0]
+    assert list(status["steps_done"]) == ["download,unpacked,georeferenced,cog,bounds,polygon"] * 2 + [""]  # the per-step status
     (alpine,) = [r.asset_materialization for r in instance.fetch_materializations(dg.AssetKey("mapterhorn_file_status"), limit=10).records
                  if r.asset_materialization.partition == "alpine_tiles"]
     assert (alpine.metadata["files_done"].value, alpine.metadata["files_failed"].value, alpine.metadata["dagster/row_count"].value) == (2, 1, 3)
