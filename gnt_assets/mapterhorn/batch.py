@@ -117,13 +117,12 @@ def process_file(resource: MapterhornSourcesResource, key: str, inputs: SourceIn
 
 def process_files(resource: MapterhornSourcesResource, keys: list[str], *, workers: int, verify: Verify | None = None,
                   retries: int = 1) -> Iterator[FileOutcome]:
-    """Every file of ``keys`` through its chain on ``workers`` threads; outcomes as they finish."""
+    """Every file of ``keys`` through its chain on ``workers`` threads; outcomes as they finish.
+
+    Even one worker is a thread of its own: the caller (the asset, storing each finished file's event, an
+    SQLite commit that mostly waits on fsync) then overlaps the next file's work instead of holding it up."""
     inputs = read_sources(resource, keys)
-    if workers <= 1:  # no pool at all: the plain loop, easiest to debug
-        for key in keys:
-            yield process_file(resource, key, inputs[source_of(key)], verify=verify, retries=retries, backoff_seconds=resource.backoff_seconds)
-        return
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mapterhorn-file") as pool:
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="mapterhorn-file") as pool:
         futures = [pool.submit(process_file, resource, key, inputs[source_of(key)], verify=verify, retries=retries,
                                backoff_seconds=resource.backoff_seconds) for key in keys]
         for future in as_completed(futures):
