@@ -8,8 +8,9 @@ per-file chain's orchestration overhead.
    + rio-cogeo validation + block-by-block read-back against the input). Goal: <= 1.1x the
    time, output size within 1%.
 2. A 100 MiB GeoTIFF served on the loopback server runs the six per-file steps once as plain
-   function calls (the work) and once as Dagster materializations of the six assets with
-   their checks (the work + Dagster + checks); the difference is reported as a share of the work.
+   function calls (the work) and once as a one-file Dagster run of ``mapterhorn_cog`` with its
+   per-step verification, STAC item and check (the work + Dagster + checks); the difference is
+   reported as a share of the work, with the event count of the run. Goal: < 10 %.
 
 Needs gdal_translate: ``apt-get install gdal-bin``.
 Usage: python benchmarks/cog.py [--size 8192] [--chain-size 5120] [--repeat 2] [--chain-only]
@@ -17,6 +18,7 @@ Usage: python benchmarks/cog.py [--size 8192] [--chain-size 5120] [--repeat 2] [
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -34,14 +36,13 @@ from rasterio.transform import from_origin
 from gnt_assets.mapterhorn import assets, rasters, steps
 from gnt_assets.mapterhorn.catalog import list_files
 from gnt_assets.mapterhorn.chain import FileWork
-from gnt_assets.mapterhorn.download import download
 from gnt_assets.mapterhorn.local import SourceServer, license_pdf
 from gnt_assets.mapterhorn.rasters import COG_OPTIONS
 from gnt_assets.mapterhorn.resources import MapterhornSourcesResource
 from gnt_assets.resources.storage import StorageResource
 
 NODATA = -9999.0
-FILE_ASSETS = [assets.mapterhorn_file_chain]  # the six per-file assets, one step
+FILE_ASSETS = [assets.mapterhorn_cog]  # the per-file asset: the whole chain in one step
 
 
 def make_terrain(path: Path, size: int) -> None:
@@ -118,7 +119,8 @@ def write_source(catalog: Path, url: str) -> None:
 def plain_chain(root: Path, catalog: Path) -> None:
     (entry,) = list_files(catalog, "bench")
     work = FileWork(root, entry.key)
-    steps.download_step(work, entry, lambda url, dest: download(url, dest, retries=0))
+    fetch = MapterhornSourcesResource(work_dir=str(root), catalog_dir=str(catalog), retries=0).fetch  # as the asset fetches (verified to open)
+    steps.download_step(work, entry, fetch)
     steps.unpack_step(work, max_total_bytes=2**40, max_ratio=200)
     steps.georeference_step(work, None)
     steps.cog_step(work)
@@ -133,7 +135,25 @@ def dagster_chain(root: Path, catalog: Path, instance: dg.DagsterInstance) -> No
                  "storage": StorageResource(root=str(root / "storage"))}  # the COG's STAC item is written under it
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     result = dg.materialize(FILE_ASSETS, partition_key=entry.key, instance=instance, resources=resources, run_config=quiet)
-    assert result.success
+    assert result.success and result.asset_materializations_for_node("mapterhorn_cog")
+    return len(instance.all_logs(result.run_id))
+
+
+FLOOR_PARTITIONS = dg.DynamicPartitionsDefinition(name="floor_files")
+
+
+@dg.asset(partitions_def=FLOOR_PARTITIONS, output_required=False, check_specs=[dg.AssetCheckSpec("done", asset="floor_file")])
+def floor_file(context: dg.AssetExecutionContext):
+    """Does nothing but what a one-file run of mapterhorn_cog reports: one materialization and one check evaluation."""
+    yield dg.AssetMaterialization("floor_file", partition=context.partition_key)
+    yield dg.AssetCheckResult(check_name="done", passed=True)
+
+
+def floor_run(instance: dg.DagsterInstance) -> None:
+    """Dagster's fixed cost of a one-partition run on this instance: the part of the overhead no asset code can cut."""
+    instance.add_dynamic_partitions(FLOOR_PARTITIONS.name, ["one"])
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    assert dg.materialize([floor_file], partition_key="one", instance=instance, run_config=quiet).success
 
 
 def bench_chain(tmp: Path, size: int, repeat: int) -> None:
@@ -144,16 +164,20 @@ def bench_chain(tmp: Path, size: int, repeat: int) -> None:
     with SourceServer(www) as server, tempfile.TemporaryDirectory() as home:
         catalog = tmp / "catalog"
         write_source(catalog, f"{server.base_url}/bench/big.tif")
+        events: list[int] = []
         with dg.DagsterInstance.local_temp(home) as instance:
-            (w_work, c_work), (w_dagster, c_dagster) = interleaved(repeat, [
+            (w_work, c_work), (w_dagster, c_dagster), (w_floor, c_floor) = interleaved(repeat, [
                 (lambda: plain_chain(tmp / "plain", catalog), tmp / "plain"),
-                (lambda: dagster_chain(tmp / "dagster", catalog, instance), tmp / "dagster"),
+                (lambda: events.append(dagster_chain(tmp / "dagster", catalog, instance)), tmp / "dagster"),
+                (lambda: floor_run(instance), tmp / "floor"),
             ])
     print(f"Per-file chain on a {mib:.0f} MiB GeoTIFF (download -> unpacked -> georeferenced -> COG -> bounds -> polygon), best of {repeat} interleaved")
     print(f"  steps as plain calls (the work):  wall {w_work:6.2f} s  cpu {c_work:6.2f} s")
-    print(f"  six Dagster assets with checks:   wall {w_dagster:6.2f} s  cpu {c_dagster:6.2f} s")
-    print(f"  overhead (Dagster + checks):      wall {w_dagster - w_work:6.2f} s = {100 * (w_dagster - w_work) / w_work:.0f}% of the work"
-          f"  cpu {c_dagster - c_work:6.2f} s = {100 * (c_dagster - c_work) / c_work:.0f}%")
+    print(f"  one-file Dagster run (mapterhorn_cog, its check, {events[-1]} events stored): wall {w_dagster:6.2f} s  cpu {c_dagster:6.2f} s")
+    print(f"  overhead (Dagster + checks):      wall {w_dagster - w_work:6.2f} s = {100 * (w_dagster - w_work) / w_work:.0f}% of the work (goal < 10 %)"
+          f"  cpu {c_dagster - c_work:6.2f} s = {100 * (c_dagster - c_work) / c_work:.0f}%  (load {os.getloadavg()[0]:.1f})")
+    print(f"  of which Dagster's floor (an empty one-partition run with one materialization and one check): wall {w_floor:6.2f} s "
+          f"= {100 * w_floor / w_work:.0f}% of the work  cpu {c_floor:6.2f} s")
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -102,31 +103,40 @@ def _media_type(path: UPath) -> str | None:
     return MEDIA.get(path.suffix.lower())
 
 
-def _wgs84_bbox(bounds: Sequence[float], crs) -> tuple[float, float, float, float]:
+_PER_THREAD = threading.local()
+
+
+def _crs_facts(crs) -> tuple:
+    """(transformer to EPSG:4326 or None when already in it, authority code or None, WKT2) of ``crs``, cached per CRS
+    and thread: building a transformer costs several milliseconds, more than describing a small COG, and a ranged
+    run describes hundreds of files in the same CRS."""
     from pyproj import CRS, Transformer
 
-    source = CRS.from_user_input(crs)
-    if source.equals(CRS.from_epsg(4326)):
-        left, bottom, right, top = bounds
-    else:
-        left, bottom, right, top = Transformer.from_crs(source, 4326, always_xy=True).transform_bounds(*bounds, densify_pts=21)
+    cache = _PER_THREAD.__dict__.setdefault("crs_facts", {})
+    key = crs.to_wkt() if hasattr(crs, "to_wkt") else str(crs)
+    if key not in cache:
+        source = CRS.from_user_input(crs)
+        authority = source.to_authority()
+        to_wgs84 = None if source.equals(CRS.from_epsg(4326)) else Transformer.from_crs(source, 4326, always_xy=True)
+        cache[key] = (to_wgs84, f"{authority[0]}:{authority[1]}" if authority else None, source.to_wkt())
+    return cache[key]
+
+
+def _wgs84_bbox(bounds: Sequence[float], crs) -> tuple[float, float, float, float]:
+    to_wgs84 = _crs_facts(crs)[0]
+    left, bottom, right, top = bounds if to_wgs84 is None else to_wgs84.transform_bounds(*bounds, densify_pts=21)
     return (float(left), float(bottom), float(right), float(top))
 
 
 def _proj_code(crs) -> str | None:
-    from pyproj import CRS
-
-    authority = CRS.from_user_input(crs).to_authority()
-    return f"{authority[0]}:{authority[1]}" if authority else None
+    return _crs_facts(crs)[1]
 
 
 def _proj_fields(crs, shape: Sequence[int], transform, bounds: Sequence[float]) -> dict:
     fields = {"proj:code": _proj_code(crs), "proj:shape": [int(s) for s in shape],
               "proj:transform": [float(v) for v in tuple(transform)[:6]], "proj:bbox": [float(b) for b in bounds]}
     if fields["proj:code"] is None:
-        from pyproj import CRS
-
-        fields["proj:wkt2"] = CRS.from_user_input(crs).to_wkt()
+        fields["proj:wkt2"] = _crs_facts(crs)[2]
     return fields
 
 
@@ -408,33 +418,46 @@ def write_item(storage_root: UPath, item: dict) -> UPath:
 
     Re-writing an item (a re-run partition) replaces it; the collection extent only grows
     (a shrunken output leaves a slightly larger extent, never a missing one)."""
-    root = catalog_root(storage_root)
-    family = item["collection"]
-    folder = root / family / item["id"]
+    path = _write_item_file(storage_root, item)
+    fold_items(storage_root, [item])
+    return path
+
+
+def _write_item_file(storage_root: UPath, item: dict) -> UPath:
+    folder = catalog_root(storage_root) / item["collection"] / item["id"]
     item_path = folder / f"{item['id']}.json"
-    collection_path = root / family / "collection.json"
-    catalog_path = root / "catalog.json"
     item = {**item, "links": [*item["links"],
                               {"rel": "collection", "href": "../collection.json", "type": "application/json"},
                               {"rel": "parent", "href": "../collection.json", "type": "application/json"},
                               {"rel": "root", "href": "../../catalog.json", "type": "application/json"}]}
     _write_json(item_path, item)
+    return item_path
+
+
+def fold_items(storage_root: UPath, items: Sequence[dict]) -> None:
+    """Folds the items (of one collection, already written) into their collection's extent and links, and lists
+    the collection in the catalog: one read and one write of collection.json for all of them."""
+    if not items:
+        return
+    root = catalog_root(storage_root)
+    family = items[0]["collection"]
+    collection_path = root / family / "collection.json"
+    catalog_path = root / "catalog.json"
     with local_lock(root):  # the lock file is {storage root}/stac.lock, outside the catalog
-        collection = _read_json(collection_path)
-        if collection is None:
-            collection = _new_collection(family, item)
-        else:
+        collection = _read_json(collection_path) or _new_collection(family, items[0])
+        linked = {link["href"] for link in collection["links"] if link["rel"] == "item"}
+        for item in items:
             _fold_extent(collection, item)
-        href = f"./{item['id']}/{item['id']}.json"
-        if not any(link["rel"] == "item" and link["href"] == href for link in collection["links"]):
-            collection["links"].append({"rel": "item", "href": href, "type": "application/geo+json"})
+            href = f"./{item['id']}/{item['id']}.json"
+            if href not in linked:
+                linked.add(href)
+                collection["links"].append({"rel": "item", "href": href, "type": "application/geo+json"})
         _write_json(collection_path, collection)
         catalog = _read_json(catalog_path) or _new_catalog()
         child = f"./{family}/collection.json"
         if not any(link["rel"] == "child" and link["href"] == child for link in catalog["links"]):
             catalog["links"].append({"rel": "child", "href": child, "type": "application/json", "title": FAMILIES[family][0]})
             _write_json(catalog_path, catalog)
-    return item_path
 
 
 def _new_catalog() -> dict:
@@ -491,3 +514,33 @@ def catalog_output(
     item = build_item(family=family, asset_key=asset_key, partition=partition, assets=described, times=times,
                       title=title, item_folder=folder, footprint=footprint)
     return write_item(root, item)
+
+
+class StacItemBatch:
+    """Items of many partitions of one asset (a ranged run's files): each item is written as it comes, its
+    collection updated once per ``fold_every`` items and on ``close``. Folding each item alone rewrites the
+    collection.json, which lists every item, once per item: quadratic in a collection of tens of thousands. Items
+    not yet folded when a run dies are folded when their partitions run again."""
+
+    def __init__(self, storage_root: UPath | str, asset_key: str, *, family: str | None = None, fold_every: int = 100):
+        self.root, self.asset_key, self.fold_every = UPath(storage_root), asset_key, fold_every
+        self.family = family or family_for(asset_key)
+        if self.family is None:
+            raise StacCatalogError(f"{asset_key}: no STAC output family; add it to ASSET_FAMILIES or pass family=")
+        self.pending: list[dict] = []
+
+    def add(self, partition: str, assets: Mapping[str, UPath | str], *, hints: Mapping[str, Mapping] | None = None) -> UPath:
+        """Describes ``assets``, writes the partition's item and returns its path (as ``catalog_output``)."""
+        described = {name: describe(UPath(path), **dict((hints or {}).get(name, {}))) for name, path in assets.items()}
+        folder = catalog_root(self.root) / self.family / item_id_for(self.asset_key, partition)
+        item = build_item(family=self.family, asset_key=self.asset_key, partition=partition, assets=described, item_folder=folder)
+        path = _write_item_file(self.root, item)
+        self.pending.append(item)
+        if len(self.pending) >= self.fold_every:
+            self.close()
+        return path
+
+    def close(self) -> None:
+        """Folds the items written since the last fold."""
+        fold_items(self.root, self.pending)
+        self.pending = []

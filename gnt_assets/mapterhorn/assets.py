@@ -1,18 +1,18 @@
-"""Mapterhorn: each listed file goes download -> unpacked -> georeferenced -> COG -> bounds ->
-coverage (one partition per file), then each source is merged into bounds.csv, coverage.gpkg
-and a verified tarball, with a report of where every file stands."""
+"""Mapterhorn: each listed file goes through its chain (download, unpack, georeference, COG, bounds,
+coverage) in one per-file asset, ``mapterhorn_cog`` (one partition per file), then each source is
+merged into bounds.csv, coverage.gpkg and a verified tarball, with a report of where every file stands."""
 
 
 import dagster as dg
 from upath import UPath
 
-from gnt_assets.core.stac_catalog import catalog_output
+from gnt_assets.core.stac_catalog import StacItemBatch
 from gnt_assets.core.tarball import TarballError, stored_md5, verify_tarball
 from gnt_assets.io_managers.tar import TarballContents, tarball_path
 from gnt_assets.mapterhorn import batch, checks, merge
 from gnt_assets.mapterhorn.batch import FileOutcome
 from gnt_assets.mapterhorn.catalog import license_pdf, list_files, read_metadata
-from gnt_assets.mapterhorn.chain import FileWork, source_state
+from gnt_assets.mapterhorn.chain import STEPS, FileWork, source_state
 from gnt_assets.mapterhorn.progress import file_status, source_progress
 from gnt_assets.mapterhorn.resources import MapterhornSourcesResource
 from gnt_assets.materialization import catalog_metadata, output_metadata, quicklook_metadata
@@ -23,64 +23,64 @@ from gnt_assets.resources.storage import StorageResource
 GROUP = "mapterhorn"
 SOURCE_STEP = dict(partitions_def=source_partitions, group_name=GROUP)
 ALL_FILES = dg.AllPartitionMapping()
+FILE_ASSET = "mapterhorn_cog"
 
 # Files per ranged run of a backfill (the file-list sensor's runs carry one tick's files): Dagster's
 # start-up (about 2.3 s) and the run's bookkeeping are paid once per this many files; a backfill of a
 # 35,000-file source is 70 runs.
 FILES_PER_RUN = 500
-# step -> (asset, the step's check: name, description, function)
-FILE_STEPS = {
-    "download": ("mapterhorn_download", "download_verified", "Size and published MD5 verified.", checks.download_verified),
-    "unpacked": ("mapterhorn_unpacked", "rasters_found", "At least one raster unpacked.", checks.rasters_found),
-    "georeferenced": ("mapterhorn_georeferenced", "every_raster_has_crs", "Every raster has a CRS.", checks.every_raster_has_crs),
-    "cog": ("mapterhorn_cog", "valid_cog", "rio-cogeo valid, LERC, 512 blocks, no overviews.", checks.valid_cog),
-    "bounds": ("mapterhorn_bounds", "bounds_in_web_mercator", "Finite, ordered EPSG:3857 bounds.", checks.bounds_in_web_mercator),
-    "polygon": ("mapterhorn_coverage", "coverage_not_empty", "A valid, non-empty polygon.", checks.coverage_not_empty),
+# Each step's verification, run in the pool on the step's record before the next step deletes its input:
+# a file refused stops there (blocking, as a per-file check would be), the run goes on.
+STEP_CHECKS = {
+    "download": checks.download_verified,
+    "unpacked": checks.rasters_found,
+    "georeferenced": checks.every_raster_has_crs,
+    "cog": checks.valid_cog,
+    "bounds": checks.bounds_in_web_mercator,
+    "polygon": checks.coverage_not_empty,
 }
-FILE_ASSET_SPECS = [
-    dg.AssetSpec("mapterhorn_download", description="The file as published at its URL, fetched with Range resume and verified (size, Content-MD5)."),
-    dg.AssetSpec("mapterhorn_unpacked", deps=["mapterhorn_download"],
-                 description="The rasters inside the download: zip/7z members checked and extracted (the archive then deleted), or the file itself."),
-    dg.AssetSpec("mapterhorn_georeferenced", deps=["mapterhorn_unpacked"],
-                 description="The unpacked rasters with the source's CRS: the crs in metadata.json replaces every file's (crs_mode "
-                             "override, the default, as upstream's gdal_edit -a_srs) or is given only to files without one (crs_mode missing)."),
-    dg.AssetSpec("mapterhorn_cog", deps=["mapterhorn_georeferenced"],
-                 description="Cloud-Optimized GeoTIFFs (LERC, MAX_Z_ERROR 0.001, 512 blocks, no overviews) kept for the tarball; the work folder is then removed."),
-    dg.AssetSpec("mapterhorn_bounds", deps=["mapterhorn_cog"],
-                 description="The file's bounds.csv rows (filename, left, bottom, right, top, width, height) in EPSG:3857."),
-    dg.AssetSpec("mapterhorn_coverage", deps=["mapterhorn_cog"],
-                 description="The file's valid-pixel footprint (nodata left out) as a per-file GeoPackage, kept until the source merge."),
-]
+# STAC items are written per file, their collection updated once per this many files (and at the run's end).
+STAC_FOLD_EVERY = 100
 
 
 def _problems(step: str, record: dict) -> list[str]:
     """The step's check on one file's record (an empty list: passed); run in the pool, per file."""
-    result = FILE_STEPS[step][3](record)
+    result = STEP_CHECKS[step](record)
     return [] if result.passed else [str(result.metadata["problems"].value)]
 
 
-def _file_metadata(step: str, record: dict, storage_root) -> dict[str, dg.MetadataValue]:
-    """Per-file metadata stays small (counts and sizes, well under 2 KB): at hundreds of thousands of
-    files the event log holds six of these per file; previews are on the per-source assets."""
-    paths = [UPath(p) for p in record["outputs"]]  # counted from the record: a later step may already have consumed them
-    metadata = {"files": dg.MetadataValue.int(len(paths)), "bytes": dg.MetadataValue.int(record.get("bytes", 0)),
-                "resumed": dg.MetadataValue.bool(bool(record.get("resumed"))), "work_bytes": dg.MetadataValue.int(record.get("work_bytes", 0))}
-    if step == "cog":
-        cogs = {p.stem: p for p in paths if p.exists()}
-        try:  # the data is written and verified: a catalog problem is named, not a failed file
-            metadata["stac_item"] = dg.MetadataValue.path(str(catalog_output(storage_root, "mapterhorn_cog", record["key"], cogs,
-                                                                            hints={k: {"unit": "m"} for k in cogs})))
-        except Exception as error:
-            metadata["stac_item_error"] = dg.MetadataValue.text(f"{type(error).__name__}: {error}"[:300])
-    return metadata
+def _file_metadata(outcome: FileOutcome, stac: dict[str, dg.MetadataValue]) -> dict[str, dg.MetadataValue]:
+    """One materialization per file, well under 2 KB (COG count and bytes, bounds, area, step timings, the STAC item;
+    each entry costs 140-270 bytes serialized): at hundreds of thousands of files the event log holds one of these per
+    file. The rest of a file's facts are in its step records and the status table; previews are on the per-source assets."""
+    cog, bounds, polygon = outcome.records["cog"], outcome.records["bounds"], outcome.records["polygon"]
+    return {
+        "files": dg.MetadataValue.int(len(cog["outputs"])),  # the COGs: files and bytes as every asset reports them
+        "bytes": dg.MetadataValue.int(cog["bytes"]),
+        # To the centimetre (bounds.csv keeps every digit); [] on a record from before the bounds step kept its bbox.
+        "bounds_3857": dg.MetadataValue.json([round(v, 2) for v in bounds.get("bbox") or []]),
+        "coverage_area": dg.MetadataValue.float(round(float(polygon.get("area", 0.0)), 2)),
+        "step_seconds": dg.MetadataValue.json({step: round(outcome.step_seconds.get(step, 0.0), 3) for step in STEPS}),
+        **stac,
+    }
 
 
-def _run_check(step: str, checked: int, refused: list[FileOutcome]) -> dg.AssetCheckResult:
-    """One evaluation per run and check: the files it checked and those it refused (they stop there, unmaterialized, the run goes on)."""
-    asset, name = FILE_STEPS[step][:2]
-    shown = "; ".join(f"{o.key}: {o.failure['error']}" for o in refused[:10])[:1500]
-    return dg.AssetCheckResult(asset_key=asset, check_name=name, passed=not refused, severity=dg.AssetCheckSeverity.WARN,
-                               metadata={"files_checked": checked, "files_refused": len(refused), "refused": shown or "none"})
+def _stac_item(stac: StacItemBatch, outcome: FileOutcome) -> dict[str, dg.MetadataValue]:
+    cogs = {UPath(p).stem: UPath(p) for p in outcome.records["cog"]["outputs"]}
+    try:  # the data is written and verified: a catalog problem is named, not a failed file
+        return {"stac_item": dg.MetadataValue.path(str(stac.add(outcome.key, cogs, hints={k: {"unit": "m"} for k in cogs})))}
+    except Exception as error:
+        return {"stac_item_error": dg.MetadataValue.text(f"{type(error).__name__}: {error}"[:300])}
+
+
+def _run_check(checked: int, refused: list[dict]) -> dg.AssetCheckResult:
+    """One evaluation per run: the files it checked and those refused, by a step's check or its error (they stop
+    there, unmaterialized, the run goes on), counted by step."""
+    by_step = {step: sum(f["step"] == step for f in refused) for step in STEPS}
+    shown = "; ".join(f"{f['key']} ({f['step']}): {f['error']}" for f in refused[:10])[:1500]
+    return dg.AssetCheckResult(asset_key=FILE_ASSET, check_name="files_verified", passed=not refused, severity=dg.AssetCheckSeverity.WARN,
+                               metadata={"files_checked": checked, "files_refused": len(refused), "refused": shown or "none",
+                                         "refused_by_step": dg.MetadataValue.json({s: n for s, n in by_step.items() if n})})
 
 
 def _failed_table(failed: list[dict]) -> dg.MetadataValue:
@@ -89,46 +89,47 @@ def _failed_table(failed: list[dict]) -> dg.MetadataValue:
                                   schema=dg.TableSchema(columns=[dg.TableColumn(c) for c in columns]))
 
 
-@dg.multi_asset(
-    name="mapterhorn_file_chain",
-    specs=[spec.replace_attributes(partitions_def=mapterhorn_files, group_name=GROUP, skippable=True) for spec in FILE_ASSET_SPECS],
-    check_specs=[checks.spec(asset, name, f"{description} Per file: a file that fails it stops there.", blocking=False)
-                 for asset, name, description, _ in FILE_STEPS.values()],
+@dg.asset(
+    name=FILE_ASSET,
     partitions_def=mapterhorn_files,
+    group_name=GROUP,
+    output_required=False,
+    check_specs=[checks.spec(FILE_ASSET, "files_verified", "Each step's output verified per file (download size and MD5, rasters "
+                             "found, a CRS on every raster, a valid COG, finite EPSG:3857 bounds, a non-empty polygon); a file "
+                             "refused stops at that step, alone. One evaluation per run.", blocking=False)],
     backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=FILES_PER_RUN),
     retry_policy=dg.RetryPolicy(max_retries=1, delay=1),
-    can_subset=False,
 )
-def mapterhorn_file_chain(context: dg.AssetExecutionContext, mapterhorn_sources: MapterhornSourcesResource, storage: StorageResource):
-    """Each file of the run's partition range through its whole chain (download -> unpacked -> georeferenced -> cog ->
-    bounds -> coverage) on a pool of ``file_workers`` threads. Every finished step is materialized for its file's
-    partition; a file that fails is recorded (``failed.json``, an observation on the step's asset naming URL and error)
-    and stops alone while the run goes on."""
+def mapterhorn_cog(context: dg.AssetExecutionContext, mapterhorn_sources: MapterhornSourcesResource, storage: StorageResource):
+    """The file's Cloud-Optimized GeoTIFFs (LERC, MAX_Z_ERROR 0.001, 512 blocks, no overviews) kept for the tarball, with
+    its bounds.csv rows (EPSG:3857) and valid-pixel polygon kept until the source merge. Each file of the run's
+    partition range goes through its whole chain on a pool of file_workers threads: download (Range resume,
+    size and MD5 verified), unpack (zip/7z members checked), georeference (the source's CRS: crs_mode override, the
+    default, as upstream's gdal_edit -a_srs, or missing), COG, bounds, polygon. The intermediates are deleted as
+    soon as the next step is verified, so they are not assets of their own. A file that fails is recorded
+    (failed.json, an observation naming step, URL and error) and stops alone while the run goes on."""
     keys = list(context.partition_keys)
-    checked = dict.fromkeys(FILE_STEPS, 0)
-    refused: dict[str, list[FileOutcome]] = {step: [] for step in FILE_STEPS}
-    failed = []
+    failed = []  # key, URL and the failure that stopped the file
+    stac = StacItemBatch(storage.root_path, FILE_ASSET, fold_every=STAC_FOLD_EVERY)
     for outcome in batch.process_files(mapterhorn_sources, keys, workers=mapterhorn_sources.file_workers, verify=_problems,
                                        retries=mapterhorn_sources.file_retries):
-        for step, record in outcome.records.items():
-            checked[step] += 1
-            # Yielded as each file finishes, so Dagster stores the events while the pool works on (the event
-            # log commits each event: on SQLite that is the larger part of a small file's cost).
-            yield dg.AssetMaterialization(FILE_STEPS[step][0], partition=outcome.key, metadata=_file_metadata(step, record, storage.root_path))
-        if outcome.failure is not None:
-            step = outcome.failure["step"]
-            checked[step] += 1
-            refused[step].append(outcome)
-            failed.append({"key": outcome.key, "url": outcome.url, **outcome.failure})
-            yield dg.AssetObservation(FILE_STEPS[step][0], partition=outcome.key, metadata={
-                "failed_step": step, "url": outcome.url[:500], "error": outcome.failure["error"][:1000], "transient": outcome.failure["transient"]})
-    message = f"{len(keys) - len(failed)} of {len(keys)} file(s) went through their chain"
+        if outcome.failure is None:
+            # One event per file, yielded as it finishes, so Dagster stores it while the pool works on (the event log
+            # commits each event: on SQLite that is the larger part of a small file's Dagster cost).
+            yield dg.AssetMaterialization(FILE_ASSET, partition=outcome.key, metadata=_file_metadata(outcome, _stac_item(stac, outcome)))
+            continue
+        failed.append({"key": outcome.key, "url": outcome.url, **outcome.failure})
+        yield dg.AssetObservation(FILE_ASSET, partition=outcome.key, metadata={
+            "failed_step": outcome.failure["step"], "url": outcome.url[:500], "error": outcome.failure["error"][:1000],
+            "transient": outcome.failure["transient"]})
+    try:
+        stac.close()
+    except Exception as error:  # the files are done and materialized: a catalog problem is named, not a failed run
+        context.log.warning(f"STAC collection {stac.family} not updated for {len(stac.pending)} item(s): {type(error).__name__}: {error}")
     if failed:
-        context.log.warning(f"{message}; {len(failed)} failed: " + "; ".join(f"{f['key']} ({f['step']}: {f['error'][:200]})" for f in failed[:20]))
-    else:
-        context.log.info(message)
-    for step in FILE_STEPS:
-        yield _run_check(step, checked[step], refused[step])
+        context.log.warning(f"{len(keys) - len(failed)} of {len(keys)} file(s) went through their chain; {len(failed)} failed: "
+                            + "; ".join(f"{f['key']} ({f['step']}: {f['error'][:200]})" for f in failed[:20]))
+    yield _run_check(len(keys), failed)
 
 
 def _merge(resource: MapterhornSourcesResource, source: str) -> tuple[list[str], list[dict]]:
@@ -148,7 +149,7 @@ def _failed_metadata(failed: list[dict]) -> dict[str, dg.MetadataValue]:
     return {"failed_files": dg.MetadataValue.int(len(failed)), "failed": _failed_table(failed)}
 
 
-@dg.asset(**SOURCE_STEP, deps=[dg.AssetDep("mapterhorn_bounds", partition_mapping=ALL_FILES)], check_specs=[checks.spec("mapterhorn_bounds_csv", "one_row_per_cog", "One row per COG.")])
+@dg.asset(**SOURCE_STEP, deps=[dg.AssetDep(FILE_ASSET, partition_mapping=ALL_FILES)], check_specs=[checks.spec("mapterhorn_bounds_csv", "one_row_per_cog", "One row per COG.")])
 def mapterhorn_bounds_csv(context: dg.AssetExecutionContext, mapterhorn_sources: MapterhornSourcesResource) -> dg.MaterializeResult:
     """The source's bounds.csv: every verified file's rows once, sorted by file name (failed files left out)."""
     source, root = context.partition_key, mapterhorn_sources.root
@@ -158,7 +159,7 @@ def mapterhorn_bounds_csv(context: dg.AssetExecutionContext, mapterhorn_sources:
     return dg.MaterializeResult(metadata=metadata, check_results=[checks.one_row_per_cog(path, _cog_names(root, keys))])
 
 
-@dg.asset(**SOURCE_STEP, deps=[dg.AssetDep("mapterhorn_coverage", partition_mapping=ALL_FILES)], check_specs=[checks.spec("mapterhorn_source_coverage", "merged_coverage_valid", "One valid polygon.")])
+@dg.asset(**SOURCE_STEP, deps=[dg.AssetDep(FILE_ASSET, partition_mapping=ALL_FILES)], check_specs=[checks.spec("mapterhorn_source_coverage", "merged_coverage_valid", "One valid polygon.")])
 def mapterhorn_source_coverage(context: dg.AssetExecutionContext, mapterhorn_sources: MapterhornSourcesResource, storage: StorageResource) -> dg.MaterializeResult:
     """coverage.gpkg: the union (make-valid) of the verified files' polygons, which are deleted once it is verified; with a preview."""
     keys, failed = _merge(mapterhorn_sources, context.partition_key)
@@ -181,11 +182,11 @@ def mapterhorn_tarball(context: dg.AssetExecutionContext, mapterhorn_sources: Ma
 
 
 @dg.asset(**SOURCE_STEP, io_manager_key="geoparquet_io_manager", kinds={"parquet"},
-          deps=[dg.AssetDep("mapterhorn_coverage", partition_mapping=ALL_FILES), dg.AssetDep("mapterhorn_bounds", partition_mapping=ALL_FILES)],
+          deps=[dg.AssetDep(FILE_ASSET, partition_mapping=ALL_FILES)],
           check_specs=[checks.spec("mapterhorn_file_status", "one_row_per_listed_file", "One row per file of the list, each key once.")])
 def mapterhorn_file_status(context: dg.AssetExecutionContext, mapterhorn_sources: MapterhornSourcesResource):
     """Where each file of the source stands, one row per listed file: key, URL, line, status (done, failed, pending),
-    the step that failed or the last one done, the error, COG count and bytes (tables/mapterhorn_file_status/{source}.parquet)."""
+    the step that failed or the last one done, the steps done, the error, COG count and bytes (tables/mapterhorn_file_status/{source}.parquet)."""
     entries = list_files(mapterhorn_sources.catalog(), context.partition_key)
     frame = file_status(mapterhorn_sources.root, entries)
     counts = frame["status"].value_counts()

@@ -38,6 +38,7 @@ class FileOutcome:
     records: dict[str, dict] = field(default_factory=dict)
     failure: dict | None = None  # {"key", "step", "error", "transient"}, as written to failed.json
     seconds: float = 0.0
+    step_seconds: dict[str, float] = field(default_factory=dict)  # each step tried, with its verification and retries
 
     @property
     def ok(self) -> bool:
@@ -86,8 +87,13 @@ def process_file(resource: MapterhornSourcesResource, key: str, inputs: SourceIn
         problem = inputs.problem or CatalogError(f"mapterhorn file {key} is no longer in {source_of(key)}/file_list.txt")
         return FileOutcome(key, url, failure=work.record_failure("download", problem, transient=False),
                            seconds=time.perf_counter() - start)
-    records, calls = {}, _calls(resource, work, entry, inputs.metadata)
+    records, timings, calls = {}, {}, _calls(resource, work, entry, inputs.metadata)
+
+    def outcome(failure: dict | None) -> FileOutcome:
+        return FileOutcome(key, url, records, failure, time.perf_counter() - start, timings)
+
     for step in STEPS:
+        began = time.perf_counter()
         for attempt in range(retries + 1):
             try:
                 record = calls[step]()
@@ -97,26 +103,26 @@ def process_file(resource: MapterhornSourcesResource, key: str, inputs: SourceIn
                 if transient and attempt < retries:
                     time.sleep(backoff_seconds * 2**attempt)
                     continue
-                failure = work.record_failure(step, error, transient=transient)
-                return FileOutcome(key, url, records, failure, time.perf_counter() - start)
+                timings[step] = time.perf_counter() - began
+                return outcome(work.record_failure(step, error, transient=transient))
         problems = verify(step, record) if verify else []
+        timings[step] = time.perf_counter() - began
         if problems:
             error = CheckFailed(f"mapterhorn file {key}: the {step} check failed: {'; '.join(problems)}")
-            return FileOutcome(key, url, records, work.record_failure(step, error, transient=False), time.perf_counter() - start)
+            return outcome(work.record_failure(step, error, transient=False))
         records[step] = record
     work.clear_failure()
-    return FileOutcome(key, url, records, None, time.perf_counter() - start)
+    return outcome(None)
 
 
 def process_files(resource: MapterhornSourcesResource, keys: list[str], *, workers: int, verify: Verify | None = None,
                   retries: int = 1) -> Iterator[FileOutcome]:
-    """Every file of ``keys`` through its chain on ``workers`` threads; outcomes as they finish."""
+    """Every file of ``keys`` through its chain on ``workers`` threads; outcomes as they finish.
+
+    Even one worker is a thread of its own: the caller (the asset, storing each finished file's event, an
+    SQLite commit that mostly waits on fsync) then overlaps the next file's work instead of holding it up."""
     inputs = read_sources(resource, keys)
-    if workers <= 1:  # no pool at all: the plain loop, easiest to debug
-        for key in keys:
-            yield process_file(resource, key, inputs[source_of(key)], verify=verify, retries=retries, backoff_seconds=resource.backoff_seconds)
-        return
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mapterhorn-file") as pool:
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="mapterhorn-file") as pool:
         futures = [pool.submit(process_file, resource, key, inputs[source_of(key)], verify=verify, retries=retries,
                                backoff_seconds=resource.backoff_seconds) for key in keys]
         for future in as_completed(futures):

@@ -1,7 +1,8 @@
 """Checks of the Mapterhorn assets, as check specs the assets evaluate on their own outputs.
 
-Per-file checks are blocking ERRORs: a file that fails one stops its own chain
-and nothing else. Outputs a later step already consumed are judged by the
+The per-step checks run in the pool on each file's step record (a file that fails
+one stops its own chain and nothing else); the per-file asset reports them as one
+evaluation per run. Outputs a later step already consumed are judged by the
 step's record, so a resumed run still checks.
 """
 
@@ -15,7 +16,6 @@ import geopandas as gpd
 import rasterio
 
 from gnt_assets.core.tarball import Tarball
-from gnt_assets.mapterhorn.rasters import cog_problems
 
 WEB_MERCATOR_EDGE = 20037508.342789244
 
@@ -52,9 +52,14 @@ def every_raster_has_crs(record: dict) -> dg.AssetCheckResult:
 
 
 def valid_cog(record: dict) -> dg.AssetCheckResult:
+    """Every COG of the record in place and non-empty, one per name. The COG step wrote each under a temporary name,
+    validated it (rio-cogeo, LERC, 512 blocks, no overviews, pixels read back against its input) and only then renamed
+    it, so validating the renamed file again would repeat that work on the same bytes."""
     paths = _present(record)
     problems = [f"{Path(p).name} is missing" for p in record["outputs"] if not Path(p).exists()]
-    problems += [f"{p.name}: {problem}" for p in paths for problem in cog_problems(p)]
+    problems += [f"{p.name} is empty" for p in paths if p.stat().st_size == 0]
+    problems += [] if sorted(record.get("names", [])) == sorted(Path(p).name for p in record["outputs"]) else ["names differ from the outputs"]
+    problems += [] if record["outputs"] else ["no COG"]
     return _result("valid_cog", problems, cogs=len(paths))
 
 
@@ -74,11 +79,10 @@ def bounds_in_web_mercator(record: dict) -> dg.AssetCheckResult:
 
 
 def coverage_not_empty(record: dict) -> dg.AssetCheckResult:
-    problems = []
-    for path in _present(record):
-        frame = gpd.read_file(path)
-        if frame.geometry.is_empty.all() or not frame.geometry.is_valid.all():
-            problems.append(f"{path.name}: empty or invalid polygon")
+    """The polygon file in place (or merged) with a positive area. The polygon step read the GeoPackage back and
+    refused it unless its polygons are valid and not empty, so it is not read a second time here."""
+    problems = [f"{Path(p).name} is missing" for p in record["outputs"] if not Path(p).exists() and not record.get("merged")]
+    problems += [] if record.get("polygons", 0) >= 1 and record.get("area", 0.0) > 0 else ["empty polygon"]
     return _result("coverage_not_empty", problems, area=record.get("area", 0.0))
 
 

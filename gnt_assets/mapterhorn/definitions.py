@@ -17,12 +17,7 @@ from gnt_assets.mapterhorn.sensors import (
 from gnt_assets.vocabulary import describe
 
 KINDS = {
-    "mapterhorn_download": {"python", "http"},
-    "mapterhorn_unpacked": {"python", "geotiff"},
-    "mapterhorn_georeferenced": {"python", "geotiff"},
     "mapterhorn_cog": {"python", "geotiff"},
-    "mapterhorn_bounds": {"python", "csv"},
-    "mapterhorn_coverage": {"python", "geopandas"},
     "mapterhorn_bounds_csv": {"python", "csv"},
     "mapterhorn_source_coverage": {"python", "geopackage"},
     "mapterhorn_tarball": {"python", "tar"},
@@ -32,7 +27,7 @@ KINDS = {
 
 defs = dg.Definitions(
     assets=describe([
-        assets.mapterhorn_file_chain,
+        assets.mapterhorn_cog,
         assets.mapterhorn_bounds_csv,
         assets.mapterhorn_source_coverage,
         assets.mapterhorn_tarball,

@@ -34,7 +34,7 @@ def run(instance: dg.DagsterInstance, defs: dg.Definitions) -> None:
     quiet = {"loggers": {"console": {"config": {"log_level": os.environ.get("GNT_DEMO_LOG_LEVEL", "CRITICAL")}}}}
     for request in tick(instance, defs, mapterhorn_file_list_sensor):  # ranged runs: many files each
         result = run_job(defs, instance, "mapterhorn_file_job", FILE_ASSETS, run_config=quiet, tags=request.tags)
-        keys = {m.partition for m in result.asset_materializations_for_node("mapterhorn_file_chain") if m.asset_key.path == ["mapterhorn_coverage"]}
+        keys = {m.partition for m in result.asset_materializations_for_node("mapterhorn_cog")}
         failed = {o.partition for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION" for o in [e.event_specific_data.asset_observation]}
         print(f"   one run, {request.tags['mapterhorn/files']} files: {len(keys)} done, {len(failed)} failed")
         for key in sorted(failed):

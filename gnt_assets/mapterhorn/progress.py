@@ -43,13 +43,14 @@ def source_progress(root: Path, keys: list[str], failed: dict[str, str]) -> Prog
     return Progress(rows=list(counts.values()), high_water_bytes=high_water, failed_files=len(failed_keys))
 
 
-STATUS_COLUMNS = ("key", "url", "line", "status", "step", "error", "transient", "cogs", "cog_bytes")
+STATUS_COLUMNS = ("key", "url", "line", "status", "step", "steps_done", "error", "transient", "cogs", "cog_bytes")
 
 
 def file_status(root: Path, entries: list) -> pd.DataFrame:
     """One row per listed file (``catalog.SourceFile``): ``status`` done (every step verified), failed or
-    pending; ``step`` the step that failed, else the last one done; the error and whether a retry may
-    help; the file's COG count and bytes. The per-file status table of a source, for any number of files."""
+    pending; ``step`` the step that failed, else the last one done; ``steps_done`` every step with a
+    record (the per-step status: the steps are not assets of their own); the error and whether a retry
+    may help; the file's COG count and bytes. The per-file status table of a source, for any number of files."""
     rows = []
     for entry in entries:
         work = FileWork(root, entry.key)
@@ -58,7 +59,7 @@ def file_status(root: Path, entries: list) -> pd.DataFrame:
         cog = work.record("cog") if "cog" in done else None
         status = "done" if work.verified() else "failed" if failure else "pending"
         rows.append({"key": entry.key, "url": entry.url, "line": entry.line, "status": status,
-                     "step": failure["step"] if failure else (done[-1] if done else ""),
+                     "step": failure["step"] if failure else (done[-1] if done else ""), "steps_done": ",".join(done),
                      "error": failure["error"] if failure else "", "transient": bool(failure and failure["transient"]),
                      "cogs": len(cog["names"]) if cog else 0, "cog_bytes": int(cog["bytes"]) if cog else 0})
     return pd.DataFrame(rows, columns=list(STATUS_COLUMNS)).astype({"line": "int64", "cogs": "int64", "cog_bytes": "int64"})

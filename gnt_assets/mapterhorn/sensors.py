@@ -21,11 +21,11 @@ from gnt_assets.partitions import mapterhorn_files
 from gnt_assets.partitions import mapterhorn_sources as source_partitions
 from gnt_assets.run_monitoring import IN_PROCESS_EXECUTOR
 
-FILE_ASSETS = ["mapterhorn_download", "mapterhorn_unpacked", "mapterhorn_georeferenced", "mapterhorn_cog", "mapterhorn_bounds", "mapterhorn_coverage"]
+FILE_ASSETS = ["mapterhorn_cog"]
 SOURCE_ASSETS = ["mapterhorn_bounds_csv", "mapterhorn_source_coverage", "mapterhorn_tarball", "mapterhorn_file_status", "mapterhorn_report"]
 # Partitions added (files queued) per tick, as one ranged run. What a tick costs at 100,000 keys is the
 # list's parse (about 1 s) and, per run created, Dagster resolving the run's range against the whole key
-# set once per asset for its planned events (6 x 0.3 s); so one run per tick, and 1,000 files queue a
+# set for its planned events (about 0.3 s per asset; one file asset); so one run per tick, and 1,000 files queue a
 # 100,000-file source in 100 ticks (50 min at one tick per 30 s, while the first runs already work).
 MAX_FILES_PER_TICK = 1_000
 MAX_REMOVALS_SHOWN = 1000
@@ -84,7 +84,7 @@ def plan_file_list_tick(lists: dict[str, bytes], cursor: dict, known: set[str], 
 @dg.sensor(job=mapterhorn_file_job, minimum_interval_seconds=30,
            description="Every 30 seconds: each new line of a source's file_list.txt becomes a file partition; new files are "
                        "requested as ranged runs of consecutive files, a capped number per tick. Removed lines are reported "
-                       "on the file's download, never deleted.")
+                       "on the file's partition of mapterhorn_cog, never deleted.")
 def mapterhorn_file_list_sensor(context: dg.SensorEvaluationContext, mapterhorn_sources: MapterhornSourcesResource) -> dg.SensorResult:
     """Adds a partition per new file_list.txt line and requests ranged runs of their chains, in batches; removed lines are reported, not deleted."""
     catalog = mapterhorn_sources.catalog()
@@ -104,8 +104,8 @@ def mapterhorn_file_list_sensor(context: dg.SensorEvaluationContext, mapterhorn_
     if plan["removed"]:
         shown = plan["removed"][:MAX_REMOVALS_SHOWN]
         context.log.warning(f"{len(plan['removed'])} line(s) removed from file lists; their partitions and outputs are kept: {', '.join(shown[:20])}")
-    # Shown on the file's download partition in the UI, so a removal is visible where the file's history is.
-    removals = [dg.AssetObservation(asset_key="mapterhorn_download", partition=key, metadata={"removed_from_file_list": f"{source_of(key)}/file_list.txt"})
+    # Shown on the file's mapterhorn_cog partition in the UI, so a removal is visible where the file's history is.
+    removals = [dg.AssetObservation(asset_key="mapterhorn_cog", partition=key, metadata={"removed_from_file_list": f"{source_of(key)}/file_list.txt"})
                 for key in plan["removed"][:MAX_REMOVALS_SHOWN]]
     waiting = sum(entry["waiting"] for entry in plan["cursor"].values())
     if waiting:

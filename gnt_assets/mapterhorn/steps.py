@@ -140,18 +140,20 @@ def cog_step(work: FileWork) -> dict:
 def bounds_step(work: FileWork) -> dict:
     if record := _resumed(work, "bounds"):
         return record
-    rows = []
+    found = []
     for cog in work.inputs("bounds"):
         try:
-            rows.append(rasters.raster_bounds(cog).csv_row())
+            found.append(rasters.raster_bounds(cog))
         except rasters.RasterError as error:
             raise rasters.RasterError(f"mapterhorn file {work.key}: {error}") from error
     path = work.bounds_path
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(".tmp-" + path.name)
-    temp.write_text("\n".join(sorted(rows)) + "\n")
+    temp.write_text("\n".join(sorted(b.csv_row() for b in found)) + "\n")
     os.replace(temp, path)
-    return work.write_record("bounds", [path], rows=len(rows), resumed=False)
+    # The union of the file's bounds (EPSG:3857) for its materialization, without reading the rows again.
+    bbox = [min(b.left for b in found), min(b.bottom for b in found), max(b.right for b in found), max(b.top for b in found)]
+    return work.write_record("bounds", [path], rows=len(found), bbox=bbox, resumed=False)
 
 
 def polygon_step(work: FileWork) -> dict:
@@ -166,8 +168,9 @@ def polygon_step(work: FileWork) -> dict:
     temp = path.with_name(".tmp-" + path.name)
     temp.unlink(missing_ok=True)
     coverage.to_file(temp, driver="GPKG", layer="coverage")
-    if len(gpd.read_file(temp)) != len(coverage):
-        raise rasters.RasterError(f"mapterhorn file {work.key}: the written GeoPackage does not read back")
+    back = gpd.read_file(temp)
+    if len(back) != len(coverage) or back.geometry.is_empty.all() or not back.geometry.is_valid.all():
+        raise rasters.RasterError(f"mapterhorn file {work.key}: the written GeoPackage does not read back as valid, non-empty polygons")
     os.replace(temp, path)
     return work.write_record("polygon", [path], polygons=len(coverage), area=float(coverage.area.sum()), resumed=False)
 

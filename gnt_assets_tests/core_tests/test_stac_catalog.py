@@ -22,7 +22,7 @@ from rasterio.transform import from_origin
 from stac_validator.validate import StacValidate
 from upath import UPath
 
-from gnt_assets.core.stac_catalog import CATALOG_FOLDER, catalog_output, dagster_asset_url, item_id_for
+from gnt_assets.core.stac_catalog import CATALOG_FOLDER, StacItemBatch, catalog_output, dagster_asset_url, item_id_for
 from gnt_assets.sentinel.local import stac_api_server
 
 SCHEMAS = Path(pystac.__file__).parent / "validation" / "jsonschemas"
@@ -214,3 +214,28 @@ def test_a_metadata_asset_is_named_but_does_not_widen_the_footprint(tmp_path):
     document = json.loads(Path(path).read_text())
     assert document["assets"]["mines"]["roles"] == ["metadata"] and document["assets"]["mines"]["table:row_count"] == 1
     assert document["bbox"][2] < 20  # the COG's (near 8 deg E), not out to the mine at 101 deg E
+
+
+def test_a_batch_writes_each_item_at_once_and_folds_the_collection_once_per_batch(tmp_path):
+    """A ranged run's items: each file written as it comes, collection.json rewritten once per fold_every items and at
+    close (not once per item), and the result the same as item by item: every item linked once, the extent their union."""
+    root = tmp_path / "storage"
+    for name in ("a", "b", "c"):
+        write_cog(root / "cogs" / f"{name}.tif")
+    batch = StacItemBatch(UPath(root), "mapterhorn_cog", fold_every=2)
+    collection = root / CATALOG_FOLDER / "mapterhorn-cogs" / "collection.json"
+    paths = [batch.add(f"src.{name}", {name: root / "cogs" / f"{name}.tif"}, hints={name: {"unit": "m"}}) for name in ("a", "b")]
+    assert all(Path(p).exists() for p in paths) and collection.exists()  # folded after the second item
+    batch.add("src.c", {"c": root / "cogs" / "c.tif"})
+    linked = [link["href"] for link in json.loads(collection.read_text())["links"] if link["rel"] == "item"]
+    assert len(linked) == 2  # the third waits for the next fold
+    batch.add("src.a", {"a": root / "cogs" / "a.tif"})  # a re-run partition replaces its item, linked once
+    batch.close()
+    document = json.loads(collection.read_text())
+    linked = [link["href"] for link in document["links"] if link["rel"] == "item"]
+    assert sorted(linked) == sorted(f"./{item_id_for('mapterhorn_cog', f'src.{n}')}/{item_id_for('mapterhorn_cog', f'src.{n}')}.json" for n in "abc")
+    items = [json.loads((collection.parent / href).read_text()) for href in linked]
+    boxes = np.array([item["bbox"] for item in items])
+    assert document["extent"]["spatial"]["bbox"][0] == [boxes[:, 0].min(), boxes[:, 1].min(), boxes[:, 2].max(), boxes[:, 3].max()]
+    catalog = json.loads((root / CATALOG_FOLDER / "catalog.json").read_text())
+    assert [link["href"] for link in catalog["links"] if link["rel"] == "child"] == ["./mapterhorn-cogs/collection.json"]

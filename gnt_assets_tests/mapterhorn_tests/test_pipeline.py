@@ -72,13 +72,13 @@ def run(instance, resources, selection, key, tags=None):
 
 
 def file_errors(result) -> dict[str, str]:
-    """key -> error of every file the run recorded as failed (its observation on the failed step's asset)."""
+    """key -> error of every file the run recorded as failed (its observation on the file's partition)."""
     observations = [e.event_specific_data.asset_observation for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION"]
     return {o.partition: o.metadata["error"].value for o in observations if "error" in o.metadata}
 
 
-def materialized(result, asset) -> set[str]:
-    return {m.partition for m in result.asset_materializations_for_node("mapterhorn_file_chain") if m.asset_key == dg.AssetKey(asset)}
+def materialized(result) -> set[str]:
+    return {m.partition for m in result.asset_materializations_for_node("mapterhorn_cog")}
 
 
 def test_sources_to_verified_tarballs(pipeline, instance, storage_root):
@@ -99,16 +99,19 @@ def test_sources_to_verified_tarballs(pipeline, instance, storage_root):
     metadata = json.loads(metadata_path.read_text())
     metadata_path.write_text(json.dumps({k: v for k, v in metadata.items() if k != "crs"}))
     failed = run(instance, resources, FILE_ASSETS, "lowland_grids.block_a")
-    assert failed.success and materialized(failed, "mapterhorn_georeferenced") == set()  # the file failed, alone; the run did not
+    assert failed.success and materialized(failed) == set()  # the file failed, alone; the run did not
     assert "block_a_dgm.asc has no CRS and the source's metadata.json configures none" in file_errors(failed)["lowland_grids.block_a"]
     metadata_path.write_text(json.dumps(metadata))
     requests_before = len(server.faults.requests)
     assert run(instance, resources, FILE_ASSETS, "lowland_grids.block_a").success
     assert len(server.faults.requests) == requests_before  # resumed from the verified unpack: no re-download
     assert run(instance, resources, FILE_ASSETS, "lowland_grids.block_b").success
-    for asset in FILE_ASSETS:  # the event-log budget: per-file metadata is counts and sizes, no previews
-        event = instance.get_latest_materialization_event(dg.AssetKey(asset))
-        assert "preview" not in event.asset_materialization.metadata and len(serialize_value(event.asset_materialization)) < 2048
+    # The event-log budget: one materialization per file, its metadata counts, sizes, bounds and timings, no previews.
+    event = instance.get_latest_materialization_event(dg.AssetKey("mapterhorn_cog")).asset_materialization
+    assert "preview" not in event.metadata and len(serialize_value(event)) < 2048
+    assert event.metadata["files"].value == 2 and len(event.metadata["bounds_3857"].value) == 4 and event.metadata["coverage_area"].value > 0
+    assert set(event.metadata["step_seconds"].value) == {"download", "unpacked", "georeferenced", "cog", "bounds", "polygon"}
+    assert json.loads(Path(event.metadata["stac_item"].value).read_text())["properties"]["dagster:partition"] == "lowland_grids.block_b"
 
     # Only the source whose files are all done is merged.
     merges = []
@@ -156,7 +159,7 @@ def test_removed_lines_keep_their_partitions(pipeline, instance):
     assert new == ["alpine_tiles.tile"]  # the fragment line becomes a partition that will fail naming itself
     assert "alpine_tiles.tile_2600_1201" in instance.get_dynamic_partitions("mapterhorn_files")
     (removal,) = ticks[-1].asset_events
-    assert (removal.asset_key, removal.partition) == (dg.AssetKey("mapterhorn_download"), "alpine_tiles.tile_2600_1201")
+    assert (removal.asset_key, removal.partition) == (dg.AssetKey("mapterhorn_cog"), "alpine_tiles.tile_2600_1201")
     assert removal.metadata["removed_from_file_list"].value == "alpine_tiles/file_list.txt"
     assert tick(instance, mapterhorn_file_list_sensor, resources, ticks=ticks) == [] and not ticks[-1].asset_events
 
@@ -179,8 +182,9 @@ def test_an_unsafe_zip_fails_its_own_file_and_the_source_goes_on_without_it(pipe
     assert file_errors(failed)["lowland_grids.block_b"].startswith("ArchiveError: mapterhorn file lowland_grids.block_b: block_b.zip: member '../escape.asc' escapes the archive")
     assert FileWork(resources["mapterhorn_sources"].root, "lowland_grids.block_b").failure()["transient"] is False
     assert not [e for e in failed.all_events if e.event_type_value == "STEP_RESTARTED"]
-    (check,) = [c for c in failed.get_asset_check_evaluations() if c.check_name == "rasters_found"]
-    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN and check.metadata["files_refused"].value == 1
+    (check,) = failed.get_asset_check_evaluations()  # one evaluation per run, the refused file counted at its step
+    assert (check.check_name, check.passed, check.severity) == ("files_verified", False, dg.AssetCheckSeverity.WARN)
+    assert check.metadata["files_refused"].value == 1 and check.metadata["refused_by_step"].value == {"unpacked": 1}
 
     # The source goes on without its bad file: the merge takes block_a, the report names block_b.
     assert tick(instance, mapterhorn_source_merge_sensor, resources) == ["lowland_grids"]
@@ -239,11 +243,16 @@ def test_a_ranged_run_carries_every_file_and_one_failure_stays_its_own(pipeline,
     assert result.success
     assert [e.event_type_value for e in result.all_events].count("STEP_START") == 1  # one step carried every file
     broken = "alpine_tiles.tile_2600_1202"
-    assert materialized(result, "mapterhorn_coverage") == set(keys) - {broken}
-    assert materialized(result, "mapterhorn_download") == set(keys) - {broken}  # it failed verifying its download
-    assert "GDAL cannot read it as a raster" in file_errors(result)[broken]
-    (check,) = [c for c in result.get_asset_check_evaluations() if c.check_name == "download_verified"]
+    assert materialized(result) == set(keys) - {broken}  # one materialization per file done
+    assert "GDAL cannot read it as a raster" in file_errors(result)[broken]  # it failed verifying its download
+    (check,) = result.get_asset_check_evaluations()
     assert not check.passed and check.metadata["files_checked"].value == 5 and broken in check.metadata["refused"].value
+    assert check.metadata["refused_by_step"].value == {"download": 1}
+    # Per run: one planned materialization event for the range, one check; per file: one materialization (no per-step events).
+    counts = [e.event_type_value for e in result.all_events]
+    assert (counts.count("ASSET_MATERIALIZATION"), counts.count("ASSET_CHECK_EVALUATION"), counts.count("ASSET_OBSERVATION")) == (4, 1, 1)
+    catalog = json.loads((storage_root / "stac" / "mapterhorn-cogs" / "collection.json").read_text())
+    assert len([link for link in catalog["links"] if link["rel"] == "item"]) == 4  # the run's items folded into their collection
     assert instance.get_materialized_partitions(dg.AssetKey("mapterhorn_cog")) == set(keys) - {broken}
 
     assert sorted(tick(instance, mapterhorn_source_merge_sensor, resources)) == ["alpine_tiles", "lowland_grids"]
@@ -255,6 +264,7 @@ def test_a_ranged_run_carries_every_file_and_one_failure_stays_its_own(pipeline,
     assert list(status["status"]) == ["done", "done", "failed"] and status["key"].iloc[2] == broken
     assert status["step"].iloc[2] == "download" and status["url"].iloc[2].endswith("/alpine_tiles/tile_2600_1202.tif")
     assert "GDAL cannot read it as a raster" in status["error"].iloc[2] and list(status["cogs"]) == [1, 1, 0]
+    assert list(status["steps_done"]) == ["download,unpacked,georeferenced,cog,bounds,polygon"] * 2 + [""]  # the per-step status
     (alpine,) = [r.asset_materialization for r in instance.fetch_materializations(dg.AssetKey("mapterhorn_file_status"), limit=10).records
                  if r.asset_materialization.partition == "alpine_tiles"]
     assert (alpine.metadata["files_done"].value, alpine.metadata["files_failed"].value, alpine.metadata["dagster/row_count"].value) == (2, 1, 3)

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rasterio.transform import from_origin
 
-from gnt_assets.mapterhorn import rasters, steps
+from gnt_assets.mapterhorn import checks, rasters, steps
 from gnt_assets.mapterhorn.chain import FileWork
 from gnt_assets.mapterhorn.local import ascii_grid, xyz_grid
 from gnt_assets.mapterhorn.rasters import MAX_LATITUDE, RasterError, web_mercator_bounds
@@ -142,3 +142,20 @@ def test_cog_step_killed_mid_write_resumes(tmp_path):
     assert record["resumed"] is False and record["names"] == ["big.tif"]
     assert rasters.cog_problems(work.files_dir / "big.tif") == [] and not work.work.exists()
     assert steps.cog_step(work)["resumed"] is True
+
+
+def test_the_step_checks_judge_the_records_the_steps_wrote(tmp_path):
+    """The COG and polygon steps verify their outputs before recording them; the checks then judge the records and
+    the files in place (cheap, per file), and refuse a COG gone empty or a polygon record without area."""
+    work = FileWork(tmp_path, "src.small")
+    source = work.step_dir("georeferenced") / "small.tif"
+    source.parent.mkdir(parents=True)
+    _tif(source, size=256)
+    work.write_record("georeferenced", [source])
+    cog, bounds, polygon = steps.cog_step(work), steps.bounds_step(work), steps.polygon_step(work)
+    assert checks.valid_cog(cog).passed and checks.bounds_in_web_mercator(bounds).passed and checks.coverage_not_empty(polygon).passed
+    (row,) = (work.bounds_path).read_text().splitlines()
+    assert bounds["bbox"] == [float(v) for v in row.split(",")[1:5]]  # the union of the file's rows, for its materialization
+    (work.files_dir / "small.tif").write_bytes(b"")
+    assert "small.tif is empty" in checks.valid_cog(cog).metadata["problems"].value
+    assert not checks.coverage_not_empty({**polygon, "area": 0.0}).passed

@@ -108,7 +108,28 @@ def test_range_run_keys_name_the_range_and_change_with_its_urls():
 
 
 def test_file_assets_are_backfilled_in_ranges_in_one_process():
-    from gnt_assets.mapterhorn.assets import FILES_PER_RUN, mapterhorn_file_chain
+    from gnt_assets.mapterhorn.assets import FILES_PER_RUN, mapterhorn_cog
 
-    assert mapterhorn_file_chain.backfill_policy == dg.BackfillPolicy.multi_run(max_partitions_per_run=FILES_PER_RUN)
+    assert mapterhorn_cog.backfill_policy == dg.BackfillPolicy.multi_run(max_partitions_per_run=FILES_PER_RUN)
     assert sensors.mapterhorn_file_job.executor_def is IN_PROCESS_EXECUTOR  # one process per run, sending heartbeats
+
+
+def test_even_one_worker_runs_the_files_off_the_thread_that_stores_their_events(tmp_path, monkeypatch):
+    """With file_workers 1 the chain still runs on a pool thread, so the asset's thread stores one file's event
+    while the next file is worked on; outcomes come in list order."""
+    import threading
+
+    from gnt_assets.mapterhorn import batch
+
+    threads = []
+
+    def chain(resource, key, inputs, **_):
+        threads.append(threading.current_thread().name)
+        return batch.FileOutcome(key, "")
+
+    monkeypatch.setattr(batch, "process_file", chain)
+    monkeypatch.setattr(batch, "read_sources", lambda resource, keys: {"s": None})
+    resource = MapterhornSourcesResource(work_dir=str(tmp_path))
+    outcomes = [o.key for o in batch.process_files(resource, ["s.a", "s.b", "s.c"], workers=1)]
+    assert outcomes == ["s.a", "s.b", "s.c"] and len(threads) == 3
+    assert all(name.startswith("mapterhorn-file") for name in threads) and threading.current_thread().name not in threads
