@@ -14,11 +14,13 @@ Two rules make concurrent partitions safe:
 
 from __future__ import annotations
 
+import base64
 import errno
 import json
 import math
 import os
 import shutil
+import struct
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -327,14 +329,44 @@ def write_encoded(arrays: dict[str, zarr.Array], dataset: xr.Dataset, region: di
         array.with_config({"write_empty_chunks": True})[tuple(region.get(dim, slice(None)) for dim in dims)] = variable.transpose(*dims).values
 
 
+def _cf_fill(array: zarr.Array):
+    """The CF ``_FillValue`` xarray recorded for an array (base64 of the value's bytes for floats), or None."""
+    value = array.attrs.get("_FillValue")
+    if isinstance(value, str):  # xarray writes a float fill as the base64 of its little-endian float64
+        return struct.unpack("<d", base64.standard_b64decode(value))[0]
+    return value
+
+
+def stored_as_is(dataset: xr.Dataset, layout: StoreLayout, region_dims: set[str]) -> bool:
+    """Whether CF encoding would leave the dataset's values unchanged, so they can be written as they are: every
+    data variable in memory (not lazy), numeric in its stored dtype with no scale or offset, a float one with no fill value
+    but NaN, and no coordinate beyond the indexes that place the region (those xarray would write too)."""
+    for name, variable in dataset.data_vars.items():
+        array = layout.arrays.get(name)
+        if array is None or variable.dtype != array.dtype or variable.dtype.kind not in "fiu":
+            return False
+        if variable.chunks is not None:  # lazy: xarray writes it chunk by chunk as computed, never whole in memory
+            return False
+        if {"scale_factor", "add_offset"} & set(array.attrs):
+            return False
+        fill = _cf_fill(array)
+        if variable.dtype.kind == "f" and fill is not None and not np.isnan(fill):
+            return False
+    return not any(name not in dataset.indexes and set(coord.dims) & region_dims for name, coord in dataset.coords.items())
+
+
 def write_region(path: UPath, dataset: xr.Dataset, layout: StoreLayout | None = None, *,
-                 codec_pipeline: str | None = None, encoded: bool = False) -> dict[str, slice]:
+                 codec_pipeline: str | None = None, encoded: bool | None = None) -> dict[str, slice]:
     """Write ``dataset`` where its coordinates place it; idempotent, and marked complete only at the end.
     ``codec_pipeline``: a name from ``CODEC_PIPELINES`` (default: see ``codec_pipeline_name``).
-    ``encoded``: the data variables hold stored values (see ``write_encoded``); coordinates are only placed."""
+    ``encoded``: the data variables hold stored values (see ``write_encoded``); coordinates are only placed.
+    None: written as stored whenever CF encoding would not change them (``stored_as_is``), else through
+    xarray; both store the same bytes, the first without xarray's copies (benchmarks/io_managers.py)."""
     codec_pipeline = codec_pipeline_name(codec_pipeline)  # refused before anything changes
     layout = StoreLayout.read(path) if layout is None else layout
     region = region_of(path, dataset, layout)
+    if encoded is None:
+        encoded = stored_as_is(dataset, layout, set(region))
     marker = _marker(path, region, layout.sizes)
     if marker.exists():
         marker.unlink()
