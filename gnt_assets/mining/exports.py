@@ -346,8 +346,14 @@ def update_ledger(path: UPath, before: list[ExportRecord], after: list[ExportRec
     Returns the ledger as written; nothing is read or written when nothing changed (``after`` then). The lock is
     local (an ``flock``): writers on object stores are not serialized."""
     old = {ledger_key(r): r for r in before}
-    changed = {ledger_key(r): r for r in after if old.get(ledger_key(r)) != r}
-    removed = old.keys() - {ledger_key(r) for r in after}
+    key_of = {id(r): key for key, r in old.items()}  # a record kept as it was is the same object: no regex, no compare
+    changed, kept = {}, set()
+    for record in after:
+        key = key_of.get(id(record)) or ledger_key(record)
+        kept.add(key)
+        if old.get(key) is not record and old.get(key) != record:
+            changed[key] = record
+    removed = old.keys() - kept
     if not changed and not removed:
         return after
     with local_lock(path):
@@ -358,8 +364,8 @@ def update_ledger(path: UPath, before: list[ExportRecord], after: list[ExportRec
             disk_lines = [None] * len(disk)
         merged, lines = [], []
         for record, line in zip(disk, disk_lines, strict=True):
-            key = ledger_key(record)
-            raced = theirs_win and record != old.get(key)
+            key = key_of.get(id(record)) or ledger_key(record)
+            raced = theirs_win and old.get(key) is not record and record != old.get(key)
             if key in changed:
                 mine = changed.pop(key)
                 record, line = (record, line) if raced else (mine, None)
