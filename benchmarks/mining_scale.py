@@ -240,20 +240,20 @@ def sensor(root: UPath, plans: dict, in_flight: int, profile: bool) -> None:
             _SERVER.counts.clear()
             load = Path("/proc/loadavg").read_text().split()[0]
             with dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor) as context:
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.process_time()
                 if profiler:
                     profiler.enable()
                 result = gee_export_sensor(context)
                 if profiler:
                     profiler.disable()
-                tick_s = time.perf_counter() - start
+                tick_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu
             if profiler:
                 pstats.Stats(profiler).sort_stats("cumulative").print_stats(22)
                 profiler = cProfile.Profile()
             cursor = result.cursor
             changed = sum(1 for key in with_drive if read_ledger(ledger_path(root, *key)) != world[key])
             print(f"   {tick} tick {tick_s:.1f} s (goal < {TICK_GOAL_S:.0f} s: {_verdict(tick_s, TICK_GOAL_S)}; load average {load} "
-                  f"at its start) over {len(ledgers):,} ledgers ({len(with_drive):,} with Drive tasks); "
+                  f"at its start; {cpu_s:.1f} s of CPU, the loopback server's included) over {len(ledgers):,} ledgers ({len(with_drive):,} with Drive tasks); "
                   f"{len(result.run_requests)} region runs requested; {result.skip_reason.skip_message if result.skip_reason else ''}")
             print(f"   requests served: {dict(sorted(_SERVER.counts.items()))}; ledgers differing from the setup's {changed:,}")
             world = {key: read_ledger(ledger_path(root, *key)) for key in with_drive}
