@@ -378,6 +378,18 @@ def update_ledger(path: UPath, before: list[ExportRecord], after: list[ExportRec
     return merged + added
 
 
+def upgrade_ledger(path: UPath, snapshot: LedgerSnapshot) -> bool:
+    """Rewrite a ledger of the older format (no summary line) as it was read, unless someone wrote it since: from
+    then on the sensor reads only its summary while it is quiet. True if rewritten."""
+    if snapshot.lines is not None:
+        return False
+    with local_lock(path):
+        if not path.exists() or ledger_stamp(path) != snapshot.stamp:
+            return False
+        write_ledger(path, snapshot.records)
+    return True
+
+
 def ledger_stamp(path: UPath) -> list:
     """What changes whenever the ledger is rewritten (every write is a new file: a new inode locally)."""
     stat = path.stat()

@@ -25,6 +25,7 @@ from gnt_assets.mining.exports import (
     summary_in_flight,
     summary_state,
     update_ledger,
+    upgrade_ledger,
     with_state,
 )
 from gnt_assets.mining.jobs import RUN_TAGS
@@ -180,6 +181,7 @@ def gee_export_sensor(context: dg.SensorEvaluationContext, storage: StorageResou
             # poll_ledger replaces changed records, never mutates one: the snapshot's records stay as read
             records, notes, free = poll_ledger(list(snapshot.records), earthengine, free, tasks=tasks)
             records = update_ledger(ledger, snapshot.records, records, theirs_win=True, snapshot=snapshot)  # only what changed
+            upgrade_ledger(ledger, snapshot)  # an older ledger without a summary line gets one (if no one wrote it)
         except Exception as error:  # one partition's failure never stops the tick for the others
             _report_broken(context, alerts, cursor, partition, error)
             continue

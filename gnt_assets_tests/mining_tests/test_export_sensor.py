@@ -238,3 +238,21 @@ def test_a_settled_ledger_is_only_summarized_until_an_export_waits_or_the_cursor
     for _ in range(3):
         cursor = sensor_tick(instance, resources, cursor).cursor
     assert sensor_tick(instance, resources, None).run_requests  # a lost cursor: the region requested again
+
+
+def test_a_ledger_of_the_older_format_is_read_and_given_its_summary_line(storage_root, instance):
+    import json
+
+    from gnt_assets.mining.exports import _plain, read_summary
+
+    resources = mining_resources(storage_root)
+    _submit(storage_root, resources)
+    cursor = None
+    for _ in range(2):  # every export completed: nothing left to change
+        cursor = sensor_tick(instance, resources, cursor).cursor
+    ledger = ledger_path(storage_root, "NAM", 2021)
+    records = read_ledger(ledger)
+    ledger.write_text(json.dumps([_plain(r) for r in records], indent=1))  # as written before summaries
+    assert read_summary(ledger) is None and read_ledger(ledger) == records
+    sensor_tick(instance, resources, cursor)
+    assert read_summary(ledger)["records"] == len(records) and read_ledger(ledger) == records
