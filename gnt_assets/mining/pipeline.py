@@ -28,6 +28,7 @@ from gnt_assets.mining.exports import (
     ExportError,
     ExportRecord,
     ExportSpec,
+    LedgerSnapshot,
     attempt_of,
     base_of,
     export_specs,
@@ -36,6 +37,7 @@ from gnt_assets.mining.exports import (
     in_flight,
     ledger_path,
     read_ledger,
+    read_snapshot,
     reset_clusters,
     route_for,
     update_ledger,
@@ -177,6 +179,7 @@ def compute_direct(root: UPath, earthengine, jobs: list[ExportRecord], ledger: U
         return []
     errors: list[str] = []
     lock = threading.Lock()
+    snapshot = read_snapshot(ledger)  # each export then writes its record without reading the ledger again
     workers = max(1, int(getattr(earthengine, "direct_workers", 20)))
     attempts = int(getattr(earthengine, "direct_retries", 6))
     delay = float(getattr(earthengine, "direct_backoff_seconds", 1.0))
@@ -186,9 +189,8 @@ def compute_direct(root: UPath, earthengine, jobs: list[ExportRecord], ledger: U
         data = _compute_with_backoff(earthengine, spec, attempts, delay)
         atomic_write_bytes(direct_path(root, spec.country, spec.year, spec.description), data)
         with lock:
-            before = replace(record)
             record.state = DONE
-            update_ledger(ledger, [before], [record])
+            _update_record(ledger, snapshot, record)
 
     with ThreadPoolExecutor(max_workers=min(workers, len(jobs)), thread_name_prefix="computePixels") as pool:
         futures = {pool.submit(run, record): record for record in jobs}
@@ -200,10 +202,16 @@ def compute_direct(root: UPath, earthengine, jobs: list[ExportRecord], ledger: U
                 errors.append(f"cluster {futures[future].spec.cluster_id[:8]}: {error}")
                 with lock:
                     record = futures[future]
-                    before = replace(record)
                     record.state, record.errors = "FAILED", [*record.errors, str(error)]
-                    update_ledger(ledger, [before], [record])
+                    _update_record(ledger, snapshot, record)
     return errors
+
+
+def _update_record(ledger: UPath, snapshot: LedgerSnapshot, record: ExportRecord) -> None:
+    """``record`` written into the ledger over its version there (a run's change wins); ``snapshot`` is the
+    ledger as this run last wrote it, so nothing is read again unless another writer wrote since."""
+    after = [r for r in snapshot.records if r.spec.description != record.spec.description]
+    update_ledger(ledger, snapshot.records, [*after, replace(record)], snapshot=snapshot)
 
 
 def _export_files(root: UPath, drive, record: ExportRecord, staging: Path) -> tuple[dict[str, bytes], list]:
