@@ -8,10 +8,11 @@ across the antimeridian (Fiji, Chukotka; rings drawn from 179.97 to -179.98, whi
 1. plan: ``validate_polygons`` -> ``cluster_country`` per country -> ``export_specs`` + ``route_for`` for every
    cluster and each of the 41 years 1984-2024 (goal < 60 s); cluster-years, exports per route; then the ledgers
    (``write_ledger``, one per country-year, every export QUEUED) as the exports asset would first write them.
-2. sensor: one ``gee_export_sensor`` tick (``build_sensor_context`` on ``dg.instance_for_test``) over those ledgers,
-   ``--in-flight`` Drive tasks RUNNING on a loopback server speaking the Earth Engine REST API to the real
-   ``GoogleEarthEngine`` resource (earthengine-api); 10 % of them have finished, so the tick also resubmits
-   failures and submits queued exports into the freed slots (goal < 30 s).
+2. sensor: two ``gee_export_sensor`` ticks (``build_sensor_context`` on ``dg.instance_for_test``) over those ledgers,
+   ``--in-flight`` Drive tasks RUNNING on ``gnt_assets.mining.local.earthengine_server`` (the loopback server
+   speaking the Earth Engine REST API) to the real ``GoogleEarthEngine`` resource (earthengine-api); 10 % of them
+   have finished before each tick, so the tick also resubmits failures and submits queued exports into the freed
+   slots (goal < 30 s each).
 3. throughput: ``compute_direct`` (the bounded computePixels pool) for ``--direct`` direct exports against the
    loopback server answering each computePixels after ``--latency`` s: requests/s beside pool size / latency.
 4. objects: the world's region stores, from the layout ``create_region`` writes (chunks or shards per tile, the
@@ -27,9 +28,7 @@ Usage: python benchmarks/mining_scale.py [--mines 45000] [--years 41] [--in-flig
 from __future__ import annotations
 
 import argparse
-import contextlib
 import cProfile
-import json
 import multiprocessing
 import pstats
 import resource
@@ -39,15 +38,11 @@ import threading
 import time
 from collections import Counter
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import ee
 import geopandas as gpd
 import numpy as np
 import shapely
-from affine import Affine
-from odc.geo.geobox import GeoBox
 from upath import UPath
 
 from gnt_assets.core.worldgrid import WORLD
@@ -61,7 +56,7 @@ from gnt_assets.mining.exports import (
     route_for,
     write_ledger,
 )
-from gnt_assets.mining.local.samples import geotiff_bytes
+from gnt_assets.mining.local.earthengine_server import earthengine_server
 from gnt_assets.mining.polygons import validate_polygons
 
 YEARS = range(1984, 2025)
@@ -189,111 +184,6 @@ def write_ledgers(root: UPath, plans: dict, what: str) -> None:
     print(f"   writing the {len(plans):,} ledgers ({what}): {seconds:.1f} s, {size / 1e6:,.0f} MB (setup, not measured)")
 
 
-TESTS_DATA = Path(ee.__file__).parent / "tests"  # earthengine-api's own discovery document and algorithm list
-
-
-class _EarthEngine(BaseHTTPRequestHandler):
-    """Loopback Earth Engine REST API: discovery, algorithms, operations (get, paged list), image:export and
-    image:computePixels (answered after ``latency`` seconds, concurrently: one thread per connection)."""
-
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # else headers and body, written apart, wait out a 40 ms delayed ACK on loopback
-    operations: dict = {}
-    latency = 0.0
-    counts: Counter = Counter()
-    lock = threading.Lock()
-    tiffs: dict = {}
-
-    def log_message(self, *args):
-        pass
-
-    def _reply(self, body, status: int = 200, content_type: str = "application/json") -> None:
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _count(self, kind: str) -> None:
-        with self.lock:
-            self.counts[kind] += 1
-
-    def do_GET(self):
-        path, _, query = self.path.partition("?")
-        if path.startswith("/$discovery"):
-            return self._reply(_DISCOVERY)
-        if "/algorithms" in path:
-            return self._reply(_ALGORITHMS)
-        if "/operations/" in path:
-            self._count("operations.get")
-            return self._reply(self.operations[path.split("/operations/")[1]])
-        if path.endswith("/operations"):
-            self._count("operations.list page")
-            params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
-            start, size = int(params.get("pageToken", 0) or 0), int(params.get("pageSize", 500))
-            ops = list(self.operations.values())
-            page = {"operations": ops[start : start + size]}
-            if start + size < len(ops):
-                page["nextPageToken"] = str(start + size)
-            return self._reply(page)
-        self.send_error(404)
-
-    def do_POST(self):
-        path = self.path.split("?")[0]
-        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-        if "/algorithms" in path:
-            return self._reply(_ALGORITHMS)
-        if path.endswith("image:export"):
-            self._count("image:export")
-            with self.lock:
-                op_id = f"OPX{len(self.operations):07d}"
-                self.operations[op_id] = _operation(op_id, body.get("description", ""), "PENDING")
-            return self._reply(self.operations[op_id])
-        if path.endswith("image:computePixels"):
-            self._count("image:computePixels")
-            time.sleep(self.latency)
-            return self._reply(_tiff(body["grid"]), content_type="image/tiff")
-        self.send_error(404)
-
-
-_DISCOVERY = json.loads((TESTS_DATA / "cloud_api_discovery_document.json").read_text())
-_ALGORITHMS = json.loads((TESTS_DATA / "algorithms.json").read_text())
-
-
-def _operation(op_id: str, description: str, state: str, error: str = "") -> dict:
-    op = {"name": f"projects/bench/operations/{op_id}", "done": state in ("SUCCEEDED", "FAILED"),
-          "metadata": {"description": description, "state": state, "createTime": "2026-01-01T00:00:00Z"}}
-    if error:
-        op["error"] = {"message": error}
-    return op
-
-
-def _tiff(grid: dict) -> bytes:
-    """A 7-band GeoTIFF of the requested size, made once per size (the server's CPU is not what is measured)."""
-    size = (grid["dimensions"]["height"], grid["dimensions"]["width"])
-    with _EarthEngine.lock:
-        if size not in _EarthEngine.tiffs:
-            t = grid["affineTransform"]
-            geobox = GeoBox(size, Affine(t["scaleX"], t["shearX"], t["translateX"], t["shearY"], t["scaleY"], t["translateY"]), "EPSG:4326")
-            _EarthEngine.tiffs[size] = geotiff_bytes(np.full((7, *size), 0.1, "float32"), geobox, None)
-        return _EarthEngine.tiffs[size]
-
-
-@contextlib.contextmanager
-def earthengine_server(latency: float = 0.0):
-    _EarthEngine.operations, _EarthEngine.latency, _EarthEngine.counts = {}, latency, Counter()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _EarthEngine)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def _client(url: str, **settings):
     from gnt_assets.mining.resources import GoogleEarthEngine
 
@@ -327,38 +217,47 @@ def sensor(root: UPath, plans: dict, in_flight: int, profile: bool) -> None:
                 continue
             record = replace(record, route="drive", state="QUEUED" if state == "QUEUED" else "RUNNING")
             if state != "QUEUED":
-                op_id = f"OP{len(_EarthEngine.operations):07d}"
-                _EarthEngine.operations[op_id] = _operation(op_id, record.spec.description, state,
-                                                            "Earth Engine memory capacity exceeded." if state == "FAILED" else "")
-                record = replace(record, task_id=op_id)
+                op = _SERVER.add(record.spec.description, state, "Earth Engine memory capacity exceeded." if state == "FAILED" else "")
+                record = replace(record, task_id=op["name"].rsplit("/", 1)[1])
             out.append(record)
         world[key] = out
     write_ledgers(root, world, "the sensor's world: direct exports done, Drive tasks running or queued")
     resources = {"storage": StorageResource(root=str(root)), "alerts": AlertSinksResource(),
-                 "earthengine": _client(_URL, max_in_flight=in_flight)}
+                 "earthengine": _client(_SERVER.url, max_in_flight=in_flight)}
     ledgers = ledger_paths(root)
     start = time.perf_counter()
     for path in ledgers:
         read_ledger(path)
     read_s = time.perf_counter() - start
-    _EarthEngine.counts.clear()
     profiler = cProfile.Profile() if profile else None
-    with dg.instance_for_test() as instance, dg.build_sensor_context(instance=instance, resources=resources) as context:
-        start = time.perf_counter()
-        if profiler:
-            profiler.enable()
-        result = gee_export_sensor(context)
-        if profiler:
-            profiler.disable()
-        tick_s = time.perf_counter() - start
-    changed = sum(1 for key in with_drive if read_ledger(ledger_path(root, *key)) != world[key])
-    print(f"   tick {tick_s:.1f} s (goal < {TICK_GOAL_S:.0f} s: {_verdict(tick_s, TICK_GOAL_S)}) over {len(ledgers):,} ledgers "
-          f"({len(with_drive):,} with Drive tasks); {len(result.run_requests)} region runs requested")
-    print(f"   requests served: {dict(sorted(_EarthEngine.counts.items()))}; ledgers rewritten {changed:,}")
-    print(f"   of which reading every ledger (read_ledger, timed alone): {read_s:.1f} s")
-    if profiler:
-        stats = pstats.Stats(profiler).sort_stats("cumulative")
-        stats.print_stats(18)
+    cursor = None
+    with dg.instance_for_test() as instance:
+        for tick in ("first", "next"):  # between the two, a tenth of the running tasks finish (one in five failed)
+            if tick == "next":
+                running = [op_id for op_id, op in _SERVER.operations.items() if op["metadata"]["state"] in ("PENDING", "RUNNING")]
+                for n, op_id in enumerate(running[::10]):
+                    _SERVER.set_state(op_id, *(("FAILED", "Earth Engine memory capacity exceeded.") if n % 5 == 4 else ("SUCCEEDED",)))
+            _SERVER.counts.clear()
+            load = Path("/proc/loadavg").read_text().split()[0]
+            with dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor) as context:
+                start, cpu = time.perf_counter(), time.process_time()
+                if profiler:
+                    profiler.enable()
+                result = gee_export_sensor(context)
+                if profiler:
+                    profiler.disable()
+                tick_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu
+            if profiler:
+                pstats.Stats(profiler).sort_stats("cumulative").print_stats(22)
+                profiler = cProfile.Profile()
+            cursor = result.cursor
+            changed = sum(1 for key in with_drive if read_ledger(ledger_path(root, *key)) != world[key])
+            print(f"   {tick} tick {tick_s:.1f} s (goal < {TICK_GOAL_S:.0f} s: {_verdict(tick_s, TICK_GOAL_S)}; load average {load} "
+                  f"at its start; {cpu_s:.1f} s of CPU, the loopback server's included) over {len(ledgers):,} ledgers ({len(with_drive):,} with Drive tasks); "
+                  f"{len(result.run_requests)} region runs requested; {result.skip_reason.skip_message if result.skip_reason else ''}")
+            print(f"   requests served: {dict(sorted(_SERVER.counts.items()))}; ledgers differing from the setup's {changed:,}")
+            world = {key: read_ledger(ledger_path(root, *key)) for key in with_drive}
+    print(f"   reading every ledger (read_ledger, timed alone): {read_s:.1f} s")
 
 
 def throughput(root: UPath, plans: dict, n: int, workers: int, latency: float) -> None:
@@ -369,16 +268,17 @@ def throughput(root: UPath, plans: dict, n: int, workers: int, latency: float) -
     (country, year), records = max(plans.items(), key=lambda item: len(item[1]))
     records = [replace(r) for r in records if r.route == "direct"]
     jobs = records[:n]
-    earthengine = _client(_URL_SLOW, direct_workers=workers)
+    earthengine = _client(_SLOW.url, direct_workers=workers)
     earthengine._client()  # initialized once per run, before the pool: not part of the throughput
-    _EarthEngine.counts.clear()
+    ledger = ledger_path(root, country, f"{year}-direct")
+    write_ledger(ledger, records)
     start = time.perf_counter()
-    errors = compute_direct(root, earthengine, jobs, records, ledger_path(root, country, f"{year}-direct"))
+    errors = compute_direct(root, earthengine, jobs, ledger)
     seconds = time.perf_counter() - start
     rate, ideal = len(jobs) / seconds, workers / latency
     mean = np.mean([j.spec.nbytes for j in jobs]) / 1e6
     print(f"   {rate:.1f} requests/s ({seconds:.1f} s for {len(jobs)}, {len(errors)} errors; regions of {mean:.1f} MB on average, "
-          f"written to disk and the {len(records):,}-record ledger rewritten after each); pool size / latency = {ideal:.1f}/s "
+          f"written to disk and the {len(records):,}-record ledger updated after each); pool size / latency = {ideal:.1f}/s "
           f"({rate / ideal:.0%} of it); one request at a time would give {1 / latency:.1f}/s")
 
 
@@ -484,11 +384,11 @@ def memory(root: UPath, clusters: dict, mines: gpd.GeoDataFrame, sample: int) ->
           f"(goal < {MEMORY_GOAL_GB:.0f} GB: {_verdict(projected / 1024, MEMORY_GOAL_GB)})")
 
 
-_URL = _URL_SLOW = ""
+_SERVER = _SLOW = None
 
 
 def main() -> None:
-    global _URL, _URL_SLOW
+    global _SERVER, _SLOW
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mines", type=int, default=45_000)
     parser.add_argument("--years", type=int, default=41, help="years from 1984")
@@ -498,16 +398,16 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=1.0, help="server-side seconds per computePixels request")
     parser.add_argument("--tile-sample", type=int, default=600, help="tile rows of the largest country-year for the memory part")
     parser.add_argument("--shard-tiles", type=int, default=16, help="shard side in tiles for the object count's comparison")
-    parser.add_argument("--profile", action="store_true", help="print a cProfile of the sensor tick")
+    parser.add_argument("--profile", action="store_true", help="print a cProfile of each sensor tick")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: sensor,throughput,objects,memory")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     years = range(1984, 1984 + args.years)
     frame = generate(args.mines)
     clusters, plans = plan(frame, years)
-    with tempfile.TemporaryDirectory(prefix="mining-scale-") as tmp, earthengine_server() as url, \
-            earthengine_server(args.latency) as slow:
-        _URL, _URL_SLOW = url, slow
+    with tempfile.TemporaryDirectory(prefix="mining-scale-") as tmp, earthengine_server(project="bench") as fast, \
+            earthengine_server(project="bench", latency=args.latency, tiff_per_size=True) as slow:
+        _SERVER, _SLOW = fast, slow
         root = UPath(tmp)
         if "sensor" not in skip:
             sensor(root, plans, args.in_flight, args.profile)

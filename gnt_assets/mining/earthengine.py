@@ -10,7 +10,7 @@ from typing import Any
 
 import shapely
 
-from gnt_assets.mining.exports import COLLECTION, ExportError, ExportSpec, TaskState, export_request
+from gnt_assets.mining.exports import COLLECTION, ExportError, ExportSpec, TaskListing, TaskState, export_request
 from gnt_assets.mining.regions import BANDS
 
 
@@ -34,24 +34,11 @@ def _task(operation: dict) -> TaskState:
     return TaskState(task["id"], task.get("description", ""), task.get("state", "UNKNOWN"), task.get("error_message", ""))
 
 
-def find_task(ee: Any, description: str) -> TaskState | None:
-    """The newest task with this description (any state), so a re-run reuses it instead of resubmitting."""
-    matches = [op for op in ee.data.listOperations() if op.get("metadata", {}).get("description") == description]
-    if not matches:
-        return None
-    return _task(max(matches, key=lambda op: op["metadata"].get("createTime", "")))
-
-
-def list_tasks(ee: Any) -> dict[str, TaskState]:
-    """Every task of the project, newest per description, from one listing (``listOperations`` pages through
-    all operations once): look-ups for a whole run or sensor tick cost one listing, not one per cluster."""
-    newest: dict[str, tuple[str, dict]] = {}
-    for op in ee.data.listOperations():
-        meta = op.get("metadata", {})
-        name, created = meta.get("description"), meta.get("createTime", "")
-        if name and (name not in newest or created > newest[name][0]):
-            newest[name] = (created, op)
-    return {name: _task(op) for name, (_, op) in newest.items()}
+def list_tasks(ee: Any) -> TaskListing:
+    """Every task of the project from one listing: ``listOperations`` pages through ``projects/<p>/operations``
+    once (500 a page), so a whole sensor tick or run costs one listing, not a request per task or cluster."""
+    operations = sorted(ee.data.listOperations(), key=lambda op: op.get("metadata", {}).get("createTime", ""))
+    return TaskListing(_task(op) for op in operations)
 
 
 def submit_export(ee: Any, spec: ExportSpec, folder: str) -> TaskState:
@@ -84,7 +71,10 @@ def _start_export(ee: Any, spec: ExportSpec, folder: str) -> Any:
 
 
 def task_status(ee: Any, task_id: str) -> TaskState:
+    """One task's state (``operations.get``), for a task missing from the tick's listing; unknown raises."""
     status = ee.data.getTaskStatus(task_id)[0]
+    if status["state"] == "UNKNOWN":
+        raise ExportError(f"Earth Engine has no task {task_id}")
     return TaskState(task_id, status.get("description", ""), status["state"], status.get("error_message", ""))
 
 

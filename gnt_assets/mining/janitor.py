@@ -24,7 +24,7 @@ from gnt_assets.core.atomic import remove_if_unused
 from gnt_assets.core.packed_tensors import INDEX_NAME, PackedTensorError, open_packed, verify_packed
 from gnt_assets.io_managers.geoparquet import read_table
 from gnt_assets.io_managers.mmap_tensors import tensor_folder
-from gnt_assets.mining.exports import description, ledger_path, read_ledger, reset_clusters, without_skipped, write_ledger
+from gnt_assets.mining.exports import description, ledger_path, read_ledger, reset_clusters, update_ledger, without_skipped
 from gnt_assets.mining.regions import region_path
 from gnt_assets.mining.training_tiles import (
     TrainingTileError,
@@ -173,11 +173,11 @@ def reset_for_missing_chunks(root: UPath, findings: Iterable[Finding]) -> dict[s
         clusters = clusters_table(root, country)
         ids = [row.cluster_id for row in clusters.itertuples() if any((int(ix), int(iy)) in tiles for ix, iy in row.tiles)]
         ledger = ledger_path(root, country, year)
-        records = read_ledger(ledger)
-        known = {r.spec.cluster_id for r in records}
-        records, done = reset_clusters(records, [i for i in ids if i in known], reason="janitor: region chunks missing")
+        before = read_ledger(ledger)
+        known = {r.spec.cluster_id for r in before}
+        records, done = reset_clusters(before, [i for i in ids if i in known], reason="janitor: region chunks missing")
         if done:
-            write_ledger(ledger, records)
+            update_ledger(ledger, before, records)
             for record in records:
                 if record.route == "direct" and record.spec.description in done:
                     (root / "mining" / "direct" / country / year / f"{record.spec.description}.tif").unlink(missing_ok=True)

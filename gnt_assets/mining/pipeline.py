@@ -28,6 +28,7 @@ from gnt_assets.mining.exports import (
     ExportError,
     ExportRecord,
     ExportSpec,
+    LedgerSnapshot,
     attempt_of,
     base_of,
     export_specs,
@@ -36,11 +37,12 @@ from gnt_assets.mining.exports import (
     in_flight,
     ledger_path,
     read_ledger,
+    read_snapshot,
     reset_clusters,
     route_for,
+    update_ledger,
     with_attempt,
     with_state,
-    write_ledger,
 )
 from gnt_assets.mining.polygons import PolygonFileError, ValidatedPolygons, validate_polygons
 from gnt_assets.mining.regions import country_geobox, create_region, region_path, write_cluster
@@ -106,7 +108,8 @@ def submit_exports(root: UPath, earthengine, clusters: gpd.GeoDataFrame, country
     Direct exports run on a pool of ``earthengine.direct_workers`` threads; the ledger is written as each finishes.
     """
     ledger = ledger_path(root, country, year)
-    stored = read_ledger(ledger)
+    on_disk = read_ledger(ledger)
+    stored = [replace(r) for r in on_disk]  # copies: records below are updated in place, the ledger gets the difference
     counts = {"submitted": 0, "reused": 0, "queued": 0, "direct": 0, "drive": 0, "reset": 0}
     if reset:
         stored, done = reset_clusters(stored, reset)
@@ -147,8 +150,8 @@ def submit_exports(root: UPath, earthengine, clusters: gpd.GeoDataFrame, country
             continue
         counts[route] += 1
         records.append(record)
-    write_ledger(ledger, records)  # every export known before the slow direct requests start
-    errors += compute_direct(root, earthengine, direct_jobs, records, ledger)
+    update_ledger(ledger, on_disk, records)  # every export known before the slow direct requests start
+    errors += compute_direct(root, earthengine, direct_jobs, ledger)
     return records, counts, errors
 
 
@@ -168,14 +171,15 @@ def _compute_with_backoff(earthengine, spec: ExportSpec, attempts: int, base_del
     raise AssertionError("unreachable")
 
 
-def compute_direct(root: UPath, earthengine, jobs: list[ExportRecord], records: list[ExportRecord], ledger: UPath) -> list[str]:
+def compute_direct(root: UPath, earthengine, jobs: list[ExportRecord], ledger: UPath) -> list[str]:
     """The direct exports on a bounded thread pool (``earthengine.direct_workers``, Earth Engine allows about 40
-    concurrent requests); each GeoTIFF is written atomically and its record marked done in the ledger as it lands.
-    Returns one error per failed cluster; the others are kept."""
+    concurrent requests); each GeoTIFF is written atomically and its record (updated in place) marked done in the
+    ledger as it lands. Returns one error per failed cluster; the others are kept."""
     if not jobs:
         return []
     errors: list[str] = []
     lock = threading.Lock()
+    snapshot = read_snapshot(ledger)  # each export then writes its record without reading the ledger again
     workers = max(1, int(getattr(earthengine, "direct_workers", 20)))
     attempts = int(getattr(earthengine, "direct_retries", 6))
     delay = float(getattr(earthengine, "direct_backoff_seconds", 1.0))
@@ -186,7 +190,7 @@ def compute_direct(root: UPath, earthengine, jobs: list[ExportRecord], records: 
         atomic_write_bytes(direct_path(root, spec.country, spec.year, spec.description), data)
         with lock:
             record.state = DONE
-            write_ledger(ledger, records)
+            _update_record(ledger, snapshot, record)
 
     with ThreadPoolExecutor(max_workers=min(workers, len(jobs)), thread_name_prefix="computePixels") as pool:
         futures = {pool.submit(run, record): record for record in jobs}
@@ -197,10 +201,17 @@ def compute_direct(root: UPath, earthengine, jobs: list[ExportRecord], records: 
                     raise error
                 errors.append(f"cluster {futures[future].spec.cluster_id[:8]}: {error}")
                 with lock:
-                    futures[future].state = "FAILED"
-                    futures[future].errors = [*futures[future].errors, str(error)]
-                    write_ledger(ledger, records)
+                    record = futures[future]
+                    record.state, record.errors = "FAILED", [*record.errors, str(error)]
+                    _update_record(ledger, snapshot, record)
     return errors
+
+
+def _update_record(ledger: UPath, snapshot: LedgerSnapshot, record: ExportRecord) -> None:
+    """``record`` written into the ledger over its version there (a run's change wins); ``snapshot`` is the
+    ledger as this run last wrote it, so nothing is read again unless another writer wrote since."""
+    after = [r for r in snapshot.records if r.spec.description != record.spec.description]
+    update_ledger(ledger, snapshot.records, [*after, replace(record)], snapshot=snapshot)
 
 
 def _export_files(root: UPath, drive, record: ExportRecord, staging: Path) -> tuple[dict[str, bytes], list]:
@@ -263,12 +274,12 @@ def write_regions(root: UPath, drive, clusters: gpd.GeoDataFrame, country: str, 
             for staged in [*staging.glob(f"{record.spec.description}.tif*"), *staging.glob(f"{record.spec.description}-*")]:
                 staged.unlink()
             continue
+        before = replace(record)
         record.downloaded = True  # the pixels are in the region: recorded before the Drive files go
-        write_ledger(ledger, records)
+        update_ledger(ledger, [before], [record])
         for file in listed:
             drive.delete(file.file_id)
             (staging / file.name).unlink(missing_ok=True)
             deleted += 1
         written.append(record.spec.cluster_id)
-    write_ledger(ledger, records)
     return {"path": path, "written": written, "errors": errors, "drive_deleted": deleted, "skipped_failed": failed}

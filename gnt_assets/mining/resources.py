@@ -25,6 +25,7 @@ from gnt_assets.mining.exports import (
     COMPUTE_PIXELS_MAX_BYTES,
     MAX_IN_FLIGHT,
     ExportSpec,
+    TaskListing,
     TaskState,
 )
 
@@ -41,12 +42,16 @@ class EarthEngineResource(dg.ConfigurableResource):
     direct_retries: int = Field(default=6, description="Tries of a computePixels request answered 429 or a quota error.")
     direct_backoff_seconds: float = Field(default=1.0, description="First backoff after a 429/quota answer; doubles per try.")
 
-    def find_task(self, description: str) -> TaskState | None:
+    def task_listing(self) -> TaskListing:
+        """Every task from one listing: by id and newest per description."""
         raise NotImplementedError
 
     def task_index(self) -> dict[str, TaskState]:
         """description -> newest task, from one listing."""
-        raise NotImplementedError
+        return self.task_listing().newest
+
+    def find_task(self, description: str) -> TaskState | None:
+        return self.task_index().get(description)
 
     def submit(self, spec: ExportSpec) -> TaskState:
         raise NotImplementedError
@@ -112,10 +117,7 @@ class GoogleEarthEngine(EarthEngineResource, GoogleAuth):
             self._ee = ee
         return self._ee
 
-    def find_task(self, description: str) -> TaskState | None:
-        return ee_api.find_task(self._client(), description)
-
-    def task_index(self) -> dict[str, TaskState]:
+    def task_listing(self) -> TaskListing:
         return ee_api.list_tasks(self._client())
 
     def submit(self, spec: ExportSpec) -> TaskState:

@@ -15,13 +15,18 @@ from gnt_assets.mining.exports import (
     FAILED_STATES,
     QUEUED,
     ExportError,
+    TaskListing,
     active_tasks,
     ledger_paths,
     next_attempt,
     partition_state,
-    read_ledger,
+    read_snapshot,
+    read_summary,
+    summary_in_flight,
+    summary_state,
+    update_ledger,
+    upgrade_ledger,
     with_state,
-    write_ledger,
 )
 from gnt_assets.mining.jobs import RUN_TAGS
 from gnt_assets.mining.resources import EarthEngineResource
@@ -32,19 +37,41 @@ from gnt_assets.resources.storage import StorageResource
 MAX_ATTEMPTS = 3  # the seed's MAX_RETRIES
 
 
+class TickTasks:
+    """One listing of Earth Engine's tasks, taken when first needed and shared by every ledger of a tick (or run):
+    task states for polling and the look-up by description before submitting."""
+
+    def __init__(self, earthengine: EarthEngineResource) -> None:
+        self._earthengine, self._listing, self._error = earthengine, None, None
+
+    @property
+    def listing(self) -> TaskListing:
+        if self._error is not None:  # a failed listing is not retried for every partition of the tick
+            raise self._error
+        if self._listing is None:
+            try:
+                self._listing = self._earthengine.task_listing()
+            except Exception as error:
+                self._error = error
+                raise
+        return self._listing
+
+
 def poll_ledger(records: list, earthengine: EarthEngineResource, free: int, max_attempts: int = MAX_ATTEMPTS,
-                tasks: dict | None = None) -> tuple[list, list[str], int]:
+                tasks: TickTasks | None = None) -> tuple[list, list[str], int]:
     """Updated records, a log line per change and the free slots left: poll open tasks, resubmit failures below
     the limit as a new attempt (a new description, so no old task is revived) and submit queued exports while
-    slots are free. ``tasks`` (description -> task, one listing per tick) finds a queued export's task submitted
-    before its record was written; without it the listing is taken once, when first needed. A changed record is
+    slots are free. States and the look-up of a queued export's task (submitted before its record was written)
+    come from ``tasks``, one listing per tick; a task missing from it is asked for alone. A changed record is
     replaced by a new one, never mutated, so the caller can compare against a shallow copy."""
+    tasks = tasks or TickTasks(earthengine)
     notes = []
     for i, record in enumerate(records):
         if record.route != "drive" or record.state == DONE or record.downloaded:
             continue
         if record.state in ACTIVE:
-            record = with_state(record, earthengine.status(record.task_id))
+            task = tasks.listing.by_id.get(record.task_id)
+            record = with_state(record, task or earthengine.status(record.task_id))
             free += record.state not in ACTIVE
         retry = record.state in FAILED_STATES and record.tries < max_attempts
         if (retry or record.state == QUEUED) and free > 0:
@@ -53,9 +80,7 @@ def poll_ledger(records: list, earthengine: EarthEngineResource, free: int, max_
                              f"resubmitting as attempt {record.attempts + 1}")
                 record = replace(next_attempt(record), state=QUEUED)
             try:
-                if tasks is None:
-                    tasks = earthengine.task_index()
-                task = tasks.get(record.spec.description)
+                task = tasks.listing.newest.get(record.spec.description)
                 record = with_state(record, task or earthengine.submit(record.spec))
             except ExportError as error:  # refused: counts as a failed attempt, with Earth Engine's text
                 record = replace(record, state="FAILED", errors=[*record.errors, str(error)])
@@ -64,27 +89,24 @@ def poll_ledger(records: list, earthengine: EarthEngineResource, free: int, max_
     return records, notes, free
 
 
-def save_changes(ledger, before: list, after: list) -> bool:
-    """Write the ledger only if a record changed; a record marked downloaded on disk meanwhile (the region step
-    runs while the sensor polls) is kept as it is on disk, never undone from this tick's snapshot."""
-    if before == after:
+def _quiet(summary: dict | None, mark: str | None, tasks: TickTasks) -> bool:
+    """Polling the ledger would change nothing and it needs no region request: Earth Engine reports each of its
+    in-flight tasks in the state its summary records, and it is still running or its state was already acted on
+    (exports waiting for a slot are the caller's to check: see :func:`_waiting`)."""
+    if summary is None:
         return False
-    on_disk = {r.spec.description: r for r in read_ledger(ledger)}
-    merged = [on_disk[r.spec.description] if r.spec.description in on_disk and on_disk[r.spec.description].downloaded else r for r in after]
-    write_ledger(ledger, merged)
-    return True
+    active = [(task_id, state) for route, task_id, state, _ in summary["open"] if route == "drive" and state in ACTIVE]
+    by_id = tasks.listing.by_id if active else {}
+    if not all(task_id in by_id and by_id[task_id].state == state for task_id, state in active):
+        return False
+    state = summary_state(summary, MAX_ATTEMPTS)
+    return state == "running" or summary["downloaded"] == summary["records"] or mark == f"{state}:{summary['attempts']}"
 
 
-class _LazyTasks:
-    """description -> task from one listing, taken on first use."""
-
-    def __init__(self, earthengine: EarthEngineResource) -> None:
-        self._earthengine, self._index = earthengine, None
-
-    def get(self, name: str):
-        if self._index is None:
-            self._index = self._earthengine.task_index()
-        return self._index.get(name)
+def _waiting(summary: dict) -> int:
+    """Drive exports that wait for a free slot: queued, or failed and due for resubmission."""
+    return sum(route == "drive" and (state == QUEUED or (state in FAILED_STATES and tries < MAX_ATTEMPTS))
+               for route, _, state, tries in summary["open"])
 
 
 def _partition(ledger) -> tuple[str, str, str]:
@@ -127,25 +149,39 @@ def gee_export_sensor(context: dg.SensorEvaluationContext, storage: StorageResou
     """Polls the export tasks of every country-year; requests ``landsat_regions`` once all completed and reports
     partitions whose exports failed ``MAX_ATTEMPTS`` times with the Earth Engine error text. The run also makes the
     training tiles and their HPC copy, so a backfill of ``landsat_exports`` alone ends with verified tiles on the target. A partition whose ledger
-    cannot be read or whose polling raises is reported (log every tick, alert once) and the tick goes on."""
+    cannot be read or whose polling raises is reported (log every tick, alert once) and the tick goes on.
+
+    A tick costs one listing of Earth Engine's tasks and the first line (the summary) of every ledger; it parses
+    only the ledgers with a task that changed state, exports waiting for a free slot or a state to act on, and
+    writes only the records it changed, never over another writer's (:func:`update_ledger`)."""
     cursor = json.loads(context.cursor or "{}")  # partition -> "requested:<attempts>", "failed:<attempts>" or "error:<hash>"
     requests = []
-    ledgers = {}
-    for path in ledger_paths(storage.root_path):  # each read once per tick
+    tasks = TickTasks(earthengine)  # one listing of Earth Engine's tasks per tick, taken only if a ledger needs it
+    ledgers, quiet = {}, {}
+    for path in ledger_paths(storage.root_path):
+        partition = _partition(path)[2]
         try:
-            ledgers[path] = read_ledger(path)
+            summary = read_summary(path)
+            if _quiet(summary, cursor.get(partition), tasks):
+                quiet[path] = summary  # not read, unless it has exports waiting and a slot is free
+            else:
+                ledgers[path] = read_snapshot(path)
         except Exception as error:  # a torn or foreign ledger file is this partition's problem only
-            _report_broken(context, alerts, cursor, _partition(path)[2], error)
-    free = earthengine.max_in_flight - sum(active_tasks(records) for records in ledgers.values())
-    tasks = _LazyTasks(earthengine)  # one listing of Earth Engine's tasks per tick, taken only if a queued export needs it
-    for ledger, records in ledgers.items():
+            _report_broken(context, alerts, cursor, partition, error)
+    free = (earthengine.max_in_flight - sum(active_tasks(snapshot.records) for snapshot in ledgers.values())
+            - sum(summary_in_flight(summary) for summary in quiet.values()))
+    for ledger in sorted([*ledgers, *quiet]):
         country, year, partition = _partition(ledger)
-        if not records or all(r.downloaded for r in records):
-            continue
         try:
-            before = list(records)  # poll_ledger replaces changed records, never mutates one: a shallow copy suffices
-            records, notes, free = poll_ledger(records, earthengine, free, tasks=tasks)
-            save_changes(ledger, before, records)
+            if ledger in quiet:
+                if not (_waiting(quiet[ledger]) and free > 0):
+                    continue
+                ledgers[ledger] = read_snapshot(ledger)
+            snapshot = ledgers[ledger]
+            # poll_ledger replaces changed records, never mutates one: the snapshot's records stay as read
+            records, notes, free = poll_ledger(list(snapshot.records), earthengine, free, tasks=tasks)
+            records = update_ledger(ledger, snapshot.records, records, theirs_win=True, snapshot=snapshot)  # only what changed
+            upgrade_ledger(ledger, snapshot)  # an older ledger without a summary line gets one (if no one wrote it)
         except Exception as error:  # one partition's failure never stops the tick for the others
             _report_broken(context, alerts, cursor, partition, error)
             continue
@@ -153,17 +189,17 @@ def gee_export_sensor(context: dg.SensorEvaluationContext, storage: StorageResou
             context.log.warning(f"{partition}: {note}")
         state = partition_state(records, MAX_ATTEMPTS)
         mark = f"{state}:{sum(r.attempts for r in records)}"
-        if cursor.get(partition) == mark or state == "running":
-            continue
-        cursor[partition] = mark
-        if state in ("complete", "partial"):  # failed clusters are skipped by the region step and named there
-            key = dg.MultiPartitionKey({"country": country, "year": year})
-            requests.append(dg.RunRequest(partition_key=key, run_key=f"landsat_regions:{partition}:{mark}", asset_selection=CHAIN))
-        if state in ("partial", "failed"):
-            failed = [f"{r.spec.description}: {r.errors[-1] if r.errors else r.state}" for r in records if r.state in FAILED_STATES]
-            alerts.send({"text": f"mining exports {partition}: {len(failed)} failed {MAX_ATTEMPTS} times: {'; '.join(failed)}"
-                                 + ("; the region is written without them (reset them to redo)" if state == "partial" else ""),
-                         "partition": partition, "asset": "landsat_exports"}, log=context.log)
-    idle = None if requests else (f"no country-year newly ready for its region run ({len(ledgers)} polled, "
-                                  f"{earthengine.max_in_flight - free} export tasks in flight)")
+        if records and not all(r.downloaded for r in records) and cursor.get(partition) != mark and state != "running":
+            cursor[partition] = mark
+            if state in ("complete", "partial"):  # failed clusters are skipped by the region step and named there
+                key = dg.MultiPartitionKey({"country": country, "year": year})
+                requests.append(dg.RunRequest(partition_key=key, run_key=f"landsat_regions:{partition}:{mark}", asset_selection=CHAIN))
+            if state in ("partial", "failed"):
+                failed = [f"{r.spec.description}: {r.errors[-1] if r.errors else r.state}" for r in records if r.state in FAILED_STATES]
+                alerts.send({"text": f"mining exports {partition}: {len(failed)} failed {MAX_ATTEMPTS} times: {'; '.join(failed)}"
+                                     + ("; the region is written without them (reset them to redo)" if state == "partial" else ""),
+                             "partition": partition, "asset": "landsat_exports"}, log=context.log)
+    summarized = sum(1 for path in quiet if path not in ledgers)
+    idle = None if requests else (f"no country-year newly ready for its region run ({len(ledgers)} ledgers read, {summarized} "
+                                  f"quiet ones only summarized; {earthengine.max_in_flight - free} export tasks in flight)")
     return dg.SensorResult(run_requests=requests, skip_reason=idle, cursor=json.dumps(cursor, sort_keys=True))

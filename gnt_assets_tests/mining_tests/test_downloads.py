@@ -59,6 +59,7 @@ def test_clip_is_the_union_of_the_cluster_whole_world_tiles(spec):
     assert clip.geom_type == "Polygon" and clip.symmetric_difference(shapely.box(*bounds)).area < 1e-12  # edge tiles whole
     tile = world_tile(*next(iter(_cluster_tiles(spec))))
     assert clip.contains(shapely.box(*tile.extent.boundingbox).buffer(-1e-7))
+    assert len(clip.exterior.coords) == 5  # a rectangle of tiles: no vertex left along its straight edges
 
 
 def _cluster_tiles(spec):

@@ -7,6 +7,7 @@ import pytest
 from gnt_assets.mining.clusters import cluster_country
 from gnt_assets.mining.downloads import ExportFileError
 from gnt_assets.mining.exports import ExportError, base_of, ledger_path, read_ledger
+from gnt_assets.mining.local.earthengine import LocalEarthEngine
 from gnt_assets.mining.local.samples import sample_polygons
 from gnt_assets.mining.pipeline import submit_exports
 from gnt_assets.mining.polygons import validate_polygons
@@ -141,24 +142,117 @@ def test_one_partition_failing_inside_a_tick_is_reported_and_the_others_go_on(st
     assert logged.count("gnt alert: mining exports BWA|2021: polling failed") == 1  # alerted once, logged each tick
 
 
-def test_sensor_writes_only_changed_ledgers_and_never_undoes_a_downloaded_mark(storage_root, instance):
-    from copy import deepcopy
+def test_ledger_update_writes_only_changes_and_never_undoes_another_writers_record(storage_root):
     from dataclasses import replace
 
-    from gnt_assets.mining.exports import write_ledger
-    from gnt_assets.mining.sensors import save_changes
+    from gnt_assets.mining.exports import ledger_stamp, read_snapshot, update_ledger, write_ledger
 
     resources = mining_resources(storage_root)
     _submit(storage_root, resources)
     ledger = ledger_path(storage_root, "NAM", 2021)
-    snapshot = read_ledger(ledger)
-    assert not save_changes(ledger, deepcopy(snapshot), snapshot)  # nothing changed: not written
-    # meanwhile the region step marks one record downloaded; the sensor's change to another must not undo it
+    read = read_snapshot(ledger)
+    snapshot = read.records
+    assert update_ledger(ledger, snapshot, list(snapshot), theirs_win=True, snapshot=read) == snapshot
+    assert ledger_stamp(ledger) == read.stamp  # nothing changed: not written
+    polled = [replace(r, state="RUNNING") if i < 3 else r for i, r in enumerate(snapshot)]
+    assert update_ledger(ledger, snapshot, polled, theirs_win=True, snapshot=read) == polled == read_ledger(ledger)  # no race
+    read = read_snapshot(ledger)
+    snapshot = read.records
+    # meanwhile a run marks record 0 downloaded and a reset redoes record 2; the sensor changes 0, 1 and 2
     on_disk = read_ledger(ledger)
-    on_disk[0] = replace(on_disk[0], downloaded=True)
+    on_disk[0], on_disk[2] = replace(on_disk[0], downloaded=True), replace(on_disk[2], attempts=7)
     write_ledger(ledger, on_disk)
-    polled = deepcopy(snapshot)
-    polled[1] = replace(polled[1], state="RUNNING")
-    assert save_changes(ledger, snapshot, polled)
-    after = read_ledger(ledger)
-    assert after[0].downloaded and after[1].state == "RUNNING"
+    polled = [replace(r, state="QUEUED") if i < 3 else r for i, r in enumerate(snapshot)]
+    after = update_ledger(ledger, snapshot, polled, theirs_win=True, snapshot=read)  # rewritten since: merged, not overwritten
+    assert after == read_ledger(ledger)
+    assert after[0].downloaded and after[0].state == snapshot[0].state  # the sensor's change lost, the run's kept
+    assert after[1].state == "QUEUED" and after[2].attempts == 7 and after[2].state == snapshot[2].state
+    # a run's own changes win over the disk (its downloaded mark stands), records it dropped go
+    after = update_ledger(ledger, snapshot, [replace(snapshot[2], downloaded=True), *snapshot[3:]])
+    assert after[0].downloaded and after[0].attempts == 1 and [r.spec.description for r in after] == [r.spec.description for r in snapshot[2:]]
+
+
+class _RacingEarthEngine(LocalEarthEngine):
+    """The local Earth Engine, with a region run writing downloaded marks while the sensor takes its listing."""
+
+    def task_listing(self):
+        listing = super().task_listing()
+        for race in RACES:
+            race()
+        return listing
+
+
+RACES: list = []
+
+
+def test_a_downloaded_mark_written_by_a_run_during_the_tick_is_never_undone(storage_root, instance):
+    from dataclasses import replace
+
+    from gnt_assets.mining.exports import reset_clusters, update_ledger
+
+    resources = mining_resources(storage_root)
+    drive = _submit(storage_root, resources)
+    ledger = ledger_path(storage_root, "NAM", 2021)
+    sensor_tick(instance, resources)  # READY -> RUNNING
+    sensor_tick(instance, resources)  # -> COMPLETED: every drive export done, the region run requested
+    done = read_ledger(ledger)
+    assert all(r.state == "COMPLETED" for r in done)
+    # the janitor resets one cluster (the sensor will submit it) while the region run marks the others downloaded
+    reset, _ = reset_clusters(done, [drive[0].spec.cluster_id])
+    update_ledger(ledger, done, reset)
+    before = read_ledger(ledger)
+
+    def region_run():
+        update_ledger(ledger, before, [replace(r, downloaded=True) if r.state == "COMPLETED" else r for r in before])
+
+    RACES[:] = [region_run]
+    try:
+        racing = {**resources, "earthengine": _RacingEarthEngine(root=str(storage_root), direct_max_bytes=300_000, shard_width=128)}
+        sensor_tick(instance, racing)
+    finally:
+        RACES.clear()
+    after = {r.spec.cluster_id: r for r in read_ledger(ledger)}
+    assert after[drive[0].spec.cluster_id].state == "READY"  # the sensor's submission is written
+    assert all(r.downloaded for c, r in after.items() if c != drive[0].spec.cluster_id)  # and the run's marks stand
+
+
+def test_a_settled_ledger_is_only_summarized_until_an_export_waits_or_the_cursor_is_lost(storage_root, instance, monkeypatch):
+    from gnt_assets.mining import sensors
+    from gnt_assets.mining.exports import reset_clusters, update_ledger
+
+    resources = mining_resources(storage_root)
+    drive = _submit(storage_root, resources)
+    cursor = None
+    for _ in range(2):  # READY -> RUNNING -> COMPLETED: the region run is requested
+        cursor = sensor_tick(instance, resources, cursor).cursor
+    reads = []
+    read = sensors.read_snapshot
+    monkeypatch.setattr(sensors, "read_snapshot", lambda path: reads.append(path.stem) or read(path))
+    result = sensor_tick(instance, resources, cursor)
+    assert reads == [] and not result.run_requests and "0 ledgers read, 1 quiet ones only summarized" in result.skip_reason.skip_message
+    ledger = ledger_path(storage_root, "NAM", 2021)
+    before = read_ledger(ledger)
+    update_ledger(ledger, before, reset_clusters(before, [drive[0].spec.cluster_id])[0])  # a reset: it waits for a slot
+    cursor = sensor_tick(instance, resources, cursor).cursor
+    assert reads == ["2021"] and next(r for r in read_ledger(ledger) if r.spec.cluster_id == drive[0].spec.cluster_id).task_id
+    for _ in range(3):
+        cursor = sensor_tick(instance, resources, cursor).cursor
+    assert sensor_tick(instance, resources, None).run_requests  # a lost cursor: the region requested again
+
+
+def test_a_ledger_of_the_older_format_is_read_and_given_its_summary_line(storage_root, instance):
+    import json
+
+    from gnt_assets.mining.exports import _plain, read_summary
+
+    resources = mining_resources(storage_root)
+    _submit(storage_root, resources)
+    cursor = None
+    for _ in range(2):  # every export completed: nothing left to change
+        cursor = sensor_tick(instance, resources, cursor).cursor
+    ledger = ledger_path(storage_root, "NAM", 2021)
+    records = read_ledger(ledger)
+    ledger.write_text(json.dumps([_plain(r) for r in records], indent=1))  # as written before summaries
+    assert read_summary(ledger) is None and read_ledger(ledger) == records
+    sensor_tick(instance, resources, cursor)
+    assert read_summary(ledger)["records"] == len(records) and read_ledger(ledger) == records

@@ -1,9 +1,11 @@
 """A local Earth Engine: export tasks with asynchronous states that render into the local Drive folder.
 
-Each status poll moves a task one step: READY -> RUNNING -> COMPLETED (the
-GeoTIFF appears in the Drive folder then), or FAILED for descriptions listed in
-``fail_descriptions`` on their first ``fail_attempts`` attempts. Wide exports are
-sharded like Earth Engine does (``{prefix}-{row:010d}-{col:010d}.tif``).
+Each poll moves a task one step: READY -> RUNNING -> COMPLETED (the GeoTIFF
+appears in the Drive folder then), or FAILED for descriptions listed in
+``fail_descriptions`` on their first ``fail_attempts`` attempts. A poll is a
+task's status or a listing of every task (the sensor's one listing per tick,
+which moves every unfinished task), as time passing on the real service.
+Wide exports are sharded like Earth Engine does (``{prefix}-{row:010d}-{col:010d}.tif``).
 
 Masked pixels are written as Earth Engine writes them: 0, unless the request
 (:func:`~gnt_assets.mining.exports.export_request`, kept with the task as
@@ -22,7 +24,7 @@ from pydantic import Field
 from upath import UPath
 
 from gnt_assets.core.atomic import atomic_write_bytes, atomic_write_text
-from gnt_assets.mining.exports import ExportSpec, TaskState, attempt_of, export_request
+from gnt_assets.mining.exports import ExportSpec, TaskListing, TaskState, attempt_of, export_request
 from gnt_assets.mining.local.samples import (
     ensure_sample_polygons,
     geotiff_bytes,
@@ -60,15 +62,11 @@ class LocalEarthEngine(EarthEngineResource):
         folder = self._tasks()
         return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.exists() else []
 
-    def find_task(self, description: str) -> TaskState | None:
-        return self.task_index().get(description)
-
-    def task_index(self) -> dict[str, TaskState]:
-        newest: dict[str, dict] = {}
-        for task in self._all():
-            if task["description"] not in newest or task.get("seq", task["attempt"]) > newest[task["description"]].get("seq", newest[task["description"]]["attempt"]):
-                newest[task["description"]] = task
-        return {d: TaskState(t["id"], d, t["state"], t.get("error", "")) for d, t in newest.items()}
+    def task_listing(self) -> TaskListing:
+        """Every task, oldest first. A listing is a poll: each unfinished task moves one step first."""
+        tasks = [self._step(task) for task in self._all()]
+        tasks.sort(key=lambda t: (t.get("seq", t["attempt"]), t["id"]))
+        return TaskListing(TaskState(t["id"], t["description"], t["state"], t.get("error", "")) for t in tasks)
 
     def submit(self, spec: ExportSpec) -> TaskState:
         """A new task; ``attempt`` (for ``fail_attempts``) is the description's attempt number (``..._a2``)."""
@@ -80,7 +78,11 @@ class LocalEarthEngine(EarthEngineResource):
         return TaskState(task_id, spec.description, "READY")
 
     def status(self, task_id: str) -> TaskState:
-        task = self._load(task_id)
+        task = self._step(self._load(task_id))
+        return TaskState(task_id, task["description"], task["state"], task.get("error", ""))
+
+    def _step(self, task: dict) -> dict:
+        """The task one step further (READY -> RUNNING -> COMPLETED or FAILED), saved; finished ones stay."""
         if task["state"] == "READY":
             task["state"] = "RUNNING"
         elif task["state"] == "RUNNING":
@@ -91,8 +93,10 @@ class LocalEarthEngine(EarthEngineResource):
                 spec = ExportSpec(**{**task["spec"], "crs_transform": tuple(task["spec"]["crs_transform"])})
                 self._render_to_drive(spec, task.get("request", {}))
                 task["state"] = "COMPLETED"
+        else:
+            return task
         self._save(task)
-        return TaskState(task_id, task["description"], task["state"], task.get("error", ""))
+        return task
 
     def _pixels(self, spec: ExportSpec, request: dict):
         """The composite with masked pixels as Earth Engine writes them: 0 unless the request unmasks them."""
