@@ -21,14 +21,14 @@ import contextlib
 import hashlib
 import json
 import re
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from gnt_assets.mining.local.drive import file_id
+from gnt_assets.mining.local.loopback import serving
 
 FOLDER_MIME = "application/vnd.google-apps.folder"
 
@@ -207,13 +207,6 @@ def _handler(state: DriveServer):
 def drive_server(root: Path, **settings) -> Iterator[DriveServer]:
     """Serve the local Drive ``root`` on 127.0.0.1 (free port) until exit; ``settings`` are ``DriveServer`` fields."""
     state = DriveServer(root=Path(root), **settings)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, name="drive-server", daemon=True)
-    thread.start()
-    try:
+    with serving(_handler(state), "drive-server") as url:
+        state.url = url
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=30)

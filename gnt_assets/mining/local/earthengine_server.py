@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -31,6 +31,7 @@ import numpy as np
 from affine import Affine
 from odc.geo.geobox import GeoBox
 
+from gnt_assets.mining.local.loopback import serving
 from gnt_assets.mining.local.samples import geotiff_bytes
 
 DONE_STATES = ("SUCCEEDED", "FAILED", "CANCELLED")
@@ -170,14 +171,6 @@ def _handler(state: EarthEngineServer):
 def earthengine_server(**settings) -> Iterator[EarthEngineServer]:
     """Serve on 127.0.0.1 (free port) until exit; ``settings`` are ``EarthEngineServer`` fields."""
     state = EarthEngineServer(**settings)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    server.daemon_threads = True
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, name="earthengine-server", daemon=True)
-    thread.start()
-    try:
+    with serving(_handler(state), "earthengine-server") as url:
+        state.url = url
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=30)
