@@ -21,7 +21,6 @@ import http.server
 import json
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from upath import UPath
 from gnt_assets.conus404.aggregation import RECORD_END
 from gnt_assets.conus404.resources import Conus404Source
 from gnt_assets.conus404.variables import CATALOG
+from gnt_assets.core.loopback import serving
 from gnt_assets.resources.storage import s3_options
 
 # WRF's CONUS404 projection (cen_lat 39.100006, cen_lon -97.9, true latitudes 30/50, sphere R=6370 km).
@@ -339,15 +339,8 @@ def planetary_computer_api(href: str, blob_endpoint: str, behaviour: StacBehavio
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 self.wfile.write(data)
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Handler, "planetary-computer-token-server") as url:
+        yield url
 
 
 class LocalConus404Source(Conus404Source):

@@ -27,8 +27,8 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from gnt_assets.core.loopback import serving
 from gnt_assets.mining.local.drive import file_id
-from gnt_assets.mining.local.loopback import serving
 
 FOLDER_MIME = "application/vnd.google-apps.folder"
 

@@ -31,7 +31,7 @@ import numpy as np
 from affine import Affine
 from odc.geo.geobox import GeoBox
 
-from gnt_assets.mining.local.loopback import serving
+from gnt_assets.core.loopback import serving
 from gnt_assets.mining.local.samples import geotiff_bytes
 
 DONE_STATES = ("SUCCEEDED", "FAILED", "CANCELLED")

@@ -1,4 +1,5 @@
-"""The loopback HTTP servers' common part: a threaded server on 127.0.0.1 for as long as a block runs."""
+"""Loopback HTTP servers of the local stand-ins (Earth Engine, Drive, Planetary Computer's token service):
+a threaded server on 127.0.0.1 for as long as a block runs."""
 
 from __future__ import annotations
 
