@@ -189,8 +189,13 @@ def lose_the_code_server(instance, url: str, services: Services, loopback: Loopb
     def retried() -> list[dg.DagsterRun]:
         return list(instance.get_runs(dg.RunsFilter(tags={"dagster/root_run_id": lost})))
 
-    wait_until("the lost run's retry to succeed", lambda: any(r.status == dg.DagsterRunStatus.SUCCESS for r in retried()),
-               services, timeout=240)
+    # its worker imports gnt_assets once the restarted code server answers: minutes on 2 busy cores
+    try:
+        wait_until("the lost run's retry to succeed", lambda: any(r.status == dg.DagsterRunStatus.SUCCESS for r in retried()),
+                   services, timeout=420)
+    except pytest.fail.Exception as error:
+        states = [(r.run_id[:8], r.status.value, r.tags.get("dagster/retry_number")) for r in retried()]
+        raise pytest.fail.Exception(f"retries of {lost[:8]} (id, status, retry number): {states}\n{error}") from error
     return {"run": lost, "silent_for": failed_at - float(heartbeat(instance, lost)), "retries": [r.run_id for r in retried()]}
 
 
