@@ -370,12 +370,11 @@ def write_region(path: UPath, dataset: xr.Dataset, layout: StoreLayout | None = 
     marker = _marker(path, region, layout.sizes)
     if marker.exists():
         marker.unlink()
-    region_dims = set(region)
-    unrelated = [name for name, var in dataset.variables.items() if not set(var.dims) & region_dims]
     with writing_with(codec_pipeline, path):
         if encoded:
             write_encoded(dict(_open_group(path, mode="r+").arrays()), dataset, region, str(path))
         else:
+            unrelated = [name for name, var in dataset.variables.items() if not set(var.dims) & set(region)]
             portable_strings(dataset.drop_vars(unrelated)).to_zarr(
                 **_store_args(path), region=region, mode="r+", consolidated=False, zarr_format=3, write_empty_chunks=True
             )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from upath import UPath
 
-from gnt_assets.rasters.states import STATES
+from gnt_assets.rasters.states import STATES, read_state, read_states
 
 ADD_PARTITION = """
 mutation($selector: RepositorySelector!, $name: String!, $key: String!) {
@@ -135,8 +135,6 @@ def run_partition(args) -> int:
 
 def status(args) -> int:
     if args.raster_id:
-        from gnt_assets.rasters.states import read_state
-
         record = read_state(UPath(args.root) / "rasters", args.raster_id)
         if record is None:
             print(f"raster {args.raster_id!r}: no step has run for it under {args.root}", file=sys.stderr)
@@ -180,8 +178,6 @@ def _runs(args, statuses: list[str]) -> list[dict]:
 
 def queue_status(args) -> int:
     """Per raster job, its queued and running runs (and their partitions), and how many sources are in each state."""
-    from gnt_assets.rasters.states import STATES, read_states
-
     jobs = sorted({*JOBS.values(), "raster_archive_job", "raster_cache_cleanup"})
     queues = {job: {"queued": [], "running": []} for job in jobs}
     for run in _runs(args, ACTIVE):
@@ -198,8 +194,6 @@ def queue_status(args) -> int:
 def waiting_for(queue: str, root: UPath, grid_names: list[str]) -> list[str]:
     """Sources waiting for a queue's step, oldest first: validation (failed or never registered),
     raster_tiling (validated, no tiles yet), resampling (ready, some grid's result missing)."""
-    from gnt_assets.rasters.states import read_states
-
     folder = root / "rasters"
     waiting = []
     for key, record in sorted(read_states(folder).items(), key=lambda item: item[1]["since"]):

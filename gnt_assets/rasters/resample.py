@@ -204,14 +204,18 @@ class BlockPlan:
 
     rows: list[tuple[int, int]]
     batch_elements: int
-    gdal_cache_mb: int
 
     @classmethod
     def for_window(cls, height: int, width: int, memory_limit_mb: float) -> BlockPlan:
         budget = memory_limit_mb * 2**20
         block_rows = max(1, int(budget * 3 / 8 / (width * BYTES_PER_BLOCK_PIXEL)))
         rows = [(r, min(r + block_rows, height)) for r in range(0, height, block_rows)]
-        return cls(rows, max(4096, int(budget / 4 / BYTES_PER_SWEPT_PIXEL)), max(16, int(memory_limit_mb / 8)))
+        return cls(rows, max(4096, int(budget / 4 / BYTES_PER_SWEPT_PIXEL)))
+
+
+def gdal_cache_mb(memory_limit_mb: float) -> int:
+    """GDAL's block cache while a task reads: the eighth of its memory limit ``BlockPlan`` leaves for it."""
+    return max(16, int(memory_limit_mb / 8))
 
 
 class Progress:
@@ -268,7 +272,7 @@ def resample(info, cells: gpd.GeoDataFrame, grid_name: str, methods, store: Resu
                 counts["cache_hits"] += 1
                 tables.append(table)
     if todo:
-        with open_raster(located(info.path, like), cache_mb=max(16, int(memory_limit_mb / 8))) as src:
+        with open_raster(located(info.path, like), cache_mb=gdal_cache_mb(memory_limit_mb)) as src:
             window = cells_window(src, local.total_bounds)
             transform = src.window_transform(window)
             plan = BlockPlan.for_window(int(window.height), int(window.width), memory_limit_mb)
