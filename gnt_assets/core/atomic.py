@@ -23,11 +23,12 @@ import errno
 import fcntl
 import json
 import os
+import random
 import re
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO
 
 from upath import UPath
@@ -349,6 +350,44 @@ def local_lock(path: UPath) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+SWAP_ATTEMPTS = 50
+
+
+def _lost_the_race(error: OSError) -> bool:
+    """A conditional PUT refused because another writer changed the object first (HTTP 412)."""
+    cause = error.__cause__ or error.__context__
+    return getattr(cause, "response", {}).get("Error", {}).get("Code") == "PreconditionFailed"
+
+
+def swap_object(path: UPath, update: Callable[[bytes | None], bytes | None], *, attempts: int = SWAP_ATTEMPTS) -> bytes | None:
+    """Replace an object on an object store by ``update(its bytes, or None when absent)`` without losing a
+    concurrent writer's change, where no lock reaches: a compare-and-swap. The ETag is read before the bytes,
+    the PUT is conditional on it (``If-Match``, or ``If-None-Match: *`` for a new object), and when another
+    writer got in first, ``update`` runs again on a fresh read. ``update`` returning None writes nothing.
+    Returns the bytes as written, or as found when nothing was written."""
+    fs = path.fs
+    for attempt in range(attempts):
+        try:
+            etag = fs.info(path.path, refresh=True)["ETag"]  # before the read: a write between them fails the PUT
+            current = fs.cat_file(path.path)
+        except FileNotFoundError:
+            etag, current = None, None
+        new = update(current)
+        if new is None:
+            return current
+        condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+        try:
+            fs.pipe_file(path.path, new, **condition)
+            return new
+        except FileExistsError:
+            pass  # created by another writer since the read
+        except OSError as error:
+            if not _lost_the_race(error):
+                raise
+        time.sleep(random.uniform(0, min(1.0, 0.02 * 2**attempt)))
+    raise TransientError(f"{path}: {attempts} writers in a row changed it while this one merged its change; try again")
 
 
 def remove_if_unused(path: UPath) -> bool:

@@ -41,7 +41,7 @@ from affine import Affine
 from odc.geo.geobox import GeoBox
 from upath import UPath
 
-from gnt_assets.core.atomic import atomic_write_text, local_lock
+from gnt_assets.core.atomic import atomic_write_text, is_local, local_lock, swap_object
 from gnt_assets.core.errors import InputError
 from gnt_assets.core.worldgrid import TILE_COLUMNS, TILE_SIZE, WORLD
 
@@ -280,9 +280,15 @@ def write_ledger(path: UPath, records: list[ExportRecord], lines: list[str | Non
     line (``json.dumps`` without indent runs in C: 10x faster at world scale); ``lines`` holds records' lines as
     read, reused for the unchanged ones. Returns the records' lines. Only for a ledger no one else writes yet;
     changes go through :func:`update_ledger`."""
-    written = [line or json.dumps(_plain(r)) for r, line in zip(records, lines or [None] * len(records), strict=True)]
-    atomic_write_text(path, "\n".join([json.dumps({"summary": ledger_summary(records)}), "[", ",\n".join(written), "]\n"]))
+    text, written = ledger_text(records, lines)
+    atomic_write_text(path, text)
     return written
+
+
+def ledger_text(records: list[ExportRecord], lines: list[str | None] | None = None) -> tuple[str, list[str]]:
+    """The ledger's text (see :func:`write_ledger`) and its records' lines."""
+    written = [line or json.dumps(_plain(r)) for r, line in zip(records, lines or [None] * len(records), strict=True)]
+    return "\n".join([json.dumps({"summary": ledger_summary(records)}), "[", ",\n".join(written), "]\n"]), written
 
 
 def read_summary(path: UPath) -> dict | None:
@@ -345,8 +351,10 @@ def update_ledger(path: UPath, before: list[ExportRecord], after: list[ExportRec
     ledger as read, ``before`` its records) spares the re-read and the unchanged records' encoding when no one
     wrote since; once written it holds the ledger as written (for a writer updating one record after another).
 
-    Returns the ledger as written; nothing is read or written when nothing changed (``after`` then). The lock is
-    local (an ``flock``): writers on object stores are not serialized."""
+    Returns the ledger as written; nothing is read or written when nothing changed (``after`` then). Writers on
+    one machine take turns under an ``flock``; on object stores, where no lock reaches the other services, the
+    merge is a compare-and-swap (:func:`~gnt_assets.core.atomic.swap_object`): redone on a fresh read whenever
+    another writer wrote first."""
     old = {ledger_key(r): r for r in before}
     key_of = {id(r): key for key, r in old.items()}  # a record kept as it was is the same object: no regex, no compare
     changed, kept = {}, set()
@@ -358,27 +366,45 @@ def update_ledger(path: UPath, before: list[ExportRecord], after: list[ExportRec
     removed = old.keys() - kept
     if not changed and not removed:
         return after
-    with local_lock(path):
-        if snapshot is not None and path.exists() and ledger_stamp(path) == snapshot.stamp:
-            disk, disk_lines = snapshot.records, snapshot.lines or [None] * len(snapshot.records)  # not read again
-        else:
-            disk = read_ledger(path)
-            disk_lines = [None] * len(disk)
-        merged, lines = [], []
+
+    def merged_with(disk: list[ExportRecord], disk_lines: list[str | None]) -> tuple[list[ExportRecord], list[str | None]]:
+        mine, merged, lines = dict(changed), [], []
         for record, line in zip(disk, disk_lines, strict=True):
             key = key_of.get(id(record)) or ledger_key(record)
             raced = theirs_win and old.get(key) is not record and record != old.get(key)
-            if key in changed:
-                mine = changed.pop(key)
-                record, line = (record, line) if raced else (mine, None)
+            if key in mine:
+                change = mine.pop(key)
+                record, line = (record, line) if raced else (change, None)
             elif key in removed and not raced:
                 continue
             merged.append(record)
             lines.append(line)
-        merged += [r for key, r in changed.items() if not (theirs_win and key in old)]  # a record gone from disk stays gone
-        lines = write_ledger(path, merged, lines + [None] * (len(merged) - len(lines)))
-        if snapshot is not None:  # now the ledger as written, for this writer's next update
-            snapshot.records, snapshot.lines, snapshot.stamp = merged, lines, ledger_stamp(path)
+        merged += [r for key, r in mine.items() if not (theirs_win and key in old)]  # a record gone from disk stays gone
+        return merged, lines + [None] * (len(merged) - len(lines))
+
+    if is_local(path):
+        with local_lock(path):
+            if snapshot is not None and path.exists() and ledger_stamp(path) == snapshot.stamp:
+                disk, disk_lines = snapshot.records, snapshot.lines or [None] * len(snapshot.records)  # not read again
+            else:
+                disk = read_ledger(path)
+                disk_lines = [None] * len(disk)
+            merged, lines = merged_with(disk, disk_lines)
+            lines = write_ledger(path, merged, lines)
+            stamp = ledger_stamp(path)
+    else:
+        outcome = {}
+
+        def swapped(data: bytes | None) -> bytes:
+            disk = _parse(data.decode()) if data else []
+            outcome["records"], lines = merged_with(disk, [None] * len(disk))
+            text, outcome["lines"] = ledger_text(outcome["records"], lines)
+            return text.encode()
+
+        swap_object(path, swapped)
+        merged, lines, stamp = outcome["records"], outcome["lines"], [None]  # a stamp no ledger has: read again
+    if snapshot is not None:  # now the ledger as written, for this writer's next update
+        snapshot.records, snapshot.lines, snapshot.stamp = merged, lines, stamp
     return merged
 
 
@@ -395,7 +421,10 @@ def upgrade_ledger(path: UPath, snapshot: LedgerSnapshot) -> bool:
 
 
 def ledger_stamp(path: UPath) -> list:
-    """What changes whenever the ledger is rewritten (every write is a new file: a new inode locally)."""
+    """What changes whenever the ledger is rewritten (every write is a new file: a new inode locally; on object
+    stores the ETag, since modification times there have whole seconds)."""
+    if not is_local(path):
+        return [path.fs.info(path.path, refresh=True)["ETag"]]
     stat = path.stat()
     return [getattr(stat, "st_mtime_ns", stat.st_mtime), stat.st_size, getattr(stat, "st_ino", 0)]
 

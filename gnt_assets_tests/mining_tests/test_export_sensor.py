@@ -256,3 +256,40 @@ def test_a_ledger_of_the_older_format_is_read_and_given_its_summary_line(storage
     assert read_summary(ledger) is None and read_ledger(ledger) == records
     sensor_tick(instance, resources, cursor)
     assert read_summary(ledger)["records"] == len(records) and read_ledger(ledger) == records
+
+
+def test_ledger_writers_on_an_object_store_never_lose_each_others_records(storage_root, s3_root):
+    """No lock reaches other machines: the S3 ledger merges by compare-and-swap, so writers racing on one ledger
+    (the sensor and runs on separate services) each keep their change, and a sensor working from an old
+    snapshot still yields to a run's mark written since."""
+    import threading
+    from dataclasses import replace
+
+    from gnt_assets.mining.exports import read_snapshot, update_ledger, write_ledger
+
+    _submit(storage_root, mining_resources(storage_root))
+    records = read_ledger(ledger_path(storage_root, "NAM", 2021))
+    assert len(records) >= 4
+    ledger = ledger_path(s3_root, "NAM", 2021)
+    write_ledger(ledger, records)
+    start = threading.Barrier(len(records))
+
+    def mark(index: int) -> None:  # each writer its own record, all at once, from the same snapshot
+        snapshot = read_snapshot(ledger)
+        start.wait()
+        update_ledger(ledger, snapshot.records, [replace(r, downloaded=True) if i == index else r for i, r in enumerate(snapshot.records)])
+
+    writers = [threading.Thread(target=mark, args=(i,)) for i in range(len(records))]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+    assert all(r.downloaded for r in read_ledger(ledger))  # with a plain overwrite all but one mark would go
+
+    read = read_snapshot(ledger)
+    on_disk = read_ledger(ledger)
+    write_ledger(ledger, [replace(on_disk[0], attempts=9), *on_disk[1:]])  # a run's change after the sensor's read
+    polled = [replace(r, state="QUEUED") if i < 2 else r for i, r in enumerate(read.records)]
+    after = update_ledger(ledger, read.records, polled, theirs_win=True, snapshot=read)
+    assert after == read_ledger(ledger)
+    assert after[0].attempts == 9 and after[0].state == read.records[0].state and after[1].state == "QUEUED"
