@@ -23,7 +23,7 @@ from gnt_assets.core.quicklook import choropleth, quicklook
 from gnt_assets.io_managers.geoparquet import read_table, write_table
 from gnt_assets.materialization import catalog_metadata, output_metadata, quicklook_metadata
 from gnt_assets.partitions import raster_sources
-from gnt_assets.rasters import catalog, grids, resample, sources, square_raster, states, tiling
+from gnt_assets.rasters import catalog, cell_layer, grids, resample, sources, square_raster, states, tiling
 from gnt_assets.rasters.resources import RasterFolderResource
 from gnt_assets.rasters.rio import open_raster
 from gnt_assets.resources.compute import DaskComputeResource
@@ -169,7 +169,7 @@ def resampled_asset(spec: grids.GridSpec) -> dg.AssetsDefinition:
         out = gpd.GeoDataFrame(table.merge(cells[["cell_id", "geometry"]], on="cell_id"), geometry="geometry", crs=cells.crs)
         path = folder / "resampled" / spec.name / f"{info.key}.parquet"
         write_table(out, path)
-        written = {"table": path}
+        written = {"table": path, "gpkg": cell_layer.write_cell_layer(out, path.with_suffix(".gpkg"))}
         if spec.kind == "square":  # also a raster on the grid: a zarr dataset and a COG per method and band
             written["zarr"] = square_raster.write_square_zarr(out, folder / "resampled" / spec.name / f"{info.key}.zarr")
             for cog in square_raster.write_square_cogs(out, folder / "resampled" / spec.name / "cog" / info.key):

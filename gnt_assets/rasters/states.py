@@ -75,7 +75,7 @@ def archive_outputs(folder: UPath, key: str, grid_names: list[str]) -> list[str]
     candidates = [folder / "tiles" / key]
     for grid in grid_names:
         results = folder / "resampled" / grid
-        candidates += [results / f"{key}.parquet", results / f"{key}.zarr", results / "cog" / key]
+        candidates += [results / f"{key}.parquet", results / f"{key}.gpkg", results / f"{key}.zarr", results / "cog" / key]
     moved = []
     for path in candidates:
         if path.exists():

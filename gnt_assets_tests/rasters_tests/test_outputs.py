@@ -31,6 +31,29 @@ from gnt_assets.rasters.resources import RasterFolderResource
 from gnt_assets.rasters.sensors import raster_folder_sensor
 
 needs_gdal_bin = pytest.mark.skipif(shutil.which("gdalinfo") is None, reason="gdal-bin is not installed (make test installs it)")
+SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's python3-qgis lives in the system interpreter, not in our venv
+QGIS_OPENS = """
+import json, sys
+from qgis.core import QgsApplication, QgsRasterLayer, QgsVectorLayer
+app = QgsApplication([], False)
+app.initQgis()
+found = {}
+for kind, source in json.loads(sys.argv[1]):
+    layer = QgsRasterLayer(source, "raster", "gdal") if kind == "raster" else QgsVectorLayer(source, "vector", "ogr")
+    extent = layer.extent()
+    found[source] = {"valid": layer.isValid(), "crs": layer.crs().authid() or layer.crs().description(),
+                     "extent": [extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum()],
+                     "count": layer.featureCount() if kind == "vector" else layer.bandCount()}
+print(json.dumps(found))
+"""
+
+
+def _has_qgis() -> bool:
+    return shutil.which(SYSTEM_PYTHON) is not None and subprocess.run(
+        [SYSTEM_PYTHON, "-c", "import qgis.core"], capture_output=True).returncode == 0
+
+
+needs_qgis = pytest.mark.skipif(not _has_qgis(), reason="QGIS is not installed (Debian: apt-get install python3-qgis qgis-providers)")
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +159,9 @@ def test_h3_results_are_geoparquet_with_index_and_cell_polygons(outputs):
     hexagons = [shapely.Polygon([(lon, lat) for lat, lon in h3.cell_to_boundary(c)]) for c in first.cell_id]
     assert all(shapely.equals_exact(a, b, tolerance=1e-9) for a, b in zip(first.geometry, hexagons, strict=True))
     formats = subprocess.run(["ogrinfo", "--formats"], capture_output=True, text=True).stdout if shutil.which("ogrinfo") else ""
+    if formats:  # the GeoPackage beside it: one feature per cell, a column per method and band
+        layer = subprocess.run(["ogrinfo", "-so", path.with_suffix(".gpkg").path, "cells"], check=True, capture_output=True, text=True).stdout
+        assert f"Feature Count: {table.cell_id.nunique()}" in layer and "majority_b1: Real" in layer and "cell_id: String" in layer
     if "Parquet" in formats:  # GDAL built with Arrow (Debian 12's gdal-bin is not)
         summary = subprocess.run(["ogrinfo", "-so", "-al", path.path], check=True, capture_output=True, text=True).stdout
         assert "Geometry: " in summary and "cell_id: String" in summary
@@ -156,3 +182,36 @@ def test_tiles_store_on_s3_is_published_whole_and_read_from_its_version(s3_root,
     last = rows[-1]  # band 2, the bottom-right partial tile: one chunk
     tile = tiling.read_tile(str(store), last["chunk_key"], options)[: last["height"], : last["width"]]
     np.testing.assert_array_equal(tile, data[1, 64:, 64:])
+
+
+@needs_qgis
+def test_qgis_opens_every_raster_output(outputs):
+    """QGIS itself (Debian's 3.22, headless): the square-grid COGs and stores, the tiles store and the H3 results
+    load as valid layers, placed where GDAL places them. Debian's GDAL has no Parquet driver, so there the H3
+    GeoParquet is checked only where the driver exists (QGIS builds with GDAL >= 3.5 and Arrow open it); the
+    GeoPackage beside it opens everywhere."""
+    cells = read_table(outputs / "grids" / "square_5km.parquet")
+    cog = outputs / "resampled" / "square_5km" / "cog" / "temperature" / "mean_b1.tif"
+    tiles = resolve_directory(outputs / "tiles" / "landcover" / "tiles.zarr")
+    h3_results = outputs / "resampled" / "h3_5km" / "landcover.parquet"
+    gpkg = h3_results.with_suffix(".gpkg")
+    layers = [("raster", cog.path), ("raster", f'ZARR:"{tiles.path}":/band_data:0'), ("vector", h3_results.path), ("vector", gpkg.path)]
+    run = subprocess.run([SYSTEM_PYTHON, "-c", QGIS_OPENS, json.dumps(layers)], capture_output=True, text=True, timeout=300,
+                         env={"QT_QPA_PLATFORM": "offscreen", "HOME": str(outputs), "PATH": "/usr/bin:/bin"})
+    assert run.returncode == 0, run.stderr
+    found = json.loads(run.stdout.strip().splitlines()[-1])
+    square = found[cog.path]
+    assert square["valid"] and square["count"] == 2 and square["crs"] == "EPSG:6933"  # EASE-Grid 2.0, recognised
+    np.testing.assert_allclose(square["extent"], square_geobox(cells).extent.boundingbox, rtol=1e-9)
+    landcover = found[f'ZARR:"{tiles.path}":/band_data:0']
+    with rasterio.open((outputs / "incoming" / "landcover.tif").path) as src:
+        assert landcover["valid"] and landcover["count"] == 1
+        np.testing.assert_allclose(landcover["extent"], list(src.bounds), rtol=1e-9)
+    table = read_table(h3_results)
+    layer = found[gpkg.path]  # one feature per cell, in every QGIS build
+    assert layer["valid"] and layer["crs"] == "EPSG:4326" and layer["count"] == table.cell_id.nunique()
+    np.testing.assert_allclose(layer["extent"], table.total_bounds, rtol=1e-9)
+    formats = subprocess.run(["ogrinfo", "--formats"], capture_output=True, text=True).stdout if shutil.which("ogrinfo") else ""
+    if "Parquet" in formats:
+        hexagons = found[h3_results.path]
+        assert hexagons["valid"] and hexagons["crs"] == "EPSG:4326" and hexagons["count"] == len(read_table(h3_results))

@@ -93,8 +93,10 @@ def test_archiving_retires_outputs_and_partition_and_restoring_registers_again(i
     assert states.read_state(rasters, "old_map")["state"] == "archived"
     assert instance.get_dynamic_partitions(raster_sources.name) == ["new_map"]
     assert not (rasters / "tiles" / "old_map").exists() and not (rasters / "resampled" / "square_5km" / "old_map.parquet").exists()
+    assert not (rasters / "resampled" / "h3_5km" / "old_map.gpkg").exists()
     assert (rasters / "archive" / "old_map" / "tiles" / "old_map" / "index.parquet").exists()
     assert (rasters / "archive" / "old_map" / "resampled" / "h3_5km" / "old_map.parquet").exists()
+    assert (rasters / "archive" / "old_map" / "resampled" / "h3_5km" / "old_map.gpkg").exists()
     assert (rasters / "tiles" / "new_map" / "index.parquet").exists()  # the other source is untouched
     catalog = _catalog(instance, resources, storage_root)
     assert catalog.loc["old_map", "status"] == "archived" and catalog.loc["new_map", "status"] == "ready"
