@@ -42,10 +42,12 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 # The viewer's browser test drives headless Chromium (Debian's; the test never downloads a browser);
-# the raster-output tests open the COGs and zarr stores with gdalinfo (Debian's gdal-bin).
+# the raster-output tests open the COGs and zarr stores with gdalinfo (Debian's gdal-bin) and load them in
+# QGIS itself (Debian's python3-qgis, headless, in the system Python).
 test: lint $(NODE_STAMP)
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 	command -v gdalinfo >/dev/null || (apt-get update -qq && apt-get install -y -qq gdal-bin)
+	/usr/bin/python3 -c "import qgis.core" 2>/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-qgis qgis-providers) || echo "QGIS could not be installed: its output test is skipped"
 	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=25
 
 dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
