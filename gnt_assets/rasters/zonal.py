@@ -110,21 +110,12 @@ def coverage_weights(geoms, transform: Affine, shape: tuple[int, int]) -> Covera
 
 
 @numba.njit(cache=True)
-def _grow(array, size):
-    """``array`` itself while it holds ``size`` items, else a copy at least twice as long."""
-    if size <= len(array):
-        return array
-    bigger = np.empty(max(size, 2 * len(array)), dtype=array.dtype)
-    bigger[: len(array)] = array
-    return bigger
-
-
-@numba.njit(cache=True)
-def _row_piece_entries(ua, va, ub, vb, sign, cols, values, n):
+def _row_piece_entries(ua, va, ub, vb, sign, cols, areas, heights, n):
     """One edge piece within a pixel row cut where ``u`` crosses an integer, from left to right
     (a piece run backwards adds the opposite height, so the sign flips): each part adds its
-    signed height to its pixel and the next, split by where its midpoint sits (entries from
-    ``n`` on, in ascending columns; returns the new count)."""
+    signed height to the row from its pixel on, split by where its midpoint sits: the share
+    right of the midpoint in its pixel (``areas``), all of it (``heights``) past it. Entries from
+    ``n`` on, in ascending columns; returns the new count."""
     if ub < ua:
         ua, va, ub, vb, sign = ub, vb, ua, va, -sign
     lo = np.floor(ua) + 1.0
@@ -141,18 +132,14 @@ def _row_piece_entries(ua, va, ub, vb, sign, cols, values, n):
         if dv != 0.0:
             umid = 0.5 * (pu + qu)
             c = np.floor(umid)
-            frac = umid - c
-            cols[n], values[n] = int(c), dv * (1.0 - frac)
+            cols[n], areas[n], heights[n] = int(c), dv * (1.0 - (umid - c)), dv
             n += 1
-            if frac > 0.0:
-                cols[n], values[n] = int(c) + 1, dv * frac
-                n += 1
         pu, pv = qu, qv
     return n
 
 
 @numba.njit(cache=True)
-def _edge_entries(u0, v0, u1, v1, sign, height, cols, values, n, piece_row, piece_start, pieces):
+def _edge_entries(u0, v0, u1, v1, sign, height, cols, areas, heights, n, piece_row, piece_start, pieces):
     """One edge cut where ``v`` crosses an integer (pixel rows); each piece in a row of the raster
     is cut at columns and recorded (its row and first entry); horizontal edges add nothing.
     Returns the new entry and piece counts."""
@@ -174,7 +161,7 @@ def _edge_entries(u0, v0, u1, v1, sign, height, cols, values, n, piece_row, piec
         row = int(np.floor(0.5 * (pv + qv)))
         if 0 <= row < height:
             start = n
-            n = _row_piece_entries(pu, pv, qu, qv, sign, cols, values, n)
+            n = _row_piece_entries(pu, pv, qu, qv, sign, cols, areas, heights, n)
             if n > start:
                 piece_row[pieces], piece_start[pieces] = row, start
                 pieces += 1
@@ -183,20 +170,20 @@ def _edge_entries(u0, v0, u1, v1, sign, height, cols, values, n, piece_row, piec
 
 
 @numba.njit(cache=True)
-def _sort_by_column(cols, values, m):
-    """Sort the first ``m`` (column, value) pairs by column: insertion sort, as a row's pieces come
+def _sort_by_column(cols, areas, heights, m):
+    """Sort the first ``m`` (column, area, height) entries by column: insertion sort, as a row's pieces come
     in ascending columns and ordered by their first, so they are sorted but where pieces overlap."""
     if m > 64:
         order = np.argsort(cols[:m], kind="mergesort")
-        cols[:m], values[:m] = cols[:m][order], values[:m][order]
+        cols[:m], areas[:m], heights[:m] = cols[:m][order], areas[:m][order], heights[:m][order]
         return
     for i in range(1, m):
-        c, x = cols[i], values[i]
+        c, a, h = cols[i], areas[i], heights[i]
         j = i - 1
         while j >= 0 and cols[j] > c:
-            cols[j + 1], values[j + 1] = cols[j], values[j]
+            cols[j + 1], areas[j + 1], heights[j + 1] = cols[j], areas[j], heights[j]
             j -= 1
-        cols[j + 1], values[j + 1] = c, x
+        cols[j + 1], areas[j + 1], heights[j + 1] = c, a, h
 
 
 @numba.njit(cache=True)
@@ -204,32 +191,34 @@ def _sweep(u, v, ring_offsets, cell_rings, sign, height, width):
     """Every cell's edge pieces grouped by row (counting sort), each row's entries put in column
     order and summed left to right: touched pixels get the running sum, the stretches between
     them a run of it (clipped to the raster)."""
-    pixel_cell, pixel, pixel_weight = np.empty(1024, np.int64), np.empty(1024, np.int64), np.empty(1024, np.float64)
-    run_cell, run_start, run_stop = np.empty(1024, np.int64), np.empty(1024, np.int64), np.empty(1024, np.int64)
-    run_weight = np.empty(1024, np.float64)
-    pixels = runs = 0
-    cols, values = np.empty(1024, np.int64), np.empty(1024, np.float64)
-    piece_row, piece_start, order = np.empty(1024, np.int64), np.empty(1024, np.int64), np.empty(1024, np.int64)
-    row_cols, row_values = np.empty(1024, np.int64), np.empty(1024, np.float64)
-    for cell in range(len(cell_rings) - 1):
-        bound, vmin, vmax = 0, np.inf, -np.inf
+    # Entries per cell are bounded by its edges' row and column crossings: each makes at most one
+    # listed pixel and one run, so the outputs are allocated once at the bound (pages never written
+    # are never mapped) and handed out as views.
+    cells = len(cell_rings) - 1
+    bound = np.zeros(cells, np.int64)
+    for cell in range(cells):
         for ring in range(cell_rings[cell], cell_rings[cell + 1]):
             for k in range(ring_offsets[ring], ring_offsets[ring + 1] - 1):
-                # pieces of an edge: at most its row crossings + 1 plus its column crossings + 1 per row
-                bound += 4 * int(abs(np.floor(v[k + 1]) - np.floor(v[k])) + abs(np.floor(u[k + 1]) - np.floor(u[k]))) + 8
-                vmin, vmax = min(vmin, v[k]), max(vmax, v[k])
-        if bound == 0:
+                # one entry per piece; pieces: the row crossings + 1, plus the column crossings + 1 per row
+                bound[cell] += 2 * int(abs(np.floor(v[k + 1]) - np.floor(v[k])) + abs(np.floor(u[k + 1]) - np.floor(u[k]))) + 4
+    total, most = bound.sum(), bound.max() if cells else 0
+    pixel_cell, pixel, pixel_weight = np.empty(total, np.int32), np.empty(total, np.int64), np.empty(total, np.float64)
+    run_cell, run_start, run_stop = np.empty(total, np.int32), np.empty(total, np.int64), np.empty(total, np.int64)
+    run_weight = np.empty(total, np.float64)
+    pixels = runs = 0
+    cols, areas, heights = np.empty(most, np.int64), np.empty(most, np.float64), np.empty(most, np.float64)
+    row_cols, row_areas, row_heights = np.empty(most, np.int64), np.empty(most, np.float64), np.empty(most, np.float64)
+    piece_row, piece_start, order = np.empty(most + 1, np.int64), np.empty(most + 1, np.int64), np.empty(most + 1, np.int64)
+    for cell in range(cells):
+        if bound[cell] == 0:
             continue
-        cols, values, row_cols, row_values = _grow(cols, bound + 1), _grow(values, bound), _grow(row_cols, bound), _grow(row_values, bound)
-        piece_row, piece_start, order = _grow(piece_row, bound), _grow(piece_start, bound), _grow(order, bound)
-        # every entry makes at most one listed pixel and one run
-        pixel_cell, pixel, pixel_weight = _grow(pixel_cell, pixels + bound), _grow(pixel, pixels + bound), _grow(pixel_weight, pixels + bound)
-        run_cell, run_start = _grow(run_cell, runs + bound), _grow(run_start, runs + bound)
-        run_stop, run_weight = _grow(run_stop, runs + bound), _grow(run_weight, runs + bound)
+        vmin, vmax = np.inf, -np.inf
+        for k in range(ring_offsets[cell_rings[cell]], ring_offsets[cell_rings[cell + 1]]):
+            vmin, vmax = min(vmin, v[k]), max(vmax, v[k])
         n = pieces = 0
         for ring in range(cell_rings[cell], cell_rings[cell + 1]):
             for k in range(ring_offsets[ring], ring_offsets[ring + 1] - 1):
-                n, pieces = _edge_entries(u[k], v[k], u[k + 1], v[k + 1], sign[ring], height, cols, values, n, piece_row, piece_start, pieces)
+                n, pieces = _edge_entries(u[k], v[k], u[k + 1], v[k + 1], sign[ring], height, cols, areas, heights, n, piece_row, piece_start, pieces)
         if pieces == 0:
             continue
         # Group the pieces by row (counting sort); piece p's entries run to the next piece's start.
@@ -262,9 +251,9 @@ def _sweep(u, v, ring_offsets, cell_rings, sign, height, width):
             for i in range(first, last):
                 p = order[i]
                 for e in range(piece_start[p], piece_start[p + 1]):
-                    row_cols[m], row_values[m] = cols[e], values[e]
+                    row_cols[m], row_areas[m], row_heights[m] = cols[e], areas[e], heights[e]
                     m += 1
-            _sort_by_column(row_cols, row_values, m)
+            _sort_by_column(row_cols, row_areas, row_heights, m)
             base = (r_lo + r) * width
             running, j, after = 0.0, 0, row_cols[0]
             while j < m:
@@ -275,15 +264,18 @@ def _sweep(u, v, ring_offsets, cell_rings, sign, height, width):
                         run_cell[runs], run_start[runs], run_stop[runs] = cell, base + start, base + stop
                         run_weight[runs] = min(running, 1.0)
                         runs += 1
+                area, rise = running, 0.0
                 while j < m and row_cols[j] == c:
-                    running += row_values[j]
+                    area += row_areas[j]
+                    rise += row_heights[j]
                     j += 1
-                if running > MIN_COVERAGE and 0 <= c < width:
-                    pixel_cell[pixels], pixel[pixels], pixel_weight[pixels] = cell, base + c, min(running, 1.0)
+                if area > MIN_COVERAGE and 0 <= c < width:
+                    pixel_cell[pixels], pixel[pixels], pixel_weight[pixels] = cell, base + c, min(area, 1.0)
                     pixels += 1
+                running += rise
                 after = c + 1
-    return (pixel_cell[:pixels].copy(), pixel[:pixels].copy(), pixel_weight[:pixels].copy(),
-            run_cell[:runs].copy(), run_start[:runs].copy(), run_stop[:runs].copy(), run_weight[:runs].copy())
+    return (pixel_cell[:pixels], pixel[:pixels], pixel_weight[:pixels],
+            run_cell[:runs], run_start[:runs], run_stop[:runs], run_weight[:runs])
 
 
 @dataclass(frozen=True)
