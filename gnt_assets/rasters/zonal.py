@@ -29,10 +29,10 @@ MIN_COVERAGE = 1e-12
 
 @dataclass(frozen=True)
 class CoverageWeights:
-    """Coverage of a ``shape`` raster's pixels (row-major flat index) by cells 0..n-1, in cell order:
-    partly covered pixels (``pixel_cell``, ``pixel``, ``pixel_weight``) and runs of pixels of one
-    coverage (``run_cell``, pixels ``run_start`` to ``run_stop`` - 1 of one row, ``run_weight``);
-    ``cell_area`` is each cell's area in pixels."""
+    """Coverage of a ``shape`` raster's pixels (row-major flat index) by cells 0..n-1: partly covered
+    pixels (``pixel_cell``, ``pixel``, ``pixel_weight``; in cell order) and runs of pixels of one
+    coverage (``run_cell``, pixels ``run_start`` to ``run_stop`` - 1 of one row, ``run_weight``; in
+    raster order); ``cell_area`` is each cell's area in pixels."""
 
     pixel_cell: np.ndarray
     pixel: np.ndarray
@@ -105,8 +105,11 @@ def coverage_weights(geoms, transform: Affine, shape: tuple[int, int]) -> Covera
     np.cumsum(np.bincount(ring_of_vertex, minlength=len(sign)), out=ring_offsets[1:])
     cell_rings = np.zeros(len(geoms) + 1, dtype=np.int64)
     np.cumsum(np.bincount(ring_cell, minlength=len(geoms)), out=cell_rings[1:])
-    arrays = _sweep(u, v, ring_offsets, cell_rings, sign.astype(np.float64), int(shape[0]), int(shape[1]))
-    return CoverageWeights(*arrays, cell_area=cell_area, shape=(int(shape[0]), int(shape[1])))
+    pixel_cell, pixel, pixel_weight, *runs = _sweep(u, v, ring_offsets, cell_rings, sign.astype(np.float64), int(shape[0]), int(shape[1]))
+    # Runs in raster order: the sums then read the band front to back (a cell's runs lie a row apart).
+    order = np.argsort(runs[1], kind="stable")
+    return CoverageWeights(pixel_cell, pixel, pixel_weight, *(run[order] for run in runs), cell_area=cell_area,
+                           shape=(int(shape[0]), int(shape[1])))
 
 
 @numba.njit(cache=True)
