@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 import shapely
 from affine import Affine
 from PIL import Image, ImageDraw
@@ -29,11 +28,22 @@ from gnt_assets.core.atomic import atomic_open, atomic_write_bytes, atomic_write
 from gnt_assets.rasters.grids import GridError, cell_centres
 from gnt_assets.rasters.rio import open_raster
 from gnt_assets.rasters.tiling import valid_mask
-from gnt_assets.rasters.zonal import AREA_METHODS, METHODS, ZonalAccumulator, ZonalResult, coverage_weights, point_sample
+from gnt_assets.rasters.zonal import (
+    AREA_METHODS,
+    METHODS,
+    CoverageWeights,
+    ZonalAccumulator,
+    ZonalResult,
+    coverage_weights,
+    point_sample,
+)
 
 # Bump when resampled values change for the same inputs: it is part of the result-store key
 # and of the resampled assets' code_version, so old results are neither served nor shown fresh.
 ALGORITHM_VERSION = "3"
+# Bump when the cached coverage weights' format or values change: it is part of the weights key,
+# so a weights file written by other code is never read as this code's (run-length since "runs-1").
+WEIGHTS_VERSION = "runs-1"
 
 
 def cells_in_raster_crs(cells: gpd.GeoDataFrame, raster_crs: str, bounds, *, raster_name: str, grid_name: str) -> gpd.GeoDataFrame:
@@ -66,27 +76,26 @@ def grid_content_hash(cells: gpd.GeoDataFrame) -> str:
 
 def weights_key(grid_hash: str, crs: str, transform, shape, rows: tuple[int, int]) -> str:
     """Weights of one block of rows of the cells' window, for one grid content and pixel grid."""
-    return hashlib.sha256(json.dumps([ALGORITHM_VERSION, grid_hash, crs, list(transform)[:6], list(shape), list(rows)]).encode()).hexdigest()[:32]
+    return hashlib.sha256(json.dumps([WEIGHTS_VERSION, grid_hash, crs, list(transform)[:6], list(shape), list(rows)]).encode()).hexdigest()[:32]
 
 
 def _load_weights(path: UPath):
     with path.open("rb") as handle:
         data = np.load(handle)
-        matrix = sp.csr_matrix((data["data"], data["indices"], data["indptr"]), shape=tuple(data["mshape"]))
-        return data["cells"], matrix
+        return data["cells"], CoverageWeights.from_arrays(data)
 
 
-def block_weights(folder: UPath, key: str, geoms, cells: np.ndarray, transform, shape, batch_elements: int):
+def block_weights(folder: UPath, key: str, geoms, cells: np.ndarray, transform, shape):
     """Coverage of the block's pixels by ``geoms`` (global cell numbers ``cells``), from the
-    weights cache when present; returns (cells, matrix, cached)."""
+    weights cache when present; returns (cells, weights, cached)."""
     path = folder / f"{key}.npz"
     if path.exists():
         return (*_load_weights(path), True)
-    matrix = coverage_weights(geoms, transform, shape, batch_elements=batch_elements).matrix
+    weights = coverage_weights(geoms, transform, shape)
     with atomic_open(path, durable=False) as handle:  # streamed: no in-memory copy of a block's weights
-        np.savez(handle, data=matrix.data, indices=matrix.indices, indptr=matrix.indptr, mshape=np.array(matrix.shape), cells=cells)
+        np.savez(handle, cells=cells, **weights.arrays())
     _record_access(path, hit=False)
-    return cells, matrix, False
+    return cells, weights, False
 
 
 def _record_access(path: UPath, hit: bool) -> None:
@@ -189,28 +198,25 @@ def cells_window(src, bounds, pad: int = 3) -> Window:
     return Window(col0, row0, max(col1 - col0, 1), max(row1 - row0, 1))
 
 
-# Bytes one pixel of a block costs while it is resampled: its value and valid flag, and about
-# 1.2 coverage entries (weight, column, row) gathered as float64 by the accumulator.
+# Bytes one pixel of a block costs while it is resampled: its value and valid flag, and for
+# majority about 1.2 covered pixels gathered as (cell, value, weight) and sorted.
 BYTES_PER_BLOCK_PIXEL = 96
-# Bytes per bounding-box pixel while coverage weights are swept (the batch arrays of zonal.py).
-BYTES_PER_SWEPT_PIXEL = 80
 POINT_PAD = 2  # rows the cubic kernel reaches beyond a point's base row
 
 
 @dataclass(frozen=True)
 class BlockPlan:
-    """Rows of the cells' window in blocks sized so a block's arrays fit 3/8 of the memory limit, the
-    coverage sweep a quarter and GDAL's block cache an eighth (the rest is left to cells and Python)."""
+    """Rows of the cells' window in blocks sized so a block's arrays fit 3/8 of the memory limit and
+    GDAL's block cache an eighth (the rest is left to cells, their run-length coverage and Python)."""
 
     rows: list[tuple[int, int]]
-    batch_elements: int
 
     @classmethod
     def for_window(cls, height: int, width: int, memory_limit_mb: float) -> BlockPlan:
         budget = memory_limit_mb * 2**20
         block_rows = max(1, int(budget * 3 / 8 / (width * BYTES_PER_BLOCK_PIXEL)))
         rows = [(r, min(r + block_rows, height)) for r in range(0, height, block_rows)]
-        return cls(rows, max(4096, int(budget / 4 / BYTES_PER_SWEPT_PIXEL)))
+        return cls(rows)
 
 
 def gdal_cache_mb(memory_limit_mb: float) -> int:
@@ -306,10 +312,10 @@ def resample(info, cells: gpd.GeoDataFrame, grid_name: str, methods, store: Resu
                         if len(selected):
                             block_transform = transform @ Affine.translation(0, r0)
                             key = weights_key(grid_hash, info.crs, transform, (int(window.height), int(window.width)), (r0, r1))
-                            sel, matrix, cached = block_weights(store.weights_folder, key, geoms[selected], selected, block_transform,
-                                                                (r1 - r0, int(window.width)), plan.batch_elements)
+                            sel, weights, cached = block_weights(store.weights_folder, key, geoms[selected], selected, block_transform,
+                                                                 (r1 - r0, int(window.width)))
                             counts["weights_cached"] = bool(cached)
-                            accumulator.add(sel, matrix, values[r0 - lo : r1 - lo], valid[r0 - lo : r1 - lo])
+                            accumulator.add(sel, weights, values[r0 - lo : r1 - lo], valid[r0 - lo : r1 - lo])
                     for method, (value, fraction) in points.items():
                         here = np.flatnonzero((centre_rows >= r0) & (centre_rows < r1))
                         if len(here):

@@ -3,34 +3,65 @@
 Coverage is computed with Green's theorem, as exact-area font rasterizers do: every
 polygon edge is cut at pixel boundaries, each piece adds its signed height to the
 pixel it lies in (split by where its midpoint sits) and a running sum along the row
-turns those contributions into the covered area of every pixel. No polygon/box
-intersections are formed, all cells of a batch are handled by the same numpy calls,
-and the result is a sparse (cells x pixels) weight matrix that every band, method
-and raster on the same pixel grid reuses.
+turns those contributions into the covered area of every pixel. Between two pixels
+that edges touch the running sum is constant, so each cell's coverage is kept run-length
+per pixel row: the touched (partly covered) pixels one by one, and the stretches between
+them as runs [start, stop) of one coverage (1 inside the cell). Interior pixels cost no
+storage and statistics sum them straight from the band. The sweep and the sums are
+compiled loops (numba, cached on disk: compiled once per install and band type).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
-import scipy.sparse as sp
 import shapely
 from affine import Affine
 
 AREA_METHODS = ("mean", "sum", "min", "max", "majority")
 POINT_METHODS = ("nearest", "bilinear", "cubic")
 METHODS = AREA_METHODS + POINT_METHODS
-BATCH_ELEMENTS = 8_000_000
+# Coverage at or below this is no coverage (the running sums' rounding noise).
+MIN_COVERAGE = 1e-12
 
 
 @dataclass(frozen=True)
 class CoverageWeights:
-    """Sparse coverage fractions (cells x pixels, row-major pixel index) and each cell's area in pixels."""
+    """Coverage of a ``shape`` raster's pixels (row-major flat index) by cells 0..n-1: partly covered
+    pixels (``pixel_cell``, ``pixel``, ``pixel_weight``; in cell order) and runs of pixels of one
+    coverage (``run_cell``, pixels ``run_start`` to ``run_stop`` - 1 of one row, ``run_weight``; in
+    raster order); ``cell_area`` is each cell's area in pixels."""
 
-    matrix: sp.csr_matrix
+    pixel_cell: np.ndarray
+    pixel: np.ndarray
+    pixel_weight: np.ndarray
+    run_cell: np.ndarray
+    run_start: np.ndarray
+    run_stop: np.ndarray
+    run_weight: np.ndarray
     cell_area: np.ndarray
     shape: tuple[int, int]
+
+    @property
+    def cells(self) -> int:
+        return len(self.cell_area)
+
+    @property
+    def covered_pixels(self) -> int:
+        return len(self.pixel) + int((self.run_stop - self.run_start).sum())
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The coverage as named arrays (the weights cache's file), ``from_arrays`` reads them back."""
+        return {name: getattr(self, name) for name in _ARRAYS} | {"shape": np.array(self.shape)}
+
+    @classmethod
+    def from_arrays(cls, data) -> CoverageWeights:
+        return cls(**{name: data[name] for name in _ARRAYS}, shape=tuple(int(s) for s in data["shape"]))
+
+
+_ARRAYS = ("pixel_cell", "pixel", "pixel_weight", "run_cell", "run_start", "run_stop", "run_weight", "cell_area")
 
 
 def _pixel_rings(geoms: np.ndarray, transform: Affine):
@@ -62,116 +93,192 @@ def _pixel_rings(geoms: np.ndarray, transform: Affine):
     return u, v, ring_of_vertex, part_cell[ring_part], sign
 
 
-def _cut_at_integers(a0, b0, a1, b1):
-    """Every segment (a0, b0) -> (a1, b1) cut where ``a`` crosses an integer: its ends and the
-    crossings, in travel order, without sorting (crossings run monotonically along a segment).
-    Returns the points' a and b, each point's segment, and where each segment's points end."""
-    lo = np.floor(np.minimum(a0, a1)) + 1
-    hi = np.ceil(np.maximum(a0, a1)) - 1
-    count = np.maximum(hi - lo + 1, 0).astype(np.int64)
-    crossings = np.arange(count.sum())
-    crossing_segment = np.repeat(np.arange(len(a0)), count)
-    step = np.where(a1 > a0, 1.0, -1.0)
-    before = np.cumsum(count) - count
-    a_cross = (np.where(a1 > a0, lo, hi) - step * before)[crossing_segment] + step[crossing_segment] * crossings
-    with np.errstate(invalid="ignore", divide="ignore"):
-        slope = (b1 - b0) / (a1 - a0)
-    b_cross = b0[crossing_segment] + (a_cross - a0[crossing_segment]) * slope[crossing_segment]
-    # Segment s owns slots start[s] .. end[s] - 1: its first end, its crossings, its last end.
-    end = np.cumsum(count + 2)
-    start = end - count - 2
-    a, b = np.empty(len(crossings) + 2 * len(a0)), np.empty(len(crossings) + 2 * len(a0))
-    a[start], b[start], a[end - 1], b[end - 1] = a0, b0, a1, b1
-    at = crossings + 2 * crossing_segment + 1
-    a[at], b[at] = a_cross, b_cross
-    return a, b, np.repeat(np.arange(len(a0)), count + 2), end
-
-
-def _pieces(points: int, end: np.ndarray) -> np.ndarray:
-    """First point of every piece between consecutive points of the same segment."""
-    keep = np.ones(points, dtype=bool)
-    keep[end - 1] = False
-    return np.flatnonzero(keep)
-
-
-def coverage_weights(geoms, transform: Affine, shape: tuple[int, int], batch_elements: int = BATCH_ELEMENTS) -> CoverageWeights:
-    """Exact coverage fraction of every pixel of a ``shape`` raster by every polygon
-    (given in the raster's CRS); pixels outside the raster are not covered. Cells are swept in
-    batches of about ``batch_elements`` bounding-box pixels (about 80 bytes each while swept)."""
+def coverage_weights(geoms, transform: Affine, shape: tuple[int, int]) -> CoverageWeights:
+    """Exact coverage fraction of every pixel of a ``shape`` raster by every polygon (given in
+    the raster's CRS); pixels outside the raster are not covered. Memory follows the cells'
+    edges and rows, not their areas: one cell at a time is swept."""
     geoms = np.asarray(geoms, dtype=object)
     pixel_area = abs(transform.a * transform.e - transform.b * transform.d)
     cell_area = shapely.area(geoms) / pixel_area
-    bounds = shapely.bounds(geoms)
-    inverse = ~transform
-    corners_u = np.stack([inverse.a * bounds[:, i] + inverse.b * bounds[:, j] + inverse.c for i in (0, 2) for j in (1, 3)])
-    corners_v = np.stack([inverse.d * bounds[:, i] + inverse.e * bounds[:, j] + inverse.f for i in (0, 2) for j in (1, 3)])
-    col0 = np.floor(corners_u.min(axis=0)).astype(np.int64)
-    row0 = np.floor(corners_v.min(axis=0)).astype(np.int64)
-    width = np.floor(corners_u.max(axis=0)).astype(np.int64) - col0 + 2
-    height = np.floor(corners_v.max(axis=0)).astype(np.int64) - row0 + 1
-    size = width * height
-    rows, cols, vals = [], [], []
-    start = 0
-    while start < len(geoms):
-        stop = start + max(1, int(np.searchsorted(np.cumsum(size[start:]), batch_elements)))
-        r, c, w = _batch_coverage(geoms[start:stop], transform, col0[start:stop], row0[start:stop], width[start:stop], height[start:stop], shape)
-        rows.append(r + start)
-        cols.append(c)
-        vals.append(w)
-        start = stop
-    # Rows come out in cell order and each cell's pixels in raster order, once each, so the CSR
-    # arrays are built directly (no COO sort or duplicate summing).
-    row = np.concatenate(rows)
-    indptr = np.zeros(len(geoms) + 1, dtype=np.int64)
-    np.cumsum(np.bincount(row, minlength=len(geoms)), out=indptr[1:])
-    matrix = sp.csr_matrix((np.concatenate(vals), np.concatenate(cols), indptr), shape=(len(geoms), shape[0] * shape[1]))
-    matrix.has_sorted_indices = True
-    return CoverageWeights(matrix=matrix, cell_area=cell_area, shape=tuple(shape))
-
-
-def _batch_coverage(geoms, transform, col0, row0, width, height, shape):
     u, v, ring_of_vertex, ring_cell, sign = _pixel_rings(geoms, transform)
-    same = np.flatnonzero(ring_of_vertex[1:] == ring_of_vertex[:-1])
-    u0, v0, u1, v1 = u[same], v[same], u[same + 1], v[same + 1]
-    edge_ring = ring_of_vertex[same]
-    # Cut edges at pixel rows, then each row piece at pixel columns: every piece lies in one pixel.
-    rv, ru, row_edge, row_end = _cut_at_integers(v0, u0, v1, u1)
-    first = _pieces(len(rv), row_end)
-    pu, pv, in_row, end = _cut_at_integers(ru[first], rv[first], ru[first + 1], rv[first + 1])
-    piece = _pieces(len(pu), end)
-    ring = edge_ring[row_edge[first[in_row[piece]]]]
-    umid = 0.5 * (pu[piece] + pu[piece + 1])
-    vmid = 0.5 * (pv[piece] + pv[piece + 1])
-    dv = (pv[piece + 1] - pv[piece]) * sign[ring]
-    cell = ring_cell[ring]
-    c = np.floor(umid).astype(np.int64)
-    r = np.floor(vmid).astype(np.int64)
-    frac = umid - c
-    offset = np.cumsum(width * height) - width * height
-    local = offset[cell] + (r - row0[cell]) * width[cell] + (c - col0[cell])
-    total = int((width * height).sum())
-    acc = np.bincount(local, dv * (1.0 - frac), minlength=total) + np.bincount(local + 1, dv * frac, minlength=total + 1)[:total]
-    # Row-wise running sum: every row of a closed ring sums to zero, so one cumsum with the
-    # value before each row start subtracted is the per-row prefix sum.
-    running = np.cumsum(acc)
-    row_len = np.repeat(width, height)
-    row_start = np.cumsum(row_len) - row_len
-    before = np.where(row_start > 0, running[np.maximum(row_start - 1, 0)], 0.0)
-    cover = running - np.repeat(before, row_len)
-    nonzero = np.flatnonzero(cover > 1e-12)
-    # Each element's bounding-box row gives its cell and the raster pixel of its row's first
-    # element, so cells and pixels come from one gather (no search, no division).
-    row_cell = np.repeat(np.arange(len(width)), height)
-    pixel_row = row0[row_cell] + np.arange(len(row_cell)) - np.repeat(np.cumsum(height) - height, height)
-    element_row = np.repeat(np.arange(len(row_cell)), row_len)[nonzero]
-    flat = (pixel_row * shape[1] + col0[row_cell] - row_start)[element_row] + nonzero
-    cell = row_cell[element_row]
-    outside_rows = (pixel_row < 0) | (pixel_row >= shape[0])
-    if outside_rows.any() or ((col0 < 0) | (col0 + width > shape[1])).any():
-        col = nonzero - row_start[element_row] + col0[cell]
-        inside = ~outside_rows[element_row] & (col >= 0) & (col < shape[1])
-        nonzero, cell, flat = nonzero[inside], cell[inside], flat[inside]
-    return cell, flat, np.minimum(cover[nonzero], 1.0)
+    ring_offsets = np.zeros(len(sign) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(ring_of_vertex, minlength=len(sign)), out=ring_offsets[1:])
+    cell_rings = np.zeros(len(geoms) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(ring_cell, minlength=len(geoms)), out=cell_rings[1:])
+    pixel_cell, pixel, pixel_weight, *runs = _sweep(u, v, ring_offsets, cell_rings, sign.astype(np.float64), int(shape[0]), int(shape[1]))
+    # Runs in raster order: the sums then read the band front to back (a cell's runs lie a row apart).
+    order = np.argsort(runs[1], kind="stable")
+    return CoverageWeights(pixel_cell, pixel, pixel_weight, *(run[order] for run in runs), cell_area=cell_area,
+                           shape=(int(shape[0]), int(shape[1])))
+
+
+@numba.njit(cache=True)
+def _row_piece_entries(ua, va, ub, vb, sign, cols, areas, heights, n):
+    """One edge piece within a pixel row cut where ``u`` crosses an integer, from left to right
+    (a piece run backwards adds the opposite height, so the sign flips): each part adds its
+    signed height to the row from its pixel on, split by where its midpoint sits: the share
+    right of the midpoint in its pixel (``areas``), all of it (``heights``) past it. Entries from
+    ``n`` on, in ascending columns; returns the new count."""
+    if ub < ua:
+        ua, va, ub, vb, sign = ub, vb, ua, va, -sign
+    lo = np.floor(ua) + 1.0
+    count = max(int(np.ceil(ub) - 1.0 - lo) + 1, 0)
+    slope = (vb - va) / (ub - ua) if count > 0 else 0.0
+    pu, pv = ua, va
+    for j in range(count + 1):
+        if j < count:
+            qu = lo + j
+            qv = va + (qu - ua) * slope
+        else:
+            qu, qv = ub, vb
+        dv = (qv - pv) * sign
+        if dv != 0.0:
+            umid = 0.5 * (pu + qu)
+            c = np.floor(umid)
+            cols[n], areas[n], heights[n] = int(c), dv * (1.0 - (umid - c)), dv
+            n += 1
+        pu, pv = qu, qv
+    return n
+
+
+@numba.njit(cache=True)
+def _edge_entries(u0, v0, u1, v1, sign, height, cols, areas, heights, n, piece_row, piece_start, pieces):
+    """One edge cut where ``v`` crosses an integer (pixel rows); each piece in a row of the raster
+    is cut at columns and recorded (its row and first entry); horizontal edges add nothing.
+    Returns the new entry and piece counts."""
+    if v0 == v1:
+        return n, pieces
+    lo = np.floor(min(v0, v1)) + 1.0
+    hi = np.ceil(max(v0, v1)) - 1.0
+    count = max(int(hi - lo) + 1, 0)
+    step = 1.0 if v1 > v0 else -1.0
+    first = lo if v1 > v0 else hi
+    slope = (u1 - u0) / (v1 - v0)
+    pu, pv = u0, v0
+    for j in range(count + 1):
+        if j < count:
+            qv = first + step * j
+            qu = u0 + (qv - v0) * slope
+        else:
+            qu, qv = u1, v1
+        row = int(np.floor(0.5 * (pv + qv)))
+        if 0 <= row < height:
+            start = n
+            n = _row_piece_entries(pu, pv, qu, qv, sign, cols, areas, heights, n)
+            if n > start:
+                piece_row[pieces], piece_start[pieces] = row, start
+                pieces += 1
+        pu, pv = qu, qv
+    return n, pieces
+
+
+@numba.njit(cache=True)
+def _sort_by_column(cols, areas, heights, m):
+    """Sort the first ``m`` (column, area, height) entries by column: insertion sort, as a row's pieces come
+    in ascending columns and ordered by their first, so they are sorted but where pieces overlap."""
+    if m > 64:
+        order = np.argsort(cols[:m], kind="mergesort")
+        cols[:m], areas[:m], heights[:m] = cols[:m][order], areas[:m][order], heights[:m][order]
+        return
+    for i in range(1, m):
+        c, a, h = cols[i], areas[i], heights[i]
+        j = i - 1
+        while j >= 0 and cols[j] > c:
+            cols[j + 1], areas[j + 1], heights[j + 1] = cols[j], areas[j], heights[j]
+            j -= 1
+        cols[j + 1], areas[j + 1], heights[j + 1] = c, a, h
+
+
+@numba.njit(cache=True)
+def _sweep(u, v, ring_offsets, cell_rings, sign, height, width):
+    """Every cell's edge pieces grouped by row (counting sort), each row's entries put in column
+    order and summed left to right: touched pixels get the running sum, the stretches between
+    them a run of it (clipped to the raster)."""
+    # Entries per cell are bounded by its edges' row and column crossings: each makes at most one
+    # listed pixel and one run, so the outputs are allocated once at the bound (pages never written
+    # are never mapped) and handed out as views.
+    cells = len(cell_rings) - 1
+    bound = np.zeros(cells, np.int64)
+    for cell in range(cells):
+        for ring in range(cell_rings[cell], cell_rings[cell + 1]):
+            for k in range(ring_offsets[ring], ring_offsets[ring + 1] - 1):
+                # one entry per piece; pieces: the row crossings + 1, plus the column crossings + 1 per row
+                bound[cell] += 2 * int(abs(np.floor(v[k + 1]) - np.floor(v[k])) + abs(np.floor(u[k + 1]) - np.floor(u[k]))) + 4
+    total, most = bound.sum(), bound.max() if cells else 0
+    pixel_cell, pixel, pixel_weight = np.empty(total, np.int32), np.empty(total, np.int64), np.empty(total, np.float64)
+    run_cell, run_start, run_stop = np.empty(total, np.int32), np.empty(total, np.int64), np.empty(total, np.int64)
+    run_weight = np.empty(total, np.float64)
+    pixels = runs = 0
+    cols, areas, heights = np.empty(most, np.int64), np.empty(most, np.float64), np.empty(most, np.float64)
+    row_cols, row_areas, row_heights = np.empty(most, np.int64), np.empty(most, np.float64), np.empty(most, np.float64)
+    piece_row, piece_start, order = np.empty(most + 1, np.int64), np.empty(most + 1, np.int64), np.empty(most + 1, np.int64)
+    for cell in range(cells):
+        if bound[cell] == 0:
+            continue
+        vmin, vmax = np.inf, -np.inf
+        for k in range(ring_offsets[cell_rings[cell]], ring_offsets[cell_rings[cell + 1]]):
+            vmin, vmax = min(vmin, v[k]), max(vmax, v[k])
+        n = pieces = 0
+        for ring in range(cell_rings[cell], cell_rings[cell + 1]):
+            for k in range(ring_offsets[ring], ring_offsets[ring + 1] - 1):
+                n, pieces = _edge_entries(u[k], v[k], u[k + 1], v[k + 1], sign[ring], height, cols, areas, heights, n, piece_row, piece_start, pieces)
+        if pieces == 0:
+            continue
+        # Group the pieces by row (counting sort); piece p's entries run to the next piece's start.
+        piece_start[pieces] = n
+        r_lo = max(int(np.floor(vmin)), 0)
+        r_count = min(int(np.floor(vmax)), height - 1) - r_lo + 1
+        row_end = np.zeros(r_count + 1, np.int64)
+        for p in range(pieces):
+            row_end[piece_row[p] - r_lo + 1] += 1
+        for r in range(r_count):
+            row_end[r + 1] += row_end[r]
+        fill = row_end[:-1].copy()
+        for p in range(pieces):
+            r = piece_row[p] - r_lo
+            order[fill[r]] = p
+            fill[r] += 1
+        for r in range(r_count):
+            # the row's pieces by first column (insertion sort: a row has a few), their entries in that order
+            first, last = row_end[r], row_end[r + 1]
+            if first == last:
+                continue
+            for i in range(first + 1, last):
+                p = order[i]
+                j = i - 1
+                while j >= first and cols[piece_start[order[j]]] > cols[piece_start[p]]:
+                    order[j + 1] = order[j]
+                    j -= 1
+                order[j + 1] = p
+            m = 0
+            for i in range(first, last):
+                p = order[i]
+                for e in range(piece_start[p], piece_start[p + 1]):
+                    row_cols[m], row_areas[m], row_heights[m] = cols[e], areas[e], heights[e]
+                    m += 1
+            _sort_by_column(row_cols, row_areas, row_heights, m)
+            base = (r_lo + r) * width
+            running, j, after = 0.0, 0, row_cols[0]
+            while j < m:
+                c = row_cols[j]
+                if running > MIN_COVERAGE and after < c:
+                    start, stop = max(after, 0), min(c, width)
+                    if start < stop:
+                        run_cell[runs], run_start[runs], run_stop[runs] = cell, base + start, base + stop
+                        run_weight[runs] = min(running, 1.0)
+                        runs += 1
+                area, rise = running, 0.0
+                while j < m and row_cols[j] == c:
+                    area += row_areas[j]
+                    rise += row_heights[j]
+                    j += 1
+                if area > MIN_COVERAGE and 0 <= c < width:
+                    pixel_cell[pixels], pixel[pixels], pixel_weight[pixels] = cell, base + c, min(area, 1.0)
+                    pixels += 1
+                running += rise
+                after = c + 1
+    return (pixel_cell[:pixels], pixel[:pixels], pixel_weight[:pixels],
+            run_cell[:runs], run_start[:runs], run_stop[:runs], run_weight[:runs])
 
 
 @dataclass(frozen=True)
@@ -181,10 +288,10 @@ class ZonalResult:
 
 
 class ZonalAccumulator:
-    """Area statistics gathered block by block: each block brings the coverage weights of its
-    pixels (cells x block pixels, rows in ascending cell order) and its values; sums, valid
-    weights, minima/maxima and (cell, value) weights add up across blocks, so any split of the
-    raster into blocks gives the whole-window result (sums up to floating-point order)."""
+    """Area statistics gathered block by block: each block brings the coverage of its pixels by
+    some of the cells and its values; sums, valid weights, minima/maxima and (cell, value)
+    weights add up across blocks, so any split of the raster into blocks gives the whole-window
+    result (sums up to floating-point order)."""
 
     def __init__(self, cell_area: np.ndarray, methods):
         unknown = [m for m in methods if m not in AREA_METHODS]
@@ -199,31 +306,22 @@ class ZonalAccumulator:
         self.high = np.full(n, np.nan)
         self.pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
-    def add(self, cells: np.ndarray, matrix: sp.csr_matrix, band: np.ndarray, valid: np.ndarray) -> None:
-        """``matrix`` rows are the global cells ``cells`` (ascending), its columns the pixels of ``band``."""
-        # Only covered pixels are gathered (through the sparse structure): the cost follows the
-        # number of covered pixels, not the block's size, and the band is never copied whole.
-        n = len(self.cell_area)
-        row = np.repeat(np.asarray(cells, dtype=np.int64), np.diff(matrix.indptr))
-        ok = np.asarray(valid, dtype=bool).ravel()[matrix.indices]
-        v = np.asarray(band).ravel()[matrix.indices].astype(np.float64)
-        w = np.where(ok, matrix.data, 0.0)
-        self.valid_weight += np.bincount(row, w, minlength=n)
-        if "mean" in self.methods or "sum" in self.methods:
-            self.total += np.bincount(row, w * np.where(ok, v, 0.0), minlength=n)
-        keep = ok & (matrix.data > 0)
-        if not keep.any():
-            return
-        row, w, v = row[keep], w[keep], v[keep]
+    def add(self, cells: np.ndarray, weights: CoverageWeights, band: np.ndarray, valid: np.ndarray) -> None:
+        """``weights``' cells 0..n-1 are the global cells ``cells``, its pixels those of ``band``."""
+        # Only covered pixels are read, straight from the band (runs need no gather or copy).
+        cells = np.asarray(cells, dtype=np.int64)
+        band = np.ascontiguousarray(band).reshape(-1)
+        valid = np.ascontiguousarray(valid, dtype=bool).reshape(-1)
+        w = weights
+        _add_sums(cells, w.pixel_cell, w.pixel, w.pixel_weight, w.run_cell, w.run_start, w.run_stop, w.run_weight,
+                  band, valid, self.valid_weight, self.total)
         if "min" in self.methods or "max" in self.methods:
-            starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
-            at = row[starts]
-            if "min" in self.methods:
-                self.low[at] = np.fmin(self.low[at], np.minimum.reduceat(v, starts))
-            if "max" in self.methods:
-                self.high[at] = np.fmax(self.high[at], np.maximum.reduceat(v, starts))
+            _add_extremes(cells, w.pixel_cell, w.pixel, w.run_cell, w.run_start, w.run_stop, band, valid, self.low, self.high)
         if "majority" in self.methods:
-            self.pairs.append(_summed_pairs(row, v, w))
+            row, v, weight = _covered_values(cells, w.pixel_cell, w.pixel, w.pixel_weight, w.run_cell, w.run_start, w.run_stop,
+                                             w.run_weight, band, valid)
+            if len(row):
+                self.pairs.append(_summed_pairs(row, v, weight))
 
     def result(self, method: str) -> ZonalResult:
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -248,6 +346,73 @@ class ZonalAccumulator:
         raise ValueError(f"{method!r} is not an area method; use one of {', '.join(AREA_METHODS)}")
 
 
+@numba.njit(cache=True)
+def _add_sums(cells, pixel_cell, pixel, pixel_weight, run_cell, run_start, run_stop, run_weight, band, valid, valid_weight, total):
+    """Valid coverage and coverage-weighted value sums per cell."""
+    for i in range(len(pixel)):
+        p = pixel[i]
+        if valid[p]:
+            cell = cells[pixel_cell[i]]
+            valid_weight[cell] += pixel_weight[i]
+            total[cell] += pixel_weight[i] * np.float64(band[p])
+    for i in range(len(run_start)):
+        count, value = 0, 0.0
+        for p in range(run_start[i], run_stop[i]):
+            ok = valid[p]
+            count += ok
+            value += np.float64(band[p]) if ok else 0.0
+        cell = cells[run_cell[i]]
+        valid_weight[cell] += run_weight[i] * count
+        total[cell] += run_weight[i] * value
+
+
+@numba.njit(cache=True)
+def _add_extremes(cells, pixel_cell, pixel, run_cell, run_start, run_stop, band, valid, low, high):
+    """Smallest and largest valid covered value per cell (NaN: none yet)."""
+    for i in range(len(pixel)):
+        p = pixel[i]
+        if valid[p]:
+            cell = cells[pixel_cell[i]]
+            x = np.float64(band[p])
+            if not x >= low[cell]:
+                low[cell] = x
+            if not x <= high[cell]:
+                high[cell] = x
+    for i in range(len(run_start)):
+        cell = cells[run_cell[i]]
+        for p in range(run_start[i], run_stop[i]):
+            if valid[p]:
+                x = np.float64(band[p])
+                if not x >= low[cell]:
+                    low[cell] = x
+                if not x <= high[cell]:
+                    high[cell] = x
+
+
+@numba.njit(cache=True)
+def _covered_values(cells, pixel_cell, pixel, pixel_weight, run_cell, run_start, run_stop, run_weight, band, valid):
+    """(cell, value, coverage) of every valid covered pixel (majority weighs values by coverage)."""
+    n = 0
+    for i in range(len(pixel)):
+        n += valid[pixel[i]]
+    for i in range(len(run_start)):
+        for p in range(run_start[i], run_stop[i]):
+            n += valid[p]
+    row, value, weight = np.empty(n, np.int64), np.empty(n, np.float64), np.empty(n, np.float64)
+    n = 0
+    for i in range(len(pixel)):
+        p = pixel[i]
+        if valid[p]:
+            row[n], value[n], weight[n] = cells[pixel_cell[i]], np.float64(band[p]), pixel_weight[i]
+            n += 1
+    for i in range(len(run_start)):
+        for p in range(run_start[i], run_stop[i]):
+            if valid[p]:
+                row[n], value[n], weight[n] = cells[run_cell[i]], np.float64(band[p]), run_weight[i]
+                n += 1
+    return row, value, weight
+
+
 def _summed_pairs(row: np.ndarray, v: np.ndarray, w: np.ndarray):
     """Distinct (cell, value) pairs with their summed weight."""
     pairs, inverse = np.unique(np.stack([row.astype(np.float64), v]), axis=1, return_inverse=True)
@@ -261,7 +426,7 @@ def zonal(weights: CoverageWeights, band: np.ndarray, valid: np.ndarray, method:
     if method not in AREA_METHODS:
         raise ValueError(f"{method!r} is not an area method; use one of {', '.join(AREA_METHODS)}")
     accumulator = ZonalAccumulator(weights.cell_area, [method])
-    accumulator.add(np.arange(weights.matrix.shape[0]), weights.matrix, band, valid)
+    accumulator.add(np.arange(weights.cells), weights, band, valid)
     return accumulator.result(method)
 
 

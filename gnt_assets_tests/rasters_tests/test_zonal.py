@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
+from affine import Affine
 from exactextract import exact_extract
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
@@ -83,35 +84,75 @@ def _untie(weights, values, valid, ours, ref):
     return ours, np.where(np.isfinite(ref) & (ours != ref), ours, ref)
 
 
+def _dense(weights):
+    """The run-length coverage as a dense (cells x pixels) array."""
+    out = np.zeros((weights.cells, weights.shape[0] * weights.shape[1]))
+    np.add.at(out, (weights.pixel_cell, weights.pixel), weights.pixel_weight)
+    for cell, start, stop, weight in zip(weights.run_cell, weights.run_start, weights.run_stop, weights.run_weight, strict=True):
+        out[cell, start:stop] += weight
+    return out
+
+
+def _exact(cells, shape):
+    """Each pixel's box intersected with each cell (pixel size 1, origin at the top left)."""
+    rows, cols = np.divmod(np.arange(shape[0] * shape[1]), shape[1])
+    boxes = shapely.box(cols, shape[0] - rows - 1, cols + 1, shape[0] - rows)
+    return shapely.area(shapely.intersection(np.asarray(cells, dtype=object)[:, None], boxes[None, :]))
+
+
 def test_coverage_sums_to_cell_area_inside_the_raster():
     transform = from_origin(0, 100, 1, 1)
     hexagon = shapely.buffer(shapely.Point(50.3, 50.7), 10.2, quad_segs=1)
     square = shapely.box(10.25, 10.5, 13.75, 12.5)
     weights = coverage_weights([hexagon, square], transform, (100, 100))
-    np.testing.assert_allclose(np.asarray(weights.matrix.sum(axis=1)).ravel(), [hexagon.area, square.area], rtol=1e-12)
-    assert weights.matrix.max() <= 1.0
+    dense = _dense(weights)
+    np.testing.assert_allclose(dense.sum(axis=1), [hexagon.area, square.area], rtol=1e-12)
+    assert dense.max() <= 1.0
+    # the interior is runs: far fewer pixels are listed one by one than are covered
+    assert len(weights.pixel) < 0.5 * weights.covered_pixels
 
 
-@settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), batch_elements=st.integers(1, 400))
-def test_coverage_is_each_pixels_intersection_area_whatever_the_batches(seed, batch_elements):
-    """Vertices on a quarter-pixel lattice put many of them and whole edges exactly on pixel
-    lines, where the row and column cuts meet; every pixel's weight is the area of its box
-    intersected with the cell, however the cells are split into batches."""
+def _lattice_polygon(rng):
+    """A convex hull or box with vertices on a quarter-pixel lattice: many vertices and whole edges
+    fall exactly on pixel lines, where the row and column cuts meet."""
+    points = shapely.multipoints(rng.integers(-4, 48, (int(rng.integers(3, 9)), 2)) / 4.0)
+    return shapely.buffer(shapely.convex_hull(points), 0) if rng.random() < 0.5 else shapely.envelope(points)
+
+
+def _random_cell(rng):
+    """A polygon, a polygon with holes or a multipolygon (parts may touch) over a 12 x 10 raster and beyond."""
+    kind = rng.integers(0, 4)
+    if kind == 0:
+        return _lattice_polygon(rng)
+    if kind == 1:  # off-lattice star-shaped polygon (not convex)
+        centre = rng.uniform(-2, 14, 2)
+        angles = np.sort(rng.uniform(0, 2 * np.pi, int(rng.integers(3, 12))))
+        radius = rng.uniform(0.2, 7, len(angles))
+        return shapely.make_valid(shapely.Polygon(np.c_[centre[0] + radius * np.cos(angles), centre[1] + radius * np.sin(angles)]))
+    if kind == 2:  # holes
+        outer = shapely.buffer(shapely.Point(rng.uniform(0, 10, 2)), rng.uniform(2, 7), quad_segs=int(rng.integers(1, 5)))
+        holes = shapely.union_all([shapely.buffer(shapely.Point(rng.uniform(0, 10, 2)), rng.uniform(0.3, 2), quad_segs=1) for _ in range(3)])
+        return shapely.difference(outer, holes)
+    return shapely.union_all([_lattice_polygon(rng) for _ in range(3)])
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), split=st.integers(1, 11))
+def test_coverage_is_each_pixels_intersection_area_whatever_the_blocks(seed, split):
+    """Every pixel's weight is the area of its box intersected with the cell, for polygons with
+    and without holes and multipolygons, and a split of the raster's rows into two blocks (each
+    swept on its own, as ``resample`` does) covers each pixel as the whole raster does."""
     rng = np.random.default_rng(seed)
     shape = (12, 10)
     transform = from_origin(0, 12, 1, 1)
-    cells = []
-    for _ in range(6):
-        points = shapely.multipoints(rng.integers(-4, 48, (int(rng.integers(3, 9)), 2)) / 4.0)
-        cells.append(shapely.buffer(shapely.convex_hull(points), 0) if rng.random() < 0.5 else shapely.envelope(points))
-    cells = np.array([c for c in cells if c.area > 0], dtype=object)
+    cells = np.array([_random_cell(rng) for _ in range(6)], dtype=object)
+    cells = cells[shapely.area(cells) > 0]
     assume(len(cells) > 0)
-    weights = coverage_weights(cells, transform, shape, batch_elements=batch_elements)
-    rows, cols = np.divmod(np.arange(shape[0] * shape[1]), shape[1])
-    boxes = shapely.box(cols, shape[0] - rows - 1, cols + 1, shape[0] - rows)
-    expected = shapely.area(shapely.intersection(cells[:, None], boxes[None, :]))
-    np.testing.assert_allclose(weights.matrix.toarray(), expected, atol=1e-12)
+    expected = _exact(cells, shape)
+    np.testing.assert_allclose(_dense(coverage_weights(cells, transform, shape)), expected, atol=1e-12)
+    top = coverage_weights(cells, transform, (split, shape[1]))
+    bottom = coverage_weights(cells, transform @ Affine.translation(0, split), (shape[0] - split, shape[1]))
+    np.testing.assert_allclose(np.hstack([_dense(top), _dense(bottom)]), expected, atol=1e-12)
 
 
 def test_cells_outside_the_raster_have_no_valid_fraction():
