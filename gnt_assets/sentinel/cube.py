@@ -120,12 +120,14 @@ def month_label(month: str) -> np.datetime64:
 
 
 def cube_template(layout: CubeLayout, months: list[str], bands: list[str]) -> xr.Dataset:
-    """Metadata-only template: (time, y, x, band) uint16, fill 0, CF attributes and spatial_ref."""
-    spatial = xr_zeros(layout.geobox, dtype="uint16", chunks=(layout.chunk_px, layout.chunk_px))
+    """Metadata-only template: (time, y, x, band) uint16, fill 0, CF attributes and spatial_ref. One lazy dask
+    chunk: the stored chunks come from ``cube_encoding``, and a dask chunk per zarr chunk made a graph of a task
+    per chunk and month (half a million for one 60 km chunk's cube, minutes and GBs before anything was written)."""
+    spatial = xr_zeros(layout.geobox, dtype="uint16", chunks=tuple(layout.geobox.shape))
     ydim, xdim = spatial.dims
     data = (spatial.expand_dims(time=[month_label(m) for m in months], band=list(bands))
             .transpose("time", ydim, xdim, "band")
-            .chunk({"time": 1, ydim: layout.chunk_px, xdim: layout.chunk_px, "band": len(bands)}))
+            .chunk({"time": -1, ydim: -1, xdim: -1, "band": -1}))
     data.attrs = {"long_name": "cloud-masked monthly median surface reflectance", "units": "1",
                   "comment": "stored as uint16 DN, reflectance = DN * 1e-4 - 0.1 (CF scale_factor/add_offset); every "
                              "item harmonized to it from raster:bands or s2:processing_baseline",

@@ -304,12 +304,13 @@ class SquareTiling:
         shape = (round((y1 - y0) / self.res_m), round((x1 - x0) / self.res_m))
         return GeoBox(shape, Affine(self.res_m, 0, x0, 0, -self.res_m, y1), crs)
 
-    def layout(self, chunk: Chunk | str, aoi: BaseGeometry, cube: GeoBox | None = None) -> CubeLayout:
+    def layout(self, chunk: Chunk | str, aoi: BaseGeometry, cube: GeoBox | None = None,
+               zone_part: BaseGeometry | None = None) -> CubeLayout:
         """The chunk's part of its zone cube: the cube's GeoBox (from the whole AOI, or as stored in the grid
         table when ``aoi`` is only the chunk's part of it) and the regions of this chunk's cells only; sharded,
         the regions of the shards holding at least one of its cells (keys ``..._s<i>_<j>``, shard indices)."""
         chunk = self.chunk(chunk) if isinstance(chunk, str) else chunk
-        part = self.zone_of(chunk.crs, aoi)
+        part = zone_part if zone_part is not None else self.zone_of(chunk.crs, aoi)
         cube = cube if cube is not None else self.zone_geobox(chunk.crs, part)
         x0, y1 = cube.affine.c, cube.affine.f
         step = self.cell_m * self.shard_cells
