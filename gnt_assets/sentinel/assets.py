@@ -29,6 +29,9 @@ class GridConfig(dg.Config):
     id_column: str = "grid_id"
     chunk_km: float = Field(default=0.0, description="square: > 0 makes each chunk a super-tile of about chunk_km "
                             "(its cells enumerated and fanned out inside the run; 200 for a continent); 0: a chunk per cell")
+    shard_cells: int = Field(default=1, description="square with chunk_km: cells per zarr v3 shard side; > 1 makes a "
+                             "shard of cells the unit a task computes and writes (16 for a continent: one object per "
+                             "15 km shard and month); must divide the cells of a chunk side")
 
 
 class AoiConfig(dg.Config):
@@ -63,7 +66,7 @@ def sentinel_grid(config: SentinelGridConfig, sentinel_aoi: gpd.GeoDataFrame) ->
     chunk sensor turns each cell into a sentinel_chunk partition."""
     aoi = sentinel_aoi.geometry.iloc[0]
     grids = [
-        tiled_grid(SquareTiling(g.name, g.d, g.res_m, g.chunk_km * 1000, g.target_crs, g.chunks_per_side), aoi)
+        tiled_grid(SquareTiling(g.name, g.d, g.res_m, g.chunk_km * 1000, g.target_crs, g.chunks_per_side, g.shard_cells), aoi)
         if g.generator == "square" and g.chunk_km > 0 else
         named_grid(aoi, g.name, g.generator, GridSpec(d=g.d, overlap=g.overlap, target_crs=g.target_crs, res_m=g.res_m,
                                                       id_column=g.id_column), g.chunks_per_side, g.path, g.layer)

@@ -111,7 +111,7 @@ def plan_jobs(storage, grid_table: gpd.GeoDataFrame, stac, url: str, keys: list[
             ensured.add(name)
         cells = list(layout.regions) if is_tiled(row) else [chunk]
         for cell in cells:
-            own = CubeLayout(layout.geobox, layout.chunk_px, {cell: layout.regions[cell]}) if is_tiled(row) else layout
+            own = dataclasses.replace(layout, regions={cell: layout.regions[cell]}) if is_tiled(row) else layout
             bounds = tuple(own.cell_geobox(cell).geographic_extent.boundingbox) if is_tiled(row) else tuple(row.geometry.bounds)
             jobs.append(ChunkJob(
                 chunk=cell, month=month, query=stac.query(url, bounds, date.fromisoformat(month)),

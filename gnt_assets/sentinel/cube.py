@@ -69,6 +69,11 @@ class CubeLayout:
     geobox: GeoBox
     chunk_px: int
     regions: dict[str, tuple[slice, slice]]  # chunk key -> (rows, cols) of the mosaic
+    shard_px: int = 0  # > chunk_px: zarr v3 shards of this many pixels a side, each region whole shards
+
+    @property
+    def sharded(self) -> bool:
+        return self.shard_px > self.chunk_px
 
     def cell_geobox(self, chunk: str) -> GeoBox:
         rows, cols = self.regions[chunk]
@@ -115,12 +120,14 @@ def month_label(month: str) -> np.datetime64:
 
 
 def cube_template(layout: CubeLayout, months: list[str], bands: list[str]) -> xr.Dataset:
-    """Metadata-only template: (time, y, x, band) uint16, fill 0, CF attributes and spatial_ref."""
-    spatial = xr_zeros(layout.geobox, dtype="uint16", chunks=(layout.chunk_px, layout.chunk_px))
+    """Metadata-only template: (time, y, x, band) uint16, fill 0, CF attributes and spatial_ref. One lazy dask
+    chunk: the stored chunks come from ``cube_encoding``, and a dask chunk per zarr chunk made a graph of a task
+    per chunk and month (half a million for one 60 km chunk's cube, minutes and GBs before anything was written)."""
+    spatial = xr_zeros(layout.geobox, dtype="uint16", chunks=tuple(layout.geobox.shape))
     ydim, xdim = spatial.dims
     data = (spatial.expand_dims(time=[month_label(m) for m in months], band=list(bands))
             .transpose("time", ydim, xdim, "band")
-            .chunk({"time": 1, ydim: layout.chunk_px, xdim: layout.chunk_px, "band": len(bands)}))
+            .chunk({"time": -1, ydim: -1, xdim: -1, "band": -1}))
     data.attrs = {"long_name": "cloud-masked monthly median surface reflectance", "units": "1",
                   "comment": "stored as uint16 DN, reflectance = DN * 1e-4 - 0.1 (CF scale_factor/add_offset); every "
                              "item harmonized to it from raster:bands or s2:processing_baseline",
@@ -131,11 +138,14 @@ def cube_template(layout: CubeLayout, months: list[str], bands: list[str]) -> xr
 
 
 def cube_encoding(layout: CubeLayout, bands: list[str], block: int = BLOCK_MONTHS) -> dict:
-    """Data one chunk per cell-chunk and month; the time labels one chunk per block, so a cube grown block
-    by block stores the same objects as one created at its final length."""
-    return {VARIABLE: {"chunks": (1, layout.chunk_px, layout.chunk_px, len(bands)), "_FillValue": 0, "dtype": "uint16",
-                       "scale_factor": CUBE_SCALE, "add_offset": CUBE_OFFSET},
-            "time": {"chunks": (block,), "units": f"days since {TIME_START}", "dtype": "int64"}}
+    """Data one chunk per cell-chunk and month (sharded: one object per shard and month, the chunks inside it);
+    the time labels one chunk per block, so a cube grown block by block stores the same objects as one created
+    at its final length."""
+    data = {"chunks": (1, layout.chunk_px, layout.chunk_px, len(bands)), "_FillValue": 0, "dtype": "uint16",
+            "scale_factor": CUBE_SCALE, "add_offset": CUBE_OFFSET}
+    if layout.sharded:
+        data["shards"] = (1, layout.shard_px, layout.shard_px, len(bands))
+    return {VARIABLE: data, "time": {"chunks": (block,), "units": f"days since {TIME_START}", "dtype": "int64"}}
 
 
 def region_dataset(layout: CubeLayout, chunk: str, month: str, bands: list[str], median: np.ndarray) -> xr.Dataset:

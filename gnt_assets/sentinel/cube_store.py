@@ -218,7 +218,7 @@ class CubeStore:
 
 
 def _chunk_keys(data: xr.DataArray, region: dict[str, slice]) -> list[str]:
-    """zarr v3 chunk keys of a region (time, y, x; the band axis is one chunk)."""
-    sizes = data.encoding["chunks"][:3]
+    """zarr v3 object keys of a region (time, y, x; the band axis is one chunk): shards where the cube is sharded."""
+    sizes = (data.encoding.get("shards") or data.encoding["chunks"])[:3]
     ranges = [range(region[dim].start // size, -(-region[dim].stop // size)) for dim, size in zip(data.dims[:3], sizes, strict=False)]
     return [f"{VARIABLE}/c/{t}/{r}/{k}/0" for t in ranges[0] for r in ranges[1] for k in ranges[2]]

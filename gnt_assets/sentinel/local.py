@@ -13,9 +13,11 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,7 @@ from scipy import ndimage
 from upath import UPath
 
 from gnt_assets.core.atomic import atomic_write_text
+from gnt_assets.core.loopback import serving
 from gnt_assets.sentinel.resources import SentinelStacResource
 
 COLLECTION = "sentinel-2-c1-l2a"
@@ -85,11 +88,12 @@ def _write_cog(path: Path, array: np.ndarray, transform, nodata: int) -> None:
     tmp.replace(path)
 
 
-def _item(scene_id: str, when: datetime, assets: dict[str, Path], transform, shape, bbox4326, cloud: float,
-          collection: str = COLLECTION) -> dict:
-    """Earth Search C1 items state scale and offset in raster:bands; Planetary Computer's do not (their DN
+def scene_item(scene_id: str, when: datetime, assets: dict[str, Path | str], transform, shape, bbox4326, cloud: float,
+               collection: str = COLLECTION, crs: str = SCENE_CRS) -> dict:
+    """A scene's STAC item; an asset is a local file (a file:// href) or a URL (e.g. from ``file_server``).
+    Earth Search C1 items state scale and offset in raster:bands; Planetary Computer's do not (their DN
     follow the processing baseline, stated as s2:processing_baseline)."""
-    proj = {"proj:code": SCENE_CRS, "proj:shape": list(shape), "proj:transform": list(transform)[:6]}
+    proj = {"proj:code": crs, "proj:shape": list(shape), "proj:transform": list(transform)[:6]}
     stac_assets = {}
     for name, path in assets.items():
         dtype = "uint8" if name in ("scl", "SCL") else "uint16"
@@ -97,7 +101,7 @@ def _item(scene_id: str, when: datetime, assets: dict[str, Path], transform, sha
         if collection == COLLECTION and dtype == "uint16":
             band.update(scale=0.0001, offset=-0.1)
         stac_assets[name] = {
-            "href": path.resolve().as_uri(), "type": "image/tiff; application=geotiff; profile=cloud-optimized", "roles": ["data"],
+            "href": path if isinstance(path, str) else path.resolve().as_uri(), "type": "image/tiff; application=geotiff; profile=cloud-optimized", "roles": ["data"],
             "raster:bands": [band], **proj,
         }
     baseline = "05.10" if when >= BASELINE_CHANGE else "03.01"
@@ -110,7 +114,7 @@ def _item(scene_id: str, when: datetime, assets: dict[str, Path], transform, sha
         "bbox": [w, s, e, n],
         "geometry": {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]},
         "properties": {"datetime": when.strftime("%Y-%m-%dT%H:%M:%SZ"), "eo:cloud_cover": cloud,
-                       "platform": "sentinel-2a", "proj:code": SCENE_CRS, "s2:processing_baseline": baseline},
+                       "platform": "sentinel-2a", "proj:code": crs, "s2:processing_baseline": baseline},
         "links": [], "assets": stac_assets,
     }
 
@@ -154,8 +158,8 @@ def ensure_sample_scenes(root: Path, bbox: tuple[float, float, float, float] = D
                                transform, 0)
                 pc_assets[PC_ASSETS[name]] = path  # from 04.00 on the same DN as Earth Search's C1
             cloud = round(float(np.isin(scl, (3, 8, 9)).mean() * 100), 2)
-            features.append(_item(scene_id, when, assets, transform, (height, width), bbox4326, cloud))
-            pc_features.append(_item(scene_id, when, pc_assets, transform, (height, width), bbox4326, cloud, PC_COLLECTION))
+            features.append(scene_item(scene_id, when, assets, transform, (height, width), bbox4326, cloud))
+            pc_features.append(scene_item(scene_id, when, pc_assets, transform, (height, width), bbox4326, cloud, PC_COLLECTION))
     atomic_write_text(UPath(pc_path), json.dumps({"type": "FeatureCollection", "features": pc_features}))
     atomic_write_text(UPath(items_path), json.dumps({"type": "FeatureCollection", "features": features}))
     atomic_write_text(UPath(version), CATALOG_VERSION)
@@ -182,6 +186,53 @@ def ensure_demo_aoi(root: Path, bbox: tuple[float, float, float, float] = DEMO_B
         gpd.GeoDataFrame({"name": ["demo"]}, geometry=[shape], crs="EPSG:4326").to_file(tmp, layer="aoi", driver="GPKG")
         tmp.replace(path)
     return path
+
+
+def _file_handler(root: Path) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive: GDAL reuses its connections
+
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_HEAD(self) -> None:
+            self._serve(head=True)
+
+        def do_GET(self) -> None:
+            self._serve(head=False)
+
+        def _serve(self, *, head: bool) -> None:
+            path = (root / urllib.parse.unquote(self.path.split("?")[0]).lstrip("/")).resolve()
+            if not path.is_relative_to(root) or not path.is_file():
+                self.send_error(404)
+                return
+            size = path.stat().st_size
+            start, end = 0, size - 1
+            ranged = self.headers.get("Range", "").startswith("bytes=") and "," not in self.headers["Range"]
+            if ranged:
+                first, _, last = self.headers["Range"][6:].partition("-")
+                start, end = (int(first), min(int(last), size - 1) if last else size - 1) if first else (max(0, size - int(last)), size - 1)
+            self.send_response(206 if ranged else 200)
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("Content-Type", "image/tiff")
+            self.send_header("Content-Length", str(end - start + 1))
+            if ranged:
+                self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+            self.end_headers()
+            if not head:
+                with path.open("rb") as file:
+                    file.seek(start)
+                    self.wfile.write(file.read(end - start + 1))
+
+    return Handler
+
+
+@contextlib.contextmanager
+def file_server(root: Path) -> Iterator[str]:
+    """The files under ``root`` over HTTP on loopback, with single byte ranges (what GDAL's /vsicurl/ reads a COG
+    with), so scenes are read as from a cloud bucket; yields the base URL."""
+    with serving(_file_handler(Path(root).resolve()), "sentinel-cogs") as url:
+        yield url
 
 
 def _free_port() -> int:

@@ -92,7 +92,10 @@ def disk_dilation(mask: np.ndarray, radius: int) -> np.ndarray:
     return out
 
 
-NETWORK_MAX_DATES = 16  # above this bottleneck's per-pixel selection beats a sorting network's whole-array passes
+# Above this bottleneck's per-pixel selection may beat a sorting network's whole-array passes. Measured from uint16 DN
+# and a mask (512 x 512 x 4 bands, 30 % masked, CPU s): network 0.09 against bottleneck 0.41 at 20 dates, 0.26
+# against 2.10 at 64 (the float copy the bottleneck path needs costs more than the network's passes).
+NETWORK_MAX_DATES = 64
 
 
 def sorting_network(n: int) -> list[tuple[int, int]]:

@@ -142,7 +142,12 @@ class Cell:
 @dataclass(frozen=True)
 class SquareTiling:
     """Squares of ``cell_m`` in each chunk's UTM zone (``crs='utm'``) or in one projected CRS (e.g. EPSG:3035),
-    edges on multiples of the cell size; chunks are ``chunk_cells`` x ``chunk_cells`` cells."""
+    edges on multiples of the cell size; chunks are ``chunk_cells`` x ``chunk_cells`` cells.
+
+    ``shard_cells > 1`` groups ``shard_cells`` x ``shard_cells`` cells into one zarr v3 shard: the shard is then the
+    unit a task computes and writes (its cells' zarr chunks are the shard's inner chunks), so a month of a
+    continent is one object per shard instead of one per cell. Shards tile chunks exactly, so two partitions
+    never share one."""
 
     name: str = "square"
     cell_m: float = 960.0
@@ -150,10 +155,14 @@ class SquareTiling:
     chunk_m: float = 200_000.0
     crs: str = UTM
     chunks_per_side: int = 1  # zarr chunks per cell side
+    shard_cells: int = 1  # cells per shard side (1: no sharding, a task per cell)
 
     def __post_init__(self):
         if self.cell_m <= 0 or self.res_m <= 0 or self.chunk_m < self.cell_m:
             raise GridError(f"grid {self.name!r}: need cell_m > 0, res_m > 0, chunk_m >= cell_m (got {self})")
+        if self.shard_cells < 1 or self.chunk_cells % self.shard_cells:
+            raise GridError(f"grid {self.name!r}: shard_cells {self.shard_cells} does not divide the {self.chunk_cells} "
+                            "cells of a chunk side; shards must tile chunks so no two partitions share one")
         px = self.cell_m / self.res_m
         if abs(px - round(px)) > 1e-9 or round(px) % self.chunks_per_side:
             raise GridError(f"grid {self.name!r}: a {self.cell_m} m cell is not a whole number of {self.chunks_per_side} "
@@ -169,12 +178,18 @@ class SquareTiling:
     def chunk_px(self) -> int:
         return round(self.cell_m / self.res_m) // self.chunks_per_side
 
+    @property
+    def shard_px(self) -> int:
+        """Pixels per side of a write unit: a shard of cells, or one cell's zarr chunk when unsharded."""
+        return round(self.cell_m / self.res_m) * self.shard_cells if self.shard_cells > 1 else self.chunk_px
+
     def description(self) -> dict:
         return {"kind": "square", **asdict(self), "chunk_cells": self.chunk_cells, "chunk_px": self.chunk_px}
 
     @classmethod
     def from_description(cls, description: dict) -> SquareTiling:
-        return cls(**{k: description[k] for k in ("name", "cell_m", "res_m", "chunk_m", "crs", "chunks_per_side")})
+        names = ("name", "cell_m", "res_m", "chunk_m", "crs", "chunks_per_side", "shard_cells")
+        return cls(**{k: description[k] for k in names if k in description})  # tables from before shards: unsharded
 
     # -- zones: one cube per CRS --------------------------------------------------------------
     def zones(self, aoi: BaseGeometry) -> list[tuple[str, BaseGeometry]]:
@@ -289,20 +304,25 @@ class SquareTiling:
         shape = (round((y1 - y0) / self.res_m), round((x1 - x0) / self.res_m))
         return GeoBox(shape, Affine(self.res_m, 0, x0, 0, -self.res_m, y1), crs)
 
-    def layout(self, chunk: Chunk | str, aoi: BaseGeometry, cube: GeoBox | None = None) -> CubeLayout:
+    def layout(self, chunk: Chunk | str, aoi: BaseGeometry, cube: GeoBox | None = None,
+               zone_part: BaseGeometry | None = None) -> CubeLayout:
         """The chunk's part of its zone cube: the cube's GeoBox (from the whole AOI, or as stored in the grid
-        table when ``aoi`` is only the chunk's part of it) and the regions of this chunk's cells only."""
+        table when ``aoi`` is only the chunk's part of it) and the regions of this chunk's cells only; sharded,
+        the regions of the shards holding at least one of its cells (keys ``..._s<i>_<j>``, shard indices)."""
         chunk = self.chunk(chunk) if isinstance(chunk, str) else chunk
-        part = self.zone_of(chunk.crs, aoi)
+        part = zone_part if zone_part is not None else self.zone_of(chunk.crs, aoi)
         cube = cube if cube is not None else self.zone_geobox(chunk.crs, part)
         x0, y1 = cube.affine.c, cube.affine.f
-        px, prefix = round(self.cell_m / self.res_m), self._cell_prefix(chunk.crs)
-        indices = np.array(self.cell_indices(chunk, part), dtype=np.int64).reshape(-1, 2)
-        rows = np.rint((y1 - (indices[:, 1] + 1) * self.cell_m) / self.res_m).astype(np.int64).tolist()
-        cols = np.rint((indices[:, 0] * self.cell_m - x0) / self.res_m).astype(np.int64).tolist()
+        step = self.cell_m * self.shard_cells
+        prefix = self._cell_prefix(chunk.crs) if self.shard_cells == 1 else f"{sanitize_key(self.name)}-{self._zone_code(chunk.crs)}_s"
+        px = round(step / self.res_m)
+        indices = np.array(self.cell_indices(chunk, part), dtype=np.int64).reshape(-1, 2) // self.shard_cells
+        indices = np.unique(indices, axis=0) if self.shard_cells > 1 else indices
+        rows = np.rint((y1 - (indices[:, 1] + 1) * step) / self.res_m).astype(np.int64).tolist()
+        cols = np.rint((indices[:, 0] * step - x0) / self.res_m).astype(np.int64).tolist()
         regions = {f"{prefix}{i}_{j}": (slice(r, r + px), slice(c, c + px))
                    for (i, j), r, c in zip(indices.tolist(), rows, cols, strict=True)}
-        return CubeLayout(geobox=cube, chunk_px=self.chunk_px, regions=regions)
+        return CubeLayout(geobox=cube, chunk_px=self.chunk_px, regions=regions, shard_px=self.shard_px)
 
 
 @dataclass(frozen=True)

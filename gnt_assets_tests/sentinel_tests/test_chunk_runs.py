@@ -155,3 +155,27 @@ def test_a_run_killed_before_its_ledger_is_resumed_from_the_cells_it_finished(ti
     assert rerun.success and set(counts) == set(cells) - set(recorded)  # the finished cell is kept, not reloaded
     assert all(_complete(resources["storage"], table, chunks[0]))
     assert not chunk_runs._progress_folder(resources["storage"], MONTH, chunks[0]).exists()  # folded into the ledger
+
+
+def test_a_sharded_grid_runs_a_job_per_shard_and_writes_one_object_each(storage_root, instance, stac_url, loads):
+    """With shard_cells, a chunk partition maps one job per shard (not per cell) and stores one object per shard:
+    the run's files metadata counts shards, every region complete, the region checks pass."""
+    from gnt_assets.io_managers.geoparquet import read_table
+
+    counts, _ = loads
+    resources = {**resources_for_profile("local"), "sentinel_stac": LocalSentinelStac(url=stac_url)}
+    tiles = {"name": "tiles", "generator": "square", "d": 240, "res_m": 20.0, "chunk_km": 0.96, "shard_cells": 2}
+    config = {"ops": {"sentinel_aoi": {"config": {"bbox": list(DEMO_BBOX)}}, "sentinel_grid": {"config": {"grids": [tiles]}}}}
+    dg.materialize(ASSETS, selection=["sentinel_aoi", "sentinel_grid"], instance=instance, resources=resources, run_config=config)
+    table = read_table(chunk_runs.grid_table_path(resources["storage"]))
+    chunk = table["chunk"].iloc[0]
+    instance.add_dynamic_partitions("sentinel_chunk", [chunk])
+    layout, shards = chunk_runs.partition_layout(table, chunk)
+    assert layout.shard_px == 2 * 12 and all("_s" in s for s in shards)
+    result = dg.materialize(ASSETS, selection=["sentinel_mosaic"], partition_key=_key(MONTH, chunk), instance=instance,
+                            resources=resources, run_config=FAST_RETRIES)
+    assert result.success and set(counts) == set(shards)
+    assert result.asset_materializations_for_node("sentinel_mosaic")[0].metadata["files"].value == len(shards)
+    assert all(_complete(resources["storage"], table, chunk))
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks["region_written"] and checks["reflectance_plausible"] and checks["scenes_found"]

@@ -166,3 +166,42 @@ def test_chunk_layouts_of_two_utm_zones_write_their_own_cubes(tmp_path):
             rows, cols = first.regions[cell]
             values = data.isel(time=month_index(month), y=rows, x=cols).values
             assert np.allclose(values, (500 + index) * 1e-4 - 0.1)
+
+
+@pytest.mark.parametrize("backend", ["zarr", "icechunk"])
+def test_sharded_chunks_write_one_object_per_shard_and_month(tmp_path, backend):
+    """With shard_cells, a chunk's regions are whole shards holding its cells (the cells' zarr chunks inside them):
+    each region write is one stored object, complete on its own, and the values land where the cells' would."""
+    import numpy as np
+    from upath import UPath
+
+    from gnt_assets.sentinel.cube import VARIABLE, month_index, region_dataset
+    from gnt_assets.sentinel.cube_store import CubeStore
+
+    aoi, bands, month = box(6.2, 45.0, 6.4, 45.1), ["red", "green"], "2024-06-01"
+    sharded, plain = SquareTiling(**SMALL, shard_cells=5), SquareTiling(**SMALL)
+    chunk = next(iter(sharded.chunks(aoi)))
+    layout, cells = sharded.layout(chunk, aoi), plain.layout(chunk, aoi)
+    assert layout.shard_px == 5 * layout.chunk_px and layout.geobox == cells.geobox
+    owned = {(r.start // layout.shard_px, c.start // layout.shard_px) for r, c in layout.regions.values()}
+    assert len(owned) == len(layout.regions)  # no two regions share a shard
+    for rows, cols in cells.regions.values():  # every cell lies inside one of the chunk's shards
+        assert (rows.start // layout.shard_px, cols.start // layout.shard_px) in owned
+        assert rows.stop - 1 < (rows.start // layout.shard_px + 1) * layout.shard_px
+    cube = CubeStore(UPath(tmp_path / f"cube.{backend}"), backend)
+    cube.ensure(layout, [month], bands)
+    for index, key in enumerate(sorted(layout.regions)):
+        h, w = layout.cell_geobox(key).shape
+        cube.write(region_dataset(layout, key, month, bands, np.full((h, w, 2), 500 + index, "uint16")), layout, key, month)
+        status = cube.status(cube.region(layout, key, month))
+        assert (status.expected, status.present, status.complete) == (1, 1, True)
+    data = cube.open()[VARIABLE]
+    assert data.encoding["shards"][1:3] == (layout.shard_px, layout.shard_px)
+    for index, key in enumerate(sorted(layout.regions)):
+        rows, cols = layout.regions[key]
+        assert np.allclose(data.isel(time=month_index(month), y=rows, x=cols).values, (500 + index) * 1e-4 - 0.1)
+
+
+def test_shards_must_tile_chunks():
+    with pytest.raises(GridError, match="shard_cells"):
+        SquareTiling(**SMALL, shard_cells=3)  # 10 cells per chunk side
