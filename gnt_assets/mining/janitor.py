@@ -158,8 +158,9 @@ def orphan_findings(root: UPath, target_root: UPath, owned: Mapping[str, set[str
     if regions.exists():
         for country in regions.iterdir():
             for store in country.iterdir():
-                # A store "{year}.zarr" and its completion markers ".{year}.zarr.regions" belong to one partition.
-                year = store.name.removeprefix(".").removesuffix(".regions").removesuffix(".zarr")
+                # A store "{year}.zarr", its completion markers ".{year}.zarr.regions" and its writers' lock
+                # "{year}.zarr.lock" belong to one partition.
+                year = store.name.removeprefix(".").removesuffix(".regions").removesuffix(".lock").removesuffix(".zarr")
                 partition = f"{country.name}|{year}"
                 if partition not in owned.get("region", set()):
                     findings.append(Finding("orphan", partition, str(store), "zarr region no materialized partition owns", store))

@@ -39,7 +39,7 @@ from gnt_assets.core.errors import InputError
 from gnt_assets.core.packed_tensors import RecordSpool, TensorField, TensorPack
 from gnt_assets.core.worldgrid import TILE_SIZE as TILE
 from gnt_assets.core.worldgrid import world_tile
-from gnt_assets.core.zarr_regions import open_store, region_status, store_exists
+from gnt_assets.core.zarr_regions import StoreLayout, open_store, region_status, store_exists
 from gnt_assets.mining.regions import BANDS
 
 FIELDS = (
@@ -83,9 +83,10 @@ def open_region(path: UPath, partition: str) -> xr.Dataset:
 
 def region_chunks_present(path: UPath, variable: str = "reflectance") -> Callable[[slice, slice], bool]:
     """Whether every stored object (chunk or shard) under a window of the region exists."""
+    layout = StoreLayout.read(path)  # once: a country has tens of thousands of tiles
 
     def present(rows: slice, cols: slice) -> bool:
-        status = region_status(path, {"latitude": rows, "longitude": cols}, [variable])
+        status = region_status(path, {"latitude": rows, "longitude": cols}, [variable], layout)
         return status.present == status.expected
 
     return present

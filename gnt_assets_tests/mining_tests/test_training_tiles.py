@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from upath import UPath
 
 from gnt_assets.core import packed_tensors
-from gnt_assets.mining.regions import create_region, write_cluster
+from gnt_assets.mining.regions import SHARD_TILES, create_region, write_cluster
 from gnt_assets.mining.training_tiles import (
     BANDS,
     ClusterTile,
@@ -35,8 +35,10 @@ def cluster_tile_list():
 
 
 def chunk_files(path: UPath):
+    side = 64 * SHARD_TILES
+
     def present(rows: slice, cols: slice) -> bool:
-        return (path / "reflectance" / "c" / "0" / str(rows.start // 64) / str(cols.start // 64)).exists()
+        return (path / "reflectance" / "c" / "0" / str(rows.start // side) / str(cols.start // side)).exists()
 
     return present
 
@@ -126,11 +128,38 @@ def test_memory_does_not_grow_with_the_tile_count(tmp_path, monkeypatch):
 
 def test_missing_chunk_fails_naming_partition_and_tile(tmp_path):
     path = fx.write_region(UPath(tmp_path) / "2020.zarr", 2020, missing=[(1, 1)])
-    with pytest.raises(TrainingTileError, match=rf"ZAF\|2020 tile \({fx.IX0 + 1}, {fx.IY0 + 1}\) of cluster .*missing chunks"):
+    # the region is one shard: losing it leaves the first tile cut without its data
+    with pytest.raises(TrainingTileError, match=rf"ZAF\|2020 tile \({fx.IX0}, {fx.IY0}\) of cluster .*missing chunks"):
         training_tiles(
             xr.open_zarr(path.path, consolidated=False), cluster_tile_list(), [], partition="ZAF|2020", year=2020,
             chunks_present=chunk_files(path),
         )
+
+
+def test_clusters_write_whole_shards_merged_in_any_order(tmp_path):
+    """A cluster's write covers the whole shards it touches, keeping the other clusters' pixels there."""
+    from gnt_assets.core.zarr_regions import StoreLayout, region_status
+
+    geobox = fx.WORLD[fx.IY0 * 64 : (fx.IY0 + 10) * 64, fx.IX0 * 64 : (fx.IX0 + 12) * 64]  # 2 x 2 shards of 8 x 8 tiles
+    west, east = geobox[64:192, 0:128], geobox[128:256, 9 * 64 : 11 * 64]  # in shards (0, 0) and (0, 1)
+    inner = geobox[0:64, 7 * 64 : 8 * 64]  # the last tile of shard (0, 0), beside west
+    stores = []
+    for order in ((west, east, inner), (inner, east, west)):
+        path = UPath(tmp_path) / f"{len(stores)}.zarr"
+        create_region(path, geobox)
+        assert StoreLayout.read(path).units["reflectance"] == {"band": 7, "latitude": 512, "longitude": 512}
+        for k, part in enumerate(order):
+            value = {id(west): 0.1, id(east): 0.2, id(inner): 0.3}[id(part)]
+            written = write_cluster(path, part, np.full((len(BANDS), *part.shape), value, "float32"))
+            assert all(span.start % 512 == 0 and (span.stop % 512 == 0 or span.stop == size)
+                       for span, size in ((written["latitude"], 640), (written["longitude"], 768))), (k, written)
+            assert region_status(path, written, ["reflectance"]).marked
+        stores.append(xr.open_zarr(path.path, consolidated=False)["reflectance"].values)
+    np.testing.assert_array_equal(stores[0], stores[1])
+    data = stores[0]
+    assert (data[:, 64:192, 0:128] == np.float32(0.1)).all() and (data[:, 0:64, 448:512] == np.float32(0.3)).all()
+    assert (data[:, 128:256, 576:704] == np.float32(0.2)).all()
+    assert np.isnan(data).sum() == data.size - 7 * (128 * 128 + 64 * 64 + 128 * 128)
 
 
 def test_misaligned_or_outside_windows_are_refused(region):
