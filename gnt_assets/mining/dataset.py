@@ -45,7 +45,7 @@ import os
 import shutil
 import tempfile
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import dagster as dg
@@ -84,19 +84,19 @@ class _RowTable:
     """Every tile's ``ROW_TABLE`` row (dataset order) and the cluster ids they number, as ``.npy`` files
     in a temporary folder removed when the last dataset of the process that made it is gone."""
 
-    def __init__(self, indexes: Sequence[PackedIndex]) -> None:
+    def __init__(self, indexes: Iterable[PackedIndex]) -> None:
+        """``indexes`` one at a time: each one's parsed rows can go once its part of the table is made."""
         self.folder = tempfile.mkdtemp(prefix="mining-tiles-")
         weakref.finalize(self, shutil.rmtree, self.folder, ignore_errors=True)
-        table = np.zeros(sum(index.count for index in indexes), ROW_TABLE)
+        parts: list[np.ndarray] = []
         numbers: dict[str, int] = {}
-        start = 0
         for index in indexes:
-            stop = start + index.count
+            part = np.zeros(index.count, ROW_TABLE)
             for column in ("year", "tile_ix", "tile_iy"):
-                table[column][start:stop] = index.rows[column]
-            table["cluster"][start:stop] = [numbers.setdefault(c, len(numbers)) for c in index.rows["cluster_id"]]
-            start = stop
-        np.save(self.rows_path, table)
+                part[column] = index.rows[column]
+            part["cluster"] = [numbers.setdefault(c, len(numbers)) for c in index.rows["cluster_id"]]
+            parts.append(part)
+        np.save(self.rows_path, np.concatenate(parts) if parts else np.zeros(0, ROW_TABLE))
         np.save(self.clusters_path, np.array(list(numbers), dtype=bytes) if numbers else np.zeros(0, "S1"))
 
     @property
@@ -163,16 +163,21 @@ class MiningTiles(Dataset):
             folders = partition_folders(root, partitions)
         if pin_memory and not _accelerator_available():
             raise ValueError("MiningTiles(pin_memory=True) needs a CUDA or other accelerator; torch sees none here")
-        indexes = [open_packed(UPath(f)) for f in folders]
-        self._parts_meta = tuple(
-            _Part(index.folder, index.data_file, index.count, index.record_dtype.itemsize, self._layout(index)) for index in indexes
-        )
+        parts: list[_Part] = []
+
+        def opened() -> Iterator[PackedIndex]:  # one parsed index alive at a time
+            for folder in folders:
+                index = open_packed(UPath(folder))
+                parts.append(_Part(index.folder, index.data_file, index.count, index.record_dtype.itemsize, self._layout(index)))
+                yield index
+
+        self._row_table = _RowTable(opened())  # copies share it; it goes with the last of them
+        self._parts_meta = tuple(parts)
         self._starts = np.cumsum([0, *(p.count for p in self._parts_meta)]).astype(np.int64)  # tile i is in part searchsorted
         self.return_dict = return_dict
         self.transforms = transforms
         self.pin_memory = pin_memory
         self.slot_ring: SlotRing | None = None  # set on the copy that ``loader`` hands to its workers
-        self._row_table = _RowTable(indexes)  # copies share it; it goes with the last of them
         self._row_paths = (self._row_table.rows_path, self._row_table.clusters_path)
         self._reset_process_state()
 
