@@ -17,9 +17,11 @@ across the antimeridian (Fiji, Chukotka; rings drawn from 179.97 to -179.98, whi
    loopback server answering each computePixels after ``--latency`` s: requests/s beside pool size / latency.
 4. objects: the world's region stores, from the layout ``create_region`` writes (chunks or shards per tile, the
    fixed metadata objects, one completion marker per written cluster) x country-years.
-5. memory: peak RSS of ``training_tiles`` for the largest generated country-year, in a fresh process (goal < 2 GB).
-   Building its full region store takes far more than a few minutes here, so the run uses ``--tile-sample`` tiles
-   of it at two sizes and projects linearly to the country-year's tile count (said so in the output).
+5. memory: peak RSS of ``training_tiles`` and writing its pack (``TensorPack.write``) for the largest generated
+   country-year, in a fresh process (goal < 2 GB). Building its full region store takes far more than a few minutes
+   here, so the run uses ``--tile-sample`` tiles of it at two sizes: the tiles are spooled to disk as they are cut, so
+   the peak should be flat; it is projected linearly to the country-year's tile count from the growth between the two
+   (the index rows, a few hundred bytes a tile), said so in the output.
 
 Usage: python benchmarks/mining_scale.py [--mines 45000] [--years 41] [--in-flight 5000] [--direct 200]
        [--workers 20] [--latency 1.0] [--tile-sample 600] [--skip plan,sensor,throughput,objects,memory]
@@ -319,9 +321,10 @@ def objects(root: UPath, clusters: dict, years: int, shard_tiles: int) -> None:
           f"{chunks * years:,} (markers and metadata unchanged: {(shards + markers + fixed) * years:,} in all)")
 
 
-def _tiles_peak(args) -> tuple[float, float, int]:
-    """In a fresh process: RSS before and peak after training_tiles over the sampled clusters (MB), tile rows."""
-    path, clusters, polygons, must_touch = args
+def _tiles_peak(args) -> tuple[float, float, int, float]:
+    """In a fresh process: RSS before and peak during training_tiles over the sampled clusters and the write
+    of its pack (MB), tile rows, seconds."""
+    path, clusters, polygons, must_touch, target = args
     from gnt_assets.mining.training_tiles import cluster_tiles, open_region, region_chunks_present, training_tiles
 
     region = open_region(UPath(path), "bench")
@@ -338,6 +341,7 @@ def _tiles_peak(args) -> tuple[float, float, int]:
     start = time.perf_counter()
     pack, _ = training_tiles(region, tiles, polygons, partition="bench", year=2000,
                              chunks_present=region_chunks_present(UPath(path)), must_touch=must_touch)
+    pack.write(UPath(target))
     done.set()
     sampler.join()
     return before, max(peak[0], _rss_mb()), len(pack.rows["tile_ix"]), time.perf_counter() - start
@@ -352,8 +356,9 @@ def memory(root: UPath, clusters: dict, mines: gpd.GeoDataFrame, sample: int) ->
 
     country, table = max(clusters.items(), key=lambda item: len(item[1]))
     pairs = int(table["tiles"].map(len).sum())
-    print(f"5. Peak memory of training_tiles, largest country-year {country}|2000: {len(table):,} clusters, "
-          f"{pairs:,} (cluster, tile) rows")
+    world_tiles = len(np.unique(np.concatenate([np.asarray(t, dtype=np.int64).reshape(-1, 2) for t in table["tiles"]]), axis=0))
+    print(f"5. Peak memory of training_tiles + writing its pack, largest country-year {country}|2000: {len(table):,} clusters, "
+          f"{pairs:,} (cluster, tile) pairs, {world_tiles:,} distinct world tiles (each stored once)")
     counts = table["tiles"].map(len).to_numpy()
     take = int(np.searchsorted(np.cumsum(counts), sample)) + 1
     subset = table.iloc[:take]
@@ -369,18 +374,21 @@ def memory(root: UPath, clusters: dict, mines: gpd.GeoDataFrame, sample: int) ->
     must_touch = np.nonzero((mines["ISO3_CODE"] == country).to_numpy())[0].tolist()
     spawn = multiprocessing.get_context("spawn")
     results = []
-    for part in (subset.iloc[: max(1, take // 2)], subset):
+    for k, part in enumerate((subset.iloc[: max(1, take // 4)], subset)):
         with spawn.Pool(1) as pool:
-            results.append(pool.apply(_tiles_peak, ((path.path, part, polygons, must_touch),)))
+            target = Path(root.path, "tiles", str(k))
+            results.append(pool.apply(_tiles_peak, ((path.path, part, polygons, must_touch, str(target)),)))
     (b1, p1, n1, _), (b2, p2, n2, _) = results
     slope = ((p2 - b2) - (p1 - b1)) / max(n2 - n1, 1)
-    projected = (p2 - b2) + slope * (pairs - n2) + b2
-    print(f"   full size not run: its region store alone would take ~{pairs * 7 * 64 * 64 * 4 / 1e9:.0f} GB of chunks to build here; "
-          f"sampled {len(subset)} clusters of it (region of {len(specs)} exports written in {build_s:.0f} s)")
+    projected = p2 + max(slope, 0.0) * (world_tiles - n2)
+    print(f"   full size not run: its region store alone would take ~{world_tiles * 7 * 64 * 64 * 4 / 1e9:.0f} GB of chunks to build here; "
+          f"sampled {len(subset)} clusters of it (region of {len(specs)} exports written in {build_s:.0f} s; load average "
+          f"{Path('/proc/loadavg').read_text().split()[0]} at the end)")
     for (before, peak, n, seconds) in results:
         print(f"   {n:,} tile rows: peak RSS {peak:,.0f} MB ({peak - before:,.0f} MB over the {before:,.0f} MB before the call), "
               f"{seconds:.0f} s ({seconds / n * 1000:.0f} ms per tile, not profiled)")
-    print(f"   {slope * 1024:,.0f} kB per tile row -> projected peak at {pairs:,} rows: {projected / 1024:,.1f} GB "
+    print(f"   growth {slope * 1024:,.1f} kB per tile row between the two ({n1:,} -> {n2:,} rows: {'flat' if abs(slope) * 1024 < 5 else 'NOT flat'}) "
+          f"-> projected peak at {world_tiles:,} rows: {projected / 1024:,.2f} GB "
           f"(goal < {MEMORY_GOAL_GB:.0f} GB: {_verdict(projected / 1024, MEMORY_GOAL_GB)})")
 
 

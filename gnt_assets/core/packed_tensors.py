@@ -18,6 +18,11 @@ record), and the data file's size and SHA-256. So:
   the last index published wins (locally each holds a lock on its file until it
   has published; on object stores, unpublished files are kept until they are
   ``STALE_AFTER_S`` old).
+
+A writer that cannot hold all its samples (tens of thousands of 120 kB tiles)
+appends them to a ``RecordSpool``, an anonymous temporary file in the record
+layout, and hands the spool over in place of the arrays: memory stays at one
+batch of records however many are written.
 """
 
 from __future__ import annotations
@@ -25,9 +30,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import tempfile
 import uuid
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -136,14 +142,65 @@ class PackedIndex:
         return out
 
 
+class RecordSpool:
+    """Records appended one at a time to an anonymous temporary file (gone when the spool is), read
+    back in batches: ``write_packed`` takes one in place of the arrays. Memory holds one batch."""
+
+    def __init__(self, fields: Sequence[TensorField], directory: str | None = None) -> None:
+        self.fields = tuple(fields)
+        self.dtype = record_dtype(self.fields)
+        self._file = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 (lives as long as the spool; deleted with it)
+        self._pending = np.zeros(WRITE_BATCH, self.dtype)
+        self._filled = 0
+        self._written = 0
+
+    def __len__(self) -> int:
+        return self._written + self._filled
+
+    def append(self, values: Mapping[str, np.ndarray]) -> None:
+        """One record, a value of each field's shape (cast to its dtype)."""
+        record = self._pending[self._filled]
+        for field in self.fields:
+            record[field.name] = values[field.name]
+        self._filled += 1
+        if self._filled == WRITE_BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        self._file.seek(self._written * self.dtype.itemsize)
+        self._file.write(memoryview(self._pending[: self._filled].view(np.uint8)))
+        self._written += self._filled
+        self._filled = 0
+
+    def batches(self, size: int = WRITE_BATCH) -> Iterator[np.ndarray]:
+        """Every record in order, ``size`` at a time, each batch a fresh array."""
+        self._flush()
+        for start in range(0, len(self), size):
+            yield self._read(start, min(size, len(self) - start))
+
+    def record(self, position: int) -> np.ndarray:
+        self._flush()
+        if not 0 <= position < len(self):
+            raise IndexError(f"record {position} of a spool of {len(self)}")
+        return self._read(position, 1)[0]
+
+    def _read(self, start: int, count: int) -> np.ndarray:
+        out = np.empty(count, self.dtype)
+        self._file.seek(start * self.dtype.itemsize)
+        if self._file.readinto(memoryview(out.view(np.uint8))) != out.nbytes:
+            raise PackedTensorError(f"spool: records {start}..{start + count} are truncated")
+        return out
+
+
 def write_packed(
     folder: UPath,
     fields: Sequence[TensorField],
-    arrays: Mapping[str, np.ndarray],
+    arrays: Mapping[str, np.ndarray] | RecordSpool,
     rows: Mapping[str, Sequence],
     attrs: Mapping[str, Any] | None = None,
 ) -> PackedIndex:
-    """Pack ``arrays`` (each ``(N, *field.shape)`` of exactly ``field.dtype``) and publish atomically."""
+    """Pack ``arrays`` (each ``(N, *field.shape)`` of exactly ``field.dtype``, or a ``RecordSpool`` of
+    these fields) and publish atomically."""
     fields = tuple(fields)
     dtype = record_dtype(fields)
     count = _validate(folder, fields, arrays, rows)
@@ -160,15 +217,12 @@ def write_packed(
         # Checksums run in a thread beside the write (both release the GIL), one batch at a time, in order.
         with atomic_open(folder / data_file, "wb", hold=held) as handle, ThreadPoolExecutor(max_workers=1) as hasher:
             pending = None
-            for start in range(0, count, WRITE_BATCH):
-                stop = min(start + WRITE_BATCH, count)
-                batch = np.zeros(stop - start, dtype)
-                for field in fields:
-                    batch[field.name] = arrays[field.name][start:stop]
+            batches = arrays.batches() if isinstance(arrays, RecordSpool) else _array_batches(fields, dtype, arrays, count)
+            for batch in batches:
                 raw = memoryview(batch.view(np.uint8).reshape(-1))
                 if pending is not None:
                     pending.result()
-                pending = hasher.submit(checksum, raw, stop - start)
+                pending = hasher.submit(checksum, raw, len(batch))
                 handle.write(raw)
             if pending is not None:
                 pending.result()
@@ -187,6 +241,15 @@ def write_packed(
                 handle.write(json.dumps(_index_json(index)).encode("utf-8"))
             remove_unreferenced(folder, superseded=previous)
     return index
+
+
+def _array_batches(fields: tuple[TensorField, ...], dtype: np.dtype, arrays: Mapping[str, np.ndarray], count: int) -> Iterator[np.ndarray]:
+    for start in range(0, count, WRITE_BATCH):
+        stop = min(start + WRITE_BATCH, count)
+        batch = np.zeros(stop - start, dtype)
+        for field in fields:
+            batch[field.name] = arrays[field.name][start:stop]
+        yield batch
 
 
 def _published_data_file(folder: UPath) -> str | None:
@@ -287,8 +350,18 @@ def _describe_row(index: PackedIndex, position: int) -> str:
     return ", ".join(f"{k}={v[position]}" for k, v in index.rows.items() if k not in ("offset", "crc32"))
 
 
-def _validate(folder: UPath, fields: tuple[TensorField, ...], arrays: Mapping[str, np.ndarray], rows: Mapping[str, Sequence]) -> int:
+def _validate(folder: UPath, fields: tuple[TensorField, ...], arrays: Mapping[str, np.ndarray] | RecordSpool, rows: Mapping[str, Sequence]) -> int:
     names = [f.name for f in fields]
+    reserved = {"offset", "crc32"} & set(rows)
+    if reserved:
+        raise PackedTensorError(f"{folder}: index columns {sorted(reserved)} are written by the format itself")
+    if isinstance(arrays, RecordSpool):
+        if arrays.fields != fields:
+            raise PackedTensorError(f"{folder}: the spool's fields {[f.name for f in arrays.fields]} are not {names}")
+        counts = {len(arrays)} | {len(column) for column in rows.values()}
+        if len(counts) > 1:
+            raise PackedTensorError(f"{folder}: spooled records and index rows disagree on the number of records: {sorted(counts)}")
+        return counts.pop()
     if set(arrays) != set(names):
         raise PackedTensorError(f"{folder}: arrays {sorted(arrays)} do not match fields {names}")
     counts = {len(arrays[name]) for name in names} | {len(column) for column in rows.values()}
@@ -301,9 +374,6 @@ def _validate(folder: UPath, fields: tuple[TensorField, ...], arrays: Mapping[st
                 f"{folder}: field {field.name!r} must be {field.dtype} (N, {', '.join(map(str, field.shape))}), "
                 f"got {array.dtype} {array.shape}"
             )
-    reserved = {"offset", "crc32"} & set(rows)
-    if reserved:
-        raise PackedTensorError(f"{folder}: index columns {sorted(reserved)} are written by the format itself")
     return counts.pop() if counts else 0
 
 
@@ -330,12 +400,20 @@ def _index_json(index: PackedIndex) -> dict:
 
 @dataclass(frozen=True)
 class TensorPack:
-    """What an asset hands the mmap IO manager: field layout, one array per field, index rows, attrs."""
+    """What an asset hands the mmap IO manager: field layout, one array per field (or a spool of
+    the records), index rows, attrs."""
 
     fields: tuple[TensorField, ...]
-    arrays: Mapping[str, np.ndarray]
+    arrays: Mapping[str, np.ndarray] | RecordSpool
     rows: Mapping[str, Sequence]
     attrs: Mapping[str, Any]
+
+    def record(self, position: int) -> Mapping[str, np.ndarray]:
+        """Each field's value in record ``position``."""
+        if isinstance(self.arrays, RecordSpool):
+            record = self.arrays.record(position)
+            return {field.name: record[field.name] for field in self.fields}
+        return {field.name: self.arrays[field.name][position] for field in self.fields}
 
     def write(self, folder: UPath) -> PackedIndex:
         return write_packed(folder, self.fields, self.arrays, self.rows, self.attrs)

@@ -115,7 +115,8 @@ def landsat_exports(context: dg.AssetExecutionContext, config: ExportsConfig, st
 def landsat_regions(context: dg.AssetExecutionContext, config: RegionsConfig, storage: StorageResource, drive: DriveResource,
                     mining_clusters: gpd.GeoDataFrame) -> dg.MaterializeResult:
     """The country-year zarr region: every export file downloaded (all shards), checked against the world grid,
-    written cluster by cluster, and only then deleted from Drive. Exports that failed for good are skipped and
+    written cluster by cluster, and only then deleted from Drive (direct exports' GeoTIFFs once the region marks
+    them written). Exports that failed for good are skipped and
     named (config option skip_failed); reset them with the landsat_exports config option reset to redo them."""
     country, year = _country_year(context)
     result = write_regions(storage.root_path, drive, mining_clusters, country, year, skip_failed=config.skip_failed)
@@ -124,6 +125,7 @@ def landsat_regions(context: dg.AssetExecutionContext, config: RegionsConfig, st
     if result["skipped_failed"]:
         context.log.warning(f"{country}|{year}: written without exports that failed for good: {', '.join(result['skipped_failed'])}")
     metadata = {"clusters_written": len(result["written"]), "drive_files_deleted": result["drive_deleted"],
+                "direct_files_deleted": result["direct_deleted"],
                 "skipped_failed": dg.MetadataValue.text(", ".join(result["skipped_failed"])), **output_metadata([result["path"]]),
                 **catalog_metadata(context, storage.root_path, {"zarr": result["path"], **_mines_asset(storage)}, times=year_span(int(year)),
                                    hints={"zarr": {"band_names": BANDS}, "mines": {"role": "metadata"}})}

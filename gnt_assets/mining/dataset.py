@@ -9,13 +9,18 @@ mask. Layout on disk, one folder per country x year partition (written by the
     {storage root}/tensors/mining_training_tiles/{ISO3}/{year}/index.json
     {storage root}/tensors/mining_training_tiles/{ISO3}/{year}/tensors-<version>.bin
 
-Construction reads only the small JSON indexes. What a ``DataLoader`` pickles
-into each worker is small whatever the number of tiles: folders, the data file
-each index named, record layouts and per-partition start positions. Each
-process maps the data files itself on first access (``torch.from_file``, a
-private copy-on-write mapping: the file never changes) and reads an index's
-rows (``country``, ``cluster_id``...) only when it needs them (``tiles``,
-``return_dict``), so the per-tile index is never pickled.
+Construction reads the JSON indexes once and keeps, of their rows, only a
+per-tile table (``year``, ``tile_ix``, ``tile_iy``, cluster number: 14 bytes a
+tile) in a temporary ``.npy`` file beside the cluster ids, which every process
+memory-maps (``np.load(mmap_mode="r")``): the pages are shared through the page
+cache, never pickled, and no Python object per tile exists for a forked worker
+to copy by touching its reference count (about 66M tiles world-wide). What a
+``DataLoader`` pickles into each worker is small whatever the number of tiles:
+folders, the data file each index named, record layouts, per-partition start
+positions and the table's path. Each process maps the data files itself on
+first access (``torch.from_file``, a private copy-on-write mapping: the file
+never changes). The parsed indexes (``indexes``, ``tiles``, for samplers) are
+read again only when asked for.
 
 Batches: ``DataLoader`` with automatic batching calls ``__getitems__``, which
 gathers each field of the batch with one copy straight into a batch tensor, in
@@ -37,7 +42,10 @@ from __future__ import annotations
 import copy
 import operator
 import os
-from collections.abc import Callable, Sequence
+import shutil
+import tempfile
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import dagster as dg
@@ -66,8 +74,38 @@ def partition_folders(root: UPath | str, partitions: Sequence[str] | None = None
     return sorted(index.parent for index in base.glob("*/*/index.json"))
 
 
-ROW_COLUMNS = ("year", "cluster_id", "tile_ix", "tile_iy")
 TUPLE_FIELDS = ("features", "labels")
+
+
+ROW_TABLE = np.dtype([("year", "<i2"), ("tile_ix", "<i4"), ("tile_iy", "<i4"), ("cluster", "<i4")])
+
+
+class _RowTable:
+    """Every tile's ``ROW_TABLE`` row (dataset order) and the cluster ids they number, as ``.npy`` files
+    in a temporary folder removed when the last dataset of the process that made it is gone."""
+
+    def __init__(self, indexes: Iterable[PackedIndex]) -> None:
+        """``indexes`` one at a time: each one's parsed rows can go once its part of the table is made."""
+        self.folder = tempfile.mkdtemp(prefix="mining-tiles-")
+        weakref.finalize(self, shutil.rmtree, self.folder, ignore_errors=True)
+        parts: list[np.ndarray] = []
+        numbers: dict[str, int] = {}
+        for index in indexes:
+            part = np.zeros(index.count, ROW_TABLE)
+            for column in ("year", "tile_ix", "tile_iy"):
+                part[column] = index.rows[column]
+            part["cluster"] = [numbers.setdefault(c, len(numbers)) for c in index.rows["cluster_id"]]
+            parts.append(part)
+        np.save(self.rows_path, np.concatenate(parts) if parts else np.zeros(0, ROW_TABLE))
+        np.save(self.clusters_path, np.array(list(numbers), dtype=bytes) if numbers else np.zeros(0, "S1"))
+
+    @property
+    def rows_path(self) -> str:
+        return os.path.join(self.folder, "rows.npy")
+
+    @property
+    def clusters_path(self) -> str:
+        return os.path.join(self.folder, "clusters.npy")
 
 
 @dataclass(frozen=True)
@@ -125,22 +163,29 @@ class MiningTiles(Dataset):
             folders = partition_folders(root, partitions)
         if pin_memory and not _accelerator_available():
             raise ValueError("MiningTiles(pin_memory=True) needs a CUDA or other accelerator; torch sees none here")
-        indexes = [open_packed(UPath(f)) for f in folders]
-        self._parts_meta = tuple(
-            _Part(index.folder, index.data_file, index.count, index.record_dtype.itemsize, self._layout(index)) for index in indexes
-        )
+        parts: list[_Part] = []
+
+        def opened() -> Iterator[PackedIndex]:  # one parsed index alive at a time
+            for folder in folders:
+                index = open_packed(UPath(folder))
+                parts.append(_Part(index.folder, index.data_file, index.count, index.record_dtype.itemsize, self._layout(index)))
+                yield index
+
+        self._row_table = _RowTable(opened())  # copies share it; it goes with the last of them
+        self._parts_meta = tuple(parts)
         self._starts = np.cumsum([0, *(p.count for p in self._parts_meta)]).astype(np.int64)  # tile i is in part searchsorted
         self.return_dict = return_dict
         self.transforms = transforms
         self.pin_memory = pin_memory
         self.slot_ring: SlotRing | None = None  # set on the copy that ``loader`` hands to its workers
+        self._row_paths = (self._row_table.rows_path, self._row_table.clusters_path)
         self._reset_process_state()
-        self._indexes = dict(enumerate(indexes))  # this process read them already
 
     def _reset_process_state(self) -> None:
         self._maps: dict[int, dict[str, torch.Tensor] | None] = {}
         self._indexes: dict[int, PackedIndex] = {}
         self._tiles: pd.DataFrame | None = None
+        self._mapped_rows: tuple[np.ndarray, np.ndarray] | None = None
         self._pid = os.getpid()
 
     def __len__(self) -> int:
@@ -148,8 +193,8 @@ class MiningTiles(Dataset):
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        for name in ("_maps", "_indexes", "_tiles"):
-            state.pop(name)  # workers map files and read index rows themselves, when they need them
+        for name in ("_maps", "_indexes", "_tiles", "_mapped_rows", "_row_table"):
+            state.pop(name, None)  # workers map the files themselves; the table's files stay the making process's
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -163,16 +208,19 @@ class MiningTiles(Dataset):
 
     @property
     def tiles(self) -> pd.DataFrame:
-        """One row per tile: ``part``, ``record``, ``country`` and the index columns (built on first use)."""
+        """One row per tile: ``part``, ``record``, ``country`` and the index columns (``cluster_ids``: every
+        cluster covering the tile, ``cluster_id`` the first), built on first use."""
         if self._tiles is None:
             frames = []
             for part, index in enumerate(self.indexes):
                 rows = pd.DataFrame({k: v for k, v in index.rows.items() if k not in ("offset", "crc32")})
+                if "cluster_ids" not in rows:  # written before tiles were stored once for all their clusters
+                    rows["cluster_ids"] = [[c] for c in rows["cluster_id"]]
                 rows["country"] = index.folder.parent.name
                 rows["part"] = part
                 rows["record"] = np.arange(index.count)
                 frames.append(rows)
-            empty = pd.DataFrame(columns=["part", "record", "country", "year", "cluster_id", "tile_ix", "tile_iy"])
+            empty = pd.DataFrame(columns=["part", "record", "country", "year", "cluster_id", "cluster_ids", "tile_ix", "tile_iy"])
             self._tiles = pd.concat(frames, ignore_index=True) if frames else empty
         return self._tiles
 
@@ -290,12 +338,19 @@ class MiningTiles(Dataset):
         raw = torch.frombuffer(bytearray(b"".join(blobs)), dtype=torch.uint8).view(len(unique), meta.record_bytes)[torch.from_numpy(inverse)]
         return {name: raw[:, offset : offset + nbytes].view(dtype) for name, offset, nbytes, dtype, _ in meta.layout}
 
+    def _rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """The row table and cluster ids, memory-mapped once per process."""
+        self._check_process()
+        if self._mapped_rows is None:
+            self._mapped_rows = tuple(np.load(path, mmap_mode="r") for path in self._row_paths)
+        return self._mapped_rows
+
     def _row(self, position: int) -> dict:
         part = int(np.searchsorted(self._starts, position, side="right") - 1)
-        index, record = self._index(part), position - int(self._starts[part])
-        row = {k: index.rows[k][record] for k in ROW_COLUMNS}
-        return {"country": index.folder.parent.name, "year": int(row["year"]), "cluster_id": row["cluster_id"],
-                "tile_ix": int(row["tile_ix"]), "tile_iy": int(row["tile_iy"])}
+        table, clusters = self._rows()
+        row = table[position]
+        return {"country": self._parts_meta[part].folder.parent.name, "year": int(row["year"]),
+                "cluster_id": clusters[row["cluster"]].decode(), "tile_ix": int(row["tile_ix"]), "tile_iy": int(row["tile_iy"])}
 
     def __getitem__(self, i: int):
         positions, fields = self._read([operator.index(i)])
@@ -374,7 +429,8 @@ def _accelerator_available() -> bool:
 def export_tile_folders(index: PackedIndex, target: UPath) -> list[UPath]:
     """Write the seed's per-tile layout for code that expects it:
     ``{cluster}/{year}/{ix}_{iy}/features.pt, labels.pt, metadata.json`` (features float32 (7, 64, 64)
-    NaN->0, labels uint8 (1, 64, 64)). Each tile folder appears atomically; re-running rewrites it.
+    NaN->0, labels uint8 (1, 64, 64)); a tile several clusters cover is written once, under its first
+    cluster (``cluster_ids`` in its metadata lists all). Each tile folder appears atomically; re-running rewrites it.
     Returns where each folder is read from (on object stores the version its pointer names,
     see ``core.atomic.resolve_directory``)."""
     import json
@@ -390,6 +446,7 @@ def export_tile_folders(index: PackedIndex, target: UPath) -> list[UPath]:
         features, labels = torch.from_numpy(np.array(records[i]["features"])), torch.from_numpy(np.array(records[i]["labels"]))
         metadata = {
             **{k: row[k] for k in ("tile_ix", "tile_iy", "year", "cluster_id", "geometry_hash")},
+            "cluster_ids": row.get("cluster_ids", [row["cluster_id"]]),
             "shapes": {"features": list(features.shape), "labels": list(labels.shape)},
             "bands": bands,
             "dtype": {"features": str(features.dtype).removeprefix("torch."), "labels": str(labels.dtype).removeprefix("torch.")},

@@ -72,7 +72,7 @@ def run(instance: dg.DagsterInstance, defs: dg.Definitions) -> None:
         meta, tiles = _run_request(instance, defs, resources, request)
         skipped = f", skipped (failed 3 times): {meta['skipped_failed']}" if meta["skipped_failed"] else ""
         print(f"   zarr region {request.partition_key}: {meta['clusters_written']} clusters, {meta['drive_files_deleted']} Drive files "
-              f"verified and deleted{skipped}; then {tiles['tiles']} training tiles ({tiles['bytes']:,} bytes) and their HPC copy", flush=True)
+              f"and {meta['direct_files_deleted']} direct GeoTIFFs verified and deleted{skipped}; then {tiles['tiles']} training tiles ({tiles['bytes']:,} bytes) and their HPC copy", flush=True)
     key = dg.MultiPartitionKey({"country": "BWA", "year": "2020"})
     meta = _metadata(_materialize(instance, defs, resources, ["landsat_exports"], key,
                                   ops={"landsat_exports": {"config": {"reset": [redo.spec.cluster_id[:8]]}}}), "landsat_exports")

@@ -13,6 +13,7 @@ has not been copied and verified elsewhere.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -91,12 +92,18 @@ def tile_findings(root: UPath, partition: str, clusters: gpd.GeoDataFrame) -> li
         return [Finding("tiles", partition, str(folder), str(error))]
     findings = [Finding("tiles", partition, str(index.data_path), problem) for problem in verify_packed(index)]
     nan_only = {tuple(t) for t in index.attrs.get("nan_only", [])}
-    expected = {(t.ix, t.iy, t.cluster_id) for t in cluster_tiles(clusters) if (t.ix, t.iy) not in nan_only}
-    present = set(zip(index.rows["tile_ix"], index.rows["tile_iy"], index.rows["cluster_id"], strict=False))
-    for ix, iy, cluster in sorted(expected - present):
-        findings.append(Finding("tiles", partition, str(folder), f"tile ({ix}, {iy}) of cluster {cluster[:8]} is missing from the index"))
-    for ix, iy, cluster in sorted(present - expected):
-        findings.append(Finding("tiles", partition, str(folder), f"tile ({ix}, {iy}) of cluster {cluster[:8]} is in the index but no cluster covers it"))
+    expected: dict[tuple[int, int], str] = {}
+    for t in cluster_tiles(clusters):
+        if (t.ix, t.iy) not in nan_only:
+            expected.setdefault((t.ix, t.iy), t.cluster_id)
+    present = Counter(zip(index.rows["tile_ix"], index.rows["tile_iy"], strict=False))
+    for ix, iy in sorted(set(expected) - set(present)):
+        findings.append(Finding("tiles", partition, str(folder), f"tile ({ix}, {iy}) of cluster {expected[ix, iy][:8]} is missing from the index"))
+    for ix, iy in sorted(set(present) - set(expected)):
+        findings.append(Finding("tiles", partition, str(folder), f"tile ({ix}, {iy}) is in the index but no cluster covers it"))
+    for (ix, iy), times in sorted(present.items()):
+        if times > 1:
+            findings.append(Finding("tiles", partition, str(folder), f"tile ({ix}, {iy}) is in the index {times} times"))
     return findings
 
 
@@ -151,8 +158,9 @@ def orphan_findings(root: UPath, target_root: UPath, owned: Mapping[str, set[str
     if regions.exists():
         for country in regions.iterdir():
             for store in country.iterdir():
-                # A store "{year}.zarr" and its completion markers ".{year}.zarr.regions" belong to one partition.
-                year = store.name.removeprefix(".").removesuffix(".regions").removesuffix(".zarr")
+                # A store "{year}.zarr", its completion markers ".{year}.zarr.regions" and its writers' lock
+                # "{year}.zarr.lock" belong to one partition.
+                year = store.name.removeprefix(".").removesuffix(".regions").removesuffix(".lock").removesuffix(".zarr")
                 partition = f"{country.name}|{year}"
                 if partition not in owned.get("region", set()):
                     findings.append(Finding("orphan", partition, str(store), "zarr region no materialized partition owns", store))

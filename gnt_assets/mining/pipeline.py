@@ -18,6 +18,7 @@ import geopandas as gpd
 from upath import UPath
 
 from gnt_assets.core.atomic import atomic_write_bytes, is_local
+from gnt_assets.core.zarr_regions import region_status
 from gnt_assets.io_managers.geoparquet import write_table
 from gnt_assets.mining.downloads import ExportFileError, assemble
 from gnt_assets.mining.drive import is_copy_of
@@ -45,7 +46,7 @@ from gnt_assets.mining.exports import (
     with_state,
 )
 from gnt_assets.mining.polygons import PolygonFileError, ValidatedPolygons, validate_polygons
-from gnt_assets.mining.regions import country_geobox, create_region, region_path, write_cluster
+from gnt_assets.mining.regions import VARIABLE, country_geobox, create_region, region_path, write_cluster
 
 
 def read_polygon_file(path: UPath) -> gpd.GeoDataFrame:
@@ -239,7 +240,8 @@ def staging_folder(root: UPath, country: str, year: str | int) -> Path:
 
 def write_regions(root: UPath, drive, clusters: gpd.GeoDataFrame, country: str, year: int, skip_failed: bool = True,
                   max_attempts: int = 3) -> dict:
-    """Download, verify and write every completed export into the country-year region; delete Drive files after.
+    """Download, verify and write every completed export into the country-year region; delete its Drive files
+    (or the direct export's GeoTIFF, once the region marks the cluster's window complete) after.
 
     Exports that failed ``max_attempts`` times are skipped and named (``skip_failed``) instead of blocking the
     country-year; any other export not completed blocks it. The ledger is written as each cluster finishes, so a
@@ -256,7 +258,7 @@ def write_regions(root: UPath, drive, clusters: gpd.GeoDataFrame, country: str, 
     create_region(path, country_geobox([(b.left, b.bottom, b.right, b.top) for b in pieces]))
     staging = staging_folder(root, country, year)
     staging.mkdir(parents=True, exist_ok=True)
-    errors, deleted, written = [], 0, []
+    errors, deleted, direct_deleted, written = [], 0, 0, []
     for record in records:
         if record.spec.description in failed:
             continue
@@ -265,7 +267,7 @@ def write_regions(root: UPath, drive, clusters: gpd.GeoDataFrame, country: str, 
             continue
         try:
             files, listed = _export_files(root, drive, record, staging)
-            write_cluster(path, record.spec.geobox, assemble(record.spec, files))
+            window = write_cluster(path, record.spec.geobox, assemble(record.spec, files))
         except OSError as error:  # a failed download keeps its .part for the next run to resume
             errors.append(f"cluster {record.spec.cluster_id[:8]}: {error}")
             continue
@@ -281,5 +283,9 @@ def write_regions(root: UPath, drive, clusters: gpd.GeoDataFrame, country: str, 
             drive.delete(file.file_id)
             (staging / file.name).unlink(missing_ok=True)
             deleted += 1
+        if record.route == "direct" and region_status(path, window, [VARIABLE]).marked:  # its region is complete:
+            direct_path(root, country, year, record.spec.description).unlink(missing_ok=True)  # the GeoTIFF is not read again
+            direct_deleted += 1
         written.append(record.spec.cluster_id)
-    return {"path": path, "written": written, "errors": errors, "drive_deleted": deleted, "skipped_failed": failed}
+    return {"path": path, "written": written, "errors": errors, "drive_deleted": deleted, "direct_deleted": direct_deleted,
+            "skipped_failed": failed}

@@ -29,7 +29,8 @@ def _mask(dataset: MiningTiles, countries, years, clusters) -> np.ndarray:
     if years is not None:
         keep &= tiles["year"].astype(int).isin([int(y) for y in years]).to_numpy()
     if clusters is not None:
-        keep &= tiles["cluster_id"].isin(list(clusters)).to_numpy()
+        wanted = set(clusters)
+        keep &= tiles["cluster_ids"].map(lambda ids: not wanted.isdisjoint(ids)).to_numpy(bool)
     return keep
 
 
@@ -64,7 +65,7 @@ class PreChippedTileSampler(Sampler[int]):
 
 def cluster_groups(dataset: MiningTiles) -> dict[str, int]:
     """Cluster id -> group id, joining clusters that share or touch tiles (union-find)."""
-    parent: dict[str, str] = {c: c for c in dataset.tiles["cluster_id"].unique()}
+    parent: dict[str, str] = {c: c for ids in dataset.tiles["cluster_ids"] for c in ids}
 
     def find(c: str) -> str:
         while parent[c] != c:
@@ -73,7 +74,10 @@ def cluster_groups(dataset: MiningTiles) -> dict[str, int]:
         return c
 
     owner: dict[tuple[int, int], str] = {}
-    for cluster, ix, iy in dataset.tiles[["cluster_id", "tile_ix", "tile_iy"]].itertuples(index=False):
+    for clusters, ix, iy in dataset.tiles[["cluster_ids", "tile_ix", "tile_iy"]].itertuples(index=False):
+        cluster = clusters[0]
+        for other in clusters[1:]:  # clusters sharing the tile
+            parent[find(other)] = find(cluster)
         for dx in (-1, 0, 1):
             for dy in (-1, 0, 1):
                 other = owner.get((ix + dx, iy + dy))
@@ -101,5 +105,5 @@ def random_cluster_assignment(
     for split, (start, stop) in enumerate(itertools.pairwise(bounds)):
         for group in order[start:stop]:
             split_of_group[group] = split
-    tile_split = dataset.tiles["cluster_id"].map(groups).map(split_of_group).to_numpy()
+    tile_split = dataset.tiles["cluster_id"].map(groups)  # a tile's clusters are all in one group.map(split_of_group).to_numpy()
     return [Subset(dataset, np.nonzero(tile_split == s)[0].tolist()) for s in range(len(lengths))]

@@ -44,8 +44,8 @@ def _country_year(context: dg.AssetExecutionContext) -> tuple[str, str]:
 def mining_training_tiles(
     context: dg.AssetExecutionContext, storage: StorageResource, mining_clusters: gpd.GeoDataFrame, mine_polygons: gpd.GeoDataFrame
 ) -> dg.Output[TensorPack]:
-    """Every world tile the country's clusters cover in that year: 7-band features (NaN->0), valid mask and
-    mine labels, packed into one memory-mappable file plus index for PyTorch (read it with gnt_assets.mining.dataset.MiningTiles)."""
+    """Every world tile the country's clusters cover in that year, once however many clusters cover it: 7-band
+    features (NaN->0), valid mask and mine labels, written as they are cut (memory does not grow with the country), packed into one memory-mappable file plus index for PyTorch (read it with gnt_assets.mining.dataset.MiningTiles)."""
     country, year = _country_year(context)
     path = region_path(storage.root_path, country, year)
     polygons = mine_polygons.to_crs(4326)
@@ -60,7 +60,7 @@ def mining_training_tiles(
     )
     metadata = {
         "tiles": len(pack.rows["tile_ix"]),
-        "clusters": len(set(pack.rows["cluster_id"])),
+        "clusters": len({c for ids in pack.rows["cluster_ids"] for c in ids}),
         "nan_only_tiles": dg.MetadataValue.json(pack.attrs["nan_only"]),
         "mines_without_tile": pack.attrs["mines_without_tile"],
         "mine_pixels": int(sum(pack.rows["label_pixels"])),
@@ -68,7 +68,8 @@ def mining_training_tiles(
     }
     if (preview := preview_tile(pack)) is not None:  # the tile with most mine pixels: nodata transparent, mines outlined
         best = int(np.argmax(pack.rows["label_pixels"]))
-        features, labels, valid = (pack.arrays[name][best] for name in ("features", "labels", "valid"))
+        record = pack.record(best)
+        features, labels, valid = (record[name] for name in ("features", "labels", "valid"))
         metadata |= quicklook_metadata(quicklook(
             features[[BANDS.index(b) for b in ("red", "green", "blue")]], valid=valid[0], outline=labels[0],
             outline_label="mine polygons (label pixels)", variable="Landsat red, green, blue", crs="EPSG:4326"), title="tile_preview")

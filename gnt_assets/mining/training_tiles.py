@@ -12,12 +12,18 @@ already on the world grid, so a tile is an exact 64x64 window, never 65x65):
   lies inside a polygon. Small slivers that cover no centre are not labelled;
   the ``label_pixels`` column says how much of a tile is mine.
 
-Tiles whose window has no data at all (NaN-only) are left out and reported.
+Each world tile is stored once per year however many clusters cover it (its
+labels come from every mine anyway): ``cluster_ids`` lists the clusters covering
+it, ``cluster_id`` and ``geometry_hash`` are those of the first. Tiles are
+spooled to a temporary file as they are cut (``RecordSpool``), so memory does
+not grow with the country's tile count. Tiles whose window has no data at all
+(NaN-only) are left out and reported.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -30,10 +36,10 @@ from rasterio.features import rasterize
 from upath import UPath
 
 from gnt_assets.core.errors import InputError
-from gnt_assets.core.packed_tensors import TensorField, TensorPack
+from gnt_assets.core.packed_tensors import RecordSpool, TensorField, TensorPack
 from gnt_assets.core.worldgrid import TILE_SIZE as TILE
 from gnt_assets.core.worldgrid import world_tile
-from gnt_assets.core.zarr_regions import open_store, region_status, store_exists
+from gnt_assets.core.zarr_regions import StoreLayout, open_store, region_status, store_exists
 from gnt_assets.mining.regions import BANDS
 
 FIELDS = (
@@ -50,13 +56,16 @@ class TrainingTileError(InputError):
 
 @dataclass(frozen=True)
 class ClusterTile:
-    """One world-grid tile a cluster covers."""
+    """One world-grid tile a cluster covers (its GeoBox made on demand: countries have tens of thousands)."""
 
     ix: int
     iy: int
     cluster_id: str
     geometry_hash: str
-    geobox: GeoBox
+
+    @property
+    def geobox(self) -> GeoBox:
+        return world_tile(self.ix, self.iy)
 
 
 @dataclass
@@ -74,9 +83,10 @@ def open_region(path: UPath, partition: str) -> xr.Dataset:
 
 def region_chunks_present(path: UPath, variable: str = "reflectance") -> Callable[[slice, slice], bool]:
     """Whether every stored object (chunk or shard) under a window of the region exists."""
+    layout = StoreLayout.read(path)  # once: a country has tens of thousands of tiles
 
     def present(rows: slice, cols: slice) -> bool:
-        status = region_status(path, {"latitude": rows, "longitude": cols}, [variable])
+        status = region_status(path, {"latitude": rows, "longitude": cols}, [variable], layout)
         return status.present == status.expected
 
     return present
@@ -84,11 +94,11 @@ def region_chunks_present(path: UPath, variable: str = "reflectance") -> Callabl
 
 def cluster_tiles(clusters: gpd.GeoDataFrame) -> list[ClusterTile]:
     """Every (tile, cluster) pair of Mining I's clusters table (``tiles`` = list of [ix, iy])."""
-    return [
-        ClusterTile(int(ix), int(iy), str(row.cluster_id), geometry_hash(row.geometry), world_tile(int(ix), int(iy)))
-        for row in clusters.itertuples()
-        for ix, iy in row.tiles
-    ]
+    tiles = []
+    for row in clusters.itertuples():
+        cluster_id, hashed = str(row.cluster_id), geometry_hash(row.geometry)
+        tiles.extend(ClusterTile(int(ix), int(iy), cluster_id, hashed) for ix, iy in row.tiles)
+    return tiles
 
 
 def geometry_hash(geometry: shapely.Geometry) -> str:
@@ -139,8 +149,10 @@ def training_tiles(
     year: int,
     chunks_present: Callable[[slice, slice], bool],
     must_touch: Sequence[int] = (),
+    spool_directory: str | None = None,
 ) -> tuple[TensorPack, TileReport]:
-    """Every cluster tile of one country-year as a ``TensorPack`` (rows sorted by tile, then cluster).
+    """Every world tile the clusters of one country-year cover, once, as a ``TensorPack`` whose records
+    are spooled to a temporary file in ``spool_directory`` (rows sorted by tile).
 
     ``polygons`` label the tiles (all mines, so a neighbour's mine across a border
     is labelled too); ``must_touch`` are the positions of this country's mines,
@@ -159,39 +171,36 @@ def training_tiles(
     tree = shapely.STRtree(polygons)
     touched: set[int] = set()
     report = TileReport()
-    features, labels, valid, rows = [], [], [], {k: [] for k in ("tile_ix", "tile_iy", "year", "cluster_id", "geometry_hash", "valid_pixels", "label_pixels")}
-    for tile in tiles:
-        label = f"{partition} tile ({tile.ix}, {tile.iy}) of cluster {tile.cluster_id[:8]}"
-        rows_window, cols_window = tile_window(region, tile.geobox, label)
+    spool = RecordSpool(FIELDS, spool_directory)
+    columns = ("tile_ix", "tile_iy", "year", "cluster_id", "cluster_ids", "geometry_hash", "valid_pixels", "label_pixels")
+    rows: dict[str, list] = {k: [] for k in columns}
+    for (ix, iy), covering in itertools.groupby(tiles, key=lambda t: (t.ix, t.iy)):
+        covering = list(covering)
+        first, geobox = covering[0], world_tile(ix, iy)
+        label = f"{partition} tile ({ix}, {iy}) of cluster {first.cluster_id[:8]}"
+        rows_window, cols_window = tile_window(region, geobox, label)
         if not chunks_present(rows_window, cols_window):
             raise TrainingTileError(f"{label}: the zarr region is missing chunks under this tile; re-materialize the region")
-        tile_features_, tile_valid = tile_features(reflectance.isel(latitude=rows_window, longitude=cols_window).values)
-        hits = tree.query(shapely.box(*tile.geobox.extent.boundingbox), predicate="intersects")
+        features, valid = tile_features(reflectance.isel(latitude=rows_window, longitude=cols_window).values)
+        hits = tree.query(shapely.box(*geobox.extent.boundingbox), predicate="intersects")
         touched.update(int(h) for h in hits)
-        if not tile_valid.any():
-            report.nan_only.append((tile.ix, tile.iy))
+        if not valid.any():
+            report.nan_only.append((ix, iy))
             continue
-        tile_label = tile_labels([polygons[h] for h in hits], tile.geobox)
-        features.append(tile_features_)
-        valid.append(tile_valid)
-        labels.append(tile_label)
+        labels = tile_labels([polygons[h] for h in hits], geobox)
+        spool.append({"features": features, "labels": labels, "valid": valid})
         for key, value in (
-            ("tile_ix", tile.ix), ("tile_iy", tile.iy), ("year", year), ("cluster_id", tile.cluster_id),
-            ("geometry_hash", tile.geometry_hash), ("valid_pixels", int(tile_valid.sum())), ("label_pixels", int(tile_label.sum())),
+            ("tile_ix", ix), ("tile_iy", iy), ("year", year), ("cluster_id", first.cluster_id),
+            ("cluster_ids", [t.cluster_id for t in covering]), ("geometry_hash", first.geometry_hash),
+            ("valid_pixels", int(valid.sum())), ("label_pixels", int(labels.sum())),
         ):
             rows[key].append(value)
     report.polygons_without_tile = sorted(set(must_touch) - touched)
-    empty = {f.name: np.zeros((0, *f.shape), f.dtype) for f in FIELDS}
-    arrays = {
-        "features": np.stack(features) if features else empty["features"],
-        "labels": np.stack(labels) if labels else empty["labels"],
-        "valid": np.stack(valid) if valid else empty["valid"],
-    }
     attrs = {
         "bands": list(BANDS), "partition": partition, "year": year, "label_rule": LABEL_RULE, "tile_size": TILE,
         "nan_only": [list(t) for t in report.nan_only], "mines_without_tile": len(report.polygons_without_tile),
     }
-    return TensorPack(FIELDS, arrays, rows, attrs), report
+    return TensorPack(FIELDS, spool, rows, attrs), report
 
 
 def preview_tile(pack: TensorPack) -> tuple[np.ndarray, str] | None:
@@ -199,7 +208,8 @@ def preview_tile(pack: TensorPack) -> tuple[np.ndarray, str] | None:
     if not len(pack.rows["tile_ix"]):
         return None
     best = int(np.argmax(pack.rows["label_pixels"]))
-    rgb = tile_rgb_with_outline(pack.arrays["features"][best], pack.arrays["labels"][best])
+    record = pack.record(best)
+    rgb = tile_rgb_with_outline(record["features"], record["labels"])
     return rgb, f"({pack.rows['tile_ix'][best]}, {pack.rows['tile_iy'][best]}) of cluster {pack.rows['cluster_id'][best][:8]}"
 
 

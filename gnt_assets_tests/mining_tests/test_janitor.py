@@ -55,8 +55,8 @@ def corrupt(storage_root: UPath, hpc_root: UPath) -> None:
     orphan.mkdir(parents=True)
     (orphan / "index.json").write_text("{}")
     (tensor_folder(storage_root, ASSET_KEY, "NAM|2021") / "tensors-stray.bin").write_bytes(b"x" * 10)
-    # 4. remove a zarr chunk under a cluster tile of ZAF|2021.
-    (region_path(storage_root, "ZAF", "2021") / "reflectance" / "c" / "0" / "0" / "1").unlink()
+    # 4. remove the zarr shard under the cluster tiles of ZAF|2021 (the fixture's region is one shard).
+    (region_path(storage_root, "ZAF", "2021") / "reflectance" / "c" / "0" / "0" / "0").unlink()
     # 5. alter the target copy of NAM|2021 (same size, different bytes).
     index = open_packed(tensor_folder(storage_root, ASSET_KEY, "NAM|2021"))
     target = hpc_root / "NAM" / "2021" / index.data_file

@@ -36,7 +36,7 @@ def test_tiles_and_transfer_materialize_with_metadata_and_checks(pipeline):
     for partition, result in zip(PARTITIONS, results, strict=False):
         assert result.success
         tiles = result.asset_materializations_for_node("mining_training_tiles")[0].metadata
-        assert tiles["tiles"].value == 7 and tiles["files"].value == 2 and tiles["bytes"].value > 7 * 122880
+        assert tiles["tiles"].value == 6 and tiles["files"].value == 2 and tiles["bytes"].value > 6 * 122880
         assert tiles["nan_only_tiles"].value == [[fx.FIXTURE_IX0[partition[:3]] + 3, fx.IY0 + 2]]
         assert "data:image/png;base64," in tiles["tile_preview"].value and tiles["shape"].value == "3 x 64 x 64"  # the tile itself (drawn x4)
         assert "red outline: mine polygons (label pixels)" in tiles["tile_preview"].value
@@ -79,14 +79,14 @@ def test_missing_region_fails_only_its_partition(pipeline, module_instance):
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert "ZAF|2019: no zarr region" in failure.step_failure_data.error.to_string()
-    assert open_packed(tensor_folder(storage_root, ASSET_KEY, "ZAF|2020")).count == 7
+    assert open_packed(tensor_folder(storage_root, ASSET_KEY, "ZAF|2020")).count == 6
 
 
 def test_dataloader_with_two_workers_over_materialized_tiles(pipeline):
     storage_root, _, _ = pipeline
     polygons = fx.mine_polygons()
     dataset = MiningTiles(storage_root, return_dict=True)
-    assert len(dataset) == 14
+    assert len(dataset) == 12
     import shapely
 
     union = shapely.union_all(polygons.geometry.values)

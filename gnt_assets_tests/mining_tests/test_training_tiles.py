@@ -10,6 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from upath import UPath
 
+from gnt_assets.core import packed_tensors
+from gnt_assets.mining.regions import SHARD_TILES, create_region, write_cluster
 from gnt_assets.mining.training_tiles import (
     BANDS,
     ClusterTile,
@@ -26,15 +28,17 @@ from gnt_assets_tests.mining_tests import training_fixtures as fx
 def cluster_tile_list():
     clusters = fx.mining_clusters()
     return [
-        ClusterTile(ix, iy, row.cluster_id, geometry_hash(row.geometry), fx.world_tile(ix, iy))
+        ClusterTile(ix, iy, row.cluster_id, geometry_hash(row.geometry))
         for row in clusters.itertuples()
         for ix, iy in row.tiles
     ]
 
 
 def chunk_files(path: UPath):
+    side = 64 * SHARD_TILES
+
     def present(rows: slice, cols: slice) -> bool:
-        return (path / "reflectance" / "c" / "0" / str(rows.start // 64) / str(cols.start // 64)).exists()
+        return (path / "reflectance" / "c" / "0" / str(rows.start // side) / str(cols.start // side)).exists()
 
     return present
 
@@ -52,34 +56,110 @@ def test_tiles_are_exact_windows_with_nan_mask_and_centre_rule_labels(region):
         dataset, cluster_tile_list(), list(polygons.geometry), partition="ZAF|2020", year=2020,
         chunks_present=chunk_files(path), must_touch=[0, 1, 2, 3],
     )
-    # 8 cluster tiles, the NaN-only one left out and reported; the shared tile appears once per cluster.
+    # 8 cluster tiles, the NaN-only one left out and reported; the tile both clusters cover appears once.
     assert report.nan_only == [(fx.IX0 + 3, fx.IY0 + 2)]
     assert report.polygons_without_tile == [3]
-    assert len(pack.rows["tile_ix"]) == 7 and pack.arrays["features"].shape == (7, 7, 64, 64)
-    assert pack.arrays["features"].dtype == np.float32 and pack.arrays["labels"].dtype == np.uint8
+    assert len(pack.rows["tile_ix"]) == len(pack.arrays) == 6
     truth = fx.reflectance(2020)
     for i, (ix, iy) in enumerate(zip(pack.rows["tile_ix"], pack.rows["tile_iy"], strict=False)):
+        record = pack.record(i)
+        assert record["features"].dtype == np.float32 and record["labels"].dtype == np.uint8
         r, c = (iy - fx.IY0) * 64, (ix - fx.IX0) * 64
         window = truth[:, r : r + 64, c : c + 64]
-        np.testing.assert_array_equal(pack.arrays["features"][i], np.nan_to_num(window, nan=0.0))
-        np.testing.assert_array_equal(pack.arrays["valid"][i, 0], np.isfinite(window).all(axis=0))
+        np.testing.assert_array_equal(record["features"], np.nan_to_num(window, nan=0.0))
+        np.testing.assert_array_equal(record["valid"][0], np.isfinite(window).all(axis=0))
         # Labels: exactly the pixels whose centres fall inside a mine.
         lon, lat = np.meshgrid(dataset.longitude.values[c : c + 64], dataset.latitude.values[r : r + 64])
         inside = shapely.contains_xy(shapely.union_all(polygons.geometry.values), lon, lat)
-        np.testing.assert_array_equal(pack.arrays["labels"][i, 0], inside)
+        np.testing.assert_array_equal(record["labels"][0], inside)
         assert pack.rows["label_pixels"][i] == inside.sum()
     # The mine crossing a tile edge is labelled on both sides; the neighbour-country mine is labelled too.
     assert sum(p > 0 for p in pack.rows["label_pixels"]) >= 3
     assert pack.attrs["bands"] == list(BANDS)
 
 
+def test_a_tile_two_clusters_cover_is_stored_once_with_both_clusters_mines(region, tmp_path):
+    path, dataset = region
+    shared = (fx.IX0 + 1, fx.IY0 + 1)
+    geobox = fx.world_tile(*shared)
+    left, top = geobox.affine.c, geobox.affine.f
+    # one mine of each cluster's in the shared tile (cluster a's in its west half, cluster b's in its east half)
+    mines = [shapely.box(left + 3 * fx.RESOLUTION, top - 20 * fx.RESOLUTION, left + 12 * fx.RESOLUTION, top - 4 * fx.RESOLUTION),
+             shapely.box(left + 40 * fx.RESOLUTION, top - 60 * fx.RESOLUTION, left + 58 * fx.RESOLUTION, top - 44 * fx.RESOLUTION)]
+    pack, _ = training_tiles(dataset, cluster_tile_list(), mines, partition="ZAF|2020", year=2020, chunks_present=chunk_files(path))
+    where = [i for i, tile in enumerate(zip(pack.rows["tile_ix"], pack.rows["tile_iy"], strict=True)) if tile == shared]
+    assert len(where) == 1
+    row = where[0]
+    assert pack.rows["cluster_ids"][row] == ["a" * 64, "b" * 64] and pack.rows["cluster_id"][row] == "a" * 64
+    labels = pack.record(row)["labels"][0]
+    assert labels[4:20, 3:12].all() and labels[44:60, 40:58].all() and labels.sum() == 16 * 9 + 16 * 18
+    assert pack.rows["label_pixels"][row] == labels.sum()
+    index = pack.write(UPath(tmp_path) / "packed")
+    assert index.count == 6 and index.rows["cluster_ids"][row] == ["a" * 64, "b" * 64]
+
+
+def test_memory_does_not_grow_with_the_tile_count(tmp_path, monkeypatch):
+    """tracemalloc's peak while cutting N and 4N tiles: the records go to the spool (here in batches
+    of 4, so both runs flush it several times), so only the index rows (a few hundred bytes a tile)
+    grow, not the 120 kB tile records."""
+    import tracemalloc
+
+    monkeypatch.setattr(packed_tensors, "WRITE_BATCH", 4)
+    wide = 16
+    geobox = fx.WORLD[fx.IY0 * 64 : (fx.IY0 + 2) * 64, fx.IX0 * 64 : (fx.IX0 + wide) * 64]
+    path = UPath(tmp_path) / "wide.zarr"
+    create_region(path, geobox)
+    write_cluster(path, geobox, np.full((len(BANDS), *geobox.shape), 0.2, "float32"))
+    region = xr.open_zarr(path.path, consolidated=False)
+    polygons = list(fx.mine_polygons().geometry)
+
+    def peak(count: int) -> int:
+        tiles = [ClusterTile(fx.IX0 + k % wide, fx.IY0 + k // wide, "c" * 64, "h") for k in range(count)]
+        tracemalloc.start()
+        pack, _ = training_tiles(region, tiles, polygons, partition="ZAF|2020", year=2020, chunks_present=lambda rows, cols: True)
+        _, high = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert len(pack.rows["tile_ix"]) == count
+        return high
+
+    small, large = peak(8), peak(32)
+    assert large < 1.5 * small, (small, large)  # holding the records would be 4x the 8 tiles' 1 MB on top
+
+
 def test_missing_chunk_fails_naming_partition_and_tile(tmp_path):
     path = fx.write_region(UPath(tmp_path) / "2020.zarr", 2020, missing=[(1, 1)])
-    with pytest.raises(TrainingTileError, match=rf"ZAF\|2020 tile \({fx.IX0 + 1}, {fx.IY0 + 1}\) of cluster .*missing chunks"):
+    # the region is one shard: losing it leaves the first tile cut without its data
+    with pytest.raises(TrainingTileError, match=rf"ZAF\|2020 tile \({fx.IX0}, {fx.IY0}\) of cluster .*missing chunks"):
         training_tiles(
             xr.open_zarr(path.path, consolidated=False), cluster_tile_list(), [], partition="ZAF|2020", year=2020,
             chunks_present=chunk_files(path),
         )
+
+
+def test_clusters_write_whole_shards_merged_in_any_order(tmp_path):
+    """A cluster's write covers the whole shards it touches, keeping the other clusters' pixels there."""
+    from gnt_assets.core.zarr_regions import StoreLayout, region_status
+
+    geobox = fx.WORLD[fx.IY0 * 64 : (fx.IY0 + 10) * 64, fx.IX0 * 64 : (fx.IX0 + 12) * 64]  # 2 x 2 shards of 8 x 8 tiles
+    west, east = geobox[64:192, 0:128], geobox[128:256, 9 * 64 : 11 * 64]  # in shards (0, 0) and (0, 1)
+    inner = geobox[0:64, 7 * 64 : 8 * 64]  # the last tile of shard (0, 0), beside west
+    stores = []
+    for order in ((west, east, inner), (inner, east, west)):
+        path = UPath(tmp_path) / f"{len(stores)}.zarr"
+        create_region(path, geobox)
+        assert StoreLayout.read(path).units["reflectance"] == {"band": 7, "latitude": 512, "longitude": 512}
+        for k, part in enumerate(order):
+            value = {id(west): 0.1, id(east): 0.2, id(inner): 0.3}[id(part)]
+            written = write_cluster(path, part, np.full((len(BANDS), *part.shape), value, "float32"))
+            assert all(span.start % 512 == 0 and (span.stop % 512 == 0 or span.stop == size)
+                       for span, size in ((written["latitude"], 640), (written["longitude"], 768))), (k, written)
+            assert region_status(path, written, ["reflectance"]).marked
+        stores.append(xr.open_zarr(path.path, consolidated=False)["reflectance"].values)
+    np.testing.assert_array_equal(stores[0], stores[1])
+    data = stores[0]
+    assert (data[:, 64:192, 0:128] == np.float32(0.1)).all() and (data[:, 0:64, 448:512] == np.float32(0.3)).all()
+    assert (data[:, 128:256, 576:704] == np.float32(0.2)).all()
+    assert np.isnan(data).sum() == data.size - 7 * (128 * 128 + 64 * 64 + 128 * 128)
 
 
 def test_misaligned_or_outside_windows_are_refused(region):

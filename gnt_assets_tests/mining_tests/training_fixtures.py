@@ -72,8 +72,9 @@ def reflectance(year: int) -> np.ndarray:
 def write_region(path: UPath, year: int, *, nan_tiles=((3, 2),), missing=(), ix0: int = IX0) -> UPath:
     """With Mining I's region writer (regions.create_region / write_cluster), as landsat_regions does.
 
-    ``nan_tiles`` and ``missing`` are (column, row) tile positions inside the region."""
-    from gnt_assets.mining.regions import create_region, write_cluster
+    ``nan_tiles`` and ``missing`` are (column, row) tile positions inside the region; a missing tile
+    loses the shard it is in."""
+    from gnt_assets.mining.regions import SHARD_TILES, create_region, write_cluster
 
     geobox = region_geobox(ix0)
     data = reflectance(year)
@@ -83,7 +84,7 @@ def write_region(path: UPath, year: int, *, nan_tiles=((3, 2),), missing=(), ix0
     create_region(path, geobox)
     write_cluster(path, geobox, data)
     for i, j in missing:
-        (path / "reflectance" / "c" / "0" / str(j) / str(i)).unlink()
+        (path / "reflectance" / "c" / "0" / str(j // SHARD_TILES) / str(i // SHARD_TILES)).unlink(missing_ok=True)
     return path
 
 
