@@ -1,5 +1,5 @@
-"""Loopback HTTP servers of the local stand-ins (Earth Engine, Drive, Planetary Computer's token service):
-a threaded server on 127.0.0.1 for as long as a block runs."""
+"""Loopback HTTP servers of the local stand-ins (Earth Engine, Drive, Planetary Computer's token service, the
+Sentinel-2 and Mapterhorn file servers): a threaded server on 127.0.0.1 for as long as a block runs."""
 
 from __future__ import annotations
 
@@ -7,6 +7,23 @@ import contextlib
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class FileHandler(BaseHTTPRequestHandler):
+    """A file server's handler: GET and HEAD both answered by ``_serve``, no request log on stderr (tests read
+    what the stand-in recorded instead)."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_HEAD(self) -> None:
+        self._serve(head=True)
+
+    def do_GET(self) -> None:
+        self._serve(head=False)
+
+    def _serve(self, *, head: bool) -> None:
+        raise NotImplementedError
 
 
 @contextlib.contextmanager

@@ -23,7 +23,7 @@ import time
 import zipfile
 from collections import defaultdict
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ import rasterio
 from pydantic import Field, PrivateAttr
 from rasterio.transform import from_origin
 
+from gnt_assets.core.loopback import FileHandler
 from gnt_assets.mapterhorn.download import Download
 from gnt_assets.mapterhorn.resources import MapterhornSourcesResource
 
@@ -166,17 +167,8 @@ class Faults:
             return self.queued[path].pop(0) if self.queued.get(path) else None
 
 
-def _handler(www: Path, faults: Faults) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args) -> None:  # quiet: tests read faults.requests instead
-            pass
-
-        def do_HEAD(self) -> None:
-            self._serve(head=True)
-
-        def do_GET(self) -> None:
-            self._serve(head=False)
-
+def _handler(www: Path, faults: Faults) -> type[FileHandler]:
+    class Handler(FileHandler):  # quiet: tests read faults.requests instead
         def _serve(self, *, head: bool) -> None:
             path = (www / self.path.lstrip("/")).resolve()
             fault = faults.take(self.path, "HEAD" if head else self.headers.get("Range"), dict(self.headers.items()))

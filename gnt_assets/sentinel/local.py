@@ -17,7 +17,6 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ from scipy import ndimage
 from upath import UPath
 
 from gnt_assets.core.atomic import atomic_write_text
-from gnt_assets.core.loopback import serving
+from gnt_assets.core.loopback import FileHandler, serving
 from gnt_assets.sentinel.resources import SentinelStacResource
 
 COLLECTION = "sentinel-2-c1-l2a"
@@ -188,18 +187,9 @@ def ensure_demo_aoi(root: Path, bbox: tuple[float, float, float, float] = DEMO_B
     return path
 
 
-def _file_handler(root: Path) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+def _file_handler(root: Path) -> type[FileHandler]:
+    class Handler(FileHandler):
         protocol_version = "HTTP/1.1"  # keep-alive: GDAL reuses its connections
-
-        def log_message(self, *args) -> None:
-            pass
-
-        def do_HEAD(self) -> None:
-            self._serve(head=True)
-
-        def do_GET(self) -> None:
-            self._serve(head=False)
 
         def _serve(self, *, head: bool) -> None:
             path = (root / urllib.parse.unquote(self.path.split("?")[0]).lstrip("/")).resolve()
