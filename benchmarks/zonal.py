@@ -99,6 +99,13 @@ def load_kernels() -> tuple[float, bool]:
     return time.perf_counter() - started, compiled
 
 
+def announce_kernels(included: str) -> None:
+    """The kernels loaded (or compiled) before any tool is timed, said so."""
+    seconds, compiled = load_kernels()
+    print(f"our kernels {'compiled' if compiled else 'loaded from the on-disk cache'} beforehand in {seconds:.1f} s "
+          f"(compile time not included below{included})")
+
+
 def run_one(case: str, tool: str, raster: str, cells_path: str, out: str, subset: int) -> None:
     """One tool in this process: its values to ``out``, its figures printed as JSON. rasterstats
     runs on every ``subset``-th cell and its times are scaled to all cells."""
@@ -197,9 +204,7 @@ def large_case(args) -> None:
         cells.to_parquet(cells_path)
         print(f"raster {args.large_size:,} x {args.large_size:,} float32 = {raster.stat().st_size / 1e9:.1f} GB on disk, "
               f"{len(cells):,} H3 cells (resolution 6); generated in {time.perf_counter() - started:.0f} s")
-        seconds, compiled = load_kernels()
-        print(f"our kernels {'compiled' if compiled else 'loaded from the on-disk cache'} beforehand in {seconds:.1f} s "
-              "(compile time not included below; each process's load from the cache is)")
+        announce_kernels("; each process's load from the cache is")
         subset = max(1, len(cells) // args.rasterstats_cells)
         best = run_tools("large", raster, cells_path, tmp, args.rounds, subset)
         reference, ours = np.load(f"{tmp}/exactextract.npy"), np.load(f"{tmp}/ours.npy")
@@ -220,9 +225,7 @@ def small_case(args) -> None:
         make_raster(raster, args.size, transform)
         cells = make_cells(args.size, args.cells, transform)
         gpd.GeoDataFrame({"cell_id": np.arange(len(cells))}, geometry=cells, crs="EPSG:4326").to_parquet(cells_path)
-        seconds, compiled = load_kernels()
-        print(f"our kernels {'compiled' if compiled else 'loaded from the on-disk cache'} beforehand in {seconds:.1f} s "
-              "(compile time not included below)")
+        announce_kernels("")
         subset = max(1, len(cells) // args.rasterstats_cells)
         best = run_tools("small", raster, cells_path, tmp, args.rounds, subset)
         reference, ours = np.load(f"{tmp}/exactextract.npy"), np.load(f"{tmp}/ours.npy")
