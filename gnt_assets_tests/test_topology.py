@@ -20,6 +20,7 @@ from upath import UPath
 
 from gnt_assets.conus404.assets import DAILY_STORE, conus404_analysis_ready, conus404_daily
 from gnt_assets.core.atomic import resolve_directory
+from gnt_assets.core.stac_catalog import catalog_root, family_for, item_id_for
 from gnt_assets.io_managers.geoparquet import read_table
 from gnt_assets.rasters.assets import grid_assets, raster_source, raster_tiles, resampled_assets
 from gnt_assets.rasters.local import sample_rasters
@@ -201,3 +202,13 @@ def test_the_object_store_holds_what_a_local_run_makes(topology, local_run):
     ready = [opened(root, "conus404", "analysis_ready.zarr").sel(time=days).load() for root in (deployed, local_run)]
     xr.testing.assert_equal(*ready)
     assert ready[0].sizes["time"] == len(DAYS) and all(np.isfinite(ready[0][name]).any() for name in ready[0].data_vars)
+
+
+def test_the_deployment_catalogs_its_outputs_in_the_object_store(topology):
+    """Every output's STAC item is written through the object store's own endpoint (the deployment's MinIO),
+    not botocore's default AWS one."""
+    catalog = catalog_root(topology["root"])
+    for asset, partition in ((raster_tiles, RASTER), (conus404_daily, DAYS[0]), (conus404_daily, DAYS[1]), (conus404_analysis_ready, None)):
+        name = asset.key.to_user_string()
+        item = item_id_for(name, partition)
+        assert (catalog / family_for(name) / item / f"{item}.json").exists(), (name, partition)

@@ -148,10 +148,11 @@ def _number(value) -> float | int | None:
 
 
 def describe_geotiff(path: UPath, *, band_names: Sequence[str] | None = None, unit: str | None = None) -> Described:
-    """A GeoTIFF/COG: proj: from its georeferencing, raster:bands (type, nodata, resolution, unit), eo:bands when named."""
-    import rasterio
+    """A GeoTIFF/COG: proj: from its georeferencing, raster:bands (type, nodata, resolution, unit), eo:bands when named.
+    Opened as the pipelines open rasters (``core.rio``), so an S3-compatible store's endpoint is the path's own."""
+    from gnt_assets.core.rio import open_raster
 
-    with rasterio.open(str(path)) as dataset:
+    with open_raster(path) as dataset:
         bands = []
         for index in range(1, dataset.count + 1):
             band = {"data_type": dataset.dtypes[index - 1], "spatial_resolution": float(abs(dataset.res[0]))}
@@ -184,7 +185,7 @@ def describe_zarr(path: UPath, *, storage_options: Mapping | None = None, band_n
     import zarr
 
     path = resolve_directory(path)  # a folder published by atomic_directory: the version in use
-    options = dict(storage_options or {})
+    options = {} if is_local(path) else dict(storage_options or path.storage_options)  # the store's endpoint and keys
     node = zarr.open(path.path if is_local(path) else str(path), mode="r", storage_options=options or None)
     if isinstance(node, zarr.Array):  # a bare array (raster tiles): xarray cannot open it, zarr-python can
         asset = {"href": path, "type": _media_type(path), "roles": ["data"], "raster:bands": [{"data_type": str(node.dtype)}],
@@ -193,8 +194,8 @@ def describe_zarr(path: UPath, *, storage_options: Mapping | None = None, band_n
     dataset = xr.open_zarr(path.path if is_local(path) else str(path), consolidated=False, storage_options=options or None)
     open_kwargs = {"engine": "zarr", "consolidated": False, "chunks": {}}
     asset = {"href": path, "type": _media_type(path), "roles": ["data"], "xarray:open_kwargs": open_kwargs}
-    if options and not is_local(path):
-        asset["xarray:storage_options"] = options
+    if storage_options and not is_local(path):  # only what the caller chose to publish: never the store's keys
+        asset["xarray:storage_options"] = dict(storage_options)
     extensions = {XARRAY}
     described = Described(asset, extensions)
     geobox = dataset.odc.geobox

@@ -20,12 +20,12 @@ from upath import UPath
 from gnt_assets.core.atomic import atomic_directory, located
 from gnt_assets.core.errors import InputError
 from gnt_assets.core.quicklook import choropleth, quicklook
+from gnt_assets.core.rio import open_raster
 from gnt_assets.io_managers.geoparquet import read_table, write_table
 from gnt_assets.materialization import catalog_metadata, output_metadata, quicklook_metadata
 from gnt_assets.partitions import raster_sources
 from gnt_assets.rasters import catalog, cell_layer, grids, resample, sources, square_raster, states, tiling
 from gnt_assets.rasters.resources import RasterFolderResource
-from gnt_assets.rasters.rio import open_raster
 from gnt_assets.resources.compute import DaskComputeResource
 from gnt_assets.resources.storage import StorageResource
 from gnt_assets.retries import TRANSIENT_RETRY, failure_for

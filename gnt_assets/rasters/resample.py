@@ -25,8 +25,8 @@ from rasterio.windows import Window, from_bounds
 from upath import UPath
 
 from gnt_assets.core.atomic import atomic_open, atomic_write_bytes, atomic_write_text, located
+from gnt_assets.core.rio import open_raster
 from gnt_assets.rasters.grids import GridError, cell_centres
-from gnt_assets.rasters.rio import open_raster
 from gnt_assets.rasters.tiling import valid_mask
 from gnt_assets.rasters.zonal import (
     AREA_METHODS,

@@ -19,7 +19,7 @@ from upath import UPath
 from gnt_assets.core.atomic import located
 from gnt_assets.core.errors import InputError
 from gnt_assets.core.keys import PartitionKeyError, sanitize_key
-from gnt_assets.rasters.rio import open_raster
+from gnt_assets.core.rio import open_raster
 
 RASTER_SUFFIXES = (".tif", ".tiff")
 KINDS = ("continuous", "categorical", "count")

@@ -34,8 +34,8 @@ from rasterio.windows import Window
 from upath import UPath
 
 from gnt_assets.core.atomic import atomic_write_text, is_local, located
+from gnt_assets.core.rio import open_raster
 from gnt_assets.core.zarr_regions import with_exact_transform
-from gnt_assets.rasters.rio import open_raster
 
 VARIABLE = "band_data"
 PROGRESS = "_tile_progress"  # per-tile records of a build in progress (not part of the published store)

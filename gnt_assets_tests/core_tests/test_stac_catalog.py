@@ -239,3 +239,22 @@ def test_a_batch_writes_each_item_at_once_and_folds_the_collection_once_per_batc
     assert document["extent"]["spatial"]["bbox"][0] == [boxes[:, 0].min(), boxes[:, 1].min(), boxes[:, 2].max(), boxes[:, 3].max()]
     catalog = json.loads((root / CATALOG_FOLDER / "catalog.json").read_text())
     assert [link["href"] for link in catalog["links"] if link["rel"] == "child"] == ["./mapterhorn-cogs/collection.json"]
+
+
+def test_outputs_on_an_s3_compatible_store_are_described_through_its_own_endpoint(tmp_path):
+    """A deployment's MinIO (here moto): the describers open each output with the root's endpoint and keys
+    (botocore's default is AWS, unreachable here), and no key is written into the item."""
+    from gnt_assets_tests.s3_server import s3_server
+
+    write_cog(tmp_path / "dem.tif")
+    write_daily_zarr(tmp_path / "daily.zarr", ["2020-07-01"])
+    with s3_server() as endpoint:
+        root = UPath(endpoint.root, **endpoint.storage_options()) / "data"
+        root.fs.put(str(tmp_path / "dem.tif"), f"{root.path}/dem.tif")
+        root.fs.put(str(tmp_path / "daily.zarr"), f"{root.path}/daily.zarr", recursive=True)
+        cog = catalog_output(root, "mapterhorn_cog", "swissalti.dem", {"dem": root / "dem.tif"})
+        zarr_item = catalog_output(root, "conus404_daily", "2020-07-01", {"zarr": root / "daily.zarr"}, times=day("2020-07-01"))
+        items = [json.loads(path.read_text()) for path in (cog, zarr_item)]
+    assert items[0]["assets"]["dem"]["proj:code"] == "EPSG:25832"
+    assert items[1]["assets"]["zarr"]["raster:bands"][0]["data_type"] == "float32"
+    assert "testing" not in json.dumps(items)

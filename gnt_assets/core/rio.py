@@ -18,24 +18,24 @@ from upath import UPath
 from gnt_assets.core.atomic import is_local
 
 
-def gdal_s3_options(storage_options: dict) -> dict[str, str]:
-    """GDAL configuration options for ``/vsis3/`` equal to s3fs ``storage_options``; unset ones
-    are left to GDAL's own defaults (environment variables, instance credentials)."""
-    options = {}
+def s3_env(storage_options: dict) -> rasterio.Env:
+    """A GDAL environment for ``/vsis3/`` equal to s3fs ``storage_options``: credentials through a rasterio
+    ``AWSSession`` (rasterio refuses them as config options), the endpoint of an S3-compatible store as
+    config options; unset ones are left to GDAL's own defaults (environment variables, instance credentials)."""
+    from rasterio.session import AWSSession
+
     client = storage_options.get("client_kwargs") or {}
     endpoint = storage_options.get("endpoint_url") or client.get("endpoint_url")
+    options = {}
     if endpoint:
         url = urlsplit(endpoint)
         options |= {"AWS_S3_ENDPOINT": url.netloc, "AWS_HTTPS": "YES" if url.scheme == "https" else "NO", "AWS_VIRTUAL_HOSTING": "FALSE"}
-    if storage_options.get("key"):
-        options["AWS_ACCESS_KEY_ID"] = storage_options["key"]
-    if storage_options.get("secret"):
-        options["AWS_SECRET_ACCESS_KEY"] = storage_options["secret"]
-    if client.get("region_name"):
-        options["AWS_REGION"] = client["region_name"]
-    if storage_options.get("anon"):
-        options["AWS_NO_SIGN_REQUEST"] = "YES"
-    return options
+    if not (storage_options.get("key") or storage_options.get("anon") or client.get("region_name")):
+        return rasterio.Env(**options)
+    session = AWSSession(aws_access_key_id=storage_options.get("key"), aws_secret_access_key=storage_options.get("secret"),
+                         aws_session_token=storage_options.get("token"), region_name=client.get("region_name"),
+                         aws_unsigned=bool(storage_options.get("anon")))
+    return rasterio.Env(session=session, **options)
 
 
 @contextlib.contextmanager
@@ -52,7 +52,7 @@ def open_raster(path: str | UPath, cache_mb: int | None = None) -> Iterator[rast
         with rasterio.open(upath.path) as src:
             yield src
     elif upath.protocol in ("s3", "s3a"):
-        with rasterio.Env(**gdal_s3_options(upath.storage_options)), rasterio.open(f"/vsis3/{upath.path}") as src:
+        with s3_env(upath.storage_options), rasterio.open(f"/vsis3/{upath.path}") as src:
             yield src
     else:
         with rasterio.open(str(upath), opener=upath.fs) as src:
