@@ -104,12 +104,6 @@ def store_exists(path: UPath) -> bool:
     return (path / "zarr.json").exists()
 
 
-def ensure_group(path: UPath) -> None:
-    """An empty zarr v3 group's metadata at ``path`` unless one is there (racing writers write the same bytes)."""
-    if not store_exists(path):
-        _open_group(path, mode="a")
-
-
 def _check_compatible(path: UPath, template: xr.Dataset, *, growable: str | None = None) -> None:
     existing = open_store(path)
     for name, variable in template.data_vars.items():

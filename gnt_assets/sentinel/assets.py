@@ -104,10 +104,11 @@ def _result_metadata(results: list) -> dict:
     }
 
 
-def _catalog_partition(context, storage: StorageResource, cell, partition: str, month: str) -> dict:
-    """The partition's STAC item: its cell of the grid's cube, for its month."""
-    cube = storage.path("sentinel", f"cube_{pipeline.cube_of(cell)}.zarr")
-    return catalog_metadata(context, storage.root_path, {"cube": cube}, partition=partition, times=month_span(month),
+def _catalog_partition(context, storage: StorageResource, grid: gpd.GeoDataFrame, cell, partition: str, month: str) -> dict:
+    """The partition's STAC item, for its month: the cube holding its cells (a Major TOM chunk: its first cell's
+    own store, each cell being an image of its own)."""
+    stores = list(dict.fromkeys(cube.path for _, cube, _ in pipeline.partition_stores(storage, grid, cell["chunk"])))
+    return catalog_metadata(context, storage.root_path, {"cube": stores[0]}, partition=partition, times=month_span(month),
                             footprint=tuple(float(b) for b in cell.geometry.bounds))
 
 
@@ -175,7 +176,7 @@ def _partition_metadata(context, storage: StorageResource, grid: gpd.GeoDataFram
     run = {"files": dg.MetadataValue.int(files), "bytes": dg.MetadataValue.int(size), **_result_metadata(results)}
     if len(results) == 1 and results[0].look is not None:
         run.update(quicklook_metadata(results[0].look, title="rgb", variable="Sentinel-2 red, green, blue monthly median"))
-    per_partition = {str(key): _catalog_partition(context, storage, grid[grid["chunk"] == chunk].iloc[0], str(key), month)
+    per_partition = {str(key): _catalog_partition(context, storage, grid, grid[grid["chunk"] == chunk].iloc[0], str(key), month)
                      if backend == "zarr" else {} for key, month, chunk in done}
     return run, per_partition
 

@@ -12,7 +12,6 @@ import geopandas as gpd
 import pandas as pd
 from upath import UPath
 
-from gnt_assets.core import zarr_regions
 from gnt_assets.core.atomic import atomic_write_text
 from gnt_assets.core.errors import InputError
 from gnt_assets.sentinel.cube import BLOCK_MONTHS, DEFAULT_END_MONTH, VARIABLE, CubeLayout, cube_layout
@@ -40,19 +39,13 @@ def layout_for(cells: gpd.GeoDataFrame) -> CubeLayout:
 
 
 def cube_store(storage, grid: str, backend: str = "zarr", end_month: str = DEFAULT_END_MONTH,
-               block_months: int = BLOCK_MONTHS, group: str = "") -> CubeStore:
-    """The cube ``cube_<grid>``, or one of its groups (a Major TOM cell's own image: ``<chunk>/<cell>``)."""
+               block_months: int = BLOCK_MONTHS, path: str = "") -> CubeStore:
+    """The cube ``cube_<grid>``, or a store of its own under ``cube_<grid>/`` (a Major TOM cell's image:
+    ``<chunk>/<cell>``)."""
     suffix = "zarr" if backend == "zarr" else "icechunk"
-    root = storage.path("sentinel", f"cube_{grid}.{suffix}")
-    return CubeStore(root / group if group else root, backend, end_month, block_months)
-
-
-def _ensure_parent_groups(storage, place: CellStore) -> None:
-    """The zarr group metadata above a cell's own image (the layer's store, the chunk's group), so plain
-    zarr-python walks from the store's root to each cell."""
-    root = storage.path("sentinel", f"cube_{place.cube}.zarr")
-    for path in (root, root / place.group.rsplit("/", 1)[0]):
-        zarr_regions.ensure_group(path)
+    if path:
+        return CubeStore(storage.path("sentinel", f"cube_{grid}", f"{path}.{suffix}"), backend, end_month, block_months)
+    return CubeStore(storage.path("sentinel", f"cube_{grid}.{suffix}"), backend, end_month, block_months)
 
 
 def _result_path(storage, month: str, chunk: str) -> UPath:
@@ -102,7 +95,7 @@ def partition_cells(grid_table: gpd.GeoDataFrame, chunk: str, layouts: dict | No
 def partition_stores(storage, grid_table: gpd.GeoDataFrame, chunk: str, backend: str = "zarr"
                      ) -> list[tuple[str, CubeStore, CellStore]]:
     """(cell, its store, where in it) per cell of one partition."""
-    return [(cell, cube_store(storage, place.cube, backend, group=place.group), place)
+    return [(cell, cube_store(storage, place.cube, backend, path=place.path), place)
             for cell, place in partition_cells(grid_table, chunk).items()]
 
 
@@ -117,16 +110,13 @@ def plan_jobs(storage, grid_table: gpd.GeoDataFrame, stac, url: str, keys: list[
     layouts: dict = {}
     cells = {chunk: partition_cells(grid_table, chunk, layouts) for chunk in dict.fromkeys(c for _, c in keys)}
     stores: dict[str, tuple[CubeStore, CubeLayout, set[str]]] = {}  # path -> (store, layout, months to hold)
-    jobs, owners, groups = [], [], set()
+    jobs, owners = [], []
     for month, chunk in keys:
         row = _cell(grid_table, chunk)
         for cell, place in cells[chunk].items():
-            cube = cube_store(storage, place.cube, backend, end_month, block_months, place.group)
+            cube = cube_store(storage, place.cube, backend, end_month, block_months, place.path)
             cube, _, months = stores.setdefault(str(cube.path), (cube, place.layout, set()))
             months.add(month)
-            if place.group and backend == "zarr" and (place.cube, chunk) not in groups:
-                _ensure_parent_groups(storage, place)
-                groups.add((place.cube, chunk))
             bounds = tuple(place.layout.cell_geobox(cell).geographic_extent.boundingbox) if is_tiled(row) else tuple(row.geometry.bounds)
             jobs.append(ChunkJob(
                 chunk=cell, month=month, query=stac.query(url, bounds, date.fromisoformat(month)),

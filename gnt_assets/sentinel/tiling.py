@@ -13,7 +13,7 @@ Square cells of one zone are whole zarr chunks of that zone's cube, anchored on 
 size, so two cells never share a zarr chunk by construction (the layout is arithmetic, not a search).
 Major TOM cells get a GeoBox each in the UTM zone of the cell centre, rounded outwards to the pixel grid
 (nothing of the cell is lost to snapping), so they cannot be windows of one regular cube: each cell is
-stored as its own image (a zarr group per cell, as Major TOM itself stores one image per cell); with
+stored as its own image (a zarr store per cell, as Major TOM itself stores one image per cell); with
 ``overlap=True`` the offset cells are a second layer with a store of its own, and within a layer no two
 cells share area.
 """
@@ -467,8 +467,8 @@ class MajorTomTiling:
         return self.name if layer == 0 else f"{self.name}_overlap"
 
     def cell_stores(self, chunk: Chunk | str, aoi: BaseGeometry) -> dict[str, CellStore]:
-        """Per cell of the chunk, its own image: a group ``<chunk>/<cell>`` of its layer's store whose one region
-        is the cell's exact GeoBox (its UTM zone and origin), chunked ``chunks_per_side`` times per side."""
+        """Per cell of the chunk, its own image: a store ``<chunk>/<cell>`` under its layer's folder whose one
+        region is the cell's exact GeoBox (its UTM zone and origin), chunked ``chunks_per_side`` times per side."""
         chunk = self.chunk(chunk) if isinstance(chunk, str) else chunk
         stores = {}
         for cell in self.cells(chunk, aoi):
@@ -481,12 +481,12 @@ class MajorTomTiling:
 
 @dataclass(frozen=True)
 class CellStore:
-    """Where one cell of a tiled chunk is written: the ``cube`` store's ``group`` ("" for the store's root: a square
-    cell's region of its zone cube; ``<chunk>/<cell>`` for a Major TOM cell's own image), with the layout of that
-    store holding this cell's region only."""
+    """Where one cell of a tiled chunk is written: the cube ``cube`` itself (``path`` empty: a square cell's region of
+    its zone cube) or a store of its own under the cube's folder (``path`` ``<chunk>/<cell>``: a Major TOM cell's
+    image), with the layout of that store holding this cell's region only."""
 
     cube: str
-    group: str
+    path: str
     layout: CubeLayout
 
 

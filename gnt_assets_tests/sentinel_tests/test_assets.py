@@ -113,7 +113,7 @@ def test_a_tiled_grid_is_one_partition_per_chunk_with_its_cells_fanned_out(stora
     assert chunks == sorted(table["chunk"])
     places = chunk_runs.partition_cells(table, chunks[0])
     assert places and all(c.startswith("tiles-32610_c") for c in places) and all(set(p.layout.regions) == {c} for c, p in places.items())
-    assert {(p.cube, p.group, p.layout.geobox.crs.epsg) for p in places.values()} == {("tiles_32610", "", 32610)}  # one zone cube
+    assert {(p.cube, p.path, p.layout.geobox.crs.epsg) for p in places.values()} == {("tiles_32610", "", 32610)}  # one zone cube
 
     key = dg.MultiPartitionKey({"month": "2024-07-01", "chunk": chunks[0]})
     mosaic = dg.materialize(ASSETS, selection=["sentinel_mosaic"], partition_key=str(key), instance=instance, resources=resources)
@@ -144,7 +144,7 @@ def _majortom_cell(stac_url, cell, month):
 
 def test_majortom_cells_are_stored_as_their_own_images_on_their_exact_geoboxes(storage_root, instance, stac_url):
     """A Major TOM grid (with overlap=True) through Dagster: a partition per lon/lat chunk, each cell written as its
-    own image (a zarr group per cell, the overlap layer in a store of its own) on exactly the GeoBox
+    own image (a zarr store per cell, the overlap layer in a folder of its own) on exactly the GeoBox
     MajorTomTiling gives it; the stored cells cover the AOI and one cell equals its direct computation."""
     import numpy as np
     import shapely
@@ -187,10 +187,10 @@ def test_majortom_cells_are_stored_as_their_own_images_on_their_exact_geoboxes(s
     footprints = {0: [], 1: []}
     for chunk in chunks:
         for cell in tiling.cells(chunk, aoi):
-            root = storage.path("sentinel", f"cube_{tiling.layer_name(cell.layer)}.zarr")
-            walked = zarr.open_group(root.path, mode="r")[chunk][cell.key][VARIABLE]  # plain zarr-python: root -> chunk -> cell
-            assert walked.shape[1:] == (cell.height, cell.width, 4) and walked.shape[0] > month_index(month)
-            stored = xr.open_zarr(root.path, group=f"{chunk}/{cell.key}", zarr_format=3, consolidated=False)
+            path = storage.path("sentinel", f"cube_{tiling.layer_name(cell.layer)}", chunk, f"{cell.key}.zarr").path
+            data = zarr.open_group(path, mode="r")[VARIABLE]  # plain zarr-python
+            assert data.shape[1:] == (cell.height, cell.width, 4) and data.shape[0] > month_index(month)
+            stored = xr.open_zarr(path, zarr_format=3, consolidated=False)
             assert stored.odc.geobox == cell.geobox  # the exact GeoBox: its UTM zone, origin and shape
             assert stored["spatial_ref"].attrs["GeoTransform"]
             assert str(stored["time"].values[month_index(month)])[:10] == month
@@ -198,9 +198,9 @@ def test_majortom_cells_are_stored_as_their_own_images_on_their_exact_geoboxes(s
     assert shapely.union_all(footprints[0]).buffer(1e-9).covers(aoi)  # nothing of the AOI is left out
 
     cell = expected[0]
-    root = storage.path("sentinel", f"cube_{tiling.layer_name(cell.layer)}.zarr")
     chunk = next(c for c in chunks if cell in tiling.cells(c, aoi))
-    stored = xr.open_zarr(root.path, group=f"{chunk}/{cell.key}", zarr_format=3, consolidated=False, mask_and_scale=False)
+    path = storage.path("sentinel", f"cube_{tiling.layer_name(cell.layer)}", chunk, f"{cell.key}.zarr").path
+    stored = xr.open_zarr(path, zarr_format=3, consolidated=False, mask_and_scale=False)
     direct = _majortom_cell(stac_url, cell, month)
     assert (direct > 0).any()
     np.testing.assert_array_equal(stored[VARIABLE].isel(time=month_index(month)).values, direct)
