@@ -103,29 +103,34 @@ def plan_jobs(storage, grid_table: gpd.GeoDataFrame, stac, url: str, keys: list[
               backend: str = "zarr", end_month: str = DEFAULT_END_MONTH, block_months: int = BLOCK_MONTHS,
               attempts: int = 6, backoff_s: float = 2.0) -> tuple[list[ChunkJob], list[tuple[str, str]]]:
     """The jobs and, per job, its partition (month, chunk): a tiled chunk fans out into one job per cell, each
-    carrying only its own cell's region (a Major TOM cell: its own image). Each store is created with its whole
-    monthly axis (or grown by whole blocks to the run's months) before the jobs run, so the mapped jobs only
-    write data and cannot conflict."""
+    carrying only its own cell's region (a Major TOM cell: its own image). Each shared cube is created with its
+    whole monthly axis (or grown by whole blocks to the run's months) here, before the jobs run, so the mapped jobs
+    only write data and cannot conflict; a cell's own store is created the same way by its job, its one writer
+    (on the cluster: tens of thousands of stores per chunk would take the run process an hour)."""
     bands = list(stac.band_assets)
     layouts: dict = {}
     cells = {chunk: partition_cells(grid_table, chunk, layouts) for chunk in dict.fromkeys(c for _, c in keys)}
-    stores: dict[str, tuple[CubeStore, CubeLayout, set[str]]] = {}  # path -> (store, layout, months to hold)
+    stores: dict[tuple[str, str], tuple[CubeStore, CubeLayout, set[str]]] = {}  # (cube, path) -> (store, layout, months)
+    for month, chunk in keys:
+        for place in cells[chunk].values():
+            cube = cube_store(storage, place.cube, backend, end_month, block_months, place.path)
+            stores.setdefault((place.cube, place.path), (cube, place.layout, set()))[2].add(month)
+    for (_, path), (cube, layout, months) in stores.items():
+        if not path:
+            cube.ensure(layout, sorted(months), bands)
     jobs, owners = [], []
     for month, chunk in keys:
         row = _cell(grid_table, chunk)
         for cell, place in cells[chunk].items():
-            cube = cube_store(storage, place.cube, backend, end_month, block_months, place.path)
-            cube, _, months = stores.setdefault(str(cube.path), (cube, place.layout, set()))
-            months.add(month)
+            cube, _, months = stores[(place.cube, place.path)]
             bounds = tuple(place.layout.cell_geobox(cell).geographic_extent.boundingbox) if is_tiled(row) else tuple(row.geometry.bounds)
             jobs.append(ChunkJob(
                 chunk=cell, month=month, query=stac.query(url, bounds, date.fromisoformat(month)),
                 band_assets=dict(stac.band_assets), scl_asset=stac.scl_asset, layout=place.layout, cube=cube,
                 modifier=stac.modifier(), aws_unsigned=stac.aws_unsigned, attempts=attempts, backoff_s=backoff_s,
+                ensure_months=tuple(sorted(months)) if place.path else (),
             ))
             owners.append((month, chunk))
-    for cube, layout, months in stores.values():
-        cube.ensure(layout, sorted(months), bands)
     return jobs, owners
 
 
