@@ -99,22 +99,19 @@ def grids(grid: str = "") -> None:
 
 def planning(sample: int, grid: str = "") -> None:
     from gnt_assets.sentinel import chunk_runs
-    from gnt_assets.sentinel.tiling import MajorTomTiling, tiled_grid
+    from gnt_assets.sentinel.tiling import tiled_grid
 
-    print(f"2. Per-partition planning (one chunk's cells + cube layout; square: from the sentinel_grid row as a run"
-          f" does, Major TOM: from the key and the AOI; {sample} chunks sampled)")
+    print(f"2. Per-partition planning (one chunk's cells + where each is stored, from the sentinel_grid row as a run"
+          f" does: square cells' regions of the zone cube, Major TOM cells' exact GeoBoxes; {sample} chunks sampled)")
     aoi = box(*EUROPE)
     for label, tiling in _tilings(grid).items():
-        table = None if isinstance(tiling, MajorTomTiling) else tiled_grid(tiling, aoi)
-        chunks = [c.key for c in tiling.chunks(aoi)] if table is None else table["chunk"].tolist()
+        table = tiled_grid(tiling, aoi)
+        chunks = table["chunk"].tolist()
         picked = chunks[:: max(1, len(chunks) // sample)][:sample]
         times, counts = [], []
         for chunk in picked:
             start = time.perf_counter()
-            if table is None:
-                counts.append(len(tiling.cells(chunk, aoi)))  # exact per-cell GeoBoxes
-            else:
-                counts.append(len(chunk_runs.partition_layout(table, chunk)[1]))
+            counts.append(len(chunk_runs.partition_cells(table, chunk)))
             times.append(time.perf_counter() - start)
         worst = max(times)
         print(f"   {label}: median {statistics.median(times):.3f} s, worst {worst:.3f} s over chunks of "

@@ -13,17 +13,20 @@ from gnt_assets.sentinel import chunk_runs as pipeline
 from gnt_assets.sentinel.aoi import aoi_from_bbox, load_geometry_file
 from gnt_assets.sentinel.grid import GridSpec, named_grid, refuse_shared_chunks
 from gnt_assets.sentinel.resources import SentinelCubeResource, SentinelStacResource
-from gnt_assets.sentinel.tiling import SquareTiling, tiled_grid
+from gnt_assets.sentinel.tiling import MajorTomTiling, SquareTiling, tiled_grid
 
 
 class GridConfig(dg.Config):
     name: str
     generator: str  # "square", "majortom" or "custom" (cells from `path`)
     d: int
-    overlap: bool = False
+    overlap: bool = Field(default=False, description="majortom: also the offset cells (Major TOM's overlap), stored as "
+                          "a second layer in a store of its own (cube_<name>_overlap)")
     target_crs: str = Field(default="utm", description="'utm': the AOI's UTM zone; or any CRS, e.g. EPSG:3035")
     res_m: float = 20
-    chunks_per_side: int = 1
+    chunks_per_side: int = Field(default=1, description="zarr chunks per cell side")
+    chunk_deg: float = Field(default=2.0, description="majortom: a chunk (partition) is a chunk_deg lon/lat box whose "
+                             "cells (each stored as its own image, on its exact UTM geobox) are fanned out inside the run")
     path: str = Field(default="", description="custom: a vector file (GeoPackage, GeoParquet, ...) of cells")
     layer: str | None = None
     id_column: str = "grid_id"
@@ -43,7 +46,7 @@ class AoiConfig(dg.Config):
 class SentinelGridConfig(dg.Config):
     grids: list[GridConfig] = [
         {"name": "square", "generator": "square", "d": 960, "target_crs": "utm", "res_m": 20.0},
-        {"name": "majortom", "generator": "majortom", "d": 1000, "target_crs": "EPSG:4326", "res_m": 20.0, "chunks_per_side": 3},
+        {"name": "majortom", "generator": "majortom", "d": 1000, "res_m": 20.0},
     ]
 
 
@@ -62,14 +65,16 @@ def sentinel_aoi(config: AoiConfig, storage: StorageResource) -> gpd.GeoDataFram
 
 @dg.asset(group_name="sentinel", io_manager_key="geoparquet_io_manager")
 def sentinel_grid(config: SentinelGridConfig, sentinel_aoi: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
-    """Grid cells over the AOI, one row per cell of each configured grid (pandera-checked); the
-    chunk sensor turns each cell into a sentinel_chunk partition."""
+    """Grid cells over the AOI, one row per cell of each cell grid (pandera-checked) and one per chunk of each
+    tiled grid (square with chunk_km, Major TOM); the chunk sensor turns each row into a sentinel_chunk partition."""
     aoi = sentinel_aoi.geometry.iloc[0]
     grids = [
         tiled_grid(SquareTiling(g.name, g.d, g.res_m, g.chunk_km * 1000, g.target_crs, g.chunks_per_side, g.shard_cells), aoi)
         if g.generator == "square" and g.chunk_km > 0 else
-        named_grid(aoi, g.name, g.generator, GridSpec(d=g.d, overlap=g.overlap, target_crs=g.target_crs, res_m=g.res_m,
-                                                      id_column=g.id_column), g.chunks_per_side, g.path, g.layer)
+        tiled_grid(MajorTomTiling(g.name, g.d, g.res_m, g.overlap, g.chunk_deg, g.chunks_per_side), aoi)
+        if g.generator == "majortom" else
+        named_grid(aoi, g.name, g.generator, GridSpec(d=g.d, target_crs=g.target_crs, res_m=g.res_m, id_column=g.id_column),
+                   g.chunks_per_side, g.path, g.layer)
         for g in config.grids
     ]
     cells = gpd.GeoDataFrame(pd.concat(grids, ignore_index=True), crs="EPSG:4326")
@@ -99,10 +104,11 @@ def _result_metadata(results: list) -> dict:
     }
 
 
-def _catalog_partition(context, storage: StorageResource, cell, partition: str, month: str) -> dict:
-    """The partition's STAC item: its cell of the grid's cube, for its month."""
-    cube = storage.path("sentinel", f"cube_{pipeline.cube_of(cell)}.zarr")
-    return catalog_metadata(context, storage.root_path, {"cube": cube}, partition=partition, times=month_span(month),
+def _catalog_partition(context, storage: StorageResource, grid: gpd.GeoDataFrame, cell, partition: str, month: str) -> dict:
+    """The partition's STAC item, for its month: the cube holding its cells (a Major TOM chunk: its first cell's
+    own store, each cell being an image of its own)."""
+    stores = list(dict.fromkeys(cube.path for _, cube, _ in pipeline.partition_stores(storage, grid, cell["chunk"])))
+    return catalog_metadata(context, storage.root_path, {"cube": stores[0]}, partition=partition, times=month_span(month),
                             footprint=tuple(float(b) for b in cell.geometry.bounds))
 
 
@@ -170,7 +176,7 @@ def _partition_metadata(context, storage: StorageResource, grid: gpd.GeoDataFram
     run = {"files": dg.MetadataValue.int(files), "bytes": dg.MetadataValue.int(size), **_result_metadata(results)}
     if len(results) == 1 and results[0].look is not None:
         run.update(quicklook_metadata(results[0].look, title="rgb", variable="Sentinel-2 red, green, blue monthly median"))
-    per_partition = {str(key): _catalog_partition(context, storage, grid[grid["chunk"] == chunk].iloc[0], str(key), month)
+    per_partition = {str(key): _catalog_partition(context, storage, grid, grid[grid["chunk"] == chunk].iloc[0], str(key), month)
                      if backend == "zarr" else {} for key, month, chunk in done}
     return run, per_partition
 

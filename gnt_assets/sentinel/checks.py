@@ -23,15 +23,14 @@ REFLECTANCE_RANGE = (1, 20_000)  # cube DN: (rho + 0.1) * 1e4; above 1.9 reflect
 
 
 def _region_written(storage, grid, month, chunk, result, backend) -> tuple[bool, str]:
-    cube, regions = chunk_runs.partition_regions(storage, grid, month, chunk, backend)
-    statuses = [cube.status(region) for region in regions]
+    statuses = [cube.status(region) for cube, region in chunk_runs.partition_regions(storage, grid, month, chunk, backend)]
     present, expected = sum(s.present for s in statuses), sum(s.expected for s in statuses)
     marked = all(s.marked for s in statuses)
     return all(s.complete for s in statuses), f"{present}/{expected} chunks, marker {'present' if marked else 'missing'}"
 
 
 def _reflectance_plausible(storage, grid, month, chunk, result, backend) -> tuple[bool, str]:
-    values = chunk_runs.stored_values(storage, grid, month, chunk, backend)  # CF-decoded reflectance
+    values = np.concatenate([v.ravel() for v in chunk_runs.stored_values(storage, grid, month, chunk, backend)])  # CF-decoded
     valid = values[np.isfinite(values)]
     if valid.size == 0:
         return True, "no valid pixels"
@@ -41,21 +40,24 @@ def _reflectance_plausible(storage, grid, month, chunk, result, backend) -> tupl
 
 
 def _no_fill_where_clear(storage, grid, month, chunk, result, backend) -> tuple[bool, str]:
-    values = chunk_runs.stored_values(storage, grid, month, chunk, backend)
-    fill_share = float((~np.isfinite(values)).all(axis=-1).mean())
+    cells = chunk_runs.stored_values(storage, grid, month, chunk, backend)
+    fill_share = float(np.mean([(~np.isfinite(v)).all(axis=-1).mean() for v in cells]))  # the cells' mean, as valid_share
     expected = 1.0 - result["valid_share"]
     passed = result["clear_pixels_unfilled"] == 0 and abs(fill_share - expected) < 1e-9
     return passed, f"fill share {fill_share:.4f} stored, {expected:.4f} expected; {result['clear_pixels_unfilled']} clear pixels left as fill"
 
 
 def _time_axis_monthly(storage, grid, month, chunk, result, backend) -> tuple[bool, str]:
-    cube = chunk_runs.cube_store(storage, chunk_runs.grid_of(grid, chunk), backend)
-    times = cube.open()["time"].values
-    problems = axis_problems(times)
-    index = month_index(month)
-    if not problems and (index >= times.size or str(times[index])[:10] != month[:10]):
-        problems.append(f"month {month[:7]} is not at its index {index}")
-    span = f"{len(times)} months {str(times[0])[:7]}..{str(times[-1])[:7]}" if len(times) else "no months"
+    stores = {str(cube.path): cube for _, cube, _ in chunk_runs.partition_stores(storage, grid, chunk, backend)}
+    index, spans, problems = month_index(month), set(), []
+    for path, cube in stores.items():  # the zone cube, or each Major TOM cell's own image
+        times = cube.open()["time"].values
+        found = axis_problems(times)
+        if not found and (index >= times.size or str(times[index])[:10] != month[:10]):
+            found.append(f"month {month[:7]} is not at its index {index}")
+        problems += [f"{path}: {p}" for p in found] if len(stores) > 1 else found
+        spans.add(f"{len(times)} months {str(times[0])[:7]}..{str(times[-1])[:7]}" if len(times) else "no months")
+    span = "; ".join(sorted(spans)) + (f" in {len(stores)} stores" if len(stores) > 1 else "")
     return not problems, f"{span}; " + ("strictly increasing, monthly, no gaps" if not problems else problems[0])
 
 

@@ -18,7 +18,7 @@ from gnt_assets.sentinel.cube import BLOCK_MONTHS, DEFAULT_END_MONTH, VARIABLE, 
 from gnt_assets.sentinel.cube_store import CubeStore
 from gnt_assets.sentinel.grid import belongs_to
 from gnt_assets.sentinel.mosaic import ChunkJob, ChunkResult, mosaic_chunk_logged
-from gnt_assets.sentinel.tiling import row_layout
+from gnt_assets.sentinel.tiling import CellStore, row_cells
 
 run_chunk = mosaic_chunk_logged
 DURATIONS = ("search_s", "load_s", "mask_s", "median_s", "write_s", "total_s")
@@ -39,8 +39,12 @@ def layout_for(cells: gpd.GeoDataFrame) -> CubeLayout:
 
 
 def cube_store(storage, grid: str, backend: str = "zarr", end_month: str = DEFAULT_END_MONTH,
-               block_months: int = BLOCK_MONTHS) -> CubeStore:
+               block_months: int = BLOCK_MONTHS, path: str = "") -> CubeStore:
+    """The cube ``cube_<grid>``, or a store of its own under ``cube_<grid>/`` (a Major TOM cell's image:
+    ``<chunk>/<cell>``)."""
     suffix = "zarr" if backend == "zarr" else "icechunk"
+    if path:
+        return CubeStore(storage.path("sentinel", f"cube_{grid}", f"{path}.{suffix}"), backend, end_month, block_months)
     return CubeStore(storage.path("sentinel", f"cube_{grid}.{suffix}"), backend, end_month, block_months)
 
 
@@ -65,12 +69,8 @@ def _cell(grid_table: gpd.GeoDataFrame, chunk: str) -> pd.Series:
     return rows.iloc[0]
 
 
-def grid_of(grid_table: gpd.GeoDataFrame, chunk: str) -> str:
-    """The name of the cube a partition writes: its grid's, or for a tiled grid its chunk's zone cube."""
-    return cube_of(_cell(grid_table, chunk))
-
-
 def cube_of(row: pd.Series) -> str:
+    """The name of the cube a partition writes: its grid's, or for a tiled grid its chunk's (zone cube or layer store)."""
     return str(row["cube"]) if is_tiled(row) else str(row["grid"])
 
 
@@ -79,44 +79,56 @@ def is_tiled(row: pd.Series) -> bool:
     return isinstance(row.get("tiling"), str) and bool(row.get("tiling"))
 
 
-def partition_layout(grid_table: gpd.GeoDataFrame, chunk: str) -> tuple[CubeLayout, list[str]]:
-    """(layout, cell keys) of one partition: a cell grid's whole layout and the cell itself, or a tiled chunk's
-    layout (its zone cube, its own cells' regions only) and its cells."""
+def partition_cells(grid_table: gpd.GeoDataFrame, chunk: str, layouts: dict | None = None) -> dict[str, CellStore]:
+    """Per cell of one partition, where it is written: a cell grid's cell in its grid's cube (the grid's whole
+    layout, cached in ``layouts`` per grid), or a tiled chunk's cells (see ``tiling.row_cells``)."""
     row = _cell(grid_table, chunk)
     if is_tiled(row):
-        layout = row_layout(row)[1]
-        return layout, list(layout.regions)
-    return layout_for(grid_table[grid_table["grid"] == row["grid"]]), [chunk]
+        return row_cells(row)
+    layouts = {} if layouts is None else layouts
+    grid = str(row["grid"])
+    if grid not in layouts:
+        layouts[grid] = layout_for(grid_table[grid_table["grid"] == grid])
+    return {chunk: CellStore(grid, "", layouts[grid])}
+
+
+def partition_stores(storage, grid_table: gpd.GeoDataFrame, chunk: str, backend: str = "zarr"
+                     ) -> list[tuple[str, CubeStore, CellStore]]:
+    """(cell, its store, where in it) per cell of one partition."""
+    return [(cell, cube_store(storage, place.cube, backend, path=place.path), place)
+            for cell, place in partition_cells(grid_table, chunk).items()]
 
 
 def plan_jobs(storage, grid_table: gpd.GeoDataFrame, stac, url: str, keys: list[tuple[str, str]],
               backend: str = "zarr", end_month: str = DEFAULT_END_MONTH, block_months: int = BLOCK_MONTHS,
               attempts: int = 6, backoff_s: float = 2.0) -> tuple[list[ChunkJob], list[tuple[str, str]]]:
     """The jobs and, per job, its partition (month, chunk): a tiled chunk fans out into one job per cell, each
-    carrying only its own cell's region. Each cube is created with its whole monthly axis (or grown by whole
-    blocks to the run's months) first, so the mapped jobs only write data and cannot conflict."""
+    carrying only its own cell's region (a Major TOM cell: its own image). Each shared cube is created with its
+    whole monthly axis (or grown by whole blocks to the run's months) here, before the jobs run, so the mapped jobs
+    only write data and cannot conflict; a cell's own store is created the same way by its job, its one writer
+    (on the cluster: tens of thousands of stores per chunk would take the run process an hour)."""
     bands = list(stac.band_assets)
-    jobs, owners, ensured, layouts = [], [], set(), {}
+    layouts: dict = {}
+    cells = {chunk: partition_cells(grid_table, chunk, layouts) for chunk in dict.fromkeys(c for _, c in keys)}
+    stores: dict[tuple[str, str], tuple[CubeStore, CubeLayout, set[str]]] = {}  # (cube, path) -> (store, layout, months)
+    for month, chunk in keys:
+        for place in cells[chunk].values():
+            cube = cube_store(storage, place.cube, backend, end_month, block_months, place.path)
+            stores.setdefault((place.cube, place.path), (cube, place.layout, set()))[2].add(month)
+    for (_, path), (cube, layout, months) in stores.items():
+        if not path:
+            cube.ensure(layout, sorted(months), bands)
+    jobs, owners = [], []
     for month, chunk in keys:
         row = _cell(grid_table, chunk)
-        name = cube_of(row)
-        cube = cube_store(storage, name, backend, end_month, block_months)
-        key = chunk if is_tiled(row) else name
-        if key not in layouts:
-            layouts[key] = partition_layout(grid_table, chunk)[0]
-        layout = layouts[key]
-        if name not in ensured:
-            months = sorted({m for m, c in keys if grid_of(grid_table, c) == name})
-            cube.ensure(layout, months, bands)
-            ensured.add(name)
-        cells = list(layout.regions) if is_tiled(row) else [chunk]
-        for cell in cells:
-            own = dataclasses.replace(layout, regions={cell: layout.regions[cell]}) if is_tiled(row) else layout
-            bounds = tuple(own.cell_geobox(cell).geographic_extent.boundingbox) if is_tiled(row) else tuple(row.geometry.bounds)
+        for cell, place in cells[chunk].items():
+            cube, _, months = stores[(place.cube, place.path)]
+            bounds = tuple(place.layout.cell_geobox(cell).geographic_extent.boundingbox) if is_tiled(row) else tuple(row.geometry.bounds)
             jobs.append(ChunkJob(
                 chunk=cell, month=month, query=stac.query(url, bounds, date.fromisoformat(month)),
-                band_assets=dict(stac.band_assets), scl_asset=stac.scl_asset, layout=own,
-                cube=cube, modifier=stac.modifier(), aws_unsigned=stac.aws_unsigned, attempts=attempts, backoff_s=backoff_s,
+                band_assets=dict(stac.band_assets), scl_asset=stac.scl_asset, layout=place.layout, cube=cube,
+                modifier=stac.modifier(), aws_unsigned=stac.aws_unsigned, attempts=attempts, backoff_s=backoff_s,
+                ensure_months=tuple(sorted(months)) if place.path else (),
             ))
             owners.append((month, chunk))
     return jobs, owners
@@ -218,7 +230,7 @@ def failed_cells(results: list[ChunkResult], owners: list[tuple[str, str]]) -> d
 
 def partition_results(results: list[ChunkResult], owners: list[tuple[str, str]]) -> list[ChunkResult]:
     """One result per partition: a cell partition's own, or a tiled chunk's cells combined (success if all
-    succeeded; scenes the most any cell saw; valid share the cells' mean, all cells being the same size)."""
+    succeeded; scenes the most any cell saw; valid share the mean of the cells' shares, as the checks read it)."""
     grouped: dict[tuple[str, str], list[ChunkResult]] = {}
     for result, owner in zip(results, owners, strict=True):
         grouped.setdefault(owner, []).append(result)
@@ -256,8 +268,7 @@ def written_objects(storage, grid_table: gpd.GeoDataFrame, keys: list[tuple[str,
     """(chunk objects, stored bytes) of the partitions' regions, for the files/bytes metadata."""
     files = size = 0
     for month, chunk in keys:
-        cube, regions = partition_regions(storage, grid_table, month, chunk, backend)
-        for region in regions:
+        for cube, region in partition_regions(storage, grid_table, month, chunk, backend):
             status = cube.status(region)
             files, size = files + status.present, size + status.stored_bytes
     return files, size
@@ -282,26 +293,19 @@ def grid_table_path(storage) -> UPath:
     return storage.path("tables", "sentinel_grid.parquet")
 
 
-def stored_region(storage, grid_table: gpd.GeoDataFrame, month: str, chunk: str, backend: str = "zarr"):
-    """(cube store, integer region, lazily opened data) of one cell partition in its cube."""
-    cell = _cell(grid_table, chunk)
-    cube = cube_store(storage, cell["grid"], backend)
-    region = cube.region(layout_for(grid_table[grid_table["grid"] == cell["grid"]]), chunk, month)
-    cube.require_complete(region, f"{month}|{chunk}")
-    return cube, region, cube.open()[VARIABLE].isel(region)
+def partition_regions(storage, grid_table: gpd.GeoDataFrame, month: str, chunk: str, backend: str = "zarr"
+                      ) -> list[tuple[CubeStore, dict[str, slice]]]:
+    """(store, integer region) per cell of one partition."""
+    return [(cube, cube.region(place.layout, cell, month)) for cell, cube, place in partition_stores(storage, grid_table, chunk, backend)]
 
 
-def partition_regions(storage, grid_table: gpd.GeoDataFrame, month: str, chunk: str, backend: str = "zarr"):
-    """(cube store, integer regions) of one partition: one region per cell it holds."""
-    cube = cube_store(storage, grid_of(grid_table, chunk), backend)
-    layout, cells = partition_layout(grid_table, chunk)
-    return cube, [cube.region(layout, cell, month) for cell in cells]
-
-
-def stored_values(storage, grid_table: gpd.GeoDataFrame, month: str, chunk: str, backend: str = "zarr"):
-    """The partition's stored reflectance (CF-decoded), its cells stacked on a first axis."""
-    import numpy as np
-
-    cube, regions = partition_regions(storage, grid_table, month, chunk, backend)
-    data = cube.open()[VARIABLE]
-    return np.stack([data.isel(region).values for region in regions])
+def stored_values(storage, grid_table: gpd.GeoDataFrame, month: str, chunk: str, backend: str = "zarr") -> list:
+    """The partition's stored reflectance (CF-decoded), one (1, y, x, band) array per cell (Major TOM cells
+    differ in size)."""
+    opened: dict[str, object] = {}
+    values = []
+    for cube, region in partition_regions(storage, grid_table, month, chunk, backend):
+        if str(cube.path) not in opened:
+            opened[str(cube.path)] = cube.open()[VARIABLE]
+        values.append(opened[str(cube.path)].isel(region).values)
+    return values

@@ -3,7 +3,8 @@
 Cell bounds in the cube CRS are snapped to the nearest chunk boundary of a GeoBox
 anchored at multiples of the chunk size. Cells sharing an edge snap to the same
 boundary, so their regions never share a chunk; any grid where two regions would
-overlap (e.g. Major TOM with overlap=True) is refused naming both cells.
+overlap is refused naming both cells. (Major TOM cells are not windows of one cube:
+each is a store of its own, see tiling.MajorTomTiling.cell_stores.)
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Grid generators over an AOI, with the seed's API (GridSpec, majortom/square/custom generators).
+"""Cell grid generators over an AOI, with the seed's API (GridSpec, square/custom generators; Major TOM grids
+are tiled, see tiling.py).
 
 A generator maps an AOI geometry (EPSG:4326) to a GeoDataFrame of cells with
 ``geometry`` and an id column; cells drive the cube layout (see cube.py).
@@ -12,7 +13,6 @@ from dataclasses import dataclass
 
 import geopandas as gpd
 import numpy as np
-import pandas as pd
 import pandera.pandas as pa
 import shapely
 from pyproj import CRS
@@ -44,7 +44,6 @@ class GridError(InputError):
 @dataclass(frozen=True)
 class GridSpec:
     d: int = 512
-    overlap: bool = False
     target_crs: str = "EPSG:32610"
     res_m: float = 16
     id_column: str = "grid_id"
@@ -55,29 +54,6 @@ class GridSpec:
         if self.target_crs != UTM and CRS.from_user_input(self.target_crs).is_geographic:
             return self.res_m / METRES_PER_DEGREE
         return float(self.res_m)
-
-
-def majortom_generator(d: int = 512, overlap: bool = False, id_column: str = "grid_id") -> GridGenerator:
-    """ESA Major TOM cells (majortom-eg) of about d metres touching the AOI; ids are geohashes."""
-    from majortom_eg import MajorTomGrid
-
-    grid = MajorTomGrid(d=d, overlap=overlap)
-
-    def generate(aoi: BaseGeometry) -> gpd.GeoDataFrame:
-        parts = getattr(aoi, "geoms", [aoi])
-        cells = {}
-        for part in parts:
-            for cell in grid.generate_grid_cells(part.convex_hull if part.geom_type != "Polygon" else part):
-                if cell.geom.intersects(aoi):
-                    cells[cell.id()] = (cell.geom, cell.is_primary)
-        ids = sorted(cells)
-        return gpd.GeoDataFrame(
-            {id_column: ids, "is_primary": [cells[i][1] for i in ids]},
-            geometry=[cells[i][0] for i in ids],
-            crs="EPSG:4326",
-        )
-
-    return generate
 
 
 def square_tiling_generator(cell_size_m: float = 512, work_crs: str = "EPSG:32610", id_column: str = "grid_id") -> GridGenerator:
@@ -106,7 +82,7 @@ def square_tiling_generator(cell_size_m: float = 512, work_crs: str = "EPSG:3261
 
 def chunk_key(grid_name: str, cell_id: str) -> str:
     """A cell's partition key: the grid's name said once, then the cell id (``square_510_5685`` for the square
-    grid's cell ``square_510_5685``, ``majortom-u4pruyd`` for a Major TOM geohash), sanitised."""
+    grid's cell ``square_510_5685``, ``cells-a1`` for the cell ``a1`` of a custom grid ``cells``), sanitised."""
     named = cell_id == grid_name or cell_id.startswith((f"{grid_name}_", f"{grid_name}-"))
     return sanitize_key(cell_id if named else f"{grid_name}-{cell_id}")
 
@@ -175,14 +151,6 @@ def grid_cells(aoi: BaseGeometry, generator: GridGenerator, *, grid_name: str, i
     return cells[["grid", "chunk", "cell_id", "is_primary", "area_km2", "geometry"]]
 
 
-def _layer(generator: GridGenerator, primary: bool) -> GridGenerator:
-    def generate(aoi: BaseGeometry) -> gpd.GeoDataFrame:
-        cells = generator(aoi)
-        return cells[cells["is_primary"] == primary]
-
-    return generate
-
-
 GRID_SCHEMA = pa.DataFrameSchema(
     {
         "grid": pa.Column(str),
@@ -202,24 +170,16 @@ def named_grid(aoi: BaseGeometry, name: str, kind: str, spec: GridSpec, chunks_p
                path: str = "", layer: str | None = None) -> gpd.GeoDataFrame:
     """Cells of one named grid plus the cube settings (crs, resolution, chunk_px) its layout needs;
     ``kind='custom'`` reads the cells from ``path`` (id column ``spec.id_column``)."""
-    if kind == "majortom":
-        generator = majortom_generator(d=spec.d, overlap=spec.overlap, id_column=spec.id_column)
-    elif kind == "square":
+    if kind == "square":
         generator = square_tiling_generator(cell_size_m=spec.d, work_crs=spec.target_crs, id_column=spec.id_column)
     elif kind == "custom":
         if not path:
             raise GridError(f"grid {name!r}: generator 'custom' needs 'path', a vector file of cells with an id column")
         generator = file_generator(path, spec.id_column, layer)
     else:
-        raise GridError(f"grid {name!r}: unknown generator {kind!r}; use 'majortom', 'square', 'custom' (with 'path') "
-                        "or custom_generator in code")
-    if kind == "majortom" and spec.overlap:
-        # the offset cells overlap the primary ones: they are a grid (and cube) of their own, never a second writer
-        layers = [grid_cells(aoi, _layer(generator, primary), grid_name=grid, id_column=spec.id_column)
-                  for grid, primary in ((name, True), (f"{name}_overlap", False))]
-        cells = gpd.GeoDataFrame(pd.concat(layers, ignore_index=True), crs="EPSG:4326")
-    else:
-        cells = grid_cells(aoi, generator, grid_name=name, id_column=spec.id_column)
+        raise GridError(f"grid {name!r}: unknown generator {kind!r} for a cell grid; use 'square', 'custom' (with 'path') "
+                        "or custom_generator in code (Major TOM grids are tiled: sentinel.tiling.MajorTomTiling)")
+    cells = grid_cells(aoi, generator, grid_name=name, id_column=spec.id_column)
     cells["crs"] = resolve_crs(spec.target_crs, aoi)
     cells["resolution"] = spec.resolution
     cells["chunk_px"] = int(max(1, spec.d / spec.res_m // chunks_per_side))

@@ -180,6 +180,7 @@ class ChunkJob:
     backoff_s: float = 2.0  # doubled after each failed attempt
     halo_px: int = HALO_PX  # loaded and masked around the cell, then cropped: no seams between cells
     window_px: int = WINDOW_PX  # a big cell is loaded, masked and reduced one window (plus halo) at a time
+    ensure_months: tuple[str, ...] = ()  # a cell's own store (Major TOM): created or grown to these months by the job
 
     @property
     def load_geobox(self) -> GeoBox:
@@ -267,6 +268,8 @@ def mosaic_chunk(job: ChunkJob) -> ChunkResult:
         del bands, bad
     filled = (median == 0).all(axis=-1)
     mark = time.perf_counter()
+    if job.ensure_months:  # only this cell's jobs write this store (the run prepared the shared cubes)
+        job.cube.ensure(job.layout, list(job.ensure_months), list(job.band_assets))
     job.cube.write(region_dataset(job.layout, job.chunk, job.month, list(job.band_assets), median), job.layout, job.chunk, job.month)
     durations["write_s"] = time.perf_counter() - mark
     durations["total_s"] = time.perf_counter() - started

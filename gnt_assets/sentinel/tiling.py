@@ -12,15 +12,17 @@ projected CRS instead of becoming the polygon of its four projected corners.
 Square cells of one zone are whole zarr chunks of that zone's cube, anchored on multiples of the chunk
 size, so two cells never share a zarr chunk by construction (the layout is arithmetic, not a search).
 Major TOM cells get a GeoBox each in the UTM zone of the cell centre, rounded outwards to the pixel grid
-(nothing of the cell is lost to snapping); with ``overlap=True`` the offset cells are a second layer,
-and within a layer no two cells share area.
+(nothing of the cell is lost to snapping), so they cannot be windows of one regular cube: each cell is
+stored as its own image (a zarr store per cell, as Major TOM itself stores one image per cell); with
+``overlap=True`` the offset cells are a second layer with a store of its own, and within a layer no two
+cells share area.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -335,9 +337,15 @@ class MajorTomTiling:
     res_m: float = 10.0
     overlap: bool = False
     chunk_deg: float = 2.0
+    chunks_per_side: int = 1  # zarr chunks per cell side (1: a cell's month is one object)
 
     def description(self) -> dict:
         return {"kind": "majortom", **asdict(self)}
+
+    @classmethod
+    def from_description(cls, description: dict) -> MajorTomTiling:
+        names = ("name", "d", "res_m", "overlap", "chunk_deg", "chunks_per_side")
+        return cls(**{k: description[k] for k in names})
 
     def _grid(self):
         from majortom_eg import MajorTomGrid
@@ -348,7 +356,8 @@ class MajorTomTiling:
         return sanitize_key(f"{self.name}-{ix}_{iy}")
 
     def chunks(self, aoi: BaseGeometry) -> Iterator[Chunk]:
-        """Every chunk box meeting the AOI grown by one cell (a cell centred inside may reach the AOI)."""
+        """Every chunk holding a cell that meets the AOI (its box grown by one cell meets the AOI, and an edge
+        chunk's cells are enumerated to be sure)."""
         size = self.chunk_deg
         west, south, east, north = aoi.bounds
         margin = self.d / METRES_PER_DEGREE / max(0.05, math.cos(math.radians(min(89.0, max(abs(south), abs(north))))))
@@ -358,8 +367,12 @@ class MajorTomTiling:
         lon0, lat0 = gx * size - 180, gy * size - 90
         boxes = shapely.box(lon0 - margin, lat0 - margin, lon0 + size + margin, lat0 + size + margin)
         shapely.prepare(aoi)
-        for ix, iy in zip(*(a[shapely.intersects(aoi, boxes)].tolist() for a in (gx, gy)), strict=True):
-            yield self.chunk(self.chunk_key(ix, iy))
+        inside = shapely.contains(aoi, shapely.box(lon0, lat0, lon0 + size, lat0 + size))
+        hits = shapely.intersects(aoi, boxes)
+        for ix, iy, whole in zip(*(a[hits].tolist() for a in (gx, gy, inside)), strict=True):
+            chunk = self.chunk(self.chunk_key(ix, iy))
+            if whole or len(self._footprints(chunk, aoi)[0]):  # an edge chunk may hold no cell that meets the AOI
+                yield chunk
 
     def chunk(self, key: str) -> Chunk:
         try:
@@ -368,6 +381,14 @@ class MajorTomTiling:
             raise GridError(f"chunk {key!r} is not a chunk key of grid {self.name!r} ({self.name}-<ix>_<iy>)") from error
         size = self.chunk_deg
         return Chunk(key, self.name, "EPSG:4326", ix, iy, (ix * size - 180, iy * size - 90, (ix + 1) * size - 180, (iy + 1) * size - 90))
+
+    def reach(self, chunk: Chunk) -> tuple[float, float, float, float]:
+        """The chunk's box grown by one cell: it holds every cell centred in the chunk, so the AOI's part inside
+        it is all the chunk's cells need (the grid table's geometry of a Major TOM chunk)."""
+        west, south, east, north = chunk.bounds
+        lat_m = self.d / METRES_PER_DEGREE
+        lon_m = lat_m / max(0.05, math.cos(math.radians(min(89.0, max(abs(south), abs(north)) + lat_m))))
+        return (west - lon_m, south - lat_m, east + lon_m, north + lat_m)
 
     def cell_footprints(self, chunk: Chunk | str, aoi: BaseGeometry) -> list[tuple[str, bool, tuple[float, float, float, float]]]:
         """(geohash id, is_primary, lon/lat bounds) of the Major TOM cells centred in the chunk that meet the AOI."""
@@ -378,9 +399,7 @@ class MajorTomTiling:
         """``cell_footprints`` as arrays (ids, is_primary, bounds rows), sorted by id."""
         chunk = self.chunk(chunk) if isinstance(chunk, str) else chunk
         west, south, east, north = chunk.bounds
-        lat_m = self.d / METRES_PER_DEGREE
-        lon_m = lat_m / max(0.05, math.cos(math.radians(min(89.0, max(abs(south), abs(north)) + lat_m))))
-        grown = box(west - lon_m, south - lat_m, east + lon_m, north + lat_m)  # holds every cell centred in the chunk
+        grown = box(*self.reach(chunk))
         reach = aoi.intersection(grown)
         grid, records = self._grid(), []
         for part in getattr(reach, "geoms", [reach]):
@@ -443,6 +462,34 @@ class MajorTomTiling:
                 in zip(ids.tolist(), primary.tolist(), self.cell_grids(bounds), strict=True)]
 
 
+    def layer_name(self, layer: int) -> str:
+        """The store of a layer: the grid's name for the primary cells, ``<name>_overlap`` for the offset ones."""
+        return self.name if layer == 0 else f"{self.name}_overlap"
+
+    def cell_stores(self, chunk: Chunk | str, aoi: BaseGeometry) -> dict[str, CellStore]:
+        """Per cell of the chunk, its own image: a store ``<chunk>/<cell>`` under its layer's folder whose one
+        region is the cell's exact GeoBox (its UTM zone and origin), chunked ``chunks_per_side`` times per side."""
+        chunk = self.chunk(chunk) if isinstance(chunk, str) else chunk
+        stores = {}
+        for cell in self.cells(chunk, aoi):
+            px = -(-max(cell.width, cell.height) // self.chunks_per_side)
+            layout = CubeLayout(geobox=cell.geobox, chunk_px=px,
+                                regions={cell.key: (slice(0, cell.height), slice(0, cell.width))})
+            stores[cell.key] = CellStore(self.layer_name(cell.layer), f"{chunk.key}/{cell.key}", layout)
+        return stores
+
+
+@dataclass(frozen=True)
+class CellStore:
+    """Where one cell of a tiled chunk is written: the cube ``cube`` itself (``path`` empty: a square cell's region of
+    its zone cube) or a store of its own under the cube's folder (``path`` ``<chunk>/<cell>``: a Major TOM cell's
+    image), with the layout of that store holding this cell's region only."""
+
+    cube: str
+    path: str
+    layout: CubeLayout
+
+
 def chunk_table(tiling: SquareTiling | MajorTomTiling, aoi: BaseGeometry):
     """The grid asset's rows: one per chunk (key, grid, crs, indices, bounds, EPSG:4326 footprint), streamed
     from the tiling; the description travels beside it, the cells are never listed."""
@@ -452,7 +499,7 @@ def chunk_table(tiling: SquareTiling | MajorTomTiling, aoi: BaseGeometry):
     for chunk in tiling.chunks(aoi):
         rows.append({"grid": chunk.grid, "chunk": chunk.key, "crs": chunk.crs, "ix": chunk.ix, "iy": chunk.iy,
                      "x0": chunk.bounds[0], "y0": chunk.bounds[1], "x1": chunk.bounds[2], "y1": chunk.bounds[3]})
-        footprints.append(box(*chunk.bounds) if chunk.crs == "EPSG:4326" else project(box(*chunk.bounds), "EPSG:4326",
+        footprints.append(box(*tiling.reach(chunk)) if isinstance(tiling, MajorTomTiling) else project(box(*chunk.bounds), "EPSG:4326",
                           source=chunk.crs, max_segment=(chunk.bounds[2] - chunk.bounds[0]) / 16))
     if not rows:
         raise GridError(f"grid {tiling.name!r}: no chunk meets the AOI {aoi.bounds}")
@@ -461,21 +508,25 @@ def chunk_table(tiling: SquareTiling | MajorTomTiling, aoi: BaseGeometry):
     return frame
 
 
-def tiled_grid(tiling: SquareTiling, aoi: BaseGeometry):
-    """The grid asset's rows of a tiled square grid: one per chunk, with the columns of a cell grid (grid, chunk,
-    cell_id, is_primary, area_km2, crs, resolution, chunk_px), the tiling's description (JSON), the chunk's zone
-    cube (``cube`` name and GeoBox origin and shape) and the chunk's part of the AOI as geometry: all a run needs
-    to enumerate the chunk's cells, without the AOI and without a row per cell."""
+def tiled_grid(tiling: SquareTiling | MajorTomTiling, aoi: BaseGeometry):
+    """The grid asset's rows of a tiled grid: one per chunk, with the columns of a cell grid (grid, chunk, cell_id,
+    is_primary, area_km2, crs, resolution), the tiling's description (JSON), the ``cube`` (store) it writes and the
+    chunk's part of the AOI as geometry: all a run needs to enumerate the chunk's cells, without the AOI and
+    without a row per cell. A square chunk also carries its zone cube's GeoBox (origin and shape) and chunk_px."""
     import json
 
     table = chunk_table(tiling, aoi)
-    cubes = {crs: tiling.zone_geobox(crs, part) for crs, part in tiling.zones(aoi)}
     table["cell_id"] = table["chunk"]
     table["is_primary"] = True
-    table["area_km2"] = [round(float(box(*b).area) / 1e6, 6) for b in zip(table.x0, table.y0, table.x1, table.y1, strict=True)]
     table["resolution"] = float(tiling.res_m)
-    table["chunk_px"] = tiling.chunk_px
     table["tiling"] = json.dumps(tiling.description())
+    if isinstance(tiling, MajorTomTiling):
+        table["area_km2"] = (table.geometry.to_crs(table.estimate_utm_crs()).area / 1e6).round(6).to_numpy()
+        table["cube"] = tiling.name  # the primary layer's store; the overlap layer's is layer_name(1)
+        return table
+    cubes = {crs: tiling.zone_geobox(crs, part) for crs, part in tiling.zones(aoi)}
+    table["area_km2"] = [round(float(box(*b).area) / 1e6, 6) for b in zip(table.x0, table.y0, table.x1, table.y1, strict=True)]
+    table["chunk_px"] = tiling.chunk_px
     table["cube"] = [f"{tiling.name}_{tiling._zone_code(crs)}" for crs in table["crs"]]
     for column, values in (("cube_x0", [cubes[c].affine.c for c in table["crs"]]), ("cube_y1", [cubes[c].affine.f for c in table["crs"]]),
                            ("cube_height", [cubes[c].shape[0] for c in table["crs"]]), ("cube_width", [cubes[c].shape[1] for c in table["crs"]])):
@@ -483,12 +534,18 @@ def tiled_grid(tiling: SquareTiling, aoi: BaseGeometry):
     return table
 
 
-def row_layout(row) -> tuple[SquareTiling, CubeLayout]:
-    """A tiled grid row's tiling and its chunk's layout (see ``tiled_grid``)."""
+def row_cells(row) -> dict[str, CellStore]:
+    """Per cell of a tiled grid row's chunk (see ``tiled_grid``), where it is written: a square cell as its region
+    of the zone cube, a Major TOM cell as its own image."""
     import json
 
-    tiling = SquareTiling.from_description(json.loads(row["tiling"]))
+    description = json.loads(row["tiling"])
+    if description.get("kind") == "majortom":
+        return MajorTomTiling.from_description(description).cell_stores(row["chunk"], row.geometry)
+    tiling = SquareTiling.from_description(description)
     r = tiling.res_m
     cube = GeoBox((int(row["cube_height"]), int(row["cube_width"])), Affine(r, 0, float(row["cube_x0"]), 0, -r, float(row["cube_y1"])),
                   row["crs"])
-    return tiling, tiling.layout(row["chunk"], row.geometry, cube)
+    layout = tiling.layout(row["chunk"], row.geometry, cube)
+    return {cell: CellStore(str(row["cube"]), "", replace(layout, regions={cell: region}))
+            for cell, region in layout.regions.items()}

@@ -33,7 +33,7 @@ def tiled(storage_root, instance, stac_url):
     instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
     table = read_table(chunk_runs.grid_table_path(resources["storage"]))
     chunks = instance.get_dynamic_partitions("sentinel_chunk")
-    assert len(chunks) >= 2 and all(len(chunk_runs.partition_layout(table, c)[1]) >= 2 for c in chunks)
+    assert len(chunks) >= 2 and all(len(chunk_runs.partition_cells(table, c)) >= 2 for c in chunks)
     return resources, table, chunks
 
 
@@ -62,15 +62,14 @@ def _range(chunks):
 
 
 def _complete(storage, table, chunk) -> list[bool]:
-    cube, regions = chunk_runs.partition_regions(storage, table, MONTH, chunk)
-    return [cube.status(region).complete for region in regions]
+    return [cube.status(region).complete for cube, region in chunk_runs.partition_regions(storage, table, MONTH, chunk)]
 
 
 def test_a_cell_whose_store_write_fails_twice_succeeds_by_retry(tiled, loads, instance, monkeypatch):
     """A flaky object store (a timeout on write) is retried with backoff like a flaky search or read."""
     resources, table, chunks = tiled
     counts, _ = loads
-    cell = chunk_runs.partition_layout(table, chunks[0])[1][0]
+    cell = next(iter(chunk_runs.partition_cells(table, chunks[0])))
     writes, real = Counter(), CubeStore.write
 
     def flaky(self, dataset, layout, chunk, month):
@@ -94,7 +93,7 @@ def test_a_cell_that_always_fails_fails_only_its_own_chunk(tiled, loads, instanc
     resources, table, chunks = tiled
     counts, failing = loads
     bad, good = chunks[0], chunks[1]
-    cells = chunk_runs.partition_layout(table, bad)[1]
+    cells = list(chunk_runs.partition_cells(table, bad))
     failing[cells[0]] = 10**6
     result = dg.materialize(ASSETS, selection=["sentinel_mosaic"], instance=instance, resources=resources,
                             run_config=FAST_RETRIES, tags=_range([bad, good]), raise_on_error=False)
@@ -110,7 +109,7 @@ def test_a_cell_that_always_fails_fails_only_its_own_chunk(tiled, loads, instanc
 def test_a_rerun_of_the_failed_chunk_redoes_only_the_failed_cell(tiled, loads, instance):
     resources, table, chunks = tiled
     counts, failing = loads
-    cells = chunk_runs.partition_layout(table, chunks[0])[1]
+    cells = list(chunk_runs.partition_cells(table, chunks[0]))
     failing[cells[0]] = 10**6
     first = dg.materialize(ASSETS, selection=["sentinel_mosaic"], partition_key=_key(MONTH, chunks[0]), instance=instance,
                            resources=resources, run_config=FAST_RETRIES, raise_on_error=False)
@@ -134,7 +133,7 @@ def test_a_rerun_of_the_failed_chunk_redoes_only_the_failed_cell(tiled, loads, i
 def test_a_run_killed_before_its_ledger_is_resumed_from_the_cells_it_finished(tiled, loads, instance, monkeypatch):
     resources, table, chunks = tiled
     counts, _ = loads
-    cells = chunk_runs.partition_layout(table, chunks[0])[1]
+    cells = list(chunk_runs.partition_cells(table, chunks[0]))
     real, recorded = chunk_runs.record_cell, []
 
     def dies_after_the_first_cell(storage, result, owner):
@@ -170,8 +169,9 @@ def test_a_sharded_grid_runs_a_job_per_shard_and_writes_one_object_each(storage_
     table = read_table(chunk_runs.grid_table_path(resources["storage"]))
     chunk = table["chunk"].iloc[0]
     instance.add_dynamic_partitions("sentinel_chunk", [chunk])
-    layout, shards = chunk_runs.partition_layout(table, chunk)
-    assert layout.shard_px == 2 * 12 and all("_s" in s for s in shards)
+    places = chunk_runs.partition_cells(table, chunk)
+    shards = list(places)
+    assert all(p.layout.shard_px == 2 * 12 for p in places.values()) and all("_s" in s for s in shards)
     result = dg.materialize(ASSETS, selection=["sentinel_mosaic"], partition_key=_key(MONTH, chunk), instance=instance,
                             resources=resources, run_config=FAST_RETRIES)
     assert result.success and set(counts) == set(shards)

@@ -12,18 +12,14 @@ from gnt_assets.core.zarr_regions import ZarrLayoutError
 from gnt_assets.sentinel.chunk_runs import layout_for
 from gnt_assets.sentinel.cube import VARIABLE, axis_months, axis_problems, cube_layout, month_index, region_dataset
 from gnt_assets.sentinel.cube_store import CubeStore
-from gnt_assets.sentinel.grid import GridSpec, grid_cells, majortom_generator, named_grid
+from gnt_assets.sentinel.grid import GridSpec, custom_generator, grid_cells, named_grid
 
 AOI = box(-123.14, 49.26, -123.11, 49.28)
 BANDS = ["red", "green", "blue", "nir"]
 
 
-@pytest.mark.parametrize(("kind", "spec", "per_side"), [
-    ("square", GridSpec(d=960, target_crs="EPSG:32610", res_m=20), 1),
-    ("majortom", GridSpec(d=1000, target_crs="EPSG:4326", res_m=20), 3),
-])
-def test_every_cell_is_whole_chunks_and_no_chunk_is_shared(kind, spec, per_side):
-    cells = named_grid(AOI, kind, kind, spec, per_side)
+def test_every_cell_is_whole_chunks_and_no_chunk_is_shared():
+    cells = named_grid(AOI, "square", "square", GridSpec(d=960, target_crs="EPSG:32610", res_m=20))
     layout = layout_for(cells)
     c = layout.chunk_px
     owned = []
@@ -35,10 +31,16 @@ def test_every_cell_is_whole_chunks_and_no_chunk_is_shared(kind, spec, per_side)
     assert sum(map(len, owned)) == len(set().union(*owned))
 
 
-def test_overlapping_majortom_cells_are_refused():
-    cells = grid_cells(AOI, majortom_generator(1000, overlap=True), grid_name="mt")
+def test_overlapping_cells_of_a_cell_grid_are_refused():
+    import geopandas as gpd
+
+    def overlapping(aoi):
+        w, s, e, n = aoi.bounds
+        return gpd.GeoDataFrame({"grid_id": ["a", "b"]}, geometry=[box(w, s, e, n), box((w + e) / 2, s, e, n)], crs="EPSG:4326")
+
+    cells = grid_cells(AOI, custom_generator(overlapping), grid_name="mine")
     with pytest.raises(ZarrLayoutError, match="share zarr chunk"):
-        cube_layout(cells.assign(), "EPSG:4326", 20 / 111_320, 16)
+        cube_layout(cells, "EPSG:32610", 20, 16)
 
 
 def _two_cells_concurrently(cube: CubeStore):

@@ -14,7 +14,6 @@ from gnt_assets.sentinel.grid import (
     chunk_key,
     custom_generator,
     grid_cells,
-    majortom_generator,
     named_grid,
     refuse_shared_chunks,
     square_tiling_generator,
@@ -33,17 +32,6 @@ def test_square_cells_cover_aoi_and_are_snapped(lon, lat, w, h):
         assert all(abs(v / 960 - round(v / 960)) < 1e-6 for v in (minx, miny, maxx, maxy))
     assert cells.union_all().buffer(1e-9).covers(aoi)
     assert cells.geometry.intersects(aoi).all()
-
-
-@settings(max_examples=5, deadline=None)
-@given(lon=st.floats(-120, 120), lat=st.floats(-60, 60), w=st.floats(0.005, 0.05))
-def test_majortom_cells_cover_aoi_with_stable_ids(lon, lat, w):
-    aoi = box(lon, lat, lon + w, lat + w / 2)
-    first = grid_cells(aoi, majortom_generator(1000), grid_name="mt")
-    second = grid_cells(aoi, majortom_generator(1000), grid_name="mt")
-    assert first["chunk"].tolist() == second["chunk"].tolist()
-    assert first.union_all().buffer(1e-9).covers(aoi)
-    assert first["chunk"].str.fullmatch(r"mt-[0-9a-z]+").all()
 
 
 def test_custom_generator_and_named_grid_schema():
@@ -129,13 +117,5 @@ def test_custom_grid_from_a_file_is_selectable(tmp_path):
         named_grid(AOI, "x", "custom", GridSpec(), path=str(tmp_path / "none.gpkg"))
     with pytest.raises(GridError, match="needs 'path'"):
         named_grid(AOI, "x", "custom", GridSpec())
-
-
-def test_majortom_overlap_cells_are_a_grid_of_their_own():
-    from gnt_assets.sentinel.chunk_runs import layout_for
-
-    grid = named_grid(AOI, "majortom", "majortom", GridSpec(d=1000, overlap=True, target_crs="EPSG:4326", res_m=20), 3)
-    assert set(grid["grid"]) == {"majortom", "majortom_overlap"}
-    assert grid.loc[grid["grid"] == "majortom", "is_primary"].all() and not grid.loc[grid["grid"] != "majortom", "is_primary"].any()
-    for _, cells in grid.groupby("grid"):
-        layout_for(cells)  # each layer its own cube: no zarr chunk shared
+    with pytest.raises(GridError, match="Major TOM grids are tiled"):
+        named_grid(AOI, "x", "majortom", GridSpec())

@@ -107,6 +107,7 @@ def test_bad_settings_and_keys_are_refused():
 def _assert_majortom(tiling, aoi):
     cells, seen = [], set()
     for chunk in tiling.chunks(aoi):
+        assert tiling.cell_footprints(chunk, aoi), f"{chunk.key} holds no cell (a partition with nothing to write)"
         for cell_id, primary, bounds in tiling.cell_footprints(chunk, aoi):
             assert cell_id not in seen, f"{cell_id} in two chunks"
             seen.add(cell_id)
