@@ -22,6 +22,7 @@ import os
 import shutil
 import struct
 import tempfile
+import threading
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -258,6 +259,7 @@ def _locate(store_index: np.ndarray, labels: np.ndarray, dim: str, path: UPath) 
 
 _LAYOUTS: OrderedDict[str, tuple[tuple, StoreLayout]] = OrderedDict()  # local stores, newest last
 _LAYOUTS_KEPT = 64
+_LAYOUTS_LOCK = threading.Lock()  # region writes of one process may run in threads
 
 
 def _metadata_signature(path: UPath) -> tuple | None:
@@ -300,14 +302,17 @@ class StoreLayout:
     def read(cls, path: UPath) -> StoreLayout:
         signature = _metadata_signature(path) if is_local(path) else None
         key = os.path.abspath(path.path) if signature is not None else None
-        if key is not None and key in _LAYOUTS and _LAYOUTS[key][0] == signature:
-            _LAYOUTS.move_to_end(key)
-            return _LAYOUTS[key][1]
+        with _LAYOUTS_LOCK:
+            known = _LAYOUTS.get(key) if key is not None else None
+            if known is not None and known[0] == signature:
+                _LAYOUTS.move_to_end(key)
+                return known[1]
         layout = cls._read(path)
         if key is not None and "/" not in "".join(layout.arrays):
-            _LAYOUTS[key] = (signature, layout)
-            while len(_LAYOUTS) > _LAYOUTS_KEPT:
-                _LAYOUTS.popitem(last=False)
+            with _LAYOUTS_LOCK:
+                _LAYOUTS[key] = (signature, layout)
+                while len(_LAYOUTS) > _LAYOUTS_KEPT:
+                    _LAYOUTS.popitem(last=False)
         return layout
 
     @classmethod

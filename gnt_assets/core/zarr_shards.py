@@ -75,34 +75,43 @@ def _pool() -> ThreadPoolExecutor:
 
 
 def write_whole_shards(array: zarr.Array, values: np.ndarray, selection: tuple[slice, ...]) -> bool:
-    """Write ``values`` at ``selection`` (whole shards, in the array's dimension order) as encoded shards;
-    False, with nothing written, when this array or selection needs zarr's own writer."""
+    """Write ``values`` at ``selection`` (whole shards, in the array's dimension order; a region reaching the
+    array's end may end inside its last shards) as encoded shards; False, with nothing written, when this
+    array or selection needs zarr's own writer."""
     plan = shard_plan(array)
     store = array.store_path.store
     if plan is None or not isinstance(store, zarr.storage.LocalStore) or values.dtype != array.dtype:
         return False
-    if any(s.start % n or (s.stop % n) for s, n in zip(selection, plan.shard, strict=True)) or any(
+    shape = array.shape
+    if any(s.start % n or (s.stop % n and s.stop != size) for s, n, size in zip(selection, plan.shard, shape, strict=True)) or any(
             n % c for n, c in zip(plan.shard, plan.chunk, strict=True)):
-        return False  # edge shards past the array's end, and odd grids, stay with zarr
-    grid = [range(s.start // n, s.stop // n) for s, n in zip(selection, plan.shard, strict=True)]
+        return False
+    grid = [range(s.start // n, math.ceil(s.stop / n)) for s, n in zip(selection, plan.shard, strict=True)]
     per_shard = tuple(n // c for n, c in zip(plan.shard, plan.chunk, strict=True))
     order = list(morton_order_iter(per_shard))
+    fill = np.asarray(array.fill_value, dtype=plan.dtype)
     root = Path(store.root) / array.store_path.path
     shards = list(itertools.product(*grid))
-    with _scratch(math.prod(plan.shard) * plan.dtype.itemsize) as first, _scratch(
-            math.prod(plan.shard) * plan.dtype.itemsize if len(shards) > 1 else 0) as second:
+    nbytes = math.prod(plan.shard) * plan.dtype.itemsize
+    with _scratch(nbytes) as first, _scratch(nbytes if len(shards) > 1 else 0) as second:
         pending = None  # the shard whose chunks the pool encodes while the one before it is written
         for number, coords in enumerate([*shards, None]):
             if coords is not None:
-                origin = [(c - g.start) * n for c, g, n in zip(coords, grid, plan.shard, strict=True)]
                 buffer = (first, second)[number % 2].view(plan.dtype).reshape(len(order), *plan.chunk)
-                futures = [_pool().submit(_encoded_chunk, values, plan, buffer[k], tuple(
-                    slice(o + i * c, o + (i + 1) * c) for o, i, c in zip(origin, inner, plan.chunk, strict=True)))
-                    for k, inner in enumerate(order)]
+                futures = []
+                for k, inner in enumerate(order):
+                    # where the chunk lies in the array, cut at its end: zarr stores edge chunks whole, fill beyond
+                    starts = [c * n + i * m for c, n, i, m in zip(coords, plan.shard, inner, plan.chunk, strict=True)]
+                    stops = [min(start + m, size) for start, m, size in zip(starts, plan.chunk, shape, strict=True)]
+                    if any(start >= stop for start, stop in zip(starts, stops, strict=True)):
+                        futures.append(None)  # wholly past the end: not stored, as zarr leaves it
+                        continue
+                    window = tuple(slice(start - s.start, stop - s.start) for start, stop, s in zip(starts, stops, selection, strict=True))
+                    futures.append(_pool().submit(_encoded_chunk, values, window, buffer[k], plan, fill))
             if pending is not None:
-                done, chunks = pending
-                _write_atomically(root / array.metadata.encode_chunk_key(done),
-                                  _with_index([f.result() for f in chunks], order, per_shard, plan))
+                done, encoding = pending
+                chunks = [None if f is None else f.result() for f in encoding]
+                _write_atomically(root / array.metadata.encode_chunk_key(done), _with_index(chunks, order, per_shard, plan))
             pending = (coords, futures) if coords is not None else None
     return True
 
@@ -134,8 +143,13 @@ def _scratch(nbytes: int):
 _SCRATCH_LARGEST = 256 * 2**20
 
 
-def _encoded_chunk(values: np.ndarray, plan: ShardPlan, into: np.ndarray, window: tuple[slice, ...]):
-    np.copyto(into, values[window])  # the one copy (numpy drops the GIL for it)
+def _encoded_chunk(values: np.ndarray, window: tuple[slice, ...], into: np.ndarray, plan: ShardPlan, fill: np.ndarray):
+    part = values[window]
+    if part.shape == into.shape:
+        np.copyto(into, part)  # the one copy (numpy drops the GIL for it)
+    else:
+        into.fill(fill)
+        into[tuple(slice(0, n) for n in part.shape)] = part
     return memoryview(into).cast("B") if plan.compressor is None else plan.compressor.encode(into)
 
 
@@ -143,11 +157,13 @@ def _with_index(chunks: list, order: list[tuple[int, ...]], per_shard: tuple[int
     index = np.full((*per_shard, 2), _EMPTY, dtype="<u8")
     start = 16 * len(order) + 4 if plan.index_at_start else 0  # the index's own bytes come first there
     for coords, chunk in zip(order, chunks, strict=True):
-        index[coords] = (start, len(chunk))
-        start += len(chunk)
+        if chunk is not None:
+            index[coords] = (start, len(chunk))
+            start += len(chunk)
     encoded = index.tobytes()
     encoded += np.uint32(google_crc32c.value(encoded)).astype("<u4").tobytes()
-    return [encoded, *chunks] if plan.index_at_start else [*chunks, encoded]
+    stored = [chunk for chunk in chunks if chunk is not None]
+    return [encoded, *stored] if plan.index_at_start else [*stored, encoded]
 
 
 def _write_atomically(path: Path, pieces: list) -> None:

@@ -234,6 +234,16 @@ def test_whole_shards_follow_the_index_location_and_leave_other_codecs_to_zarr(t
         with zarr.config.set({"codec_pipeline.path": CODEC_PIPELINES["default"]}):
             np.testing.assert_array_equal(zarr.open_array(str(tmp_path / f"{location}.zarr"), mode="r")[...], values)
     assert not write_whole_shards(array, values[:32], (slice(0, 32), slice(0, 96)))  # not a whole shard
+    # a region reaching the array's end inside its last shard: edge chunks padded with fill, those past it not stored
+    edge = {}
+    for writer in ("zarr", "shards"):
+        edge[writer] = zarr.create_array(str(tmp_path / f"edge-{writer}.zarr"), shape=(70, 96), chunks=(32, 32),
+                                         shards=(64, 96), dtype="int16", fill_value=-1, config={"write_empty_chunks": True})
+    edge["zarr"][...] = values[:70]
+    assert write_whole_shards(edge["shards"], values[:70], (slice(0, 70), slice(0, 96)))
+    for key in ("c/0/0", "c/1/0"):
+        assert (tmp_path / "edge-shards.zarr" / key).read_bytes() == (tmp_path / "edge-zarr.zarr" / key).read_bytes()
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "edge-shards.zarr"), mode="r")[...], values[:70])
     transposed = zarr.create_array(str(tmp_path / "t.zarr"), shape=(64, 96), chunks=(32, 32), shards=(64, 96), dtype="int16",
                                    filters=[zarr.codecs.TransposeCodec(order=(1, 0))], compressors=None)
     assert shard_plan(transposed) is None and not write_whole_shards(transposed, values[:64], (slice(0, 64), slice(0, 96)))
