@@ -3,7 +3,8 @@
 zarr-python writes a shard through its partial-write path even when a region covers it whole: it reads the
 shard back if one is stored, copies each inner chunk into a fresh fill-valued buffer, encodes the chunks
 on about one core, then concatenates them before the write (benchmarks/io_managers.py). Here each inner
-chunk is cut from the region with one copy (and compressed) on a thread pool, and the shard is written
+chunk is cut from the region with one copy into a reused buffer (and compressed on a thread pool, while
+the shard before it is written), and the shard is written
 from those pieces with its index, in zarr's own layout: chunks in Morton order, the index of
 (offset, length) pairs as little-endian uint64 with its crc32c, at the end or the start as the metadata
 says. Only the codecs whose output is spelled out here are taken (bytes, optionally zstd, inside a
@@ -18,7 +19,7 @@ import math
 import os
 import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
@@ -107,13 +108,26 @@ def write_whole_shards(array: zarr.Array, values: np.ndarray, selection: tuple[s
                         futures.append(None)  # wholly past the end: not stored, as zarr leaves it
                         continue
                     window = tuple(slice(start - s.start, stop - s.start) for start, stop, s in zip(starts, stops, selection, strict=True))
-                    futures.append(_pool().submit(_encoded_chunk, values, window, buffer[k], plan, fill))
+                    futures.append(_pool().submit(_encoded_chunk, values, window, buffer[k], plan, fill) if plan.compressor
+                                   else _done(_encoded_chunk(values, window, buffer[k], plan, fill)))
             if pending is not None:
-                done, encoding = pending
+                done, encoding, encoded_into = pending
                 chunks = [None if f is None else f.result() for f in encoding]
-                _write_atomically(root / array.metadata.encode_chunk_key(done), _with_index(chunks, order, per_shard, plan))
-            pending = (coords, futures) if coords is not None else None
+                pieces = _with_index(chunks, order, per_shard, plan)
+                if plan.compressor is None and None not in chunks:  # the chunks lie end to end in the buffer: one write
+                    data = memoryview(encoded_into.reshape(-1)).cast("B")
+                    pieces = [pieces[0], data] if plan.index_at_start else [data, pieces[-1]]
+                _write_atomically(root / array.metadata.encode_chunk_key(done), pieces)
+            pending = (coords, futures, buffer) if coords is not None else None
     return True
+
+
+def _done(result) -> Future:
+    """An uncompressed chunk, copied right here: its copy takes less than handing it to a thread costs
+    on a busy machine (each hand-over waits for the thread to be scheduled)."""
+    future = Future()
+    future.set_result(result)
+    return future
 
 
 _SPARE: list[np.ndarray] = []  # scratch buffers already paged in, kept for the next shards
