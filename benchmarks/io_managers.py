@@ -5,8 +5,9 @@ All in one run:
 * ``write_region`` of whole-shard regions into one sharded zarr v3 store (uncompressed,
   so the bytes match) against writing the same bytes sequentially to one plain file
   (goal: zarr >= 0.5x the plain write); also with the default zstd compressor (goal >= 0.3x);
-  each with zarr-python's own codec pipeline ("before") and the ``zarrs`` pipeline ("after",
-  the one write_region uses by default on local disk);
+  with each writer ``write_region`` can be switched to (``codec_pipeline``: zarr-python's
+  "default", "zarrs", and "shards", whole shards encoded by ``gnt_assets.core.zarr_shards``),
+  and "before": the same calls into ``zarr_regions`` as it was at ``--before`` (git), loaded beside it;
 * ``dg.materialize`` of one trivial partition on a fresh SQLite instance, and through
   the zarr and GeoParquet IO managers: milliseconds per partition beyond the work.
 
@@ -22,19 +23,22 @@ The zstd goal is bounded by the compressor: the "zstd encode alone" row compress
 with the stores' default zstd on every core and writes nothing, so no zstd write can beat its ratio.
 
 Every figure is given as wall time and as CPU time of this process (all threads):
-on a machine shared with other jobs, CPU time is the comparable one (zarrs uses several
-threads, so its CPU time can exceed its wall time). The write measures run in turn, round
-after round, and the load average is printed beside them.
+on a machine shared with other jobs, CPU time is the comparable one (zarrs and "shards" use several
+threads, so their CPU time can exceed their wall time). The write measures run in turn, round
+after round, in reverse order every other round, and each row shows the mean 1-minute load average
+over its runs.
 
-Run: ``.venv/bin/python benchmarks/io_managers.py [--size 2048] [--regions 4] [--partitions 10]``.
+Run: ``.venv/bin/python benchmarks/io_managers.py [--size 2048] [--regions 4] [--partitions 10] [--before REV]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -52,7 +56,8 @@ from upath import UPath
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gnt_assets.core.zarr_regions import CODEC_PIPELINES, create_store, write_region
+from gnt_assets.core import zarr_regions
+from gnt_assets.core.zarr_regions import CODEC_PIPELINES, create_store
 from gnt_assets.io_managers.geoparquet import GeoParquetIOManager
 from gnt_assets.io_managers.zarr import ZarrRegionIOManager, ZarrRegionWrite
 from gnt_assets.resources.storage import StorageResource
@@ -106,15 +111,33 @@ def removed(*paths) -> None:
 
 
 def region_seconds(folder: Path, data: xr.Dataset, compressors, chunk: int = 512, pipeline: str = "default",
-                   encoded: bool = False) -> Clock:
-    """``write_region`` of every region (one per ``region`` label) into a fresh store."""
+                   encoded: bool | None = None, regions=zarr_regions) -> Clock:
+    """``write_region`` of every region (one per ``region`` label) into a fresh store, called as the
+    pipelines call it (``encoded=None``: written as stored when CF encoding changes nothing, as here;
+    False: through xarray). ``regions``: the ``zarr_regions`` module to call (this one, or the one before)."""
     store = sharded_store(folder, data, compressors, chunk)
     with Clock() as clock:
         for index in range(data.sizes["region"]):
             # a view, as the plain write gets
-            write_region(store, data.isel(region=slice(index, index + 1)), codec_pipeline=pipeline, encoded=encoded)
+            regions.write_region(store, data.isel(region=slice(index, index + 1)), codec_pipeline=pipeline, encoded=encoded)
     removed(store.path, store.parent.path + f"/.{store.name}.regions")
     return clock
+
+
+def zarr_regions_at(revision: str):
+    """``gnt_assets.core.zarr_regions`` as it was at ``revision`` (git), imported beside today's, or None
+    when git or the revision is missing. Its imports resolve to today's other modules."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        source = subprocess.run(["git", "-C", str(root), "show", f"{revision}:gnt_assets/core/zarr_regions.py"],
+                                check=True, capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    spec = importlib.util.spec_from_loader(f"zarr_regions_{revision}", loader=None)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    exec(compile(source, f"{revision}:gnt_assets/core/zarr_regions.py", "exec"), module.__dict__)
+    return module
 
 
 def zarr_array_seconds(folder: Path, data: xr.Dataset, pipeline: str = "default") -> Clock:
@@ -150,14 +173,19 @@ def zstd_alone_seconds(data: xr.Dataset, chunk: int = 512) -> Clock:
     return clock
 
 
-def best_in_turn(repeats: int, measures: dict) -> dict[str, tuple[float, float]]:
-    """Fastest wall and fastest CPU seconds per measure; the measures run in turn, round after round,
-    so load from other jobs on a shared machine falls on all of them alike."""
+def best_in_turn(repeats: int, measures: dict) -> dict[str, tuple[float, float, float]]:
+    """Fastest wall and fastest CPU seconds per measure, and the mean 1-minute load average over its runs;
+    the measures run in turn, round after round, in reverse order every other round, so load from
+    other jobs on a shared machine falls on all of them alike."""
     clocks: dict[str, list[Clock]] = {name: [] for name in measures}
-    for _ in range(repeats):
-        for name, measure in measures.items():
-            clocks[name].append(measure())
-    return {name: (min(c.wall for c in cs), min(c.cpu for c in cs)) for name, cs in clocks.items()}
+    loads: dict[str, list[float]] = {name: [] for name in measures}
+    for round_number in range(repeats):
+        names = list(measures) if round_number % 2 == 0 else list(reversed(measures))
+        for name in names:
+            clocks[name].append(measures[name]())
+            loads[name].append(os.getloadavg()[0])
+    return {name: (min(c.wall for c in cs), min(c.cpu for c in cs), statistics.mean(loads[name]))
+            for name, cs in clocks.items()}
 
 
 TILE = xr.Dataset(
@@ -203,21 +231,25 @@ def main() -> None:
     parser.add_argument("--regions", type=int, default=4)
     parser.add_argument("--partitions", type=int, default=10, help="partitions timed per Dagster figure")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--before", default="4c3f050", help="git revision of zarr_regions to measure as 'before'")
     args = parser.parse_args()
 
     data = cube(args.size, args.regions)
     megabytes = data.value.nbytes / 1e6
     loaded_before = "{:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
+    before = zarr_regions_at(args.before)
     with tempfile.TemporaryDirectory(dir=os.environ.get("GNT_BENCH_DIR")) as folder:
         folder = Path(folder)
         measures = {"plain": lambda: plain_seconds(folder, data), "zstd alone": lambda: zstd_alone_seconds(data)}
         for pipeline in ("default", "zarrs"):
             measures[f"array {pipeline}"] = lambda p=pipeline: zarr_array_seconds(folder, data, p)
-            measures[f"raw {pipeline}"] = lambda p=pipeline: region_seconds(folder, data, None, pipeline=p)
-            measures[f"zstd {pipeline}"] = lambda p=pipeline: region_seconds(folder, data, "auto", pipeline=p)
-            measures[f"whole {pipeline}"] = lambda p=pipeline: region_seconds(folder, data, None, args.size, pipeline=p)
-            measures[f"encoded {pipeline}"] = lambda p=pipeline: region_seconds(folder, data, None, pipeline=p, encoded=True)
-            measures[f"encoded zstd {pipeline}"] = lambda p=pipeline: region_seconds(folder, data, "auto", pipeline=p, encoded=True)
+        for when, module, pipelines in (("before", before, ("default", "zarrs")), ("after", zarr_regions, ("default", "zarrs", "shards"))):
+            for pipeline in pipelines if module is not None else ():
+                for compression, compressors in (("raw", None), ("zstd", "auto")):
+                    measures[f"{when} {compression} {pipeline}"] = lambda c=compressors, p=pipeline, m=module: region_seconds(
+                        folder, data, c, pipeline=p, regions=m)
+            if module is not None:
+                measures[f"{when} xarray default"] = lambda m=module: region_seconds(folder, data, None, encoded=False, regions=m)
         best = best_in_turn(args.repeats, measures)
         storage = StorageResource(root=str(folder / "root"))
         resources = {"zarr_io_manager": ZarrRegionIOManager(storage=storage), "geoparquet_io_manager": GeoParquetIOManager(storage=storage)}
@@ -229,27 +261,32 @@ def main() -> None:
     print(f"data: {args.regions} regions x {args.size}x{args.size} float32 = {megabytes:.0f} MB; best of {args.repeats}, measures in turn")
     print(f"machine: {os.cpu_count()} cores, load average {loaded_before} at start, "
           "{:.1f} {:.1f} {:.1f} at end".format(*os.getloadavg()))
-    print(f"{'':52}{'wall MB/s':>10} {'ratio':>6}  {'CPU MB/s':>9} {'ratio':>6}")
+    print(f"{'':58}{'wall MB/s':>10} {'ratio':>6}  {'CPU MB/s':>9} {'ratio':>6} {'load':>5}")
     goals = {"raw": "goal >= 0.50x", "zstd": "goal >= 0.30x"}
     rows = [("plain sequential file write", "plain", ""),
-            ("zstd encode alone, all cores, no write (ceiling)", "zstd alone", "")]
-    for pipeline, when in (("default", "before: zarr-python pipeline"), ("zarrs", "after: zarrs pipeline (adopted)")):
-        rows += [
-            (f"zarr-python array writes (floor), {pipeline}", f"array {pipeline}", ""),
-            (f"write_region, uncompressed, {when}", f"raw {pipeline}", goals["raw"] if pipeline == "zarrs" else ""),
-            (f"write_region, zstd, {when}", f"zstd {pipeline}", goals["zstd"] if pipeline == "zarrs" else ""),
-            (f"write_region, one chunk per region, {pipeline}", f"whole {pipeline}", ""),
-            (f"write_region encoded, uncompressed, {pipeline}", f"encoded {pipeline}", goals["raw"]),
-            (f"write_region encoded, zstd, {pipeline}", f"encoded zstd {pipeline}", goals["zstd"]),
-        ]
+            ("zstd encode alone, all cores, no write (ceiling)", "zstd alone", ""),
+            ("zarr-python array writes, default pipeline", "array default", ""),
+            ("zarr-python array writes, zarrs pipeline", "array zarrs", "")]
+    if before is None:
+        print(f"  (no 'before' rows: zarr_regions at {args.before} could not be read from git)")
+    for when in ("before", "after"):
+        for compression, label in (("raw", "uncompressed"), ("zstd", "zstd")):
+            for pipeline in ("default", "zarrs", "shards"):
+                key = f"{when} {compression} {pipeline}"
+                if key in best:
+                    rows.append((f"{when}: write_region, {label}, {pipeline}", key, goals[compression]))
+        if f"{when} xarray default" in best:
+            rows.append((f"{when}: write_region through xarray, uncompressed", f"{when} xarray default", ""))
     for label, key, goal in rows:
-        wall, cpu = best[key]
-        print(f"{label:52}{megabytes / wall:10.0f} {plain[0] / wall:5.2f}x  {megabytes / cpu:9.0f} {plain[1] / cpu:5.2f}x  {goal}")
-    print("  (ratio = plain time / this time; goals on wall time)")
-    for pipeline in ("default", "zarrs"):
-        raw, array = best[f"raw {pipeline}"], best[f"array {pipeline}"]
-        print(f"write_region beyond zarr-python ({pipeline}): {(raw[0] - array[0]) / args.regions * 1000:.0f} ms wall, "
-              f"{(raw[1] - array[1]) / args.regions * 1000:.0f} ms CPU per region")
+        wall, cpu, load = best[key]
+        print(f"{label:58}{megabytes / wall:10.0f} {plain[0] / wall:5.2f}x  {megabytes / cpu:9.0f} {plain[1] / cpu:5.2f}x {load:5.1f}  {goal}")
+    print(f"  (ratio = plain time / this time; before = zarr_regions at {args.before}; goals on wall time)")
+    for when in ("before", "after"):
+        for pipeline in ("default", "zarrs"):
+            if f"{when} raw {pipeline}" in best:
+                raw, array = best[f"{when} raw {pipeline}"], best[f"array {pipeline}"]
+                print(f"{when}: write_region beyond zarr-python's array writes ({pipeline}): "
+                      f"{(raw[0] - array[0]) / args.regions * 1000:.1f} ms wall, {(raw[1] - array[1]) / args.regions * 1000:.1f} ms CPU per region")
     print(f"dg.materialize of one partition       {'wall ms':>10} {'CPU ms':>9}")
     for label, (wall, cpu) in [
         ("trivial asset, in-memory output", trivial),

@@ -44,8 +44,9 @@ class ZarrRegionIOManager(dg.ConfigurableIOManager):
     storage: StorageResource
     codec_pipeline: str | None = Field(
         default=None,
-        description="zarr codec pipeline for region writes: 'zarrs' (Rust, local disk) or 'default' (zarr-python's); "
-        "unset: GNT_ZARR_CODEC_PIPELINE, else 'zarrs'. Stores read the same with either.",
+        description="zarr codec pipeline for region writes: 'default' (zarr-python's), 'zarrs' (Rust, local disk) or "
+        "'shards' (zarr-python's, whole shards encoded on all cores by zarr_shards, local disk); "
+        "unset: GNT_ZARR_CODEC_PIPELINE, else 'default'. Stores read the same with any.",
     )
 
     def store_path(self, asset_key: dg.AssetKey) -> UPath:

@@ -14,6 +14,7 @@ from upath import UPath
 
 from gnt_assets.core.zarr_regions import (
     CODEC_PIPELINES,
+    StoreLayout,
     ZarrLayoutError,
     append_along,
     codec_pipeline_name,
@@ -24,6 +25,7 @@ from gnt_assets.core.zarr_regions import (
     write_region,
     writing_with,
 )
+from gnt_assets.core.zarr_shards import shard_plan, write_whole_shards
 
 GEOBOX = GeoBox.from_bbox((10.0, 40.0, 10.0 + 128 * 0.001, 40.0 + 64 * 0.001), crs="EPSG:4326", resolution=0.001)
 ENCODING = {"value": {"chunks": (1, 32, 32), "shards": (1, 32, 64)}}
@@ -198,3 +200,62 @@ def test_codec_pipeline_is_chosen_by_configuration(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="not one of"):
         write_region(store, region(0, 0, 64, 1.0), codec_pipeline="fast")
     assert zarr.config.get("codec_pipeline.path") == CODEC_PIPELINES["default"]  # nothing left behind
+
+
+@pytest.mark.parametrize("compressors", [None, "auto"], ids=["uncompressed", "zstd"])
+def test_whole_shards_written_by_write_region_are_zarrs_own_bytes(tmp_path, compressors):
+    """The "shards" writer encodes whole shards itself: the same objects as zarr-python's, read by its default pipeline."""
+    encoding = {"value": {**ENCODING["value"], "compressors": compressors}}
+    stores = {name: UPath(tmp_path) / f"{name}.zarr" for name in ("shards", "default")}
+    for name, store in stores.items():
+        create_store(store, template(), encoding=encoding)
+        write_region(store, region(0, 0, 64, 1.0), codec_pipeline=name)
+        write_region(store, region(1, 64, 64, 2.0), codec_pipeline=name)
+        write_region(store, region(1, 64, 64, 3.0), codec_pipeline=name)  # a rewrite replaces the shard whole
+    for key in ("value/c/0/0/0", "value/c/1/0/1"):
+        assert (stores["shards"] / key).read_bytes() == (stores["default"] / key).read_bytes()
+    expected = np.full((2, 64, 128), np.nan, "float32")
+    expected[0, :, :64], expected[1, :, 64:] = 1.0, 3.0
+    with zarr.config.set({"codec_pipeline.path": CODEC_PIPELINES["default"]}):
+        np.testing.assert_array_equal(zarr.open_array((stores["shards"] / "value").path, mode="r")[...], expected)
+        np.testing.assert_array_equal(xr.open_zarr(stores["shards"].path, consolidated=False).value.values, expected)
+    assert region_status(stores["shards"], {"time": slice(1, 2), "longitude": slice(64, 128)}).complete
+    assert not [p for p in (stores["shards"] / "value").rglob("*") if p.name.endswith(".partial")]
+
+
+def test_whole_shards_follow_the_index_location_and_leave_other_codecs_to_zarr(tmp_path):
+    values = np.random.default_rng(0).integers(-999, 999, (128, 96)).astype("int16")
+    for location in ("start", "end"):
+        sharding = zarr.codecs.ShardingCodec(chunk_shape=(32, 32), index_location=location,
+                                             codecs=[zarr.codecs.BytesCodec(), zarr.codecs.ZstdCodec(level=3, checksum=True)])
+        array = zarr.create_array(str(tmp_path / f"{location}.zarr"), shape=(128, 96), chunks=(64, 96), dtype="int16",
+                                  serializer=sharding, compressors=None, fill_value=0)
+        assert write_whole_shards(array, values, (slice(0, 128), slice(0, 96)))
+        with zarr.config.set({"codec_pipeline.path": CODEC_PIPELINES["default"]}):
+            np.testing.assert_array_equal(zarr.open_array(str(tmp_path / f"{location}.zarr"), mode="r")[...], values)
+    assert not write_whole_shards(array, values[:32], (slice(0, 32), slice(0, 96)))  # not a whole shard
+    # a region reaching the array's end inside its last shard: edge chunks padded with fill, those past it not stored
+    edge = {}
+    for writer in ("zarr", "shards"):
+        edge[writer] = zarr.create_array(str(tmp_path / f"edge-{writer}.zarr"), shape=(70, 96), chunks=(32, 32),
+                                         shards=(64, 96), dtype="int16", fill_value=-1, config={"write_empty_chunks": True})
+    edge["zarr"][...] = values[:70]
+    assert write_whole_shards(edge["shards"], values[:70], (slice(0, 70), slice(0, 96)))
+    for key in ("c/0/0", "c/1/0"):
+        assert (tmp_path / "edge-shards.zarr" / key).read_bytes() == (tmp_path / "edge-zarr.zarr" / key).read_bytes()
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "edge-shards.zarr"), mode="r")[...], values[:70])
+    transposed = zarr.create_array(str(tmp_path / "t.zarr"), shape=(64, 96), chunks=(32, 32), shards=(64, 96), dtype="int16",
+                                   filters=[zarr.codecs.TransposeCodec(order=(1, 0))], compressors=None)
+    assert shard_plan(transposed) is None and not write_whole_shards(transposed, values[:64], (slice(0, 64), slice(0, 96)))
+
+
+def test_layout_is_reused_until_the_metadata_changes(tmp_path):
+    store = UPath(tmp_path) / "cube.zarr"
+    create_store(store, template(), encoding=ENCODING)
+    layout = StoreLayout.read(store)
+    assert StoreLayout.read(store) is layout
+    append_along(store, "time", template(times=(0, 1, 2)))
+    grown = StoreLayout.read(store)
+    assert grown is not layout and grown.sizes["time"] == 3 and grown.labels("time").tolist() == [0, 1, 2]
+    write_region(store, region(0, 0, 64, 1.0).assign_coords(time=[2]), codec_pipeline="shards")
+    assert open_store(store).value.isel(time=2, longitude=0).values[0] == 1.0

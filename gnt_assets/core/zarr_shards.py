@@ -1,0 +1,193 @@
+"""Whole zarr v3 shards encoded on all cores and written one object each, byte for byte what zarr-python writes.
+
+zarr-python writes a shard through its partial-write path even when a region covers it whole: it reads the
+shard back if one is stored, copies each inner chunk into a fresh fill-valued buffer, encodes the chunks
+on about one core, then concatenates them before the write (benchmarks/io_managers.py). Here each inner
+chunk is cut from the region with one copy into a reused buffer (and compressed on a thread pool, while
+the shard before it is written), and the shard is written
+from those pieces with its index, in zarr's own layout: chunks in Morton order, the index of
+(offset, length) pairs as little-endian uint64 with its crc32c, at the end or the start as the metadata
+says. Only the codecs whose output is spelled out here are taken (bytes, optionally zstd, inside a
+sharding codec with the default index codecs); anything else, and object stores, return False so the
+caller writes through zarr.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import threading
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import google_crc32c
+import numcodecs
+import numpy as np
+import zarr
+from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec, ZstdCodec
+from zarr.codecs.sharding import ShardingCodecIndexLocation
+from zarr.core.indexing import morton_order_iter
+
+_EMPTY = np.uint64(2**64 - 1)  # the index entry of a chunk that is not stored
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    chunk: tuple[int, ...]  # inner chunk shape
+    shard: tuple[int, ...]
+    dtype: np.dtype  # as stored (little-endian)
+    compressor: numcodecs.abc.Codec | None  # what zarr's ZstdCodec runs, with the same settings
+    index_at_start: bool
+
+
+def shard_plan(array: zarr.Array) -> ShardPlan | None:
+    """How to encode the array's shards here, or None when its codecs are not ones this module reproduces."""
+    codecs = array.metadata.codecs if array.metadata.zarr_format == 3 else ()
+    if len(codecs) != 1 or not isinstance(codecs[0], ShardingCodec) or array.shards is None:
+        return None
+    sharding = codecs[0]
+    index = sharding.index_codecs
+    if (len(index) != 2 or not isinstance(index[0], BytesCodec) or index[0].endian is None
+            or index[0].endian.value != "little" or not isinstance(index[1], Crc32cCodec)):
+        return None
+    inner = sharding.codecs
+    if not inner or not isinstance(inner[0], BytesCodec) or len(inner) > 2:
+        return None
+    dtype = np.dtype(array.dtype)
+    if dtype.kind not in "biuf" or (dtype.itemsize > 1 and (inner[0].endian is None or inner[0].endian.value != "little")):
+        return None
+    compressor = None
+    if len(inner) == 2:
+        if not isinstance(inner[1], ZstdCodec):
+            return None
+        compressor = numcodecs.Zstd(level=inner[1].level, checksum=inner[1].checksum)
+    return ShardPlan(tuple(sharding.chunk_shape), tuple(array.shards), dtype.newbyteorder("<"), compressor,
+                     sharding.index_location == ShardingCodecIndexLocation.start)
+
+
+@cache
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="zarr-shards")
+
+
+def write_whole_shards(array: zarr.Array, values: np.ndarray, selection: tuple[slice, ...]) -> bool:
+    """Write ``values`` at ``selection`` (whole shards, in the array's dimension order; a region reaching the
+    array's end may end inside its last shards) as encoded shards; False, with nothing written, when this
+    array or selection needs zarr's own writer."""
+    plan = shard_plan(array)
+    store = array.store_path.store
+    if plan is None or not isinstance(store, zarr.storage.LocalStore) or values.dtype != array.dtype:
+        return False
+    shape = array.shape
+    if any(s.start % n or (s.stop % n and s.stop != size) for s, n, size in zip(selection, plan.shard, shape, strict=True)) or any(
+            n % c for n, c in zip(plan.shard, plan.chunk, strict=True)):
+        return False
+    grid = [range(s.start // n, math.ceil(s.stop / n)) for s, n in zip(selection, plan.shard, strict=True)]
+    per_shard = tuple(n // c for n, c in zip(plan.shard, plan.chunk, strict=True))
+    order = list(morton_order_iter(per_shard))
+    fill = np.asarray(array.fill_value, dtype=plan.dtype)
+    root = Path(store.root) / array.store_path.path
+    shards = list(itertools.product(*grid))
+    nbytes = math.prod(plan.shard) * plan.dtype.itemsize
+    with _scratch(nbytes) as first, _scratch(nbytes if len(shards) > 1 else 0) as second:
+        pending = None  # the shard whose chunks the pool encodes while the one before it is written
+        for number, coords in enumerate([*shards, None]):
+            if coords is not None:
+                buffer = (first, second)[number % 2].view(plan.dtype).reshape(len(order), *plan.chunk)
+                futures = []
+                for k, inner in enumerate(order):
+                    # where the chunk lies in the array, cut at its end: zarr stores edge chunks whole, fill beyond
+                    starts = [c * n + i * m for c, n, i, m in zip(coords, plan.shard, inner, plan.chunk, strict=True)]
+                    stops = [min(start + m, size) for start, m, size in zip(starts, plan.chunk, shape, strict=True)]
+                    if any(start >= stop for start, stop in zip(starts, stops, strict=True)):
+                        futures.append(None)  # wholly past the end: not stored, as zarr leaves it
+                        continue
+                    window = tuple(slice(start - s.start, stop - s.start) for start, stop, s in zip(starts, stops, selection, strict=True))
+                    futures.append(_pool().submit(_encoded_chunk, values, window, buffer[k], plan, fill) if plan.compressor
+                                   else _done(_encoded_chunk(values, window, buffer[k], plan, fill)))
+            if pending is not None:
+                done, encoding, encoded_into = pending
+                chunks = [None if f is None else f.result() for f in encoding]
+                pieces = _with_index(chunks, order, per_shard, plan)
+                if plan.compressor is None and None not in chunks:  # the chunks lie end to end in the buffer: one write
+                    data = memoryview(encoded_into.reshape(-1)).cast("B")
+                    pieces = [pieces[0], data] if plan.index_at_start else [data, pieces[-1]]
+                _write_atomically(root / array.metadata.encode_chunk_key(done), pieces)
+            pending = (coords, futures, buffer) if coords is not None else None
+    return True
+
+
+def _done(result) -> Future:
+    """An uncompressed chunk, copied right here: its copy takes less than handing it to a thread costs
+    on a busy machine (each hand-over waits for the thread to be scheduled)."""
+    future = Future()
+    future.set_result(result)
+    return future
+
+
+_SPARE: list[np.ndarray] = []  # scratch buffers already paged in, kept for the next shards
+_SPARE_LOCK = threading.Lock()
+_SPARE_KEPT = 4
+
+
+@contextmanager
+def _scratch(nbytes: int):
+    """A byte buffer of at least ``nbytes`` whose pages are already mapped: a fresh 16 MB allocation costs
+    the kernel about 25 ms of first-touch page faults on this VM, as much as copying and writing it."""
+    if not nbytes:
+        yield np.empty(0, np.uint8)
+        return
+    with _SPARE_LOCK:
+        fitting = next((k for k, spare in enumerate(_SPARE) if spare.size >= nbytes), None)
+        found = _SPARE.pop(fitting) if fitting is not None else None
+    buffer = found if found is not None else np.empty(nbytes, np.uint8)
+    try:
+        yield buffer[:nbytes]
+    finally:
+        with _SPARE_LOCK:
+            if len(_SPARE) < _SPARE_KEPT and buffer.size <= _SCRATCH_LARGEST:
+                _SPARE.append(buffer)
+
+
+_SCRATCH_LARGEST = 256 * 2**20
+
+
+def _encoded_chunk(values: np.ndarray, window: tuple[slice, ...], into: np.ndarray, plan: ShardPlan, fill: np.ndarray):
+    part = values[window]
+    if part.shape == into.shape:
+        np.copyto(into, part)  # the one copy (numpy drops the GIL for it)
+    else:
+        into.fill(fill)
+        into[tuple(slice(0, n) for n in part.shape)] = part
+    return memoryview(into).cast("B") if plan.compressor is None else plan.compressor.encode(into)
+
+
+def _with_index(chunks: list, order: list[tuple[int, ...]], per_shard: tuple[int, ...], plan: ShardPlan) -> list:
+    index = np.full((*per_shard, 2), _EMPTY, dtype="<u8")
+    start = 16 * len(order) + 4 if plan.index_at_start else 0  # the index's own bytes come first there
+    for coords, chunk in zip(order, chunks, strict=True):
+        if chunk is not None:
+            index[coords] = (start, len(chunk))
+            start += len(chunk)
+    encoded = index.tobytes()
+    encoded += np.uint32(google_crc32c.value(encoded)).astype("<u4").tobytes()
+    stored = [chunk for chunk in chunks if chunk is not None]
+    return [encoded, *stored] if plan.index_at_start else [*stored, encoded]
+
+
+def _write_atomically(path: Path, pieces: list) -> None:
+    """As zarr's LocalStore writes an object: a temporary beside it, then one rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_suffix(f".{uuid.uuid4().hex}.partial")
+    try:
+        with open(temp, "wb") as handle:
+            handle.writelines(pieces)
+        temp.replace(path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
