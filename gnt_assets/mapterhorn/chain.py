@@ -118,6 +118,10 @@ class FileWork:
         return taken
 
     def write_record(self, step: str, outputs: list[Path], **facts) -> dict:
+        """The step's record, written atomically; only the download's is also synced to disk (fsync). The download
+        syncs its bytes; the later steps' outputs (GDAL's COGs, the bounds rows, the GeoPackage) are not synced, so
+        syncing their records buys no durability (after a power loss the record could outlive the output it vouches
+        for), and each sync waits on the file system's journal, beside the event log's commits in a run."""
         record = {
             "step": step,
             "key": self.key,
@@ -126,7 +130,7 @@ class FileWork:
             "work_bytes": folder_bytes(self.work),
             **facts,
         }
-        atomic_write_text(UPath(self.record_path(step)), json.dumps(record, indent=1, sort_keys=True))
+        atomic_write_text(UPath(self.record_path(step)), json.dumps(record, indent=1, sort_keys=True), durable=step == "download")
         return record
 
     def mark_merged(self, step: str) -> None:
