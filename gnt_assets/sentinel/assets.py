@@ -107,8 +107,8 @@ def _result_metadata(results: list) -> dict:
 def _catalog_partition(context, storage: StorageResource, grid: gpd.GeoDataFrame, cell, partition: str, month: str) -> dict:
     """The partition's STAC item, for its month: the cube holding its cells (a Major TOM chunk: its first cell's
     own store, each cell being an image of its own)."""
-    stores = list(dict.fromkeys(cube.path for _, cube, _ in pipeline.partition_stores(storage, grid, cell["chunk"])))
-    return catalog_metadata(context, storage.root_path, {"cube": stores[0]}, partition=partition, times=month_span(month),
+    _, first, _ = pipeline.partition_stores(storage, grid, cell["chunk"])[0]
+    return catalog_metadata(context, storage.root_path, {"cube": first.path}, partition=partition, times=month_span(month),
                             footprint=tuple(float(b) for b in cell.geometry.bounds))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 
@@ -79,7 +80,7 @@ def is_tiled(row: pd.Series) -> bool:
     return isinstance(row.get("tiling"), str) and bool(row.get("tiling"))
 
 
-def partition_cells(grid_table: gpd.GeoDataFrame, chunk: str, layouts: dict | None = None) -> dict[str, CellStore]:
+def partition_cells(grid_table: gpd.GeoDataFrame, chunk: str, layouts: dict | None = None) -> Mapping[str, CellStore]:
     """Per cell of one partition, where it is written: a cell grid's cell in its grid's cube (the grid's whole
     layout, cached in ``layouts`` per grid), or a tiled chunk's cells (see ``tiling.row_cells``)."""
     row = _cell(grid_table, chunk)

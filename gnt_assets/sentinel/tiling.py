@@ -21,9 +21,10 @@ cells share area.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
+from types import MappingProxyType
 
 import numpy as np
 import shapely
@@ -534,18 +535,28 @@ def tiled_grid(tiling: SquareTiling | MajorTomTiling, aoi: BaseGeometry):
     return table
 
 
-def row_cells(row) -> dict[str, CellStore]:
+def row_cells(row) -> Mapping[str, CellStore]:
     """Per cell of a tiled grid row's chunk (see ``tiled_grid``), where it is written: a square cell as its region
-    of the zone cube, a Major TOM cell as its own image."""
+    of the zone cube, a Major TOM cell as its own image. Enumerated once per process and chunk: a run's planning,
+    its metadata and its checks all ask (a 2-degree Major TOM chunk takes seconds), so the mapping is shared, read-only."""
     import json
 
-    description = json.loads(row["tiling"])
-    if description.get("kind") == "majortom":
-        return MajorTomTiling.from_description(description).cell_stores(row["chunk"], row.geometry)
-    tiling = SquareTiling.from_description(description)
-    r = tiling.res_m
-    cube = GeoBox((int(row["cube_height"]), int(row["cube_width"])), Affine(r, 0, float(row["cube_x0"]), 0, -r, float(row["cube_y1"])),
-                  row["crs"])
-    layout = tiling.layout(row["chunk"], row.geometry, cube)
-    return {cell: CellStore(str(row["cube"]), "", replace(layout, regions={cell: region}))
-            for cell, region in layout.regions.items()}
+    if json.loads(row["tiling"]).get("kind") == "majortom":  # its own stores: no zone cube (NaN in a mixed table)
+        return _chunk_cells(row["tiling"], row["chunk"], row.geometry.wkb, ())
+    cube = tuple(row[k] for k in ("cube", "crs", "cube_x0", "cube_y1", "cube_height", "cube_width"))
+    return _chunk_cells(row["tiling"], row["chunk"], row.geometry.wkb, cube)
+
+
+@lru_cache(maxsize=16)
+def _chunk_cells(tiling: str, chunk: str, part_wkb: bytes, cube: tuple) -> Mapping[str, CellStore]:
+    import json
+
+    description, part = json.loads(tiling), shapely.from_wkb(part_wkb)
+    if not cube:
+        return MappingProxyType(MajorTomTiling.from_description(description).cell_stores(chunk, part))
+    tiling_ = SquareTiling.from_description(description)
+    name, crs, x0, y1, height, width = cube
+    r = tiling_.res_m
+    layout = tiling_.layout(chunk, part, GeoBox((int(height), int(width)), Affine(r, 0, float(x0), 0, -r, float(y1)), crs))
+    return MappingProxyType({cell: CellStore(str(name), "", replace(layout, regions={cell: region}))
+                             for cell, region in layout.regions.items()})
