@@ -1,10 +1,15 @@
 """Block-by-block resampling (equal to the whole window, memory limit honoured), cubic
 convolution as GDAL's, and result keys that cannot go stale."""
 
+import dataclasses
+import hashlib
 import tracemalloc
 
+import blake3
 import geopandas as gpd
 import numpy as np
+import pandas as pd
+import pandera
 import pytest
 import rasterio
 import shapely
@@ -12,7 +17,7 @@ from rasterio.transform import from_origin
 from rasterio.warp import Resampling, reproject
 from upath import UPath
 
-from gnt_assets.rasters import resample, sources
+from gnt_assets.rasters import catalog, resample, sources
 from gnt_assets.rasters.local import write_geotiff
 from gnt_assets.rasters.zonal import coverage_weights, point_sample, zonal
 
@@ -169,6 +174,45 @@ def test_raster_replaced_in_place_is_recomputed(tmp_path):
     _raster(path, np.full((40, 40), 2.0, "float32"))
     two, counts = _resample_one(_info(path), cells, store)
     assert counts["computed"] == 1 and one["a"] == 1.0 and two["a"] == 2.0
+
+
+def test_content_hash_is_the_files_blake3_and_changes_with_any_byte(tmp_path):
+    data = bytearray(np.random.default_rng(6).integers(0, 256, 3 * 2**20 + 17, dtype=np.uint8).tobytes())
+    path = UPath(tmp_path / "bytes.bin")
+    path.write_bytes(bytes(data))
+    digest = sources.content_hash(path)
+    assert digest == sources.HASH_PREFIX + blake3.blake3(bytes(data)).hexdigest()
+    assert sources.content_hash(path, chunk=2**20 + 3) == digest == sources.content_hash(path)  # any block size, every time
+    data[2**21] ^= 1
+    path.write_bytes(bytes(data))
+    assert sources.content_hash(path) != digest
+
+
+def test_catalog_lists_sources_hashed_before_blake3_and_refuses_other_hashes(tmp_path):
+    info = _info(_raster(tmp_path / "c.tif", np.full((20, 20), 1.0, "float32")))
+    folder = UPath(tmp_path / "state")
+    catalog.record_source(folder, dataclasses.replace(info, key="old", content_hash="0f" * 32))
+    catalog.record_source(folder, info)
+    assert sorted(catalog.build_catalog(folder).content_hash) == sorted(["0f" * 32, info.content_hash])
+    catalog.record_source(folder, dataclasses.replace(info, key="bad", content_hash="md5:" + "0f" * 16))
+    with pytest.raises(pandera.errors.SchemaError):
+        catalog.build_catalog(folder)
+
+
+def test_results_keyed_on_the_old_sha256_are_never_served(tmp_path):
+    """Results stored under a key of the file's SHA-256 (the content hash before BLAKE3) are not found
+    for the same file hashed now: the new hash names its algorithm, so no two can be equal."""
+    path = _raster(tmp_path / "s.tif", np.full((40, 40), 3.0, "float32"))
+    store = resample.ResultStore(UPath(tmp_path / "cache"))
+    cells = gpd.GeoDataFrame({"cell_id": ["a"]}, geometry=[shapely.box(*rasterio.transform.array_bounds(40, 40, TRANSFORM)[:4])], crs=CRS)
+    info = _info(path)
+    old = hashlib.sha256(path.read_bytes()).hexdigest()
+    for source_hash in (old, info.content_hash.removeprefix(sources.HASH_PREFIX)):
+        key = resample.result_key(source_hash=source_hash, grid_hash=resample.grid_content_hash(cells), nodata=info.nodata,
+                                  kind=info.kind, band=1, method="mean")
+        store.put(key, pd.DataFrame({"cell_id": ["a"], "band": 1, "method": "mean", "value": [99.0], "valid_fraction": [1.0]}))
+    values, counts = _resample_one(info, cells, store)
+    assert counts["computed"] == 1 and counts["cache_hits"] == 0 and values["a"] == 3.0
 
 
 def test_cleanup_removes_weights_with_results(tmp_path):
