@@ -32,7 +32,8 @@ class CoverageWeights:
     """Coverage of a ``shape`` raster's pixels (row-major flat index) by cells 0..n-1: partly covered
     pixels (``pixel_cell``, ``pixel``, ``pixel_weight``; in cell order) and runs of pixels of one
     coverage (``run_cell``, pixels ``run_start`` to ``run_stop`` - 1 of one row, ``run_weight``; in
-    raster order); ``cell_area`` is each cell's area in pixels."""
+    raster order); ``cell_area`` is each cell's area in pixels. Pixel indices are int32 where the
+    raster (a block of rows, in ``resample``) has under 2**31 pixels, else int64."""
 
     pixel_cell: np.ndarray
     pixel: np.ndarray
@@ -105,7 +106,8 @@ def coverage_weights(geoms, transform: Affine, shape: tuple[int, int]) -> Covera
     np.cumsum(np.bincount(ring_of_vertex, minlength=len(sign)), out=ring_offsets[1:])
     cell_rings = np.zeros(len(geoms) + 1, dtype=np.int64)
     np.cumsum(np.bincount(ring_cell, minlength=len(geoms)), out=cell_rings[1:])
-    pixel_cell, pixel, pixel_weight, *runs = _sweep(u, v, ring_offsets, cell_rings, sign.astype(np.float64), int(shape[0]), int(shape[1]))
+    index = np.int32 if int(shape[0]) * int(shape[1]) < 2**31 else np.int64  # half the bytes of int64 where it fits
+    pixel_cell, pixel, pixel_weight, *runs = _sweep(u, v, ring_offsets, cell_rings, sign.astype(np.float64), int(shape[0]), int(shape[1]), index)
     # Runs in raster order: the sums then read the band front to back (a cell's runs lie a row apart).
     order = np.argsort(runs[1], kind="stable")
     return CoverageWeights(pixel_cell, pixel, pixel_weight, *(run[order] for run in runs), cell_area=cell_area,
@@ -190,10 +192,10 @@ def _sort_by_column(cols, areas, heights, m):
 
 
 @numba.njit(cache=True)
-def _sweep(u, v, ring_offsets, cell_rings, sign, height, width):
+def _sweep(u, v, ring_offsets, cell_rings, sign, height, width, index):
     """Every cell's edge pieces grouped by row (counting sort), each row's entries put in column
     order and summed left to right: touched pixels get the running sum, the stretches between
-    them a run of it (clipped to the raster)."""
+    them a run of it (clipped to the raster); pixel indices of type ``index``."""
     # Entries per cell are bounded by its edges' row and column crossings: each makes at most one
     # listed pixel and one run, so the outputs are allocated once at the bound (pages never written
     # are never mapped) and handed out as views.
@@ -205,8 +207,8 @@ def _sweep(u, v, ring_offsets, cell_rings, sign, height, width):
                 # one entry per piece; pieces: the row crossings + 1, plus the column crossings + 1 per row
                 bound[cell] += 2 * int(abs(np.floor(v[k + 1]) - np.floor(v[k])) + abs(np.floor(u[k + 1]) - np.floor(u[k]))) + 4
     total, most = bound.sum(), bound.max() if cells else 0
-    pixel_cell, pixel, pixel_weight = np.empty(total, np.int32), np.empty(total, np.int64), np.empty(total, np.float64)
-    run_cell, run_start, run_stop = np.empty(total, np.int32), np.empty(total, np.int64), np.empty(total, np.int64)
+    pixel_cell, pixel, pixel_weight = np.empty(total, np.int32), np.empty(total, index), np.empty(total, np.float64)
+    run_cell, run_start, run_stop = np.empty(total, np.int32), np.empty(total, index), np.empty(total, index)
     run_weight = np.empty(total, np.float64)
     pixels = runs = 0
     cols, areas, heights = np.empty(most, np.int64), np.empty(most, np.float64), np.empty(most, np.float64)
@@ -279,6 +281,22 @@ def _sweep(u, v, ring_offsets, cell_rings, sign, height, width):
                 after = c + 1
     return (pixel_cell[:pixels], pixel[:pixels], pixel_weight[:pixels],
             run_cell[:runs], run_start[:runs], run_stop[:runs], run_weight[:runs])
+
+
+def valid_mask(values: np.ndarray, nodata: float | None, out: np.ndarray | None = None) -> np.ndarray:
+    """Pixels that are finite and not ``nodata`` (compared in the band's type, as numpy compares them),
+    in one compiled pass (numpy's isfinite, != and & took three); ``out``: a C-contiguous bool array to fill."""
+    out = np.empty(values.shape, bool) if out is None else out
+    has_nodata = nodata is not None and not np.isnan(nodata)
+    _valid_pixels(values.reshape(-1), values.dtype.type(nodata if has_nodata else 0), has_nodata, out.reshape(-1))
+    return out
+
+
+@numba.njit(cache=True)
+def _valid_pixels(values, nodata, has_nodata, out):
+    for i in range(values.size):
+        x = values[i]
+        out[i] = np.isfinite(x) and not (has_nodata and x == nodata)
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,22 @@ def test_memory_limit_is_honoured(tmp_path):
     assert peak < 6 * 2**20, peak / 2**20  # 4 MB budget plus cells and tables; the band alone is 16 MB
 
 
+def test_blocks_are_whole_tile_rows_where_they_fit():
+    """Blocks cover the window once, in order; where a tile row fits the budget they end on the raster's
+    tile rows (the window starting at row 300 of the raster), else they are as large as the budget allows."""
+    for tile_rows, memory_mb in ((512, 1536), (512, 1536 * 3), (4, 8), (512, 8)):
+        plan = resample.BlockPlan.for_window(40_000, 40_000, memory_mb, row_off=300, tile_rows=tile_rows)
+        edges = [r0 for r0, _ in plan.rows] + [plan.rows[-1][1]]
+        sizes = np.diff(edges)
+        assert edges[0] == 0 and edges[-1] == 40_000 and (sizes > 0).all()
+        assert sizes.max() * 40_000 * resample.BYTES_PER_BLOCK_PIXEL <= memory_mb * 2**20 * 3 / 8
+        if sizes.max() >= tile_rows:
+            assert all((300 + e) % tile_rows == 0 for e in edges[1:-1])
+        else:
+            assert (sizes[:-1] == sizes[0]).all()
+    assert len(resample.BlockPlan.for_window(40_000, 40_000, 1536, tile_rows=512).rows) == 79  # 512 rows each
+
+
 def test_cubic_is_constant_beside_nodata():
     transform = from_origin(0, 20, 1, 1)
     data = np.full((20, 20), 10.0)
@@ -221,9 +237,9 @@ def test_cleanup_removes_weights_with_results(tmp_path):
     store = resample.ResultStore(UPath(tmp_path / "cache"))
     resample.resample(_info(path), _cells(rng, 20, (60, 60)), "g", ["mean"], store)
     stats = store.stats()
-    assert list(store.weights_folder.rglob("*.npz")) and stats["entries"] == 1 and stats["weights_entries"] >= 1
+    assert list(store.weights_folder.rglob("*.weights")) and stats["entries"] == 1 and stats["weights_entries"] >= 1
     store.cleanup(days_old=0, min_access=1)
     stats = store.stats()
-    assert not list(store.weights_folder.rglob("*.npz")) and stats["entries"] == stats["weights_entries"] == 0
+    assert not list(store.weights_folder.rglob("*.weights")) and stats["entries"] == stats["weights_entries"] == 0
 
 
