@@ -44,7 +44,7 @@ from gnt_assets.rasters.zonal import (
 ALGORITHM_VERSION = "4"  # 4: blocks of whole tile rows (sums of cells across blocks in another order: up to 3e-14 apart)
 # Bump when the cached coverage weights' format or values change: it is part of the weights key,
 # so a weights file written by other code is never read as this code's (run-length since "runs-1";
-# "runs-2": int32 pixel indices, and .npy arrays one after another instead of an .npz).
+# "runs-2": int32 pixel indices, partly covered pixels by cell offsets, .npy arrays one after another).
 WEIGHTS_VERSION = "runs-2"
 WEIGHTS_SUFFIX = ".weights"
 
