@@ -17,7 +17,7 @@ from pyproj.exceptions import ProjError
 from upath import UPath
 
 from gnt_assets.core.atomic import atomic_write_text
-from gnt_assets.rasters.sources import SourceInfo
+from gnt_assets.rasters.sources import HASH_PREFIX, SourceInfo
 from gnt_assets.rasters.states import STATES, read_states
 
 CATALOG_SCHEMA = pa.DataFrameSchema(
@@ -30,7 +30,8 @@ CATALOG_SCHEMA = pa.DataFrameSchema(
         "height": pa.Column(float, pa.Check.gt(0), nullable=True),
         "band_count": pa.Column(float, pa.Check.ge(1), nullable=True),
         "pixel_size_x": pa.Column(float, pa.Check.gt(0), nullable=True),
-        "content_hash": pa.Column(str, pa.Check.str_length(64, 64), nullable=True),
+        # a bare hex digest is a SHA-256 recorded before BLAKE3: listed, and source_unchanged asks for a new registration
+        "content_hash": pa.Column(str, pa.Check.str_matches(rf"^({HASH_PREFIX})?[0-9a-f]{{64}}$"), nullable=True),
         "status": pa.Column(str, pa.Check.isin(STATES)),
         "status_detail": pa.Column(str, nullable=True),
         "status_since": pa.Column(str, nullable=True),

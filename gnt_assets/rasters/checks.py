@@ -21,7 +21,10 @@ SAMPLE_TILES = 3
 def source_unchanged(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
     info = catalog.load_source(state_folder(storage), context.partition_key)
     current = sources.content_hash(located(info.path, storage.root_path))
-    return dg.AssetCheckResult(passed=current == info.content_hash, metadata={"registered": info.content_hash, "current": current})
+    metadata = {"registered": info.content_hash, "current": current}
+    if not info.content_hash.startswith(sources.HASH_PREFIX):
+        metadata["note"] = "registered with a SHA-256 hash from before BLAKE3, which cannot be compared: materialize raster_source again"
+    return dg.AssetCheckResult(passed=current == info.content_hash, metadata=metadata)
 
 
 @dg.asset_check(asset=raster_catalog, blocking=True, description="Warns when any source failed registration (the catalog names the file and problem).")

@@ -11,6 +11,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 
+import blake3
 import numpy as np
 import rasterio
 import yaml
@@ -127,12 +128,19 @@ def discover(folder: UPath, registry: UPath | None, problems: list[str] | None =
     return entries
 
 
+# Content hashes name their algorithm: a hash of another algorithm (the SHA-256 hex digests recorded
+# before BLAKE3) never equals one of these, so nothing keyed on it is taken for the current bytes.
+HASH_PREFIX = "blake3:"
+
+
 def content_hash(path: UPath, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
+    """The raster file's BLAKE3 digest (the result store's key and part of the data version): about three
+    times SHA-256's speed on one core, and its large blocks are hashed on every core."""
+    digest = blake3.blake3(max_threads=blake3.blake3.AUTO)
     with path.open("rb") as handle:
         while block := handle.read(chunk):
             digest.update(block)
-    return digest.hexdigest()
+    return HASH_PREFIX + digest.hexdigest()
 
 
 def _check_nodata(path: UPath, dtype: str, nodata: float | None) -> None:

@@ -36,6 +36,7 @@ from upath import UPath
 from gnt_assets.core.atomic import atomic_write_text, is_local, located
 from gnt_assets.core.rio import open_raster
 from gnt_assets.core.zarr_regions import with_exact_transform
+from gnt_assets.rasters.zonal import valid_mask
 
 VARIABLE = "band_data"
 PROGRESS = "_tile_progress"  # per-tile records of a build in progress (not part of the published store)
@@ -80,13 +81,6 @@ def tiles_template(info, geobox: GeoBox, tile_size: int):
     dataset["band"].attrs["long_name"] = "band number of the source raster (1-based)"
     dataset.attrs = {"Conventions": "CF-1.8", "source": info.path, "content_hash": info.content_hash, "tile_size": tile_size}
     return with_exact_transform(dataset)
-
-
-def valid_mask(values: np.ndarray, nodata: float | None) -> np.ndarray:
-    valid = np.isfinite(values) if np.issubdtype(values.dtype, np.floating) else np.ones(values.shape, bool)
-    if nodata is not None and not np.isnan(nodata):
-        valid &= values != nodata
-    return valid
 
 
 def tile_stats(values: np.ndarray, nodata: float | None) -> dict:

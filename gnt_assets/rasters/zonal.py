@@ -30,11 +30,12 @@ MIN_COVERAGE = 1e-12
 @dataclass(frozen=True)
 class CoverageWeights:
     """Coverage of a ``shape`` raster's pixels (row-major flat index) by cells 0..n-1: partly covered
-    pixels (``pixel_cell``, ``pixel``, ``pixel_weight``; in cell order) and runs of pixels of one
-    coverage (``run_cell``, pixels ``run_start`` to ``run_stop`` - 1 of one row, ``run_weight``; in
-    raster order); ``cell_area`` is each cell's area in pixels."""
+    pixels (``pixel``, ``pixel_weight``; in cell order, cell i's from ``pixel_offsets[i]`` to
+    ``pixel_offsets[i + 1]``: no cell number per pixel) and runs of pixels of one coverage (``run_cell``, pixels ``run_start`` to ``run_stop`` - 1 of one row, ``run_weight``; in
+    raster order); ``cell_area`` is each cell's area in pixels. Pixel indices are int32 where the
+    raster (a block of rows, in ``resample``) has under 2**31 pixels, else int64."""
 
-    pixel_cell: np.ndarray
+    pixel_offsets: np.ndarray
     pixel: np.ndarray
     pixel_weight: np.ndarray
     run_cell: np.ndarray
@@ -49,6 +50,11 @@ class CoverageWeights:
         return len(self.cell_area)
 
     @property
+    def pixel_cell(self) -> np.ndarray:
+        """Each partly covered pixel's cell."""
+        return np.repeat(np.arange(self.cells, dtype=np.int32), np.diff(self.pixel_offsets))
+
+    @property
     def covered_pixels(self) -> int:
         return len(self.pixel) + int((self.run_stop - self.run_start).sum())
 
@@ -61,7 +67,7 @@ class CoverageWeights:
         return cls(**{name: data[name] for name in _ARRAYS}, shape=tuple(int(s) for s in data["shape"]))
 
 
-_ARRAYS = ("pixel_cell", "pixel", "pixel_weight", "run_cell", "run_start", "run_stop", "run_weight", "cell_area")
+_ARRAYS = ("pixel_offsets", "pixel", "pixel_weight", "run_cell", "run_start", "run_stop", "run_weight", "cell_area")
 
 
 def _pixel_rings(geoms: np.ndarray, transform: Affine):
@@ -105,10 +111,11 @@ def coverage_weights(geoms, transform: Affine, shape: tuple[int, int]) -> Covera
     np.cumsum(np.bincount(ring_of_vertex, minlength=len(sign)), out=ring_offsets[1:])
     cell_rings = np.zeros(len(geoms) + 1, dtype=np.int64)
     np.cumsum(np.bincount(ring_cell, minlength=len(geoms)), out=cell_rings[1:])
-    pixel_cell, pixel, pixel_weight, *runs = _sweep(u, v, ring_offsets, cell_rings, sign.astype(np.float64), int(shape[0]), int(shape[1]))
+    index = np.int32 if int(shape[0]) * int(shape[1]) < 2**31 else np.int64  # half the bytes of int64 where it fits
+    pixel_offsets, pixel, pixel_weight, *runs = _sweep(u, v, ring_offsets, cell_rings, sign.astype(np.float64), int(shape[0]), int(shape[1]), index)
     # Runs in raster order: the sums then read the band front to back (a cell's runs lie a row apart).
     order = np.argsort(runs[1], kind="stable")
-    return CoverageWeights(pixel_cell, pixel, pixel_weight, *(run[order] for run in runs), cell_area=cell_area,
+    return CoverageWeights(pixel_offsets, pixel, pixel_weight, *(run[order] for run in runs), cell_area=cell_area,
                            shape=(int(shape[0]), int(shape[1])))
 
 
@@ -190,10 +197,10 @@ def _sort_by_column(cols, areas, heights, m):
 
 
 @numba.njit(cache=True)
-def _sweep(u, v, ring_offsets, cell_rings, sign, height, width):
+def _sweep(u, v, ring_offsets, cell_rings, sign, height, width, index):
     """Every cell's edge pieces grouped by row (counting sort), each row's entries put in column
     order and summed left to right: touched pixels get the running sum, the stretches between
-    them a run of it (clipped to the raster)."""
+    them a run of it (clipped to the raster); pixel indices of type ``index``."""
     # Entries per cell are bounded by its edges' row and column crossings: each makes at most one
     # listed pixel and one run, so the outputs are allocated once at the bound (pages never written
     # are never mapped) and handed out as views.
@@ -205,14 +212,15 @@ def _sweep(u, v, ring_offsets, cell_rings, sign, height, width):
                 # one entry per piece; pieces: the row crossings + 1, plus the column crossings + 1 per row
                 bound[cell] += 2 * int(abs(np.floor(v[k + 1]) - np.floor(v[k])) + abs(np.floor(u[k + 1]) - np.floor(u[k]))) + 4
     total, most = bound.sum(), bound.max() if cells else 0
-    pixel_cell, pixel, pixel_weight = np.empty(total, np.int32), np.empty(total, np.int64), np.empty(total, np.float64)
-    run_cell, run_start, run_stop = np.empty(total, np.int32), np.empty(total, np.int64), np.empty(total, np.int64)
+    pixel_offsets, pixel, pixel_weight = np.zeros(cells + 1, np.int64), np.empty(total, index), np.empty(total, np.float64)
+    run_cell, run_start, run_stop = np.empty(total, np.int32), np.empty(total, index), np.empty(total, index)
     run_weight = np.empty(total, np.float64)
     pixels = runs = 0
     cols, areas, heights = np.empty(most, np.int64), np.empty(most, np.float64), np.empty(most, np.float64)
     row_cols, row_areas, row_heights = np.empty(most, np.int64), np.empty(most, np.float64), np.empty(most, np.float64)
     piece_row, piece_start, order = np.empty(most + 1, np.int64), np.empty(most + 1, np.int64), np.empty(most + 1, np.int64)
     for cell in range(cells):
+        pixel_offsets[cell] = pixels
         if bound[cell] == 0:
             continue
         vmin, vmax = np.inf, -np.inf
@@ -273,12 +281,29 @@ def _sweep(u, v, ring_offsets, cell_rings, sign, height, width):
                     rise += row_heights[j]
                     j += 1
                 if area > MIN_COVERAGE and 0 <= c < width:
-                    pixel_cell[pixels], pixel[pixels], pixel_weight[pixels] = cell, base + c, min(area, 1.0)
+                    pixel[pixels], pixel_weight[pixels] = base + c, min(area, 1.0)
                     pixels += 1
                 running += rise
                 after = c + 1
-    return (pixel_cell[:pixels], pixel[:pixels], pixel_weight[:pixels],
+    pixel_offsets[cells] = pixels
+    return (pixel_offsets, pixel[:pixels], pixel_weight[:pixels],
             run_cell[:runs], run_start[:runs], run_stop[:runs], run_weight[:runs])
+
+
+def valid_mask(values: np.ndarray, nodata: float | None, out: np.ndarray | None = None) -> np.ndarray:
+    """Pixels that are finite and not ``nodata`` (compared in the band's type, as numpy compares them),
+    in one compiled pass (numpy's isfinite, != and & took three); ``out``: a C-contiguous bool array to fill."""
+    out = np.empty(values.shape, bool) if out is None else out
+    has_nodata = nodata is not None and not np.isnan(nodata)
+    _valid_pixels(values.reshape(-1), values.dtype.type(nodata if has_nodata else 0), has_nodata, out.reshape(-1))
+    return out
+
+
+@numba.njit(cache=True)
+def _valid_pixels(values, nodata, has_nodata, out):
+    for i in range(values.size):
+        x = values[i]
+        out[i] = np.isfinite(x) and not (has_nodata and x == nodata)
 
 
 @dataclass(frozen=True)
@@ -313,12 +338,12 @@ class ZonalAccumulator:
         band = np.ascontiguousarray(band).reshape(-1)
         valid = np.ascontiguousarray(valid, dtype=bool).reshape(-1)
         w = weights
-        _add_sums(cells, w.pixel_cell, w.pixel, w.pixel_weight, w.run_cell, w.run_start, w.run_stop, w.run_weight,
+        _add_sums(cells, w.pixel_offsets, w.pixel, w.pixel_weight, w.run_cell, w.run_start, w.run_stop, w.run_weight,
                   band, valid, self.valid_weight, self.total)
         if "min" in self.methods or "max" in self.methods:
-            _add_extremes(cells, w.pixel_cell, w.pixel, w.run_cell, w.run_start, w.run_stop, band, valid, self.low, self.high)
+            _add_extremes(cells, w.pixel_offsets, w.pixel, w.run_cell, w.run_start, w.run_stop, band, valid, self.low, self.high)
         if "majority" in self.methods:
-            row, v, weight = _covered_values(cells, w.pixel_cell, w.pixel, w.pixel_weight, w.run_cell, w.run_start, w.run_stop,
+            row, v, weight = _covered_values(cells, w.pixel_offsets, w.pixel, w.pixel_weight, w.run_cell, w.run_start, w.run_stop,
                                              w.run_weight, band, valid)
             if len(row):
                 self.pairs.append(_summed_pairs(row, v, weight))
@@ -347,14 +372,15 @@ class ZonalAccumulator:
 
 
 @numba.njit(cache=True)
-def _add_sums(cells, pixel_cell, pixel, pixel_weight, run_cell, run_start, run_stop, run_weight, band, valid, valid_weight, total):
+def _add_sums(cells, pixel_offsets, pixel, pixel_weight, run_cell, run_start, run_stop, run_weight, band, valid, valid_weight, total):
     """Valid coverage and coverage-weighted value sums per cell."""
-    for i in range(len(pixel)):
-        p = pixel[i]
-        if valid[p]:
-            cell = cells[pixel_cell[i]]
-            valid_weight[cell] += pixel_weight[i]
-            total[cell] += pixel_weight[i] * np.float64(band[p])
+    for k in range(len(pixel_offsets) - 1):
+        cell = cells[k]
+        for i in range(pixel_offsets[k], pixel_offsets[k + 1]):
+            p = pixel[i]
+            if valid[p]:
+                valid_weight[cell] += pixel_weight[i]
+                total[cell] += pixel_weight[i] * np.float64(band[p])
     for i in range(len(run_start)):
         count, value = 0, 0.0
         for p in range(run_start[i], run_stop[i]):
@@ -367,17 +393,18 @@ def _add_sums(cells, pixel_cell, pixel, pixel_weight, run_cell, run_start, run_s
 
 
 @numba.njit(cache=True)
-def _add_extremes(cells, pixel_cell, pixel, run_cell, run_start, run_stop, band, valid, low, high):
+def _add_extremes(cells, pixel_offsets, pixel, run_cell, run_start, run_stop, band, valid, low, high):
     """Smallest and largest valid covered value per cell (NaN: none yet)."""
-    for i in range(len(pixel)):
-        p = pixel[i]
-        if valid[p]:
-            cell = cells[pixel_cell[i]]
-            x = np.float64(band[p])
-            if not x >= low[cell]:
-                low[cell] = x
-            if not x <= high[cell]:
-                high[cell] = x
+    for k in range(len(pixel_offsets) - 1):
+        cell = cells[k]
+        for i in range(pixel_offsets[k], pixel_offsets[k + 1]):
+            p = pixel[i]
+            if valid[p]:
+                x = np.float64(band[p])
+                if not x >= low[cell]:
+                    low[cell] = x
+                if not x <= high[cell]:
+                    high[cell] = x
     for i in range(len(run_start)):
         cell = cells[run_cell[i]]
         for p in range(run_start[i], run_stop[i]):
@@ -390,7 +417,7 @@ def _add_extremes(cells, pixel_cell, pixel, run_cell, run_start, run_stop, band,
 
 
 @numba.njit(cache=True)
-def _covered_values(cells, pixel_cell, pixel, pixel_weight, run_cell, run_start, run_stop, run_weight, band, valid):
+def _covered_values(cells, pixel_offsets, pixel, pixel_weight, run_cell, run_start, run_stop, run_weight, band, valid):
     """(cell, value, coverage) of every valid covered pixel (majority weighs values by coverage)."""
     n = 0
     for i in range(len(pixel)):
@@ -400,11 +427,12 @@ def _covered_values(cells, pixel_cell, pixel, pixel_weight, run_cell, run_start,
             n += valid[p]
     row, value, weight = np.empty(n, np.int64), np.empty(n, np.float64), np.empty(n, np.float64)
     n = 0
-    for i in range(len(pixel)):
-        p = pixel[i]
-        if valid[p]:
-            row[n], value[n], weight[n] = cells[pixel_cell[i]], np.float64(band[p]), pixel_weight[i]
-            n += 1
+    for k in range(len(pixel_offsets) - 1):
+        for i in range(pixel_offsets[k], pixel_offsets[k + 1]):
+            p = pixel[i]
+            if valid[p]:
+                row[n], value[n], weight[n] = cells[k], np.float64(band[p]), pixel_weight[i]
+                n += 1
     for i in range(len(run_start)):
         for p in range(run_start[i], run_stop[i]):
             if valid[p]:

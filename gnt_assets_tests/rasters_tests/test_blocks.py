@@ -1,10 +1,15 @@
 """Block-by-block resampling (equal to the whole window, memory limit honoured), cubic
 convolution as GDAL's, and result keys that cannot go stale."""
 
+import dataclasses
+import hashlib
 import tracemalloc
 
+import blake3
 import geopandas as gpd
 import numpy as np
+import pandas as pd
+import pandera
 import pytest
 import rasterio
 import shapely
@@ -12,7 +17,7 @@ from rasterio.transform import from_origin
 from rasterio.warp import Resampling, reproject
 from upath import UPath
 
-from gnt_assets.rasters import resample, sources
+from gnt_assets.rasters import catalog, resample, sources
 from gnt_assets.rasters.local import write_geotiff
 from gnt_assets.rasters.zonal import coverage_weights, point_sample, zonal
 
@@ -89,6 +94,22 @@ def test_memory_limit_is_honoured(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 6 * 2**20, peak / 2**20  # 4 MB budget plus cells and tables; the band alone is 16 MB
+
+
+def test_blocks_are_whole_tile_rows_where_they_fit():
+    """Blocks cover the window once, in order; where a tile row fits the budget they end on the raster's
+    tile rows (the window starting at row 300 of the raster), else they are as large as the budget allows."""
+    for tile_rows, memory_mb in ((512, 1536), (512, 1536 * 3), (4, 8), (512, 8)):
+        plan = resample.BlockPlan.for_window(40_000, 40_000, memory_mb, row_off=300, tile_rows=tile_rows)
+        edges = [r0 for r0, _ in plan.rows] + [plan.rows[-1][1]]
+        sizes = np.diff(edges)
+        assert edges[0] == 0 and edges[-1] == 40_000 and (sizes > 0).all()
+        assert sizes.max() * 40_000 * resample.BYTES_PER_BLOCK_PIXEL <= memory_mb * 2**20 * 3 / 8
+        if sizes.max() >= tile_rows:
+            assert all((300 + e) % tile_rows == 0 for e in edges[1:-1])
+        else:
+            assert (sizes[:-1] == sizes[0]).all()
+    assert len(resample.BlockPlan.for_window(40_000, 40_000, 1536, tile_rows=512).rows) == 79  # 512 rows each
 
 
 def test_cubic_is_constant_beside_nodata():
@@ -171,15 +192,54 @@ def test_raster_replaced_in_place_is_recomputed(tmp_path):
     assert counts["computed"] == 1 and one["a"] == 1.0 and two["a"] == 2.0
 
 
+def test_content_hash_is_the_files_blake3_and_changes_with_any_byte(tmp_path):
+    data = bytearray(np.random.default_rng(6).integers(0, 256, 3 * 2**20 + 17, dtype=np.uint8).tobytes())
+    path = UPath(tmp_path / "bytes.bin")
+    path.write_bytes(bytes(data))
+    digest = sources.content_hash(path)
+    assert digest == sources.HASH_PREFIX + blake3.blake3(bytes(data)).hexdigest()
+    assert sources.content_hash(path, chunk=2**20 + 3) == digest == sources.content_hash(path)  # any block size, every time
+    data[2**21] ^= 1
+    path.write_bytes(bytes(data))
+    assert sources.content_hash(path) != digest
+
+
+def test_catalog_lists_sources_hashed_before_blake3_and_refuses_other_hashes(tmp_path):
+    info = _info(_raster(tmp_path / "c.tif", np.full((20, 20), 1.0, "float32")))
+    folder = UPath(tmp_path / "state")
+    catalog.record_source(folder, dataclasses.replace(info, key="old", content_hash="0f" * 32))
+    catalog.record_source(folder, info)
+    assert sorted(catalog.build_catalog(folder).content_hash) == sorted(["0f" * 32, info.content_hash])
+    catalog.record_source(folder, dataclasses.replace(info, key="bad", content_hash="md5:" + "0f" * 16))
+    with pytest.raises(pandera.errors.SchemaError):
+        catalog.build_catalog(folder)
+
+
+def test_results_keyed_on_the_old_sha256_are_never_served(tmp_path):
+    """Results stored under a key of the file's SHA-256 (the content hash before BLAKE3) are not found
+    for the same file hashed now: the new hash names its algorithm, so no two can be equal."""
+    path = _raster(tmp_path / "s.tif", np.full((40, 40), 3.0, "float32"))
+    store = resample.ResultStore(UPath(tmp_path / "cache"))
+    cells = gpd.GeoDataFrame({"cell_id": ["a"]}, geometry=[shapely.box(*rasterio.transform.array_bounds(40, 40, TRANSFORM)[:4])], crs=CRS)
+    info = _info(path)
+    old = hashlib.sha256(path.read_bytes()).hexdigest()
+    for source_hash in (old, info.content_hash.removeprefix(sources.HASH_PREFIX)):
+        key = resample.result_key(source_hash=source_hash, grid_hash=resample.grid_content_hash(cells), nodata=info.nodata,
+                                  kind=info.kind, band=1, method="mean")
+        store.put(key, pd.DataFrame({"cell_id": ["a"], "band": 1, "method": "mean", "value": [99.0], "valid_fraction": [1.0]}))
+    values, counts = _resample_one(info, cells, store)
+    assert counts["computed"] == 1 and counts["cache_hits"] == 0 and values["a"] == 3.0
+
+
 def test_cleanup_removes_weights_with_results(tmp_path):
     rng = np.random.default_rng(4)
     path = _raster(tmp_path / "w.tif", _field(rng, (60, 60)))
     store = resample.ResultStore(UPath(tmp_path / "cache"))
     resample.resample(_info(path), _cells(rng, 20, (60, 60)), "g", ["mean"], store)
     stats = store.stats()
-    assert list(store.weights_folder.rglob("*.npz")) and stats["entries"] == 1 and stats["weights_entries"] >= 1
+    assert list(store.weights_folder.rglob("*.weights")) and stats["entries"] == 1 and stats["weights_entries"] >= 1
     store.cleanup(days_old=0, min_access=1)
     stats = store.stats()
-    assert not list(store.weights_folder.rglob("*.npz")) and stats["entries"] == stats["weights_entries"] == 0
+    assert not list(store.weights_folder.rglob("*.weights")) and stats["entries"] == stats["weights_entries"] == 0
 
 

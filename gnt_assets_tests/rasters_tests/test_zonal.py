@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
+import shapely.affinity
 from affine import Affine
 from exactextract import exact_extract
 from hypothesis import assume, example, given, settings
@@ -110,6 +111,19 @@ def test_coverage_sums_to_cell_area_inside_the_raster():
     assert dense.max() <= 1.0
     # the interior is runs: far fewer pixels are listed one by one than are covered
     assert len(weights.pixel) < 0.5 * weights.covered_pixels
+
+
+def test_pixel_indices_are_int64_past_2_31_pixels():
+    """A raster of 2.5e9 pixels (never allocated: coverage is per cell) keeps int64 indices, and a cell at its
+    far corner covers the same pixels as in a small raster, shifted; under 2**31 pixels they are int32."""
+    hexagon = shapely.buffer(shapely.Point(4.3, 5.6), 3.2, quad_segs=1)
+    small = coverage_weights([hexagon], from_origin(0, 10, 1, 1), (10, 10))
+    far = coverage_weights([shapely.affinity.translate(hexagon, 49_990, 0)], from_origin(0, 50_000, 1, 1), (50_000, 50_000))
+    assert small.pixel.dtype == small.run_start.dtype == np.int32 and far.pixel.dtype == far.run_start.dtype == np.int64
+    rows, cols = np.divmod(far.pixel, 50_000)
+    assert far.pixel.min() > 2**31 and np.array_equal((rows - 49_990) * 10 + cols - 49_990, small.pixel)
+    np.testing.assert_allclose(far.pixel_weight, small.pixel_weight, atol=1e-9)  # coordinates near 50,000 round more
+    assert np.array_equal(far.run_stop - far.run_start, small.run_stop - small.run_start)
 
 
 def _lattice_polygon(rng):
