@@ -20,10 +20,10 @@ SAMPLE_TILES = 3
                 description="The source's catalog entry exists and the file still has the registered content hash.")
 def source_unchanged(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
     info = catalog.load_source(state_folder(storage), context.partition_key)
-    current = sources.content_hash(located(info.path, storage.root_path))
+    current = sources.content_hash(located(info.path, storage.root_path), like=info.content_hash)
     metadata = {"registered": info.content_hash, "current": current}
     if not info.content_hash.startswith(sources.HASH_PREFIX):
-        metadata["note"] = "registered with a SHA-256 hash from before BLAKE3, which cannot be compared: materialize raster_source again"
+        metadata["note"] = "registered before BLAKE3: compared by SHA-256; the next registration stores its BLAKE3"
     return dg.AssetCheckResult(passed=current == info.content_hash, metadata=metadata)
 
 

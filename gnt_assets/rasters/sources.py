@@ -133,14 +133,16 @@ def discover(folder: UPath, registry: UPath | None, problems: list[str] | None =
 HASH_PREFIX = "blake3:"
 
 
-def content_hash(path: UPath, chunk: int = 1 << 22) -> str:
+def content_hash(path: UPath, chunk: int = 1 << 22, *, like: str = HASH_PREFIX) -> str:
     """The raster file's BLAKE3 digest (the result store's key and part of the data version): about three
-    times SHA-256's speed on one core, and its large blocks are hashed on every core."""
-    digest = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    times SHA-256's speed on one core, and its large blocks are hashed on every core. ``like`` a hash
+    registered before BLAKE3 (bare SHA-256 hex), the file's SHA-256: an old registration still verifies."""
+    legacy = not like.startswith(HASH_PREFIX)
+    digest = hashlib.sha256() if legacy else blake3.blake3(max_threads=blake3.blake3.AUTO)
     with path.open("rb") as handle:
         while block := handle.read(chunk):
             digest.update(block)
-    return HASH_PREFIX + digest.hexdigest()
+    return digest.hexdigest() if legacy else HASH_PREFIX + digest.hexdigest()
 
 
 def _check_nodata(path: UPath, dtype: str, nodata: float | None) -> None:

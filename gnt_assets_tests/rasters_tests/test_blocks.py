@@ -199,9 +199,11 @@ def test_content_hash_is_the_files_blake3_and_changes_with_any_byte(tmp_path):
     digest = sources.content_hash(path)
     assert digest == sources.HASH_PREFIX + blake3.blake3(bytes(data)).hexdigest()
     assert sources.content_hash(path, chunk=2**20 + 3) == digest == sources.content_hash(path)  # any block size, every time
+    legacy = hashlib.sha256(bytes(data)).hexdigest()  # a registration from before BLAKE3 is verified by SHA-256
+    assert sources.content_hash(path, like=legacy) == legacy
     data[2**21] ^= 1
     path.write_bytes(bytes(data))
-    assert sources.content_hash(path) != digest
+    assert sources.content_hash(path) != digest and sources.content_hash(path, like=legacy) != legacy
 
 
 def test_catalog_lists_sources_hashed_before_blake3_and_refuses_other_hashes(tmp_path):
