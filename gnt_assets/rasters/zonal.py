@@ -392,28 +392,27 @@ def _add_sums(cells, pixel_offsets, pixel, pixel_weight, run_cell, run_start, ru
         total[cell] += run_weight[i] * value
 
 
+@numba.njit(cache=True, inline="always")
+def _widen(low, high, cell, x):
+    if not x >= low[cell]:
+        low[cell] = x
+    if not x <= high[cell]:
+        high[cell] = x
+
+
 @numba.njit(cache=True)
 def _add_extremes(cells, pixel_offsets, pixel, run_cell, run_start, run_stop, band, valid, low, high):
     """Smallest and largest valid covered value per cell (NaN: none yet)."""
     for k in range(len(pixel_offsets) - 1):
         cell = cells[k]
         for i in range(pixel_offsets[k], pixel_offsets[k + 1]):
-            p = pixel[i]
-            if valid[p]:
-                x = np.float64(band[p])
-                if not x >= low[cell]:
-                    low[cell] = x
-                if not x <= high[cell]:
-                    high[cell] = x
+            if valid[pixel[i]]:
+                _widen(low, high, cell, np.float64(band[pixel[i]]))
     for i in range(len(run_start)):
         cell = cells[run_cell[i]]
         for p in range(run_start[i], run_stop[i]):
             if valid[p]:
-                x = np.float64(band[p])
-                if not x >= low[cell]:
-                    low[cell] = x
-                if not x <= high[cell]:
-                    high[cell] = x
+                _widen(low, high, cell, np.float64(band[p]))
 
 
 @numba.njit(cache=True)
