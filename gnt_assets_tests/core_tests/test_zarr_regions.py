@@ -223,16 +223,40 @@ def test_whole_shards_written_by_write_region_are_zarrs_own_bytes(tmp_path, comp
     assert not [p for p in (stores["shards"] / "value").rglob("*") if p.name.endswith(".partial")]
 
 
-def test_whole_shards_follow_the_index_location_and_leave_other_codecs_to_zarr(tmp_path):
+def _objects(path) -> dict[str, bytes]:
+    return {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("c/**/*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(("shape", "chunks", "shards", "dtype", "inner", "location"), [
+    ((128, 96), (32, 32), (64, 96), "int16", [zarr.codecs.ZstdCodec(level=3, checksum=True)], "start"),
+    ((128, 96), (32, 32), (64, 96), "int16", [zarr.codecs.ZstdCodec(level=3, checksum=True)], "end"),
+    ((128, 96), (32, 32), (64, 96), "float32", [zarr.codecs.ZstdCodec(level=1)], "end"),
+    ((128, 96), (32, 32), (64, 96), "float32", [], "start"),
+    # the Sentinel cube's (time, y, x, band) uint16 with a Morton order over uneven counts of chunks per shard
+    ((2, 64, 96, 3), (1, 16, 32, 3), (1, 32, 96, 3), "uint16", [zarr.codecs.ZstdCodec()], "end"),
+    ((2, 60, 100), (1, 12, 20), (2, 36, 100), "uint8", [], "end"),  # 2 x 3 x 5 chunks per shard, edge shards
+], ids=["zstd-checksum-index-start", "zstd-checksum-index-end", "zstd-level-1", "raw-index-start", "sentinel-4d", "uneven-edge"])
+def test_whole_shards_are_the_objects_zarr_python_writes(tmp_path, shape, chunks, shards, dtype, inner, location):
+    """Every layout the default writer takes, compared object by object with zarr-python's own write of the same
+    array: guards the private Morton order and the shard layout zarr_shards reproduces."""
+    values = np.random.default_rng(0).integers(0, 200, shape).astype(dtype)
+    values[(0,) * len(shape)] = 7  # fill value (0) elsewhere in the first chunks stays stored: write_empty_chunks
+    sharding = zarr.codecs.ShardingCodec(chunk_shape=chunks, index_location=location, codecs=[zarr.codecs.BytesCodec(), *inner])
+    arrays = {writer: zarr.create_array(str(tmp_path / f"{writer}.zarr"), shape=shape, chunks=shards, dtype=dtype,
+                                        serializer=sharding, compressors=None, fill_value=0,
+                                        config={"write_empty_chunks": True}) for writer in ("zarr", "shards")}
+    arrays["zarr"][...] = values
+    assert shard_plan(arrays["shards"]) is not None
+    assert write_whole_shards(arrays["shards"], values, tuple(slice(0, n) for n in shape))
+    ours, theirs = _objects(tmp_path / "shards.zarr"), _objects(tmp_path / "zarr.zarr")
+    assert ours.keys() == theirs.keys() and ours == theirs
+    with zarr.config.set({"codec_pipeline.path": CODEC_PIPELINES["default"]}):
+        np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "shards.zarr"), mode="r")[...], values)
+
+
+def test_whole_shards_leave_partial_shards_and_other_codecs_to_zarr(tmp_path):
     values = np.random.default_rng(0).integers(-999, 999, (128, 96)).astype("int16")
-    for location in ("start", "end"):
-        sharding = zarr.codecs.ShardingCodec(chunk_shape=(32, 32), index_location=location,
-                                             codecs=[zarr.codecs.BytesCodec(), zarr.codecs.ZstdCodec(level=3, checksum=True)])
-        array = zarr.create_array(str(tmp_path / f"{location}.zarr"), shape=(128, 96), chunks=(64, 96), dtype="int16",
-                                  serializer=sharding, compressors=None, fill_value=0)
-        assert write_whole_shards(array, values, (slice(0, 128), slice(0, 96)))
-        with zarr.config.set({"codec_pipeline.path": CODEC_PIPELINES["default"]}):
-            np.testing.assert_array_equal(zarr.open_array(str(tmp_path / f"{location}.zarr"), mode="r")[...], values)
+    array = zarr.create_array(str(tmp_path / "a.zarr"), shape=(128, 96), chunks=(32, 32), shards=(64, 96), dtype="int16")
     assert not write_whole_shards(array, values[:32], (slice(0, 32), slice(0, 96)))  # not a whole shard
     # a region reaching the array's end inside its last shard: edge chunks padded with fill, those past it not stored
     edge = {}
@@ -247,6 +271,9 @@ def test_whole_shards_follow_the_index_location_and_leave_other_codecs_to_zarr(t
     transposed = zarr.create_array(str(tmp_path / "t.zarr"), shape=(64, 96), chunks=(32, 32), shards=(64, 96), dtype="int16",
                                    filters=[zarr.codecs.TransposeCodec(order=(1, 0))], compressors=None)
     assert shard_plan(transposed) is None and not write_whole_shards(transposed, values[:64], (slice(0, 64), slice(0, 96)))
+    crc = zarr.create_array(str(tmp_path / "crc.zarr"), shape=(64, 96), chunks=(32, 32), shards=(64, 96), dtype="int16",
+                            compressors=[zarr.codecs.Crc32cCodec()])
+    assert shard_plan(crc) is None
 
 
 def test_layout_is_reused_until_the_metadata_changes(tmp_path):
