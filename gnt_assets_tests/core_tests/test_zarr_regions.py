@@ -12,6 +12,7 @@ from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_zeros
 from upath import UPath
 
+from gnt_assets.core import zarr_regions
 from gnt_assets.core.zarr_regions import (
     CODEC_PIPELINES,
     StoreLayout,
@@ -193,6 +194,9 @@ def test_codec_pipeline_is_chosen_by_configuration(tmp_path, monkeypatch):
             return type(zarr.open_array((store / "value").path, mode="r")._async_array.codec_pipeline).__name__
 
     assert pipeline_inside("zarrs") == "ZarrsCodecPipeline" and pipeline_inside("default") == "BatchedCodecPipeline"
+    monkeypatch.delenv("GNT_ZARR_CODEC_PIPELINE", raising=False)
+    assert codec_pipeline_name() == "shards" and pipeline_inside(None) == "BatchedCodecPipeline"
+    monkeypatch.setenv("GNT_ZARR_CODEC_PIPELINE", "default")
     assert codec_pipeline_name() == "default"
     monkeypatch.setenv("GNT_ZARR_CODEC_PIPELINE", "zarrs")
     assert codec_pipeline_name() == "zarrs" and pipeline_inside(None) == "ZarrsCodecPipeline"
@@ -202,25 +206,67 @@ def test_codec_pipeline_is_chosen_by_configuration(tmp_path, monkeypatch):
     assert zarr.config.get("codec_pipeline.path") == CODEC_PIPELINES["default"]  # nothing left behind
 
 
+@pytest.fixture
+def whole_shard_writes(monkeypatch):
+    """What each ``write_whole_shards`` call of ``write_region`` answered (True: encoded by zarr_shards)."""
+    answers = []
+
+    def spy(*args):
+        answers.append(write_whole_shards(*args))
+        return answers[-1]
+
+    monkeypatch.setattr(zarr_regions, "write_whole_shards", spy)
+    monkeypatch.delenv("GNT_ZARR_CODEC_PIPELINE", raising=False)
+    return answers
+
+
 @pytest.mark.parametrize("compressors", [None, "auto"], ids=["uncompressed", "zstd"])
-def test_whole_shards_written_by_write_region_are_zarrs_own_bytes(tmp_path, compressors):
-    """The "shards" writer encodes whole shards itself: the same objects as zarr-python's, read by its default pipeline."""
+def test_whole_shards_written_by_write_region_are_zarrs_own_bytes(tmp_path, compressors, whole_shard_writes):
+    """The default writer ("shards", unset) encodes whole shards itself: the same objects as zarr-python's, read by its
+    default pipeline. A change of zarr's shard layout (Morton order, index) fails here."""
     encoding = {"value": {**ENCODING["value"], "compressors": compressors}}
-    stores = {name: UPath(tmp_path) / f"{name}.zarr" for name in ("shards", "default")}
+    stores = {name: UPath(tmp_path) / f"{name}.zarr" for name in ("unset", "shards", "default")}
     for name, store in stores.items():
         create_store(store, template(), encoding=encoding)
-        write_region(store, region(0, 0, 64, 1.0), codec_pipeline=name)
-        write_region(store, region(1, 64, 64, 2.0), codec_pipeline=name)
-        write_region(store, region(1, 64, 64, 3.0), codec_pipeline=name)  # a rewrite replaces the shard whole
+        pipeline = None if name == "unset" else name
+        write_region(store, region(0, 0, 64, 1.0), codec_pipeline=pipeline)
+        write_region(store, region(1, 64, 64, 2.0), codec_pipeline=pipeline)
+        write_region(store, region(1, 64, 64, 3.0), codec_pipeline=pipeline)  # a rewrite replaces the shard whole
+    assert whole_shard_writes == [True] * 6  # the unset default and "shards": zarr_shards wrote every shard
     for key in ("value/c/0/0/0", "value/c/1/0/1"):
-        assert (stores["shards"] / key).read_bytes() == (stores["default"] / key).read_bytes()
+        for name in ("unset", "shards"):
+            assert (stores[name] / key).read_bytes() == (stores["default"] / key).read_bytes()
     expected = np.full((2, 64, 128), np.nan, "float32")
     expected[0, :, :64], expected[1, :, 64:] = 1.0, 3.0
     with zarr.config.set({"codec_pipeline.path": CODEC_PIPELINES["default"]}):
-        np.testing.assert_array_equal(zarr.open_array((stores["shards"] / "value").path, mode="r")[...], expected)
-        np.testing.assert_array_equal(xr.open_zarr(stores["shards"].path, consolidated=False).value.values, expected)
-    assert region_status(stores["shards"], {"time": slice(1, 2), "longitude": slice(64, 128)}).complete
-    assert not [p for p in (stores["shards"] / "value").rglob("*") if p.name.endswith(".partial")]
+        np.testing.assert_array_equal(zarr.open_array((stores["unset"] / "value").path, mode="r")[...], expected)
+        np.testing.assert_array_equal(xr.open_zarr(stores["unset"].path, consolidated=False).value.values, expected)
+    assert region_status(stores["unset"], {"time": slice(1, 2), "longitude": slice(64, 128)}).complete
+    assert not [p for p in (stores["unset"] / "value").rglob("*") if p.name.endswith(".partial")]
+
+
+@pytest.mark.parametrize("where", ["s3", "gzip", "unsharded"])
+def test_the_default_writer_leaves_what_it_does_not_spell_out_to_zarr(tmp_path, request, where, whole_shard_writes):
+    """Object stores, codecs zarr_shards does not reproduce and unsharded arrays are written by zarr-python's
+    pipeline under the default: the same objects as with "default", read back by plain zarr and xarray."""
+    encoding = {"value": dict(ENCODING["value"])}
+    if where == "gzip":
+        encoding["value"]["compressors"] = zarr.codecs.GzipCodec(level=1)
+    if where == "unsharded":
+        del encoding["value"]["shards"]
+    root = request.getfixturevalue("s3_root") if where == "s3" else UPath(tmp_path)
+    stores = {name: root / f"{name}.zarr" for name in ("unset", "default")}
+    for name, store in stores.items():
+        create_store(store, template(), encoding=encoding)
+        write_region(store, region(1, 64, 64, 2.0), codec_pipeline=None if name == "unset" else name)
+    assert True not in whole_shard_writes  # zarr wrote them all (on s3 zarr_shards is not even asked)
+    assert (whole_shard_writes == []) == (where == "s3")
+    key = "value/c/1/0/1" if where != "unsharded" else "value/c/1/0/2"
+    assert stores["unset"].fs.cat_file(f"{stores['unset'].path}/{key}") == stores["default"].fs.cat_file(f"{stores['default'].path}/{key}")
+    expected = np.full((2, 64, 128), np.nan, "float32")
+    expected[1, :, 64:] = 2.0
+    np.testing.assert_array_equal(open_store(stores["unset"]).value.values, expected)
+    assert region_status(stores["unset"], {"time": slice(1, 2), "longitude": slice(64, 128)}).complete
 
 
 def _objects(path) -> dict[str, bytes]:
