@@ -21,7 +21,7 @@ import math
 import os
 import threading
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
@@ -101,25 +101,37 @@ def write_whole_shards(array: zarr.Array, values: np.ndarray, selection: tuple[s
     shards = list(itertools.product(*grid))
     nbytes = math.prod(plan.shard) * plan.dtype.itemsize
     with _scratch(nbytes) as first, _scratch(nbytes if len(shards) > 1 else 0) as second:
-        pending = None  # the shard whose chunks the pool encodes while the one before it is written
-        for number, coords in enumerate([*shards, None]):
-            if coords is not None:
-                buffer = (first, second)[number % 2].view(plan.dtype).reshape(len(order), *plan.chunk)
-                futures = []
-                for k, inner in enumerate(order):
-                    # where the chunk lies in the array, cut at its end: zarr stores edge chunks whole, fill beyond
-                    starts = [c * n + i * m for c, n, i, m in zip(coords, plan.shard, inner, plan.chunk, strict=True)]
-                    stops = [min(start + m, size) for start, m, size in zip(starts, plan.chunk, shape, strict=True)]
-                    if any(start >= stop for start, stop in zip(starts, stops, strict=True)):
-                        futures.append(None)  # wholly past the end: not stored, as zarr leaves it
-                        continue
-                    window = tuple(slice(start - s.start, stop - s.start) for start, stop, s in zip(starts, stops, selection, strict=True))
-                    futures.append(_pool().submit(_encoded_chunk, values, window, buffer[k], plan, fill) if plan.compressor
-                                   else _done(_encoded_chunk(values, window, buffer[k], plan, fill)))
-            if pending is not None:
-                _write_shard(root / array.metadata.encode_chunk_key(pending[0]), *pending[1:], order, per_shard, plan)
-            pending = (coords, futures, buffer) if coords is not None else None
+        pending, futures = None, []  # pending: the shard whose chunks the pool encodes while the one before it is written
+        try:
+            for number, coords in enumerate([*shards, None]):
+                if coords is not None:
+                    buffer = (first, second)[number % 2].view(plan.dtype).reshape(len(order), *plan.chunk)
+                    futures = _encode_shard(values, selection, coords, buffer, order, plan, shape, fill)
+                if pending is not None:
+                    _write_shard(root / array.metadata.encode_chunk_key(pending[0]), *pending[1:], order, per_shard, plan)
+                pending = (coords, futures, buffer) if coords is not None else None
+        except BaseException:  # no pool task may go on filling a buffer handed back for reuse
+            wait([f for f in [*futures, *(pending[1] if pending else ())] if f is not None])
+            raise
     return True
+
+
+def _encode_shard(values: np.ndarray, selection: tuple[slice, ...], coords: tuple[int, ...], buffer: np.ndarray,
+                  order: list[tuple[int, ...]], plan: ShardPlan, shape: tuple[int, ...], fill: np.ndarray) -> list:
+    """The shard's chunks in Morton order, each copied into its place in ``buffer`` and encoded (on the pool when
+    compressed); None for a chunk wholly past the array's end, which zarr does not store either."""
+    futures = []
+    for k, inner in enumerate(order):
+        # where the chunk lies in the array, cut at its end: zarr stores edge chunks whole, fill beyond
+        starts = [c * n + i * m for c, n, i, m in zip(coords, plan.shard, inner, plan.chunk, strict=True)]
+        stops = [min(start + m, size) for start, m, size in zip(starts, plan.chunk, shape, strict=True)]
+        if any(start >= stop for start, stop in zip(starts, stops, strict=True)):
+            futures.append(None)
+            continue
+        window = tuple(slice(start - s.start, stop - s.start) for start, stop, s in zip(starts, stops, selection, strict=True))
+        futures.append(_pool().submit(_encoded_chunk, values, window, buffer[k], plan, fill) if plan.compressor
+                       else _done(_encoded_chunk(values, window, buffer[k], plan, fill)))
+    return futures
 
 
 def _done(result) -> Future:

@@ -12,7 +12,7 @@ from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_zeros
 from upath import UPath
 
-from gnt_assets.core import zarr_regions
+from gnt_assets.core import zarr_regions, zarr_shards
 from gnt_assets.core.zarr_regions import (
     CODEC_PIPELINES,
     StoreLayout,
@@ -332,3 +332,23 @@ def test_layout_is_reused_until_the_metadata_changes(tmp_path):
     assert grown is not layout and grown.sizes["time"] == 3 and grown.labels("time").tolist() == [0, 1, 2]
     write_region(store, region(0, 0, 64, 1.0).assign_coords(time=[2]), codec_pipeline="shards")
     assert open_store(store).value.isel(time=2, longitude=0).values[0] == 1.0
+
+
+def test_a_failed_shard_encode_leaves_no_object_and_the_next_write_is_whole(tmp_path, monkeypatch):
+    values = np.random.default_rng(0).integers(0, 200, (64, 96)).astype("int16")
+    array = zarr.create_array(str(tmp_path / "a.zarr"), shape=(64, 96), chunks=(32, 32), shards=(64, 96), dtype="int16",
+                              config={"write_empty_chunks": True})
+    encode = zarr_shards._encoded_chunk
+
+    def failing(values, window, *args):
+        if window[1].start == 64:
+            raise RuntimeError("encoder failed")
+        return encode(values, window, *args)
+
+    monkeypatch.setattr(zarr_shards, "_encoded_chunk", failing)
+    with pytest.raises(RuntimeError, match="encoder failed"):
+        write_whole_shards(array, values, (slice(0, 64), slice(0, 96)))
+    assert not [p.name for p in (tmp_path / "a.zarr").rglob("*") if p.is_file() and p.name != "zarr.json"]
+    monkeypatch.setattr(zarr_shards, "_encoded_chunk", encode)
+    assert write_whole_shards(array, values, (slice(0, 64), slice(0, 96)))
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "a.zarr"), mode="r")[...], values)
