@@ -7,7 +7,7 @@ All in one run:
   (goal: zarr >= 0.5x the plain write); also with zarr's default zstd compressor, level 0 = zstd's 3, or the
   ``--zstd-level`` given (goal >= 0.3x), with the stored size beside it;
   with each writer ``write_region`` can be switched to (``codec_pipeline``: zarr-python's
-  "default", "zarrs", and "shards", whole shards encoded by ``gnt_assets.core.zarr_shards``),
+  "default", "zarrs", and "shards", write_region's default, whole shards encoded by ``gnt_assets.core.zarr_shards``),
   and "before": the same calls into ``zarr_regions`` as it was at ``--before`` (git), loaded beside it;
 * ``dg.materialize`` of one trivial partition on a fresh SQLite instance, and through
   the zarr and GeoParquet IO managers: milliseconds per partition beyond the work.
