@@ -111,7 +111,7 @@ def write_whole_shards(array: zarr.Array, values: np.ndarray, selection: tuple[s
                     _write_shard(root / array.metadata.encode_chunk_key(pending[0]), *pending[1:], order, per_shard, plan)
                 pending = (coords, futures, buffer) if coords is not None else None
         except BaseException:  # no pool task may go on filling a buffer handed back for reuse
-            wait([f for f in [*futures, *(pending[1] if pending else ())] if f is not None])
+            wait([getattr(f, "future", f) for f in [*futures, *(pending[1] if pending else ())] if f is not None])
             raise
     return True
 
@@ -120,18 +120,40 @@ def _encode_shard(values: np.ndarray, selection: tuple[slice, ...], coords: tupl
                   order: list[tuple[int, ...]], plan: ShardPlan, shape: tuple[int, ...], fill: np.ndarray) -> list:
     """The shard's chunks in Morton order, each copied into its place in ``buffer`` and encoded (on the pool when
     compressed); None for a chunk wholly past the array's end, which zarr does not store either."""
-    futures = []
-    for k, inner in enumerate(order):
+    windows = []
+    for inner in order:
         # where the chunk lies in the array, cut at its end: zarr stores edge chunks whole, fill beyond
         starts = [c * n + i * m for c, n, i, m in zip(coords, plan.shard, inner, plan.chunk, strict=True)]
         stops = [min(start + m, size) for start, m, size in zip(starts, plan.chunk, shape, strict=True)]
-        if any(start >= stop for start, stop in zip(starts, stops, strict=True)):
-            futures.append(None)
-            continue
-        window = tuple(slice(start - s.start, stop - s.start) for start, stop, s in zip(starts, stops, selection, strict=True))
-        futures.append(_pool().submit(_encoded_chunk, values, window, buffer[k], plan, fill) if plan.compressor
-                       else _done(_encoded_chunk(values, window, buffer[k], plan, fill)))
-    return futures
+        windows.append(None if any(start >= stop for start, stop in zip(starts, stops, strict=True)) else
+                       tuple(slice(start - s.start, stop - s.start) for start, stop, s in zip(starts, stops, selection, strict=True)))
+    if plan.compressor is None and None not in windows:
+        # the second half copied by the pool while this thread copies the first and writes it
+        half = (len(order) + 1) // 2
+        second = _Stealable(_copied, values, windows, buffer, range(half, len(order)), plan, fill)
+        return [_done(_copied(values, windows, buffer, range(half), plan, fill)), second]
+    if plan.compressor is None:
+        return [None if w is None else _done(_encoded_chunk(values, w, buffer[k], plan, fill)) for k, w in enumerate(windows)]
+    return [None if w is None else _pool().submit(_encoded_chunk, values, w, buffer[k], plan, fill) for k, w in enumerate(windows)]
+
+
+def _copied(values: np.ndarray, windows: list, buffer: np.ndarray, chunks: range, plan: ShardPlan, fill: np.ndarray):
+    """Uncompressed chunks copied into their places in ``buffer``, where they lie end to end: their bytes as one piece."""
+    for k in chunks:
+        _encoded_chunk(values, windows[k], buffer[k], plan, fill)
+    return memoryview(buffer[chunks.start:chunks.stop].reshape(-1)).cast("B")
+
+
+class _Stealable:
+    """A pool task that the thread wanting its result runs itself when no pool thread has started it yet (a busy
+    machine), instead of waiting for one to be scheduled."""
+
+    def __init__(self, task, *args):
+        self.task, self.args = task, args
+        self.future = _pool().submit(task, *args)
+
+    def result(self):
+        return self.task(*self.args) if self.future.cancel() else self.future.result()
 
 
 def _done(result) -> Future:
@@ -192,8 +214,9 @@ def _write_shard(path: Path, encoding: list, buffer: np.ndarray, order: list[tup
             start = index_nbytes if plan.index_at_start else 0
             handle.seek(start)
             lengths = []
-            if plan.compressor is None and None not in encoding:  # the chunks lie end to end in the buffer: one write
-                handle.write(memoryview(buffer.reshape(-1)).cast("B"))
+            if plan.compressor is None and None not in encoding:  # the chunks lie end to end in the buffer: a write a half
+                for half in encoding:
+                    handle.write(half.result())
                 lengths = [buffer[0].nbytes] * len(order)
             else:
                 for future in encoding:
