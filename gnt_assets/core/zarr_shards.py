@@ -5,7 +5,8 @@ shard back if one is stored, copies each inner chunk into a fresh fill-valued bu
 on about one core, then concatenates them before the write (benchmarks/io_managers.py). Here each inner
 chunk is cut from the region with one copy into a reused buffer and compressed on a thread pool; the
 writing thread writes each chunk as soon as it is encoded, while the pool encodes the ones after it (and
-the next shard's), so the write overlaps the compression instead of following it. The shard is in zarr's
+the next shard's), so the write overlaps the compression instead of following it. Uncompressed, the pool
+copies a shard's second half of chunks while the writing thread copies and writes the first. The shard is in zarr's
 own layout: chunks in Morton order, the index of (offset, length) pairs as little-endian uint64 with its
 crc32c, at the end or the start as the metadata says. Only the codecs whose output is spelled out here are
 taken (bytes, optionally zstd, inside a sharding codec with the default index codecs); anything else, and
@@ -157,8 +158,8 @@ class _Stealable:
 
 
 def _done(result) -> Future:
-    """An uncompressed chunk, copied right here: its copy takes less than handing it to a thread costs
-    on a busy machine (each hand-over waits for the thread to be scheduled)."""
+    """A result computed right here (uncompressed copies: a hand-over to a thread per chunk cost more than the copy
+    on a busy machine, each waiting for the thread to be scheduled), as a finished future."""
     future = Future()
     future.set_result(result)
     return future
