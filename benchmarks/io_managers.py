@@ -4,9 +4,10 @@ All in one run:
 
 * ``write_region`` of whole-shard regions into one sharded zarr v3 store (uncompressed,
   so the bytes match) against writing the same bytes sequentially to one plain file
-  (goal: zarr >= 0.5x the plain write); also with the default zstd compressor (goal >= 0.3x);
+  (goal: zarr >= 0.5x the plain write); also with zarr's default zstd compressor, level 0 = zstd's 3, or the
+  ``--zstd-level`` given (goal >= 0.3x), with the stored size beside it;
   with each writer ``write_region`` can be switched to (``codec_pipeline``: zarr-python's
-  "default", "zarrs", and "shards", whole shards encoded by ``gnt_assets.core.zarr_shards``),
+  "default", "zarrs", and "shards", write_region's default, whole shards encoded by ``gnt_assets.core.zarr_shards``),
   and "before": the same calls into ``zarr_regions`` as it was at ``--before`` (git), loaded beside it;
 * ``dg.materialize`` of one trivial partition on a fresh SQLite instance, and through
   the zarr and GeoParquet IO managers: milliseconds per partition beyond the work.
@@ -20,7 +21,7 @@ the removal the ratios measured the page cache's history, not the writers.
 the zarr arrays (no xarray CF encoding; the Sentinel-2 cube writes its uint16 DN this way).
 
 The zstd goal is bounded by the compressor: the "zstd encode alone" row compresses the same chunks
-with the stores' default zstd on every core and writes nothing, so no zstd write can beat its ratio.
+with the zstd rows' own codec (same level) on every core and writes nothing, so no zstd write can beat its ratio.
 
 Every figure is given as wall time and as CPU time of this process (all threads):
 on a machine shared with other jobs, CPU time is the comparable one (zarrs and "shards" use several
@@ -162,10 +163,11 @@ def plain_seconds(folder: Path, data: xr.Dataset) -> Clock:
     return clock
 
 
-def zstd_alone_seconds(data: xr.Dataset, chunk: int = 512) -> Clock:
-    """The stores' default compressor (zarr v3's zstd, level 0) encoding every chunk on all cores, written
-    nowhere: the ceiling of any zstd write, since no store can write faster than it compresses."""
-    codec = numcodecs.Zstd(level=0)
+def zstd_alone_seconds(data: xr.Dataset, chunk: int = 512, level: int = 0) -> Clock:
+    """The zstd rows' compressor (zarr v3's zstd, level 0 unless ``--zstd-level``, as zarr's ZstdCodec runs it) encoding
+    every chunk on all cores, written nowhere: the ceiling of any zstd write, since no store can write faster than it
+    compresses."""
+    codec = numcodecs.Zstd(level=level)
     chunks = [np.ascontiguousarray(region[y:y + chunk, x:x + chunk]) for region in data.value.values
               for y in range(0, region.shape[0], chunk) for x in range(0, region.shape[1], chunk)]
     with Clock() as clock, ThreadPoolExecutor(os.cpu_count()) as pool:  # numcodecs releases the GIL while it compresses
@@ -232,6 +234,8 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=10, help="partitions timed per Dagster figure")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--before", default="4c3f050", help="git revision of zarr_regions to measure as 'before'")
+    parser.add_argument("--zstd-level", type=int, default=0,
+                        help="zstd level of the zstd rows and their ceiling (0: zarr's default, zstd's level 3)")
     args = parser.parse_args()
 
     data = cube(args.size, args.regions)
@@ -240,17 +244,21 @@ def main() -> None:
     before = zarr_regions_at(args.before)
     with tempfile.TemporaryDirectory(dir=os.environ.get("GNT_BENCH_DIR")) as folder:
         folder = Path(folder)
-        measures = {"plain": lambda: plain_seconds(folder, data), "zstd alone": lambda: zstd_alone_seconds(data)}
+        zstd = [zarr.codecs.ZstdCodec(level=args.zstd_level)]  # level 0: what compressors="auto" gives
+        measures = {"plain": lambda: plain_seconds(folder, data), "zstd alone": lambda: zstd_alone_seconds(data, level=args.zstd_level)}
         for pipeline in ("default", "zarrs"):
             measures[f"array {pipeline}"] = lambda p=pipeline: zarr_array_seconds(folder, data, p)
         for when, module, pipelines in (("before", before, ("default", "zarrs")), ("after", zarr_regions, ("default", "zarrs", "shards"))):
             for pipeline in pipelines if module is not None else ():
-                for compression, compressors in (("raw", None), ("zstd", "auto")):
+                for compression, compressors in (("raw", None), ("zstd", zstd)):
                     measures[f"{when} {compression} {pipeline}"] = lambda c=compressors, p=pipeline, m=module: region_seconds(
                         folder, data, c, pipeline=p, regions=m)
             if module is not None:
                 measures[f"{when} xarray default"] = lambda m=module: region_seconds(folder, data, None, encoded=False, regions=m)
         best = best_in_turn(args.repeats, measures)
+        stored = sharded_store(folder, data, zstd)  # untimed: what the zstd rows store
+        zarr_regions.write_region(stored, data)
+        stored_bytes = sum(p.stat().st_size for p in Path(stored.path, "value").rglob("*") if p.is_file() and p.name != "zarr.json")
         storage = StorageResource(root=str(folder / "root"))
         resources = {"zarr_io_manager": ZarrRegionIOManager(storage=storage), "geoparquet_io_manager": GeoParquetIOManager(storage=storage)}
         trivial = materialize_ms(trivial_value, args.partitions, {})
@@ -280,7 +288,10 @@ def main() -> None:
     for label, key, goal in rows:
         wall, cpu, load = best[key]
         print(f"{label:58}{megabytes / wall:10.0f} {plain[0] / wall:5.2f}x  {megabytes / cpu:9.0f} {plain[1] / cpu:5.2f}x {load:5.1f}  {goal}")
-    print(f"  (ratio = plain time / this time; before = zarr_regions at {args.before}; goals on wall time)")
+    print(f"  (ratio = plain time / this time; before = zarr_regions at {args.before}; goals on wall time; "
+          f"after: {zarr_regions.DEFAULT_CODEC_PIPELINE!r} is write_region's default)")
+    print(f"zstd level {args.zstd_level}: {data.value.nbytes / 1e6:.1f} MB stored as {stored_bytes / 1e6:.1f} MB "
+          f"({data.value.nbytes / stored_bytes:.3f}x smaller)")
     for when in ("before", "after"):
         for pipeline in ("default", "zarrs"):
             if f"{when} raw {pipeline}" in best:

@@ -39,19 +39,21 @@ from gnt_assets.core.errors import InputError
 from gnt_assets.core.zarr_shards import write_whole_shards
 
 # Codec pipelines a region write can use (``write_region(codec_pipeline=...)``, the zarr IO manager's
-# ``codec_pipeline``, default from ``GNT_ZARR_CODEC_PIPELINE``). Both write the same zarr v3 objects
-# (plain zarr-python and xarray read them with the default pipeline); "zarrs" encodes and writes the
-# chunks from Rust threads (the ``zarrs`` package) and is used on local disk only, where it was measured
-# (benchmarks/io_managers.py); object stores keep zarr-python's own pipeline. "shards" is zarr-python's
-# pipeline, except that regions of whole shards written as stored (``write_encoded``) are encoded on all
-# cores by ``gnt_assets.core.zarr_shards`` into the same objects, byte for byte.
+# ``codec_pipeline``, default from ``GNT_ZARR_CODEC_PIPELINE``, else "shards"). All write the same zarr v3 objects
+# (plain zarr-python and xarray read them with the default pipeline). "shards", the default, is zarr-python's
+# pipeline, except that regions of whole shards written as stored (``write_encoded``) on local disk, in arrays whose
+# codecs ``gnt_assets.core.zarr_shards`` spells out (bytes, optionally zstd, in a sharding codec), are encoded on all
+# cores by it into the same objects, byte for byte; anything else (object stores, other codecs, unsharded arrays,
+# data going through xarray) is written by zarr-python. "default" is zarr-python's own pipeline for everything.
+# "zarrs" encodes and writes the chunks from Rust threads (the ``zarrs`` package) and is used on local disk only,
+# where it was measured (benchmarks/io_managers.py); object stores keep zarr-python's own pipeline.
 CODEC_PIPELINES = {"default": "zarr.core.codec_pipeline.BatchedCodecPipeline", "zarrs": "zarrs.ZarrsCodecPipeline",
                    "shards": "zarr.core.codec_pipeline.BatchedCodecPipeline"}
-DEFAULT_CODEC_PIPELINE = "default"
+DEFAULT_CODEC_PIPELINE = "shards"
 
 
 def codec_pipeline_name(name: str | None = None) -> str:
-    """The pipeline to write with: ``name``, else ``GNT_ZARR_CODEC_PIPELINE``, else "default" (zarr-python's)."""
+    """The pipeline to write with: ``name``, else ``GNT_ZARR_CODEC_PIPELINE``, else "shards"."""
     name = name or os.environ.get("GNT_ZARR_CODEC_PIPELINE") or DEFAULT_CODEC_PIPELINE
     if name not in CODEC_PIPELINES:
         raise ValueError(f"zarr codec pipeline {name!r} is not one of {sorted(CODEC_PIPELINES)}")

@@ -44,9 +44,10 @@ class ZarrRegionIOManager(dg.ConfigurableIOManager):
     storage: StorageResource
     codec_pipeline: str | None = Field(
         default=None,
-        description="zarr codec pipeline for region writes: 'default' (zarr-python's), 'zarrs' (Rust, local disk) or "
-        "'shards' (zarr-python's, whole shards encoded on all cores by zarr_shards, local disk); "
-        "unset: GNT_ZARR_CODEC_PIPELINE, else 'default'. Stores read the same with any.",
+        description="zarr codec pipeline for region writes: 'shards' (zarr-python's, except that whole shards of "
+        "in-memory data on local disk, in bytes or bytes+zstd codecs, are encoded on all cores by zarr_shards into "
+        "zarr-python's own bytes; anything else falls back to zarr-python), 'default' (zarr-python's for everything) "
+        "or 'zarrs' (Rust, local disk); unset: GNT_ZARR_CODEC_PIPELINE, else 'shards'. Stores read the same with any.",
     )
 
     def store_path(self, asset_key: dg.AssetKey) -> UPath:

@@ -12,6 +12,7 @@ from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_zeros
 from upath import UPath
 
+from gnt_assets.core import zarr_regions, zarr_shards
 from gnt_assets.core.zarr_regions import (
     CODEC_PIPELINES,
     StoreLayout,
@@ -193,6 +194,9 @@ def test_codec_pipeline_is_chosen_by_configuration(tmp_path, monkeypatch):
             return type(zarr.open_array((store / "value").path, mode="r")._async_array.codec_pipeline).__name__
 
     assert pipeline_inside("zarrs") == "ZarrsCodecPipeline" and pipeline_inside("default") == "BatchedCodecPipeline"
+    monkeypatch.delenv("GNT_ZARR_CODEC_PIPELINE", raising=False)
+    assert codec_pipeline_name() == "shards" and pipeline_inside(None) == "BatchedCodecPipeline"
+    monkeypatch.setenv("GNT_ZARR_CODEC_PIPELINE", "default")
     assert codec_pipeline_name() == "default"
     monkeypatch.setenv("GNT_ZARR_CODEC_PIPELINE", "zarrs")
     assert codec_pipeline_name() == "zarrs" and pipeline_inside(None) == "ZarrsCodecPipeline"
@@ -202,37 +206,103 @@ def test_codec_pipeline_is_chosen_by_configuration(tmp_path, monkeypatch):
     assert zarr.config.get("codec_pipeline.path") == CODEC_PIPELINES["default"]  # nothing left behind
 
 
+@pytest.fixture
+def whole_shard_writes(monkeypatch):
+    """What each ``write_whole_shards`` call of ``write_region`` answered (True: encoded by zarr_shards)."""
+    answers = []
+
+    def spy(*args):
+        answers.append(write_whole_shards(*args))
+        return answers[-1]
+
+    monkeypatch.setattr(zarr_regions, "write_whole_shards", spy)
+    monkeypatch.delenv("GNT_ZARR_CODEC_PIPELINE", raising=False)
+    return answers
+
+
 @pytest.mark.parametrize("compressors", [None, "auto"], ids=["uncompressed", "zstd"])
-def test_whole_shards_written_by_write_region_are_zarrs_own_bytes(tmp_path, compressors):
-    """The "shards" writer encodes whole shards itself: the same objects as zarr-python's, read by its default pipeline."""
+def test_whole_shards_written_by_write_region_are_zarrs_own_bytes(tmp_path, compressors, whole_shard_writes):
+    """The default writer ("shards", unset) encodes whole shards itself: the same objects as zarr-python's, read by its
+    default pipeline. A change of zarr's shard layout (Morton order, index) fails here."""
     encoding = {"value": {**ENCODING["value"], "compressors": compressors}}
-    stores = {name: UPath(tmp_path) / f"{name}.zarr" for name in ("shards", "default")}
+    stores = {name: UPath(tmp_path) / f"{name}.zarr" for name in ("unset", "shards", "default")}
     for name, store in stores.items():
         create_store(store, template(), encoding=encoding)
-        write_region(store, region(0, 0, 64, 1.0), codec_pipeline=name)
-        write_region(store, region(1, 64, 64, 2.0), codec_pipeline=name)
-        write_region(store, region(1, 64, 64, 3.0), codec_pipeline=name)  # a rewrite replaces the shard whole
+        pipeline = None if name == "unset" else name
+        write_region(store, region(0, 0, 64, 1.0), codec_pipeline=pipeline)
+        write_region(store, region(1, 64, 64, 2.0), codec_pipeline=pipeline)
+        write_region(store, region(1, 64, 64, 3.0), codec_pipeline=pipeline)  # a rewrite replaces the shard whole
+    assert whole_shard_writes == [True] * 6  # the unset default and "shards": zarr_shards wrote every shard
     for key in ("value/c/0/0/0", "value/c/1/0/1"):
-        assert (stores["shards"] / key).read_bytes() == (stores["default"] / key).read_bytes()
+        for name in ("unset", "shards"):
+            assert (stores[name] / key).read_bytes() == (stores["default"] / key).read_bytes()
     expected = np.full((2, 64, 128), np.nan, "float32")
     expected[0, :, :64], expected[1, :, 64:] = 1.0, 3.0
     with zarr.config.set({"codec_pipeline.path": CODEC_PIPELINES["default"]}):
-        np.testing.assert_array_equal(zarr.open_array((stores["shards"] / "value").path, mode="r")[...], expected)
-        np.testing.assert_array_equal(xr.open_zarr(stores["shards"].path, consolidated=False).value.values, expected)
-    assert region_status(stores["shards"], {"time": slice(1, 2), "longitude": slice(64, 128)}).complete
-    assert not [p for p in (stores["shards"] / "value").rglob("*") if p.name.endswith(".partial")]
+        np.testing.assert_array_equal(zarr.open_array((stores["unset"] / "value").path, mode="r")[...], expected)
+        np.testing.assert_array_equal(xr.open_zarr(stores["unset"].path, consolidated=False).value.values, expected)
+    assert region_status(stores["unset"], {"time": slice(1, 2), "longitude": slice(64, 128)}).complete
+    assert not [p for p in (stores["unset"] / "value").rglob("*") if p.name.endswith(".partial")]
 
 
-def test_whole_shards_follow_the_index_location_and_leave_other_codecs_to_zarr(tmp_path):
+@pytest.mark.parametrize("where", ["s3", "gzip", "unsharded"])
+def test_the_default_writer_leaves_what_it_does_not_spell_out_to_zarr(tmp_path, request, where, whole_shard_writes):
+    """Object stores, codecs zarr_shards does not reproduce and unsharded arrays are written by zarr-python's
+    pipeline under the default: the same objects as with "default", read back by plain zarr and xarray."""
+    encoding = {"value": dict(ENCODING["value"])}
+    if where == "gzip":
+        encoding["value"]["compressors"] = zarr.codecs.GzipCodec(level=1)
+    if where == "unsharded":
+        del encoding["value"]["shards"]
+    root = request.getfixturevalue("s3_root") if where == "s3" else UPath(tmp_path)
+    stores = {name: root / f"{name}.zarr" for name in ("unset", "default")}
+    for name, store in stores.items():
+        create_store(store, template(), encoding=encoding)
+        write_region(store, region(1, 64, 64, 2.0), codec_pipeline=None if name == "unset" else name)
+    assert True not in whole_shard_writes  # zarr wrote them all (on s3 zarr_shards is not even asked)
+    assert (whole_shard_writes == []) == (where == "s3")
+    key = "value/c/1/0/1" if where != "unsharded" else "value/c/1/0/2"
+    assert stores["unset"].fs.cat_file(f"{stores['unset'].path}/{key}") == stores["default"].fs.cat_file(f"{stores['default'].path}/{key}")
+    expected = np.full((2, 64, 128), np.nan, "float32")
+    expected[1, :, 64:] = 2.0
+    np.testing.assert_array_equal(open_store(stores["unset"]).value.values, expected)
+    assert region_status(stores["unset"], {"time": slice(1, 2), "longitude": slice(64, 128)}).complete
+
+
+def _objects(path) -> dict[str, bytes]:
+    return {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("c/**/*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(("shape", "chunks", "shards", "dtype", "inner", "location"), [
+    ((128, 96), (32, 32), (64, 96), "int16", [zarr.codecs.ZstdCodec(level=3, checksum=True)], "start"),
+    ((128, 96), (32, 32), (64, 96), "int16", [zarr.codecs.ZstdCodec(level=3, checksum=True)], "end"),
+    ((128, 96), (32, 32), (64, 96), "float32", [zarr.codecs.ZstdCodec(level=1)], "end"),
+    ((128, 96), (32, 32), (64, 96), "float32", [], "start"),
+    # the Sentinel cube's (time, y, x, band) uint16 with a Morton order over uneven counts of chunks per shard
+    ((2, 64, 96, 3), (1, 16, 32, 3), (1, 32, 96, 3), "uint16", [zarr.codecs.ZstdCodec()], "end"),
+    ((2, 60, 100), (1, 12, 20), (2, 36, 100), "uint8", [], "end"),  # 2 x 3 x 5 chunks per shard, edge shards
+], ids=["zstd-checksum-index-start", "zstd-checksum-index-end", "zstd-level-1", "raw-index-start", "sentinel-4d", "uneven-edge"])
+def test_whole_shards_are_the_objects_zarr_python_writes(tmp_path, shape, chunks, shards, dtype, inner, location):
+    """Every layout the default writer takes, compared object by object with zarr-python's own write of the same
+    array: guards the private Morton order and the shard layout zarr_shards reproduces."""
+    values = np.random.default_rng(0).integers(0, 200, shape).astype(dtype)
+    values[(0,) * len(shape)] = 7  # fill value (0) elsewhere in the first chunks stays stored: write_empty_chunks
+    sharding = zarr.codecs.ShardingCodec(chunk_shape=chunks, index_location=location, codecs=[zarr.codecs.BytesCodec(), *inner])
+    arrays = {writer: zarr.create_array(str(tmp_path / f"{writer}.zarr"), shape=shape, chunks=shards, dtype=dtype,
+                                        serializer=sharding, compressors=None, fill_value=0,
+                                        config={"write_empty_chunks": True}) for writer in ("zarr", "shards")}
+    arrays["zarr"][...] = values
+    assert shard_plan(arrays["shards"]) is not None
+    assert write_whole_shards(arrays["shards"], values, tuple(slice(0, n) for n in shape))
+    ours, theirs = _objects(tmp_path / "shards.zarr"), _objects(tmp_path / "zarr.zarr")
+    assert ours.keys() == theirs.keys() and ours == theirs
+    with zarr.config.set({"codec_pipeline.path": CODEC_PIPELINES["default"]}):
+        np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "shards.zarr"), mode="r")[...], values)
+
+
+def test_whole_shards_leave_partial_shards_and_other_codecs_to_zarr(tmp_path):
     values = np.random.default_rng(0).integers(-999, 999, (128, 96)).astype("int16")
-    for location in ("start", "end"):
-        sharding = zarr.codecs.ShardingCodec(chunk_shape=(32, 32), index_location=location,
-                                             codecs=[zarr.codecs.BytesCodec(), zarr.codecs.ZstdCodec(level=3, checksum=True)])
-        array = zarr.create_array(str(tmp_path / f"{location}.zarr"), shape=(128, 96), chunks=(64, 96), dtype="int16",
-                                  serializer=sharding, compressors=None, fill_value=0)
-        assert write_whole_shards(array, values, (slice(0, 128), slice(0, 96)))
-        with zarr.config.set({"codec_pipeline.path": CODEC_PIPELINES["default"]}):
-            np.testing.assert_array_equal(zarr.open_array(str(tmp_path / f"{location}.zarr"), mode="r")[...], values)
+    array = zarr.create_array(str(tmp_path / "a.zarr"), shape=(128, 96), chunks=(32, 32), shards=(64, 96), dtype="int16")
     assert not write_whole_shards(array, values[:32], (slice(0, 32), slice(0, 96)))  # not a whole shard
     # a region reaching the array's end inside its last shard: edge chunks padded with fill, those past it not stored
     edge = {}
@@ -247,6 +317,9 @@ def test_whole_shards_follow_the_index_location_and_leave_other_codecs_to_zarr(t
     transposed = zarr.create_array(str(tmp_path / "t.zarr"), shape=(64, 96), chunks=(32, 32), shards=(64, 96), dtype="int16",
                                    filters=[zarr.codecs.TransposeCodec(order=(1, 0))], compressors=None)
     assert shard_plan(transposed) is None and not write_whole_shards(transposed, values[:64], (slice(0, 64), slice(0, 96)))
+    crc = zarr.create_array(str(tmp_path / "crc.zarr"), shape=(64, 96), chunks=(32, 32), shards=(64, 96), dtype="int16",
+                            compressors=[zarr.codecs.Crc32cCodec()])
+    assert shard_plan(crc) is None
 
 
 def test_layout_is_reused_until_the_metadata_changes(tmp_path):
@@ -259,3 +332,23 @@ def test_layout_is_reused_until_the_metadata_changes(tmp_path):
     assert grown is not layout and grown.sizes["time"] == 3 and grown.labels("time").tolist() == [0, 1, 2]
     write_region(store, region(0, 0, 64, 1.0).assign_coords(time=[2]), codec_pipeline="shards")
     assert open_store(store).value.isel(time=2, longitude=0).values[0] == 1.0
+
+
+def test_a_failed_shard_encode_leaves_no_object_and_the_next_write_is_whole(tmp_path, monkeypatch):
+    values = np.random.default_rng(0).integers(0, 200, (64, 96)).astype("int16")
+    array = zarr.create_array(str(tmp_path / "a.zarr"), shape=(64, 96), chunks=(32, 32), shards=(64, 96), dtype="int16",
+                              config={"write_empty_chunks": True})
+    encode = zarr_shards._encoded_chunk
+
+    def failing(values, window, *args):
+        if window[1].start == 64:
+            raise RuntimeError("encoder failed")
+        return encode(values, window, *args)
+
+    monkeypatch.setattr(zarr_shards, "_encoded_chunk", failing)
+    with pytest.raises(RuntimeError, match="encoder failed"):
+        write_whole_shards(array, values, (slice(0, 64), slice(0, 96)))
+    assert not [p.name for p in (tmp_path / "a.zarr").rglob("*") if p.is_file() and p.name != "zarr.json"]
+    monkeypatch.setattr(zarr_shards, "_encoded_chunk", encode)
+    assert write_whole_shards(array, values, (slice(0, 64), slice(0, 96)))
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "a.zarr"), mode="r")[...], values)
