@@ -26,7 +26,6 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
-from types import MappingProxyType
 
 import numpy as np
 import shapely
@@ -477,17 +476,33 @@ class MajorTomTiling:
         """The store of a layer: the grid's name for the primary cells, ``<name>_overlap`` for the offset ones."""
         return self.name if layer == 0 else f"{self.name}_overlap"
 
-    def cell_stores(self, chunk: Chunk | str, aoi: BaseGeometry) -> dict[str, CellStore]:
+    def cell_stores(self, chunk: Chunk | str, aoi: BaseGeometry) -> Mapping[str, CellStore]:
         """Per cell of the chunk, its own image: a store ``<chunk>/<cell>`` under its layer's folder whose one
         region is the cell's exact GeoBox (its UTM zone and origin), chunked ``chunks_per_side`` times per side."""
         chunk = self.chunk(chunk) if isinstance(chunk, str) else chunk
-        stores = {}
-        for cell in self.cells(chunk, aoi):
-            px = -(-max(cell.width, cell.height) // self.chunks_per_side)
-            layout = CubeLayout(geobox=cell.geobox, chunk_px=px,
-                                regions={cell.key: (slice(0, cell.height), slice(0, cell.width))})
-            stores[cell.key] = CellStore(self.layer_name(cell.layer), f"{chunk.key}/{cell.key}", layout)
-        return stores
+        return MajorTomCells(self, chunk.key, self.cells(chunk, aoi))
+
+    def cell_store(self, chunk_key: str, cell: Cell) -> CellStore:
+        px = -(-max(cell.width, cell.height) // self.chunks_per_side)
+        layout = CubeLayout(geobox=cell.geobox, chunk_px=px, regions={cell.key: (slice(0, cell.height), slice(0, cell.width))})
+        return CellStore(self.layer_name(cell.layer), f"{chunk_key}/{cell.key}", layout)
+
+
+class MajorTomCells(Mapping):
+    """A Major TOM chunk's cells: each cell's ``CellStore`` (GeoBox, layout) is made when asked, so a cached
+    chunk holds its 10-40k cells' pixel grids only (see ``ZoneCubeCells``)."""
+
+    def __init__(self, tiling: MajorTomTiling, chunk_key: str, cells: list[Cell]):
+        self._tiling, self._chunk_key, self._cells = tiling, chunk_key, {cell.key: cell for cell in cells}
+
+    def __getitem__(self, key: str) -> CellStore:
+        return self._tiling.cell_store(self._chunk_key, self._cells[key])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._cells)
+
+    def __len__(self) -> int:
+        return len(self._cells)
 
 
 @dataclass(frozen=True)
@@ -577,10 +592,26 @@ def _chunk_cells(tiling: str, chunk: str, part_wkb: bytes, cube: tuple) -> Mappi
     with _collector_paused():
         description, part = json.loads(tiling), shapely.from_wkb(part_wkb)
         if not cube:
-            return MappingProxyType(MajorTomTiling.from_description(description).cell_stores(chunk, part))
+            return MajorTomTiling.from_description(description).cell_stores(chunk, part)
         tiling_ = SquareTiling.from_description(description)
         name, crs, x0, y1, height, width = cube
         r = tiling_.res_m
         layout = tiling_.layout(chunk, part, GeoBox((int(height), int(width)), Affine(r, 0, float(x0), 0, -r, float(y1)), crs))
-        return MappingProxyType({cell: CellStore(str(name), "", replace(layout, regions={cell: region}))
-                                 for cell, region in layout.regions.items()})
+        return ZoneCubeCells(str(name), layout)
+
+
+class ZoneCubeCells(Mapping):
+    """A square chunk's cells as regions of its zone cube: each cell's ``CellStore`` is made when asked, so a
+    cached chunk holds one layout, not 10-40k copies of it for the collector to walk."""
+
+    def __init__(self, cube: str, layout: CubeLayout):
+        self._cube, self._layout = cube, layout
+
+    def __getitem__(self, cell: str) -> CellStore:
+        return CellStore(self._cube, "", replace(self._layout, regions={cell: self._layout.regions[cell]}))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._layout.regions)
+
+    def __len__(self) -> int:
+        return len(self._layout.regions)
