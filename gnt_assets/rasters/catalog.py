@@ -30,7 +30,7 @@ CATALOG_SCHEMA = pa.DataFrameSchema(
         "height": pa.Column(float, pa.Check.gt(0), nullable=True),
         "band_count": pa.Column(float, pa.Check.ge(1), nullable=True),
         "pixel_size_x": pa.Column(float, pa.Check.gt(0), nullable=True),
-        # a bare hex digest is a SHA-256 recorded before BLAKE3: listed, and source_unchanged asks for a new registration
+        # a bare hex digest is a SHA-256 recorded before BLAKE3: listed, and source_unchanged compares by SHA-256
         "content_hash": pa.Column(str, pa.Check.str_matches(rf"^({HASH_PREFIX})?[0-9a-f]{{64}}$"), nullable=True),
         "status": pa.Column(str, pa.Check.isin(STATES)),
         "status_detail": pa.Column(str, nullable=True),
